@@ -1,0 +1,101 @@
+"""Expert placement: which experts each EP rank holds in every MoE layer.
+
+Per candidate EP degree e and layer: every expert on exactly one rank, every rank holding
+E/e experts (equal slots), and ``hot[e][layer]`` >= the routed load of every rank. For
+e = 1 (one rank holds all) and e = E (one expert per rank) the hot load is a constant.
+"""
+
+from __future__ import annotations
+
+from optimizer.context import Context
+from optimizer.units import LOAD_SCALE, ceil_div
+
+
+def heaviest_first(loads: tuple[int, ...]) -> list[int]:
+    """Expert ids by decreasing load (ties: lower id first)."""
+    return sorted(range(len(loads)), key=lambda x: (-loads[x], x))
+
+
+def greedy_ranks(loads: tuple[int, ...], ep: int) -> list[list[int]]:
+    """Heaviest expert first onto the least-loaded rank with a free slot (a hint)."""
+    slots = len(loads) // ep
+    ranks: list[list[int]] = [[] for _ in range(ep)]
+    totals = [0] * ep
+    for expert in heaviest_first(loads):
+        r = min((r for r in range(ep) if len(ranks[r]) < slots), key=lambda r: (totals[r], r))
+        ranks[r].append(expert)
+        totals[r] += loads[expert]
+    return ranks
+
+
+def trivial_ranks(num_experts: int, ep: int) -> list[list[int]]:
+    """Contiguous blocks of experts per rank (the runtimes' default placement)."""
+    slots = num_experts // ep
+    return [list(range(r * slots, (r + 1) * slots)) for r in range(ep)]
+
+
+def _layer(ctx: Context, ep: int, layer: int) -> None:
+    """Assignment variables, slot counts, hot load and symmetry breaking of one layer."""
+    model, loads = ctx.model, ctx.loads[layer]
+    num_experts = len(loads)
+    order = heaviest_first(loads)
+    on_rank: list[list[tuple[int, object]]] = [[] for _ in range(ep)]
+    # Symmetry breaking: ranks are interchangeable, so the i-th heaviest expert may be
+    # placed only on ranks 0..i (any placement can be relabelled into this form).
+    for position, expert in enumerate(order):
+        choices = []
+        for r in range(min(position, ep - 1) + 1):
+            var = model.new_bool_var(f"assign[ep={ep},l={layer},x={expert},r={r}]")
+            ctx.assign[ep][layer, expert, r] = var
+            on_rank[r].append((expert, var))
+            choices.append(var)
+        model.add_exactly_one(choices)
+    lower = max(ceil_div(LOAD_SCALE, ep), max(loads))
+    hot = model.new_int_var(lower, LOAD_SCALE, f"hot[ep={ep},l={layer}]")
+    for r in range(ep):
+        model.add(sum(v for _, v in on_rank[r]) == num_experts // ep)
+        model.add(hot >= sum(loads[x] * v for x, v in on_rank[r]))
+    greedy = _relabelled(greedy_ranks(loads, ep), order)
+    for r, experts in enumerate(greedy):
+        for x in experts:
+            for rr in range(ep):
+                if (layer, x, rr) in ctx.assign[ep]:
+                    model.add_hint(ctx.assign[ep][layer, x, rr], rr == r)
+    model.add_hint(hot, max(sum(loads[x] for x in experts) for experts in greedy))
+    ctx.hot[ep].append(hot)
+
+
+def _relabelled(ranks: list[list[int]], order: list[int]) -> list[list[int]]:
+    """Ranks sorted so that the symmetry-breaking rule holds (rank r holds an expert of
+    position >= r): order ranks by the best position among their experts."""
+    position = {x: i for i, x in enumerate(order)}
+    return sorted(ranks, key=lambda experts: min(position[x] for x in experts))
+
+
+def build(ctx: Context) -> None:
+    """Placement variables and hot loads for every candidate EP degree."""
+    for ep in ctx.values_of("ep"):
+        ctx.assign[ep] = {}
+        ctx.hot[ep] = []
+        for layer in range(ctx.num_layers):
+            if ep == 1:
+                ctx.hot[ep].append(LOAD_SCALE)
+            elif ep == len(ctx.loads[layer]):
+                ctx.hot[ep].append(max(ctx.loads[layer]))
+            else:
+                _layer(ctx, ep, layer)
+
+
+def extract(ctx: Context, solver, ep: int) -> tuple[tuple[tuple[int, ...], ...], ...]:
+    """[layer][rank] -> sorted expert ids of the solved placement for EP degree ``ep``."""
+    out = []
+    for layer in range(ctx.num_layers):
+        num_experts = len(ctx.loads[layer])
+        if ep == 1 or ep == num_experts:
+            ranks = trivial_ranks(num_experts, ep)
+        else:
+            chosen = ctx.assign[ep]
+            ranks = [[x for x in range(num_experts) if (layer, x, r) in chosen
+                      and solver.boolean_value(chosen[layer, x, r])] for r in range(ep)]
+        out.append(tuple(tuple(sorted(r)) for r in ranks))
+    return tuple(out)

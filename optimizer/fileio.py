@@ -1,0 +1,77 @@
+"""Reading input files with one-line errors, and writing output files atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from pydantic import BaseModel, ValidationError
+
+from optimizer.errors import InputError
+
+
+def read_json(path: str | os.PathLike, what: str) -> object:
+    """Parse a JSON file; any problem becomes an InputError naming the file."""
+    p = Path(path)
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except IsADirectoryError:
+        raise InputError(f"{what} {p}: is a directory, expected a JSON file") from None
+    except FileNotFoundError:
+        raise InputError(f"{what} {p}: no such file") from None
+    except PermissionError:
+        raise InputError(f"{what} {p}: cannot be read (permission denied)") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{what} {p}: not UTF-8 text") from None
+    except OSError as exc:
+        raise InputError(f"{what} {p}: cannot be read ({exc.strerror})") from None
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{what} {p}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except ValueError as exc:
+        raise InputError(f"{what} {p}: {exc}") from None
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def validation_message(what: str, exc: ValidationError) -> str:
+    """The first validation error as one line: field path, value and rule."""
+    err = exc.errors()[0]
+    loc = ".".join(str(x) for x in err["loc"] if not str(x).startswith("function-"))
+    value = err.get("input")
+    shown = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    msg = err["msg"].removeprefix("Value error, ")
+    more = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+    return f"{what}: {loc or '(top level)'}={shown}: {msg}{more}"
+
+
+def load_model(path: str | os.PathLike, cls: type[BaseModel], what: str) -> BaseModel:
+    """Read and validate a JSON file into ``cls``; errors are one-line InputErrors."""
+    data = read_json(path, what)
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        raise InputError(validation_message(f"{what} {path}", exc)) from None
+
+
+def write_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename it into place."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,50 @@
+"""Routed-token load per expert and layer, as integer parts of ``units.LOAD_SCALE``."""
+
+from __future__ import annotations
+
+import random
+
+from optimizer.schema import CountsLoad, Instance, PowerLawLoad, UniformLoad
+from optimizer.units import LOAD_SCALE
+
+
+def largest_remainder(weights: list[float], total: int) -> list[int]:
+    """Integers proportional to ``weights`` that sum to exactly ``total`` (Hamilton's
+    method; ties go to the lower index, so the result is deterministic)."""
+    weight_sum = float(sum(weights))
+    exact = [w * total / weight_sum for w in weights]
+    parts = [int(x) for x in exact]
+    order = sorted(range(len(weights)), key=lambda i: (-(exact[i] - parts[i]), i))
+    for i in order[: total - sum(parts)]:
+        parts[i] += 1
+    return parts
+
+
+def power_law_weights(num_experts: int, exponent: float, rng: random.Random) -> list[float]:
+    """Weights (i+1)^-a over a random order of the experts, a drawn in [0.75, 1.25] x
+    exponent so that layers differ in skew as well as in which experts are hot."""
+    layer_exponent = exponent * (0.75 + 0.5 * rng.random())
+    order = list(range(num_experts))
+    rng.shuffle(order)
+    weights = [0.0] * num_experts
+    for position, expert in enumerate(order):
+        weights[expert] = (position + 1) ** -layer_exponent
+    return weights
+
+
+def layer_weights(inst: Instance) -> list[list[float]]:
+    """[num_layers][num_experts] relative routed load, before scaling."""
+    spec, m = inst.expert_load, inst.model
+    if isinstance(spec, UniformLoad):
+        return [[1.0] * m.num_experts for _ in range(m.num_layers)]
+    if isinstance(spec, PowerLawLoad):
+        rng = random.Random(spec.seed)
+        return [power_law_weights(m.num_experts, spec.exponent, rng)
+                for _ in range(m.num_layers)]
+    assert isinstance(spec, CountsLoad)
+    return [[float(c) for c in row] for row in spec.counts]
+
+
+def expert_loads(inst: Instance) -> tuple[tuple[int, ...], ...]:
+    """[num_layers][num_experts] loads in parts per LOAD_SCALE; each layer sums to it."""
+    return tuple(tuple(largest_remainder(w, LOAD_SCALE)) for w in layer_weights(inst))

@@ -1,0 +1,159 @@
+"""The CP-SAT deployment model: variables, constraint families, objectives.
+
+Reading order: ``build_context`` gathers the data (candidate configurations with their
+integer cost tables, expert loads, limits); ``DeploymentModel.__init__`` creates the
+requirement literals, runs ``constraints.MODULES`` in order and defines the objective
+
+    objective_ns = average time a GPU loses over the batch to communication (TP all-reduce,
+                   EP all-to-all and ETP collectives, pipeline sends) and to expert
+                   imbalance (hot-rank expert time above the balanced time)
+
+which is lexicographically followed by the batch makespan (``solve.py``).
+"""
+
+from __future__ import annotations
+
+from ortools.sat.python import cp_model
+
+import constraints
+from optimizer.bounding import config_bounds, greedy_plan, hot_load_lower_bound
+from optimizer.candidates import admissible_degrees
+from optimizer.context import Context
+from optimizer.errors import InputError
+from optimizer.evaluate import makespan_limit_ns
+from optimizer.layout import megatron_layout
+from optimizer.loads import expert_loads
+from optimizer.schema import Instance
+from optimizer.tables import LinkFacts, StageCosts, stage_costs
+from optimizer.units import LOAD_SCALE, gb_to_bytes_floor
+
+REQUIREMENTS = ("memory", "ttft", "throughput")
+
+
+def candidate_costs(inst: Instance, num_gpus: int) -> list[StageCosts]:
+    """Integer cost tables of every admissible configuration on Megatron's layout."""
+    degs = admissible_degrees(inst, num_gpus)
+    if not degs:
+        raise InputError(
+            f"hardware.num_gpus={num_gpus}: no admissible (tp, pp, dp, ep) tuple: TP must divide "
+            f"the {inst.model.num_attention_heads} heads and fit a node of "
+            f"{inst.hardware.gpus_per_node}, EP divide the {inst.model.num_experts} experts, "
+            f"PP <= {inst.model.num_layers} layers, DP <= {inst.workload.batch_sequences} sequences")
+    gpn = inst.hardware.gpus_per_node
+    return [stage_costs(inst, d, LinkFacts.of(megatron_layout(d, gpn))) for d in degs]
+
+
+def build_context(inst: Instance, num_gpus: int) -> Context:
+    """Data of one build: candidate tables, loads, makespan limits, memory cap."""
+    return Context(inst=inst, num_gpus=num_gpus, cfgs=candidate_costs(inst, num_gpus),
+                   loads=expert_loads(inst), limits_ns=makespan_limit_ns(inst, num_gpus),
+                   memory_cap_bytes=gb_to_bytes_floor(inst.memory_limit_gb))
+
+
+class DeploymentModel:
+    """CP-SAT model of one instance on ``num_gpus`` GPUs.
+
+    ``explain=True`` leaves the requirement literals free and passes them as assumptions,
+    so an infeasible solve names a sufficient set of conflicting requirements. ``relax``
+    drops requirements. ``cutoff`` ("objective" or "makespan": what will be minimized)
+    drops configurations whose lower bound on it exceeds a feasible greedy plan's value:
+    they cannot hold an optimum.
+    """
+
+    def __init__(self, ctx: Context, explain: bool = False, relax: tuple[str, ...] = (),
+                 cutoff: str | None = None):
+        self.ctx = ctx
+        model = ctx.model
+        ctx.req = {r: model.new_bool_var(f"require_{r}") for r in REQUIREMENTS}
+        for name in REQUIREMENTS:
+            if name in relax:
+                model.add(ctx.req[name] == 0)
+            elif not explain:
+                model.add(ctx.req[name] == 1)
+        if explain:
+            model.add_assumptions([ctx.req[r] for r in REQUIREMENTS if r not in relax])
+        self.greedy = self._filter(explain, relax, cutoff)
+        if not ctx.cfgs:  # every configuration is ruled out by a bound: nothing to model
+            constraints.degrees.build(ctx)
+            return
+        for module in constraints.MODULES:
+            module.build(ctx)
+        self._objective()
+        self._bound_rows()
+        self._hint()
+
+    def _filter(self, explain: bool, relax: tuple[str, ...], cutoff: str | None):
+        """Split candidates into those modelled in full and those a requirement rules out
+        by a lower bound (kept as blocked literals in explain mode, dropped otherwise)."""
+        ctx = self.ctx
+        hot_lb = {ep: [hot_load_lower_bound(row, ep) for row in ctx.loads]
+                  for ep in ctx.values_of("ep")}
+        limits = {r: v for r, v in ctx.limits_ns.items() if r not in relax}
+        cap = ctx.memory_cap_bytes if "memory" not in relax else 1 << 62
+        kept, kept_bounds = [], []
+        for c in ctx.cfgs:
+            b = config_bounds(c, hot_lb[c.deg.ep], ctx.num_layers, cap)
+            reasons = tuple(r for r in REQUIREMENTS if (r == "memory" and not b.memory_fits)
+                            or (r in limits and b.makespan_ns > limits[r]))
+            if reasons:
+                if explain:
+                    ctx.blocked.append((c.deg, reasons))
+                continue
+            kept.append(c)
+            kept_bounds.append(b)
+        greedy = greedy_plan(kept, ctx.loads, limits, cap, cutoff or "objective") if kept else None
+        if cutoff and greedy is not None:
+            best = getattr(greedy, f"{cutoff}_ns")
+            pairs = [(c, b) for c, b in zip(kept, kept_bounds) if getattr(b, f"{cutoff}_ns") <= best]
+            chosen = kept[greedy.index]
+            kept, kept_bounds = [c for c, _ in pairs], [b for _, b in pairs]
+            greedy = greedy.__class__(kept.index(chosen), greedy.counts, greedy.placement,
+                                      greedy.objective_ns, greedy.makespan_ns)
+        ctx.cfgs, self.bounds = kept, kept_bounds
+        return greedy
+
+    def _bound_rows(self) -> None:
+        """Redundant rows: objective and makespan >= the chosen configuration's lower
+        bounds (linear in the one-hot choice; they make the LP relaxation tight)."""
+        ctx = self.ctx
+        ctx.model.add(ctx.objective >= sum(b.objective_ns * v for b, v in zip(self.bounds, ctx.cfg)))
+        ctx.model.add(ctx.makespan >= sum(b.makespan_ns * v for b, v in zip(self.bounds, ctx.cfg)))
+
+    def _hint(self) -> None:
+        """Hint the greedy plan's configuration and layer split (placement hints are set
+        by the placement module with the same greedy rule)."""
+        g, ctx = self.greedy, self.ctx
+        if g is None:
+            return
+        for k, v in enumerate(ctx.cfg):
+            ctx.model.add_hint(v, k == g.index)
+        p = ctx.cfgs[g.index].deg.pp
+        if p > 1:
+            stage_of = [j for j, n in enumerate(g.counts) for _ in range(n)]
+            for l, row in enumerate(ctx.in_stage[p]):
+                for j, v in enumerate(row):
+                    if v is not None:
+                        ctx.model.add_hint(v, stage_of[l] == j)
+
+    def _objective(self) -> None:
+        """p * objective >= m * (sum_l moe_time_l - layers * balanced + layers * TP comm)
+        + m (p-1) t_p2p for the chosen configuration (see ``evaluate.objective_ns``)."""
+        ctx, model = self.ctx, self.ctx.model
+        n = ctx.num_layers
+        top = max(c.deg.micro_batches * (n * c.moe_ns(LOAD_SCALE) + n * c.tp_comm_ns
+                                         + (c.deg.pp - 1) * c.p2p_ns) for c in ctx.cfgs)
+        ctx.objective = model.new_int_var(0, top, "objective_ns")
+        for k, c in enumerate(ctx.cfgs):
+            p, m = c.deg.pp, c.deg.micro_batches
+            lost = sum(ctx.moe_time) - n * c.moe_balanced_compute_ns + n * c.tp_comm_ns
+            model.add(p * ctx.objective >= m * lost + m * (p - 1) * c.p2p_ns).only_enforce_if(
+                ctx.cfg[k])
+
+    @property
+    def empty(self) -> bool:
+        """True when no configuration survived the bounds (the instance is infeasible)."""
+        return not self.ctx.cfgs
+
+    def chosen(self, solver: cp_model.CpSolver) -> StageCosts:
+        """The configuration the solver selected."""
+        return next(c for c, v in zip(self.ctx.cfgs, self.ctx.cfg) if solver.boolean_value(v))

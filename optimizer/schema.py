@@ -1,0 +1,168 @@
+"""Input schema: the instance file (model, hardware, workload, requirements, load, search).
+
+Pydantic lives only at the edges (this module and ``plan.py``); everything inside the
+optimizer works on the validated, frozen objects. Every numeric field carries its unit in
+its name. Unknown keys are rejected so that a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+
+DTYPE_BYTES: dict[str, float] = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "fp8": 1.0}
+Dtype = Literal["fp32", "fp16", "bf16", "fp8"]
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Fraction = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
+NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+# Sizes above this are not models of this world and would overflow the integer scaling.
+Big = Annotated[int, Field(gt=0, le=10**9)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class ModelSpec(_Strict):
+    """A decoder-only MoE transformer in which every layer is an MoE layer."""
+
+    name: str = Field("", description="free-form model name")
+    num_layers: Big = Field(..., description="transformer layers (all MoE)")
+    hidden_size: Big = Field(..., description="model width h")
+    num_attention_heads: Big = Field(..., description="query heads n_h")
+    num_kv_heads: Big = Field(..., description="key/value heads n_kv (MHA: = n_h)")
+    head_dim: Big = Field(..., description="size of one attention head d_h")
+    num_experts: Big = Field(..., description="routed experts per MoE layer E")
+    top_k: Big = Field(..., description="experts chosen per token k")
+    expert_ffn_size: Big = Field(..., description="FFN hidden size f of one routed expert")
+    ffn_matrices: Literal[2, 3] = Field(2, description="2 = plain (up, down), 3 = gated (SwiGLU)")
+    vocab_size: Big = Field(..., description="vocabulary size V")
+    tie_word_embeddings: bool = Field(False, description="LM head shares the embedding")
+    weight_dtype: Dtype = Field("fp16", description="data type of the weights")
+    kv_dtype: Dtype = Field("fp16", description="data type of the KV cache")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ModelSpec":
+        if self.num_attention_heads % self.num_kv_heads:
+            raise ValueError(
+                f"num_attention_heads={self.num_attention_heads} is not a multiple of "
+                f"num_kv_heads={self.num_kv_heads}")
+        if self.top_k > self.num_experts:
+            raise ValueError(f"top_k={self.top_k} exceeds num_experts={self.num_experts}")
+        return self
+
+
+class GpuSpec(_Strict):
+    """One GPU: peak dense FLOP/s, memory, HBM bandwidth and achieved fractions of both."""
+
+    name: str = Field("gpu", description="GPU name")
+    peak_tflops: PositiveFloat = Field(..., description="peak dense TFLOP/s in the weight dtype")
+    memory_gb: PositiveFloat = Field(..., description="HBM capacity, GB (1e9 B)")
+    hbm_bandwidth_gb_s: PositiveFloat = Field(..., description="HBM bandwidth, GB/s")
+    compute_efficiency: Fraction = Field(0.5, description="achieved fraction of peak FLOP/s")
+    hbm_efficiency: Fraction = Field(0.8, description="achieved fraction of HBM bandwidth")
+
+
+class HardwareSpec(_Strict):
+    """The cluster: GPUs, nodes and the links between them (per-GPU bus bandwidths)."""
+
+    num_gpus: Annotated[int, Field(gt=0, le=65536)] = Field(..., description="GPUs available")
+    gpus_per_node: Annotated[int, Field(gt=0, le=1024)] = Field(8, description="GPUs per node")
+    gpu: GpuSpec
+    intra_node_bandwidth_gb_s: PositiveFloat = Field(..., description="NVLink per GPU, GB/s")
+    inter_node_bandwidth_gb_s: PositiveFloat = Field(..., description="network per GPU, GB/s")
+    pcie_bandwidth_gb_s: PositiveFloat = Field(32.0, description="host link (informational)")
+    intra_node_latency_us: NonNegFloat = Field(5.0, description="per-step latency inside a node")
+    inter_node_latency_us: NonNegFloat = Field(10.0, description="per-step latency across nodes")
+    nccl_buffer_gb: NonNegFloat = Field(0.4, description="NCCL communicator memory per GPU")
+    runtime_reserve_gb: NonNegFloat = Field(
+        3.758, description="CUDA context, libraries, allocator slack per GPU (3.5 GiB)")
+
+
+class Workload(_Strict):
+    """A static batch: all sequences arrive together and are prefilled as one batch."""
+
+    batch_sequences: Annotated[int, Field(gt=0, le=10**7)] = Field(..., description="sequences")
+    prompt_tokens: Annotated[int, Field(gt=0, le=10**7)] = Field(..., description="per sequence")
+    output_tokens: Annotated[int, Field(ge=0, le=0)] = Field(
+        0, description="generated tokens per sequence; decode is not modelled yet, must be 0")
+    micro_batches: list[PositiveInt] | None = Field(
+        None, description="allowed micro-batch counts; None = every divisor the solver likes")
+    moe_buffer_factor: Annotated[float, Field(ge=1, le=64, allow_inf_nan=False)] = Field(
+        1.25, description="MoE dispatch buffers are sized at this multiple of the mean load")
+
+
+class Requirements(_Strict):
+    """Service requirements; a missing one is not enforced."""
+
+    min_throughput_tokens_per_ms: NonNegFloat | None = Field(None, description="tokens/ms")
+    throughput_scope: Literal["deployment", "per_gpu"] = Field(
+        "deployment", description="whether the throughput target is for all GPUs or each")
+    max_ttft_s: PositiveFloat | None = Field(None, description="TTFT must be strictly below")
+    max_memory_gb: PositiveFloat | None = Field(
+        None, description="memory per GPU; default: the GPU's memory_gb")
+
+
+class UniformLoad(_Strict):
+    kind: Literal["uniform"]
+
+
+class PowerLawLoad(_Strict):
+    """Per layer, expert i of a seeded random order gets weight (i+1)^-a_l (a_l near exponent)."""
+
+    kind: Literal["power_law"]
+    exponent: Annotated[float, Field(ge=0, le=8, allow_inf_nan=False)] = 0.6
+    seed: Annotated[int, Field(ge=0, le=2**31)] = 0
+
+
+class CountsLoad(_Strict):
+    """Measured routed-token counts: [num_layers][num_experts], non-negative integers."""
+
+    kind: Literal["counts"]
+    counts: list[list[Annotated[int, Field(ge=0, le=10**15)]]]
+
+
+ExpertLoad = Annotated[Union[UniformLoad, PowerLawLoad, CountsLoad], Field(discriminator="kind")]
+
+
+class SearchSpec(_Strict):
+    """Solver settings (command-line options override them)."""
+
+    max_micro_batches: Annotated[int, Field(gt=0, le=4096)] = 32
+    time_limit_s: PositiveFloat = 60.0
+    workers: Annotated[int, Field(gt=0, le=64)] = 1
+    seed: Annotated[int, Field(ge=0, le=2**31)] = 0
+
+
+class Instance(_Strict):
+    """One deployment question."""
+
+    name: str = Field(..., description="instance name; results go to results/<name>/")
+    model: ModelSpec
+    hardware: HardwareSpec
+    workload: Workload
+    requirements: Requirements = Requirements()
+    expert_load: ExpertLoad = UniformLoad(kind="uniform")
+    search: SearchSpec = SearchSpec()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Instance":
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}", self.name):
+            raise ValueError(f"name={self.name!r} must be letters, digits, '_', '.', '-'")
+        if isinstance(self.expert_load, CountsLoad):
+            shape = (len(self.expert_load.counts), {len(r) for r in self.expert_load.counts})
+            if shape[0] != self.model.num_layers or shape[1] != {self.model.num_experts}:
+                raise ValueError(
+                    f"expert_load.counts has shape {shape[0]}x{sorted(shape[1])}, "
+                    f"expected {self.model.num_layers}x{self.model.num_experts}")
+            if any(sum(r) == 0 for r in self.expert_load.counts):
+                raise ValueError("expert_load.counts has a layer whose counts are all zero")
+        return self
+
+    @property
+    def memory_limit_gb(self) -> float:
+        """Memory each GPU may use: the requirement, else the GPU's capacity."""
+        req = self.requirements.max_memory_gb
+        return self.hardware.gpu.memory_gb if req is None else req

@@ -1,0 +1,70 @@
+"""The only place where floats become the integers CP-SAT works with.
+
+Scales (one per quantity):
+- time: integer nanoseconds (``NS_PER_S``); costs are rounded *up*, so a plan the
+  integer model accepts is never worse than the float figures it prints;
+- memory: integer bytes, rounded up;
+- expert load: each MoE layer's routed tokens as integer parts per ``LOAD_SCALE``
+  (largest-remainder rounding, so a layer's parts sum to exactly ``LOAD_SCALE``).
+
+Requirement targets are rounded *down* (an upper limit of 10 s becomes at most 1e10 ns).
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+NS_PER_S = 10**9
+NS_PER_MS = 10**6
+BYTES_PER_GB = 10**9
+LOAD_SCALE = 1_000_000
+
+
+def ceil_int(value: float) -> int:
+    """Smallest integer >= value, robust to float noise just above an integer."""
+    rounded = round(value)
+    if abs(value - rounded) <= 1e-9 * max(1.0, abs(value)):
+        return int(rounded)
+    return math.ceil(value)
+
+
+def floor_int(value: float) -> int:
+    """Largest integer <= value, robust to float noise just below an integer."""
+    rounded = round(value)
+    if abs(value - rounded) <= 1e-9 * max(1.0, abs(value)):
+        return int(rounded)
+    return math.floor(value)
+
+
+def seconds_to_ns(seconds: float) -> int:
+    """A cost in seconds as integer ns, rounded up."""
+    return ceil_int(seconds * NS_PER_S)
+
+
+def limit_s_to_ns(seconds: float, strict: bool = False) -> int:
+    """An upper limit in seconds as integer ns, rounded down; strict '<' subtracts 1 ns."""
+    ns = floor_int(seconds * NS_PER_S)
+    return ns - 1 if strict and Fraction(seconds) * NS_PER_S == ns else ns
+
+
+def gb_to_bytes_floor(gb: float) -> int:
+    """A capacity in GB as integer bytes, rounded down."""
+    return floor_int(gb * BYTES_PER_GB)
+
+
+def ceil_div(numerator: int, denominator: int) -> int:
+    """Exact ceil(numerator / denominator) for integers, denominator > 0."""
+    return -((-numerator) // denominator)
+
+
+def ns_to_s(ns: int) -> float:
+    return ns / NS_PER_S
+
+
+def ns_to_ms(ns: int) -> float:
+    return ns / NS_PER_MS
+
+
+def bytes_to_gb(num_bytes: int) -> float:
+    return num_bytes / BYTES_PER_GB
