@@ -10,50 +10,16 @@ the deployment (per GPU = divided by the GPUs used).
 
 from __future__ import annotations
 
-import json
-import logging
 import sys
-import traceback
 from pathlib import Path
 
 import click
 
-from optimizer.errors import InfeasibleError, InputError, MoeoptError, NoSolutionError
-from optimizer.fileio import load_model, write_atomic
+from optimizer.cli_common import DEFINITIONS, FORMAT, VERBOSE, dump, load_instance, run
+from optimizer.commands import register_commands
+from optimizer.errors import InfeasibleError, InputError, NoSolutionError
+from optimizer.fileio import write_atomic
 from optimizer.schema import Instance
-
-FORMAT = click.option("--format", "format_", type=click.Choice(["table", "json"]), default="table",
-                      show_default=True, help="stdout format")
-VERBOSE = click.option("-v", "--verbose", count=True, help="logs to stderr; -vv shows tracebacks")
-
-DEFINITIONS = ("TTFT = prefill makespan of the static batch; throughput = prompt tokens / makespan "
-               "(deployment; per GPU = / GPUs used).")
-
-
-def load_instance(path: str) -> Instance:
-    return load_model(path, Instance, "instance")
-
-
-def _dump(obj: object) -> str:
-    return json.dumps(obj, indent=2, sort_keys=False) + "\n"
-
-
-def _run(verbose: int, fn) -> None:
-    """Run a command body; expected failures print one line and exit with their code."""
-    logging.basicConfig(level=logging.WARNING - 10 * min(verbose, 2), stream=sys.stderr)
-    try:
-        fn()
-    except MoeoptError as exc:
-        click.echo(f"moeopt: {exc}", err=True)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        click.echo("moeopt: interrupted", err=True)
-        sys.exit(130)
-    except Exception as exc:  # a bug: say so, keep the traceback for -vv
-        if verbose >= 2:
-            traceback.print_exc()
-        click.echo(f"moeopt: internal error: {type(exc).__name__}: {exc}", err=True)
-        sys.exit(1)
 
 
 @click.group(help=f"moeopt: deploy a Mixture-of-Experts model on a GPU cluster. {DEFINITIONS}")
@@ -86,19 +52,19 @@ def solve(instance, format_, output, gpus, time_limit, workers, seed, verbose):
             if format_ == "json":
                 payload = {"schema_version": 1, "instance": inst.name, **exc.payload}
                 payload.setdefault("explanation", str(exc))
-                click.echo(_dump(payload), nl=False)
+                click.echo(dump(payload), nl=False)
             raise
         solver = solver_dict(result)
         doc = plan_to_json(result.plan, result.evaluation, result.status, solver)
         target = output or str(Path("results") / inst.name / "plan.json")
         if target != "-":
-            write_atomic(target, _dump(doc))
+            write_atomic(target, dump(doc))
         if format_ == "json" or target == "-":
-            click.echo(_dump(doc), nl=False)
+            click.echo(dump(doc), nl=False)
         else:
             click.echo(plan_text(inst, result.plan, result.evaluation, result.status, solver), nl=False)
             click.echo(f"plan written to {target}")
-    _run(verbose, body)
+    run(verbose, body)
 
 
 def solver_dict(result) -> dict:
@@ -124,10 +90,10 @@ def check(instance, plan, format_, verbose):
         from optimizer.checking import check_plan_file
         inst = load_instance(instance)
         doc, text, ok = check_plan_file(inst, plan)
-        click.echo(_dump(doc) if format_ == "json" else text, nl=False)
+        click.echo(dump(doc) if format_ == "json" else text, nl=False)
         if not ok:
             sys.exit(3)
-    _run(verbose, body)
+    run(verbose, body)
 
 
 @main.command(help="Print the JSON Schema of an instance file or a plan file.")
@@ -135,8 +101,10 @@ def check(instance, plan, format_, verbose):
 def schema(what):
     from optimizer.plan import PlanFile
     cls = Instance if what == "instance" else PlanFile
-    click.echo(_dump(cls.model_json_schema()), nl=False)
+    click.echo(dump(cls.model_json_schema()), nl=False)
 
+
+register_commands(main)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

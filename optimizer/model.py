@@ -40,7 +40,14 @@ def candidate_costs(inst: Instance, num_gpus: int) -> list[StageCosts]:
             f"{inst.hardware.gpus_per_node}, EP divide the {inst.model.num_experts} experts, "
             f"PP <= {inst.model.num_layers} layers, DP <= {inst.workload.batch_sequences} sequences")
     gpn = inst.hardware.gpus_per_node
-    return [stage_costs(inst, d, LinkFacts.of(megatron_layout(d, gpn))) for d in degs]
+    facts: dict[tuple[int, ...], LinkFacts] = {}  # the layout does not depend on micro-batches
+    out = []
+    for d in degs:
+        key = (d.tp, d.pp, d.dp, d.ep, d.etp)
+        if key not in facts:
+            facts[key] = LinkFacts.of(megatron_layout(d, gpn))
+        out.append(stage_costs(inst, d, facts[key]))
+    return out
 
 
 def build_context(inst: Instance, num_gpus: int) -> Context:
