@@ -8,7 +8,7 @@ e = 1 (one rank holds all) and e = E (one expert per rank) the hot load is a con
 from __future__ import annotations
 
 from optimizer.context import Context
-from optimizer.units import LOAD_SCALE, ceil_div
+from optimizer.units import LOAD_SCALE
 
 
 def heaviest_first(loads: tuple[int, ...]) -> list[int]:
@@ -34,24 +34,26 @@ def trivial_ranks(num_experts: int, ep: int) -> list[list[int]]:
     return [list(range(r * slots, (r + 1) * slots)) for r in range(ep)]
 
 
-def _layer(ctx: Context, ep: int, layer: int) -> None:
-    """Assignment variables, slot counts, hot load and symmetry breaking of one layer."""
-    model, loads = ctx.model, ctx.loads[layer]
+def add_layer_placement(model, loads: tuple[int, ...], ep: int, tag: str, lower: int = 0):
+    """Placement of one layer's experts on ``ep`` equal ranks; returns (assign, hot) with
+    assign[expert, rank] Booleans and ``hot`` >= every rank's routed load (parts of
+    LOAD_SCALE). ``lower`` is a known lower bound on the hot load."""
     num_experts = len(loads)
     order = heaviest_first(loads)
+    assign: dict[tuple[int, int], object] = {}
     on_rank: list[list[tuple[int, object]]] = [[] for _ in range(ep)]
     # Symmetry breaking: ranks are interchangeable, so the i-th heaviest expert may be
     # placed only on ranks 0..i (any placement can be relabelled into this form).
     for position, expert in enumerate(order):
         choices = []
         for r in range(min(position, ep - 1) + 1):
-            var = model.new_bool_var(f"assign[ep={ep},l={layer},x={expert},r={r}]")
-            ctx.assign[ep][layer, expert, r] = var
+            var = model.new_bool_var(f"assign[{tag},x={expert},r={r}]")
+            assign[expert, r] = var
             on_rank[r].append((expert, var))
             choices.append(var)
         model.add_exactly_one(choices)
-    lower = max(ceil_div(LOAD_SCALE, ep), max(loads))
-    hot = model.new_int_var(lower, LOAD_SCALE, f"hot[ep={ep},l={layer}]")
+    from optimizer.bounding import hot_load_lower_bound
+    hot = model.new_int_var(max(lower, hot_load_lower_bound(loads, ep)), LOAD_SCALE, f"hot[{tag}]")
     for r in range(ep):
         model.add(sum(v for _, v in on_rank[r]) == num_experts // ep)
         model.add(hot >= sum(loads[x] * v for x, v in on_rank[r]))
@@ -59,9 +61,18 @@ def _layer(ctx: Context, ep: int, layer: int) -> None:
     for r, experts in enumerate(greedy):
         for x in experts:
             for rr in range(ep):
-                if (layer, x, rr) in ctx.assign[ep]:
-                    model.add_hint(ctx.assign[ep][layer, x, rr], rr == r)
+                if (x, rr) in assign:
+                    model.add_hint(assign[x, rr], rr == r)
     model.add_hint(hot, max(sum(loads[x] for x in experts) for experts in greedy))
+    return assign, hot
+
+
+def _layer(ctx: Context, ep: int, layer: int) -> None:
+    """Placement variables of one layer for EP degree ``ep``, registered in the context."""
+    lower = ctx.hot_lower.get(ep, [0] * ctx.num_layers)[layer]
+    assign, hot = add_layer_placement(ctx.model, ctx.loads[layer], ep, f"ep={ep},l={layer}", lower)
+    for (x, r), v in assign.items():
+        ctx.assign[ep][layer, x, r] = v
     ctx.hot[ep].append(hot)
 
 

@@ -10,6 +10,7 @@ for every placement and split, so the filtering never removes an optimal plan.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from constraints.placement import greedy_ranks
 from optimizer.evaluate import makespan_ns, objective_ns
@@ -88,11 +89,12 @@ def split_stage_ns(c: StageCosts, hot: list[int], counts: list[int]) -> list[int
 
 
 def greedy_plan(cfgs: list[StageCosts], loads, limits_ns: dict[str, int], cap: int,
-                goal: str = "objective") -> GreedyPlan | None:
+                goal: str = "objective", placements: dict | None = None) -> GreedyPlan | None:
     """The best plan, by (objective, makespan) or by (makespan, objective) for ``goal`` =
     "makespan", over all configurations with greedy placement and the most even split that
-    fits memory; None when none meets every requirement."""
-    placements: dict[int, list[list[list[int]]]] = {}
+    fits memory; None when none meets every requirement. ``placements`` may give better
+    placements per EP degree than the greedy rule."""
+    placements = dict(placements or {})
     best = None
     limit = min(limits_ns.values(), default=None)
     for k, c in enumerate(cfgs):
@@ -114,3 +116,51 @@ def greedy_plan(cfgs: list[StageCosts], loads, limits_ns: dict[str, int], cap: i
     key, k, counts = best
     obj, span = key if goal == "objective" else key[::-1]
     return GreedyPlan(k, counts, placements, obj, span)
+
+
+@dataclass(frozen=True)
+class HotLoad:
+    """Hot-rank load of one layer on ``ep`` ranks: proven lower bound and best placement."""
+
+    lower: int
+    ranks: list[list[int]]
+    loads: tuple[int, ...]
+
+    @property
+    def upper(self) -> int:
+        """Hot load of the best placement found (== lower when proven optimal)."""
+        return max(sum(self.loads[x] for x in r) for r in self.ranks)
+
+
+@lru_cache(maxsize=65536)
+def min_hot_load(loads: tuple[int, ...], ep: int, time_limit_s: float = 1.0) -> HotLoad:
+    """Smallest hot-rank load over all placements of one layer (CP-SAT on the same
+    placement constraints as the deployment model), with its proven lower bound."""
+    from ortools.sat.python import cp_model
+
+    from constraints.placement import add_layer_placement, trivial_ranks
+    if ep == 1 or ep == len(loads):
+        ranks = trivial_ranks(len(loads), ep)
+        return HotLoad(max(sum(loads[x] for x in r) for r in ranks), ranks, loads)
+    greedy = greedy_ranks(loads, ep)
+    greedy_hot = max(sum(loads[x] for x in r) for r in greedy)
+    lower = hot_load_lower_bound(loads, ep)
+    if greedy_hot == lower:  # the greedy placement meets the bound: nothing to search
+        return HotLoad(lower, greedy, loads)
+    model = cp_model.CpModel()
+    assign, hot = add_layer_placement(model, loads, ep, f"ep={ep}")
+    model.minimize(hot)
+    solver = cp_model.CpSolver()
+    solver.parameters.max_time_in_seconds = time_limit_s
+    solver.parameters.num_workers = 1
+    status = solver.solve(model)
+    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        return HotLoad(lower, greedy, loads)
+    ranks = [[x for x in range(len(loads)) if (x, r) in assign and solver.boolean_value(assign[x, r])]
+             for r in range(ep)]
+    return HotLoad(max(lower, round(solver.best_objective_bound)), ranks, loads)
+
+
+def exact_hot_loads(loads, eps: list[int]) -> dict[int, list[HotLoad]]:
+    """``min_hot_load`` of every layer for each EP degree in ``eps``."""
+    return {ep: [min_hot_load(tuple(row), ep) for row in loads] for ep in eps}

@@ -16,7 +16,9 @@ from __future__ import annotations
 from ortools.sat.python import cp_model
 
 import constraints
-from optimizer.bounding import config_bounds, greedy_plan, hot_load_lower_bound
+from dataclasses import replace
+
+from optimizer.bounding import config_bounds, exact_hot_loads, greedy_plan, hot_load_lower_bound
 from optimizer.candidates import admissible_degrees
 from optimizer.context import Context
 from optimizer.errors import InputError
@@ -91,33 +93,44 @@ class DeploymentModel:
 
     def _filter(self, explain: bool, relax: tuple[str, ...], cutoff: str | None):
         """Split candidates into those modelled in full and those a requirement rules out
-        by a lower bound (kept as blocked literals in explain mode, dropped otherwise)."""
+        by a lower bound (kept as blocked literals in explain mode, dropped otherwise);
+        with ``cutoff``, also drop those that cannot beat a feasible greedy plan. Cheap
+        hot-load bounds first, then proven per-layer optima for the EP degrees left."""
         ctx = self.ctx
-        hot_lb = {ep: [hot_load_lower_bound(row, ep) for row in ctx.loads]
-                  for ep in ctx.values_of("ep")}
         limits = {r: v for r, v in ctx.limits_ns.items() if r not in relax}
         cap = ctx.memory_cap_bytes if "memory" not in relax else 1 << 62
-        kept, kept_bounds = [], []
-        for c in ctx.cfgs:
+        cheap = {ep: [hot_load_lower_bound(row, ep) for row in ctx.loads] for ep in ctx.values_of("ep")}
+        kept, greedy = self._survivors(ctx.cfgs, cheap, limits, cap, explain, cutoff, {})
+        exact = exact_hot_loads(ctx.loads, sorted({c.deg.ep for c, _ in kept}))
+        ctx.hot_lower = {ep: [h.lower for h in rows] for ep, rows in exact.items()}
+        placements = {ep: [h.ranks for h in rows] for ep, rows in exact.items()}
+        kept, greedy = self._survivors([c for c, _ in kept], ctx.hot_lower, limits, cap, False,
+                                       cutoff, placements)
+        ctx.cfgs, self.bounds = [c for c, _ in kept], [b for _, b in kept]
+        return greedy
+
+    def _survivors(self, cfgs, hot_lb, limits, cap, explain, cutoff, placements):
+        """(configuration, bounds) pairs that may hold an optimum, and the greedy plan."""
+        ctx = self.ctx
+        kept = []
+        for c in cfgs:
             b = config_bounds(c, hot_lb[c.deg.ep], ctx.num_layers, cap)
             reasons = tuple(r for r in REQUIREMENTS if (r == "memory" and not b.memory_fits)
                             or (r in limits and b.makespan_ns > limits[r]))
-            if reasons:
-                if explain:
-                    ctx.blocked.append((c.deg, reasons))
-                continue
-            kept.append(c)
-            kept_bounds.append(b)
-        greedy = greedy_plan(kept, ctx.loads, limits, cap, cutoff or "objective") if kept else None
+            if not reasons:
+                kept.append((c, b))
+            elif explain:
+                ctx.blocked.append((c.deg, reasons))
+        if not kept:
+            return [], None
+        greedy = greedy_plan([c for c, _ in kept], ctx.loads, limits, cap, cutoff or "objective",
+                             placements)
         if cutoff and greedy is not None:
+            chosen = kept[greedy.index][0]
             best = getattr(greedy, f"{cutoff}_ns")
-            pairs = [(c, b) for c, b in zip(kept, kept_bounds) if getattr(b, f"{cutoff}_ns") <= best]
-            chosen = kept[greedy.index]
-            kept, kept_bounds = [c for c, _ in pairs], [b for _, b in pairs]
-            greedy = greedy.__class__(kept.index(chosen), greedy.counts, greedy.placement,
-                                      greedy.objective_ns, greedy.makespan_ns)
-        ctx.cfgs, self.bounds = kept, kept_bounds
-        return greedy
+            kept = [(c, b) for c, b in kept if getattr(b, f"{cutoff}_ns") <= best]
+            greedy = replace(greedy, index=[c for c, _ in kept].index(chosen))
+        return kept, greedy
 
     def _bound_rows(self) -> None:
         """Redundant rows: objective and makespan >= the chosen configuration's lower

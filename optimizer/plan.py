@@ -1,7 +1,8 @@
 """Plan files: write the contract's JSON, read (possibly partial) plans back for checking.
 
 A hand-written plan may leave out ``stages`` (even split, as the runtimes do),
-``expert_placement`` (contiguous blocks per EP rank) and ``gpus`` (Megatron's rank order).
+``expert_placement`` (contiguous blocks per EP rank), ``gpus`` (Megatron's rank order),
+``degrees.etp`` (Megatron's default: ETP = TP) and ``degrees.edp`` (implied by folding).
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def plan_from_file(inst: Instance, f: PlanFile) -> tuple[Plan | None, list[Check
     """A Plan plus structural checks; the Plan is None when the structure is broken."""
     d, m = f.degrees, inst.model
     per_stage = d.tp * d.dp
-    etp = d.etp or 1
+    etp = d.etp or d.tp  # Megatron-Core: expert_tensor_parallel_size defaults to TP
     edp = d.edp or (per_stage // (etp * d.ep) if per_stage % (etp * d.ep) == 0 else 0)
     deg = Degrees(d.tp, d.pp, d.dp, d.ep, etp, edp, f.micro_batches)
     checks = _degree_checks(inst, f, deg)
@@ -138,7 +139,8 @@ def _placement(inst: Instance, f: PlanFile, deg: Degrees):
 
 
 def _slots(inst: Instance, f: PlanFile, deg: Degrees) -> tuple[GpuSlot, ...] | None:
-    """The plan's layout, or Megatron's when absent; None when it contradicts the degrees."""
+    """The plan's layout, or Megatron's when absent; None when it contradicts the degrees
+    or puts more GPUs on a node than it has (each node's local ranks distinct, < per node)."""
     gpn = inst.hardware.gpus_per_node
     if f.gpus is None:
         return megatron_layout(deg, gpn) if deg.edp > 0 else None
@@ -150,7 +152,11 @@ def _slots(inst: Instance, f: PlanFile, deg: Degrees) -> tuple[GpuSlot, ...] | N
         edp_rank = g.edp_rank if g.edp_rank is not None else (base.edp_rank if base else 0)
         slots.append(GpuSlot(g.rank, g.node, g.local_rank if g.local_rank is not None else g.rank % gpn,
                              g.stage, g.tp_rank, g.dp_rank, g.ep_rank, etp_rank, edp_rank))
-    ok = (sorted(s.rank for s in slots) == list(range(deg.num_gpus))
+    per_node: dict[int, list[int]] = {}
+    for s in slots:
+        per_node.setdefault(s.node, []).append(s.local_rank)
+    fits = all(len(v) <= gpn and len(set(v)) == len(v) and max(v) < gpn for v in per_node.values())
+    ok = (fits and sorted(s.rank for s in slots) == list(range(deg.num_gpus))
           and all(s.stage < deg.pp and s.tp_rank < deg.tp and s.dp_rank < deg.dp
                   and s.ep_rank < deg.ep and s.etp_rank < deg.etp and s.edp_rank < deg.edp for s in slots)
           and len({(s.stage, s.tp_rank, s.dp_rank) for s in slots}) == deg.num_gpus

@@ -155,8 +155,8 @@ def _memory(inst: Instance, deg: Degrees, seqs: int, tokens: int) -> MemoryParts
     acts = (tokens * ACT_BYTES * (2 * h + qkv_width)
             + wl.moe_buffer_factor * mean_copies * ACT_BYTES * (h + inter))
     buffers = (hw.nccl_buffer_gb + hw.runtime_reserve_gb) * 1e9
-    if deg.ep > 1:
-        buffers += (tokens / deg.tp * m.top_k + wl.moe_buffer_factor * mean_copies) * h * ACT_BYTES
+    if deg.ep > 1:  # all-to-all send and receive: a GPU's own token share, before ETP gathers
+        buffers += (1 + wl.moe_buffer_factor) * tokens / deg.tp * m.top_k * h * ACT_BYTES
     if deg.pp > 1:
         buffers += tokens * h * ACT_BYTES / deg.tp
     head = 0.0 if (m.tie_word_embeddings and deg.pp == 1) else cm.embedding_params(m) / deg.tp * b
