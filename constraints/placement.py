@@ -34,10 +34,12 @@ def trivial_ranks(num_experts: int, ep: int) -> list[list[int]]:
     return [list(range(r * slots, (r + 1) * slots)) for r in range(ep)]
 
 
-def add_layer_placement(model, loads: tuple[int, ...], ep: int, tag: str, lower: int = 0):
+def add_layer_placement(model, loads: tuple[int, ...], ep: int, tag: str, lower: int = 0,
+                        hint: list[list[int]] | None = None):
     """Placement of one layer's experts on ``ep`` equal ranks; returns (assign, hot) with
     assign[expert, rank] Booleans and ``hot`` >= every rank's routed load (parts of
-    LOAD_SCALE). ``lower`` is a known lower bound on the hot load."""
+    LOAD_SCALE). ``lower`` is a known lower bound on the hot load; ``hint`` a placement
+    to start from (default: the greedy one)."""
     num_experts = len(loads)
     order = heaviest_first(loads)
     assign: dict[tuple[int, int], object] = {}
@@ -57,20 +59,22 @@ def add_layer_placement(model, loads: tuple[int, ...], ep: int, tag: str, lower:
     for r in range(ep):
         model.add(sum(v for _, v in on_rank[r]) == num_experts // ep)
         model.add(hot >= sum(loads[x] * v for x, v in on_rank[r]))
-    greedy = _relabelled(greedy_ranks(loads, ep), order)
-    for r, experts in enumerate(greedy):
+    start = _relabelled(hint or greedy_ranks(loads, ep), order)
+    for r, experts in enumerate(start):
         for x in experts:
             for rr in range(ep):
                 if (x, rr) in assign:
                     model.add_hint(assign[x, rr], rr == r)
-    model.add_hint(hot, max(sum(loads[x] for x in experts) for experts in greedy))
+    model.add_hint(hot, max(sum(loads[x] for x in experts) for experts in start))
     return assign, hot
 
 
 def _layer(ctx: Context, ep: int, layer: int) -> None:
     """Placement variables of one layer for EP degree ``ep``, registered in the context."""
     lower = ctx.hot_lower.get(ep, [0] * ctx.num_layers)[layer]
-    assign, hot = add_layer_placement(ctx.model, ctx.loads[layer], ep, f"ep={ep},l={layer}", lower)
+    hint = ctx.placement_hint[ep][layer] if ep in ctx.placement_hint else None
+    assign, hot = add_layer_placement(ctx.model, ctx.loads[layer], ep, f"ep={ep},l={layer}",
+                                      lower, hint)
     for (x, r), v in assign.items():
         ctx.assign[ep][layer, x, r] = v
     ctx.hot[ep].append(hot)

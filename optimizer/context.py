@@ -35,6 +35,7 @@ class Context:
     assign: dict[int, dict[tuple[int, int, int], cp_model.IntVar]] = field(default_factory=dict)
     hot: dict[int, list[IntOrVar]] = field(default_factory=dict)
     hot_lower: dict[int, list[int]] = field(default_factory=dict)  # proven bounds per EP, layer
+    placement_hint: dict[int, list[list[list[int]]]] = field(default_factory=dict)  # [layer][rank]
     # pipeline, per PP degree p: in_stage[p][layer][stage] (None when impossible)
     in_stage: dict[int, list[list[cp_model.IntVar | None]]] = field(default_factory=dict)
     layers_in_stage: dict[int, list] = field(default_factory=dict)  # linear exprs or ints

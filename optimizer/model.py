@@ -104,6 +104,7 @@ class DeploymentModel:
         exact = exact_hot_loads(ctx.loads, sorted({c.deg.ep for c, _ in kept}))
         ctx.hot_lower = {ep: [h.lower for h in rows] for ep, rows in exact.items()}
         placements = {ep: [h.ranks for h in rows] for ep, rows in exact.items()}
+        ctx.placement_hint = placements
         kept, greedy = self._survivors([c for c, _ in kept], ctx.hot_lower, limits, cap, False,
                                        cutoff, placements)
         ctx.cfgs, self.bounds = [c for c, _ in kept], [b for _, b in kept]

@@ -1,0 +1,117 @@
+"""Pareto sets of deployments: throughput per GPU (max), TTFT (min), load imbalance (min),
+communication (min).
+
+For a fixed GPU count and a static batch, throughput per GPU and TTFT are both set by the
+batch makespan, so the front is over (makespan, imbalance, communication). All three are
+non-decreasing in each layer's hot-rank load, so one placement (the per-layer min-max, proven
+by CP-SAT in ``bounding.min_hot_load``) is best for all of them at once; imbalance and
+communication then no longer depend on the layer split, and only the makespan needs the
+split. Each configuration whose lower-bound vector is not dominated by a point already
+found gets its own lexicographic CP-SAT solve (makespan over the split, memory enforced);
+the front is the non-dominated set of those points. A point is ``proven`` when CP-SAT
+proved its makespan and every layer's placement optimal.
+
+Points that miss a timing requirement stay in the table with ``feasible`` false: the front
+is over every deployment that fits in memory, so it shows what a requirement costs.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from optimizer.bounding import config_bounds, exact_hot_loads
+from optimizer.context import Context
+from optimizer.evaluate import evaluate
+from optimizer.model import DeploymentModel, build_context
+from optimizer.schema import Instance
+from optimizer.solve import SolverSettings, _extract, _phase, make_solver
+from optimizer.tables import StageCosts
+
+OBJECTIVES = {"ttft_s": "min", "load_imbalance": "min", "communication_ms": "min"}
+COLUMNS = ["num_gpus", "tp", "pp", "dp", "ep", "etp", "edp", "micro_batches",
+           "throughput_tokens_per_ms", "throughput_tokens_per_ms_per_gpu", "ttft_s",
+           "max_memory_gb", "load_imbalance", "communication_ms", "feasible", "pareto", "proven"]
+SORT_KEY = ["num_gpus", "ttft_s", "load_imbalance", "communication_ms"]
+
+
+def non_dominated(df: pd.DataFrame, objectives: dict[str, str]) -> pd.Series:
+    """Boolean mask of the rows no other row dominates (<= everywhere, < somewhere)."""
+    values = df[list(objectives)].copy()
+    for col, sense in objectives.items():
+        if sense == "max":
+            values[col] = -values[col]
+    arr = values.to_numpy()
+    mask = []
+    for i in range(len(arr)):
+        le = (arr <= arr[i]).all(axis=1)
+        lt = (arr < arr[i]).any(axis=1)
+        mask.append(not (le & lt).any())
+    return pd.Series(mask, index=df.index)
+
+
+def _dominated(vector: tuple, points: list[tuple]) -> bool:
+    """True when some found point is <= ``vector`` in every objective."""
+    return any(all(p <= v for p, v in zip(point, vector)) for point in points)
+
+
+def _solve_one(inst: Instance, base: Context, c: StageCosts, settings: SolverSettings):
+    """Smallest makespan of configuration ``c`` (memory enforced, timing not)."""
+    ctx = Context(inst=inst, num_gpus=base.num_gpus, cfgs=[c], loads=base.loads, limits_ns={},
+                  memory_cap_bytes=base.memory_cap_bytes)
+    dm = DeploymentModel(ctx, relax=("ttft", "throughput"))
+    if dm.empty:
+        return None, None
+    ctx.model.minimize(ctx.makespan)
+    solver = make_solver(settings, settings.time_limit_s)
+    result = _phase(solver, ctx.model)
+    if result.objective is None:
+        return None, None
+    return result, _extract(inst, ctx, dm, solver)
+
+
+def pareto_table(inst: Instance, num_gpus: int | None = None, settings: SolverSettings | None = None) -> pd.DataFrame:
+    """One row per computed deployment of ``inst`` on ``num_gpus`` GPUs, with the ``pareto``
+    column marking the front; rows sorted by ``SORT_KEY``."""
+    settings = settings or SolverSettings.of(inst)
+    gpus = num_gpus or inst.hardware.num_gpus
+    base = build_context(inst, gpus)
+    exact = exact_hot_loads(base.loads, base.values_of("ep"))
+    lower = {ep: [h.lower for h in rows] for ep, rows in exact.items()}
+    proven_placement = {ep: all(h.lower == h.upper for h in rows) for ep, rows in exact.items()}
+    candidates = []
+    for c in base.cfgs:
+        b = config_bounds(c, lower[c.deg.ep], base.num_layers, base.memory_cap_bytes)
+        if b.memory_fits:
+            hot = lower[c.deg.ep]
+            imbalance = max(x * c.deg.ep for x in hot)
+            candidates.append(((b.makespan_ns, imbalance, b.objective_ns), c))
+    candidates.sort(key=lambda item: item[0])
+    rows, found = [], []
+    for bound_vector, c in candidates:
+        if _dominated(bound_vector, found):
+            continue
+        result, plan = _solve_one(inst, base, c, settings)
+        if plan is None:
+            continue
+        ev = evaluate(inst, plan)
+        hot_units = max(x * plan.deg.ep for x in ev.hot_loads)
+        found.append((ev.makespan_ns, hot_units, ev.objective_ns))
+        rows.append(_row(plan, ev, result.status == "optimal" and proven_placement[plan.deg.ep]))
+    return finish_table(pd.DataFrame(rows, columns=COLUMNS[:-2] + ["proven"]))
+
+
+def _row(plan, ev, proven: bool) -> dict:
+    d, m = plan.deg, ev.metrics()
+    return {"num_gpus": d.num_gpus, "tp": d.tp, "pp": d.pp, "dp": d.dp, "ep": d.ep, "etp": d.etp,
+            "edp": d.edp, "micro_batches": d.micro_batches, **{k: m[k] for k in COLUMNS[8:14]},
+            "feasible": ev.feasible, "proven": proven}
+
+
+def finish_table(df: pd.DataFrame, objectives: dict[str, str] | None = None) -> pd.DataFrame:
+    """Mark the non-dominated rows and sort by the stated key."""
+    objectives = objectives or OBJECTIVES
+    if df.empty:
+        return pd.DataFrame(columns=COLUMNS)
+    df = df.copy()
+    df["pareto"] = non_dominated(df, objectives)
+    return df.sort_values(SORT_KEY, kind="stable").reset_index(drop=True)[COLUMNS]
