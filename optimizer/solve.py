@@ -15,7 +15,7 @@ from ortools.sat.python import cp_model
 from constraints.pipeline import extract_stages
 from constraints.placement import extract
 from optimizer import bounds
-from optimizer.errors import InfeasibleError, NoSolutionError
+from optimizer.errors import InfeasibleError, InputError, NoSolutionError
 from optimizer.evaluate import Evaluation, Plan, evaluate
 from optimizer.layout import megatron_layout
 from optimizer.model import REQUIREMENTS, DeploymentModel, build_context
@@ -136,6 +136,28 @@ def _extract(inst: Instance, ctx, dm: DeploymentModel, solver: cp_model.CpSolver
     deg = dm.chosen(solver).deg
     return Plan(inst.name, deg, extract_stages(ctx, solver, deg.pp), extract(ctx, solver, deg.ep),
                 megatron_layout(deg, inst.hardware.gpus_per_node))
+
+
+def is_feasible(inst: Instance, gpus: int, settings: SolverSettings) -> bool:
+    """True when some plan on ``gpus`` GPUs meets every requirement (no explanation)."""
+    try:
+        ctx = build_context(inst, gpus)
+    except InputError:
+        return False
+    dm = DeploymentModel(ctx, cutoff="objective")
+    if dm.empty:
+        return False
+    ctx.model.minimize(ctx.objective)
+    return _phase(make_solver(settings, settings.time_limit_s), ctx.model).objective is not None
+
+
+def smallest_gpu_count(inst: Instance, limit: int | None = None) -> int | None:
+    """Fewest GPUs (up to the cluster's) on which some plan meets every requirement."""
+    settings = SolverSettings.of(inst)
+    for gpus in range(1, (limit or inst.hardware.num_gpus) + 1):
+        if is_feasible(inst, gpus, settings):
+            return gpus
+    return None
 
 
 def _best_makespan(inst: Instance, gpus: int, settings: SolverSettings,

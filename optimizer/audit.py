@@ -1,0 +1,85 @@
+"""Claims a plan makes about itself, each set beside moeopt's own figure with a verdict.
+
+A plan file may carry ``"claims": [{"name", "stated", "relation", "text"}]`` (relation:
+``approx`` within ``tolerance``, default 10 %; ``at_most``; ``at_least``), and moeopt's own
+plans carry their ``metrics`` (checked as ``approx`` within 1e-9). Verdicts: "holds",
+"does not hold", "not derivable" (moeopt computes no such figure).
+"""
+
+from __future__ import annotations
+
+from optimizer import bounds
+from optimizer.evaluate import Evaluation, Plan
+from optimizer.schema import Instance
+from optimizer.units import LOAD_SCALE, bytes_to_gb, ns_to_s
+
+DEFAULT_TOLERANCE = 0.10
+
+
+def derived_figures(inst: Instance, plan: Plan, ev: Evaluation) -> dict[str, float]:
+    """Every figure a claim may be compared with (units in the names)."""
+    d, m = plan.deg, inst.model
+    worst = max(ev.stage_memory, key=lambda s: s.total)
+    layers = sum(len(s) for s in plan.stages)
+    moe_mean_ns = sum(ev.costs.moe_ns(x) for x in ev.hot_loads) / max(1, layers)
+    per_layer_ns = d.micro_batches * (ev.costs.layer_dense_ns + moe_mean_ns)
+    figures = dict(ev.metrics())
+    figures.update({
+        "num_gpus": d.num_gpus,
+        "weights_gb": bytes_to_gb(worst.weights),
+        "kv_cache_gb": bytes_to_gb(worst.kv_cache),
+        "activations_gb": bytes_to_gb(worst.activations),
+        "buffers_gb": bytes_to_gb(worst.buffers),
+        "memory_utilization": worst.total / (inst.hardware.gpu.memory_gb * 1e9),
+        "mfu": bounds.batch_flops(inst) / (d.num_gpus * inst.hardware.gpu.peak_tflops * 1e12
+                                           * ns_to_s(ev.makespan_ns)),
+        "per_layer_latency_s": per_layer_ns / 1e9,
+        "batch_time_s": ns_to_s(ev.makespan_ns),
+        "communication_fraction": ev.communication_ns / ev.makespan_ns,
+        "experts_per_gpu": m.num_experts / d.ep / d.etp,
+        "whole_experts_per_gpu": m.num_experts / d.ep if d.etp == 1 else 0.0,
+        "attention_heads_per_gpu": m.num_attention_heads / d.tp,
+        "hidden_per_gpu": m.hidden_size / d.tp,
+        "hot_rank_load_share": max(ev.hot_loads) / LOAD_SCALE,
+    })
+    return figures
+
+
+def verdict(stated: float, computed: float | None, relation: str, tolerance: float) -> str:
+    """'holds', 'does not hold' or 'not derivable' for one claim."""
+    if computed is None:
+        return "not derivable"
+    if relation == "at_most":
+        ok = computed <= stated
+    elif relation == "at_least":
+        ok = computed >= stated
+    else:
+        ok = abs(computed - stated) <= tolerance * max(abs(computed), abs(stated), 1e-12)
+    return "holds" if ok else "does not hold"
+
+
+def judge_claims(claims: list[dict], figures: dict[str, float], extra: dict | None = None) -> list[dict]:
+    """Each claim with moeopt's figure and a verdict; ``extra`` supplies lazily computed
+    figures by name (callables), e.g. the smallest GPU count meeting the requirements."""
+    out = []
+    for claim in claims:
+        name = claim.get("name")
+        stated = claim.get("stated")
+        if not isinstance(name, str) or not isinstance(stated, (int, float)) or isinstance(stated, bool):
+            continue
+        computed = figures.get(name)
+        if computed is None and extra and name in extra:
+            computed = extra[name]()
+        relation = claim.get("relation", "approx")
+        tol = float(claim.get("tolerance", DEFAULT_TOLERANCE))
+        out.append({"name": name, "text": claim.get("text", name), "stated": stated,
+                    "computed": computed, "relation": relation,
+                    "verdict": verdict(float(stated), computed, relation, tol),
+                    "note": claim.get("note", "")})
+    return out
+
+
+def metric_claims(metrics: dict) -> list[dict]:
+    """A plan's own stated metrics as exact claims (moeopt's plans must reproduce)."""
+    return [{"name": k, "stated": v, "relation": "approx", "tolerance": 1e-9, "text": f"metrics.{k}"}
+            for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
