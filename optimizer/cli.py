@@ -22,7 +22,27 @@ from optimizer.fileio import write_atomic
 from optimizer.schema import Instance
 
 
-@click.group(help=f"moeopt: deploy a Mixture-of-Experts model on a GPU cluster. {DEFINITIONS}")
+class OneLineGroup(click.Group):
+    """A click group whose usage errors are one line on stderr with exit code 2."""
+
+    def main(self, *args, **kwargs):
+        kwargs["standalone_mode"] = False
+        try:
+            result = super().main(*args, **kwargs)
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            message = " ".join(exc.format_message().split())
+            click.echo(f"moeopt: {message}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("moeopt: aborted", err=True)
+            sys.exit(130)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+@click.group(cls=OneLineGroup,
+             help=f"moeopt: deploy a Mixture-of-Experts model on a GPU cluster. {DEFINITIONS}")
 @click.version_option(package_name="moeopt")
 def main() -> None:
     pass
@@ -58,7 +78,7 @@ def solve(instance, format_, output, gpus, time_limit, workers, seed, verbose):
         doc = plan_to_json(result.plan, result.evaluation, result.status, solver)
         target = output or str(Path("results") / inst.name / "plan.json")
         if target != "-":
-            write_atomic(target, dump(doc))
+            write_atomic(target, dump(doc), "--output" if output else "output")
         if format_ == "json" or target == "-":
             click.echo(dump(doc), nl=False)
         else:

@@ -61,13 +61,20 @@ def load_model(path: str | os.PathLike, cls: type[BaseModel], what: str) -> Base
         raise InputError(validation_message(f"{what} {path}", exc)) from None
 
 
-def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
+def write_atomic(path: str | os.PathLike, data: str | bytes, what: str = "output") -> None:
     """Write ``data`` (text as UTF-8, or bytes) to a temporary file beside ``path``, then
-    rename it into place: the file is either the old one or the complete new one."""
+    rename it into place: the file is either the old one or the complete new one.
+    ``what`` names the path in errors (e.g. the option that gave it)."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    if not str(path) or p.is_dir():
+        raise InputError(f"{what}={str(path)!r}: is a directory or empty, expected a file path")
     try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise InputError(f"{what}={str(p)!r}: cannot be written ({exc.strerror or exc})") from None
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data.encode("utf-8") if isinstance(data, str) else data)
             fh.flush()
@@ -76,3 +83,10 @@ def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    """The process umask (read by setting and restoring it)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

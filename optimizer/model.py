@@ -36,11 +36,7 @@ def candidate_costs(inst: Instance, num_gpus: int) -> list[StageCosts]:
     """Integer cost tables of every admissible configuration on Megatron's layout."""
     degs = admissible_degrees(inst, num_gpus)
     if not degs:
-        raise InputError(
-            f"hardware.num_gpus={num_gpus}: no admissible (tp, pp, dp, ep) tuple: TP must divide "
-            f"the {inst.model.num_attention_heads} heads and fit a node of "
-            f"{inst.hardware.gpus_per_node}, EP divide the {inst.model.num_experts} experts, "
-            f"PP <= {inst.model.num_layers} layers, DP <= {inst.workload.batch_sequences} sequences")
+        raise InputError(no_tuple_message(inst, num_gpus))
     gpn = inst.hardware.gpus_per_node
     facts: dict[tuple[int, ...], LinkFacts] = {}  # the layout does not depend on micro-batches
     out = []
@@ -50,6 +46,22 @@ def candidate_costs(inst: Instance, num_gpus: int) -> list[StageCosts]:
             facts[key] = LinkFacts.of(megatron_layout(d, gpn))
         out.append(stage_costs(inst, d, facts[key]))
     return out
+
+
+def no_tuple_message(inst: Instance, num_gpus: int) -> str:
+    """Which field leaves no admissible configuration on ``num_gpus`` GPUs."""
+    wl, m = inst.workload, inst.model
+    loose = inst.model_copy(update={"workload": wl.model_copy(update={"micro_batches": None}),
+                                    "search": inst.search.model_copy(update={"max_micro_batches": 4096})})
+    if admissible_degrees(loose, num_gpus):
+        return (f"workload.micro_batches={wl.micro_batches} (search.max_micro_batches="
+                f"{inst.search.max_micro_batches}): no allowed count splits a replica's sequences "
+                f"evenly on {num_gpus} GPUs")
+    where = "hardware.num_gpus" if num_gpus == inst.hardware.num_gpus else "GPU count (--gpus)"
+    return (f"{where}={num_gpus}: no admissible (tp, pp, dp, ep) tuple: TP must divide the "
+            f"{m.num_attention_heads} heads and fit a node of {inst.hardware.gpus_per_node}, "
+            f"PP <= {m.num_layers} layers, DP <= {wl.batch_sequences} sequences, "
+            f"tp*pp*dp = {num_gpus}")
 
 
 def build_context(inst: Instance, num_gpus: int) -> Context:

@@ -83,6 +83,8 @@ def plan_from_file(inst: Instance, f: PlanFile) -> tuple[Plan | None, list[Check
     edp = d.edp or (per_stage // (etp * d.ep) if per_stage % (etp * d.ep) == 0 else 0)
     deg = Degrees(d.tp, d.pp, d.dp, d.ep, etp, edp, f.micro_batches)
     checks = _degree_checks(inst, f, deg)
+    if deg.num_gpus > inst.hardware.num_gpus or deg.pp > m.num_layers:
+        return None, checks  # nothing sensible to lay out (and far too many ranks to try)
     stages = (tuple(tuple(s.layers) for s in sorted(f.stages, key=lambda s: s.stage))
               if f.stages is not None else even_stages(m.num_layers, d.pp))
     flat = [layer for s in stages for layer in s]
@@ -108,7 +110,8 @@ def _degree_checks(inst: Instance, f: PlanFile, deg: Degrees) -> list[Check]:
     return [
         _rule("tp*pp*dp == num_gpus", deg.num_gpus == n),
         _rule("etp*ep*edp == tp*dp (parallel folding)", deg.etp * deg.ep * deg.edp == deg.gpus_per_stage),
-        _rule("num_gpus <= hardware.num_gpus", n <= hw.num_gpus),
+        _rule("num_gpus <= hardware.num_gpus", max(n, deg.num_gpus) <= hw.num_gpus),
+        _rule("pp <= layers", deg.pp <= m.num_layers),
         _rule("tp divides the attention and KV heads", m.num_attention_heads % deg.tp == 0 and kv_ok),
         _rule("tp within a node", deg.tp <= hw.gpus_per_node and hw.gpus_per_node % deg.tp == 0),
         _rule("ep divides the experts", m.num_experts % deg.ep == 0),

@@ -14,15 +14,18 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
 DTYPE_BYTES: dict[str, float] = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "fp8": 1.0}
 Dtype = Literal["fp32", "fp16", "bf16", "fp8"]
-PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+# Physical quantities stay within 1e-6 .. 1e9 of their unit so that integer scaling
+# (ns, bytes) can neither overflow nor collapse to zero.
+PositiveFloat = Annotated[float, Field(ge=1e-6, le=1e9, allow_inf_nan=False)]
 Fraction = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
-NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+NonNegFloat = Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)]
 # Sizes above this are not models of this world and would overflow the integer scaling.
 Big = Annotated[int, Field(gt=0, le=10**9)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    # strict: "4096" or true where a number belongs is an error, not a silent conversion
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class ModelSpec(_Strict):
