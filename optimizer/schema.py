@@ -12,8 +12,10 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
-DTYPE_BYTES: dict[str, float] = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "fp8": 1.0}
-Dtype = Literal["fp32", "fp16", "bf16", "fp8"]
+# MXFP4: 4-bit elements plus one 8-bit scale per 32 elements = 4.25 bits per parameter.
+DTYPE_BYTES: dict[str, float] = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "fp8": 1.0,
+                                 "mxfp4": 4.25 / 8}
+Dtype = Literal["fp32", "fp16", "bf16", "fp8", "mxfp4"]
 # Physical quantities stay within 1e-6 .. 1e9 of their unit so that integer scaling
 # (ns, bytes) can neither overflow nor collapse to zero.
 PositiveFloat = Annotated[float, Field(ge=1e-6, le=1e9, allow_inf_nan=False)]
@@ -29,14 +31,19 @@ class _Strict(BaseModel):
 
 
 class ModelSpec(_Strict):
-    """A decoder-only MoE transformer in which every layer is an MoE layer."""
+    """A decoder-only transformer with Mixture-of-Experts FFN layers.
+
+    Defaults describe a plain MHA/GQA model whose every layer is MoE; the optional fields
+    cover Mixtral, Qwen2/3-MoE, DeepSeek-V2/V3 (MLA, shared experts, first dense layers),
+    OLMoE, GPT-OSS (biases, sinks, sliding layers, MXFP4 experts), DBRX, Phi-MoE, Llama-4.
+    """
 
     name: str = Field("", description="free-form model name")
-    num_layers: Big = Field(..., description="transformer layers (all MoE)")
+    num_layers: Big = Field(..., description="transformer layers")
     hidden_size: Big = Field(..., description="model width h")
     num_attention_heads: Big = Field(..., description="query heads n_h")
-    num_kv_heads: Big = Field(..., description="key/value heads n_kv (MHA: = n_h)")
-    head_dim: Big = Field(..., description="size of one attention head d_h")
+    num_kv_heads: Big = Field(..., description="key/value heads n_kv (MHA: = n_h; MLA: = n_h)")
+    head_dim: Big = Field(..., description="size of one attention head d_h (MLA: v_head_dim)")
     num_experts: Big = Field(..., description="routed experts per MoE layer E")
     top_k: Big = Field(..., description="experts chosen per token k")
     expert_ffn_size: Big = Field(..., description="FFN hidden size f of one routed expert")
@@ -44,7 +51,30 @@ class ModelSpec(_Strict):
     vocab_size: Big = Field(..., description="vocabulary size V")
     tie_word_embeddings: bool = Field(False, description="LM head shares the embedding")
     weight_dtype: Dtype = Field("fp16", description="data type of the weights")
+    expert_weight_dtype: Dtype | None = Field(None, description="routed experts' type (default: weight_dtype)")
     kv_dtype: Dtype = Field("fp16", description="data type of the KV cache")
+    moe_layers: list[Annotated[int, Field(ge=0, le=10**6)]] | None = Field(
+        None, description="indices of the MoE layers; None = every layer")
+    dense_ffn_size: Annotated[int, Field(ge=0, le=10**9)] = Field(0, description="FFN size of dense layers")
+    shared_expert_ffn_size: Annotated[int, Field(ge=0, le=10**9)] = Field(
+        0, description="total FFN size of the shared expert(s) of an MoE layer")
+    shared_expert_gate: bool = Field(False, description="a sigmoid gate (h weights) on the shared expert")
+    router_bias: bool = Field(False, description="E router biases (or a score-correction bias)")
+    expert_bias: bool = Field(False, description="biases inside each expert's matrices")
+    attention: Literal["gqa", "mla"] = Field("gqa", description="MHA/GQA, or multi-head latent attention")
+    q_lora_rank: Annotated[int, Field(ge=0, le=10**6)] = Field(0, description="MLA: query rank (0 = full q_proj)")
+    kv_lora_rank: Annotated[int, Field(ge=0, le=10**6)] = Field(0, description="MLA: latent KV rank d_c")
+    qk_rope_head_dim: Annotated[int, Field(ge=0, le=10**6)] = Field(0, description="MLA: rotary part per head")
+    qk_nope_head_dim: Annotated[int, Field(ge=0, le=10**6)] = Field(0, description="MLA: non-rotary q/k per head")
+    qkv_bias: bool = Field(False, description="biases on q, k, v projections")
+    o_bias: bool = Field(False, description="bias on the output projection")
+    qk_norm: Literal["none", "per_head", "full"] = Field("none", description="q/k RMSNorm weights")
+    attention_sinks: bool = Field(False, description="one learned sink logit per head and layer")
+    sliding_window: Annotated[int, Field(gt=0, le=10**9)] | None = Field(None, description="window, tokens")
+    layer_types: list[Literal["full", "sliding"]] | None = Field(
+        None, description="attention kind per layer; None = every layer full")
+    norm: Literal["rmsnorm", "layernorm"] = Field("rmsnorm", description="LayerNorm has a bias too")
+    lm_head_bias: bool = Field(False, description="bias on the LM head")
 
     @model_validator(mode="after")
     def _consistent(self) -> "ModelSpec":
@@ -54,7 +84,30 @@ class ModelSpec(_Strict):
                 f"num_kv_heads={self.num_kv_heads}")
         if self.top_k > self.num_experts:
             raise ValueError(f"top_k={self.top_k} exceeds num_experts={self.num_experts}")
+        if self.moe_layers is not None:
+            bad = [i for i in self.moe_layers if i >= self.num_layers]
+            if bad or len(set(self.moe_layers)) != len(self.moe_layers):
+                raise ValueError(f"moe_layers={self.moe_layers}: indices must be distinct and < "
+                                 f"num_layers={self.num_layers}")
+            if len(self.moe_layers) < self.num_layers and self.dense_ffn_size == 0:
+                raise ValueError("dense_ffn_size=0 but some layers are not in moe_layers")
+        if self.layer_types is not None:
+            if len(self.layer_types) != self.num_layers:
+                raise ValueError(f"layer_types has {len(self.layer_types)} entries, expected "
+                                 f"num_layers={self.num_layers}")
+            if "sliding" in self.layer_types and self.sliding_window is None:
+                raise ValueError("layer_types has sliding layers but sliding_window is missing")
+        if self.attention == "mla" and (self.kv_lora_rank == 0 or self.qk_nope_head_dim == 0):
+            raise ValueError("attention='mla' needs kv_lora_rank and qk_nope_head_dim > 0")
         return self
+
+    @property
+    def moe_layer_ids(self) -> list[int]:
+        """Indices of the MoE layers, increasing."""
+        return sorted(self.moe_layers) if self.moe_layers is not None else list(range(self.num_layers))
+
+    def is_sliding(self, layer: int) -> bool:
+        return self.layer_types is not None and self.layer_types[layer] == "sliding"
 
 
 class GpuSpec(_Strict):
@@ -85,12 +138,13 @@ class HardwareSpec(_Strict):
 
 
 class Workload(_Strict):
-    """A static batch: all sequences arrive together and are prefilled as one batch."""
+    """A static batch: all sequences arrive together, are prefilled as one batch, then
+    (with output_tokens > 0) decode together, one token per sequence per step."""
 
     batch_sequences: Annotated[int, Field(gt=0, le=10**7)] = Field(..., description="sequences")
     prompt_tokens: Annotated[int, Field(gt=0, le=10**7)] = Field(..., description="per sequence")
-    output_tokens: Annotated[int, Field(ge=0, le=0)] = Field(
-        0, description="generated tokens per sequence; decode is not modelled yet, must be 0")
+    output_tokens: Annotated[int, Field(ge=0, le=10**7)] = Field(
+        0, description="generated tokens per sequence (0 = prefill only)")
     micro_batches: list[PositiveInt] | None = Field(
         None, description="allowed micro-batch counts; None = every divisor the solver likes")
     moe_buffer_factor: Annotated[float, Field(ge=1, le=64, allow_inf_nan=False)] = Field(
@@ -104,6 +158,8 @@ class Requirements(_Strict):
     throughput_scope: Literal["deployment", "per_gpu"] = Field(
         "deployment", description="whether the throughput target is for all GPUs or each")
     max_ttft_s: PositiveFloat | None = Field(None, description="TTFT must be strictly below")
+    max_tpot_ms: PositiveFloat | None = Field(
+        None, description="time per output token (one decode step) must be at most this")
     max_memory_gb: PositiveFloat | None = Field(
         None, description="memory per GPU; default: the GPU's memory_gb")
 
@@ -140,7 +196,8 @@ class SearchSpec(_Strict):
 
 
 class Instance(_Strict):
-    """One deployment question."""
+    """One deployment question. ``hardware`` may name a GPU preset and override any field:
+    ``{"preset": "h100-sxm", "num_gpus": 16}``."""
 
     name: str = Field(..., description="instance name; results go to results/<name>/")
     model: ModelSpec
@@ -150,16 +207,31 @@ class Instance(_Strict):
     expert_load: ExpertLoad = UniformLoad(kind="uniform")
     search: SearchSpec = SearchSpec()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _hardware_preset(cls, data):
+        """Expand ``hardware.preset`` (peak FLOPS chosen by the model's weight type)."""
+        from optimizer.presets import GPU_PRESETS, expand_hardware
+        if isinstance(data, dict) and isinstance(data.get("hardware"), dict) and "preset" in data["hardware"]:
+            name = data["hardware"]["preset"]
+            if name not in GPU_PRESETS:
+                raise ValueError(f"hardware.preset={name!r}: unknown; known: {', '.join(GPU_PRESETS)}")
+            model = data.get("model") if isinstance(data.get("model"), dict) else {}
+            dtype = model.get("expert_weight_dtype") or model.get("weight_dtype", "fp16")
+            data = {**data, "hardware": expand_hardware(data["hardware"], str(dtype))}
+        return data
+
     @model_validator(mode="after")
     def _consistent(self) -> "Instance":
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}", self.name):
             raise ValueError(f"name={self.name!r} must be letters, digits, '_', '.', '-'")
         if isinstance(self.expert_load, CountsLoad):
             shape = (len(self.expert_load.counts), {len(r) for r in self.expert_load.counts})
-            if shape[0] != self.model.num_layers or shape[1] != {self.model.num_experts}:
+            moe = len(self.model.moe_layer_ids)
+            if shape[0] != moe or shape[1] != {self.model.num_experts}:
                 raise ValueError(
                     f"expert_load.counts has shape {shape[0]}x{sorted(shape[1])}, "
-                    f"expected {self.model.num_layers}x{self.model.num_experts}")
+                    f"expected {moe} MoE layers x {self.model.num_experts} experts")
             if any(sum(r) == 0 for r in self.expert_load.counts):
                 raise ValueError("expert_load.counts has a layer whose counts are all zero")
         return self
