@@ -1,9 +1,12 @@
-"""TTFT: the batch's prefill makespan stays strictly below the target."""
+"""Latency: TTFT strictly below its target; one decode step (TPOT) at most its target."""
 
 from optimizer.context import Context
 
 
 def build(ctx: Context) -> None:
-    """makespan <= TTFT limit (already made strict in ns), under the 'ttft' literal."""
+    """ttft <= TTFT limit (already strict in ns) and tpot <= TPOT limit, each under its
+    requirement literal."""
     if "ttft" in ctx.limits_ns:
-        ctx.model.add(ctx.makespan <= ctx.limits_ns["ttft"]).only_enforce_if(ctx.req["ttft"])
+        ctx.model.add(ctx.ttft <= ctx.limits_ns["ttft"]).only_enforce_if(ctx.req["ttft"])
+    if "tpot" in ctx.limits_ns and ctx.tpot is not None:
+        ctx.model.add(ctx.tpot <= ctx.limits_ns["tpot"]).only_enforce_if(ctx.req["tpot"])

@@ -69,14 +69,14 @@ def add_layer_placement(model, loads: tuple[int, ...], ep: int, tag: str, lower:
     return assign, hot
 
 
-def _layer(ctx: Context, ep: int, layer: int) -> None:
-    """Placement variables of one layer for EP degree ``ep``, registered in the context."""
-    lower = ctx.hot_lower.get(ep, [0] * ctx.num_layers)[layer]
-    hint = ctx.placement_hint[ep][layer] if ep in ctx.placement_hint else None
-    assign, hot = add_layer_placement(ctx.model, ctx.loads[layer], ep, f"ep={ep},l={layer}",
-                                      lower, hint)
+def _layer(ctx: Context, ep: int, i: int) -> None:
+    """Placement variables of the i-th MoE layer for EP degree ``ep``, in the context."""
+    lower = ctx.hot_lower[ep][i] if ep in ctx.hot_lower else 0
+    hint = ctx.placement_hint[ep][i] if ep in ctx.placement_hint else None
+    assign, hot = add_layer_placement(ctx.model, ctx.loads[i], ep,
+                                      f"ep={ep},l={ctx.moe_ids[i]}", lower, hint)
     for (x, r), v in assign.items():
-        ctx.assign[ep][layer, x, r] = v
+        ctx.assign[ep][i, x, r] = v
     ctx.hot[ep].append(hot)
 
 
@@ -88,29 +88,29 @@ def _relabelled(ranks: list[list[int]], order: list[int]) -> list[list[int]]:
 
 
 def build(ctx: Context) -> None:
-    """Placement variables and hot loads for every candidate EP degree."""
+    """Placement variables and hot loads (per MoE layer) for every candidate EP degree."""
     for ep in ctx.values_of("ep"):
         ctx.assign[ep] = {}
         ctx.hot[ep] = []
-        for layer in range(ctx.num_layers):
+        for i, loads in enumerate(ctx.loads):
             if ep == 1:
                 ctx.hot[ep].append(LOAD_SCALE)
-            elif ep == len(ctx.loads[layer]):
-                ctx.hot[ep].append(max(ctx.loads[layer]))
+            elif ep == len(loads):
+                ctx.hot[ep].append(max(loads))
             else:
-                _layer(ctx, ep, layer)
+                _layer(ctx, ep, i)
 
 
-def extract(ctx: Context, solver, ep: int) -> tuple[tuple[tuple[int, ...], ...], ...]:
-    """[layer][rank] -> sorted expert ids of the solved placement for EP degree ``ep``."""
-    out = []
-    for layer in range(ctx.num_layers):
-        num_experts = len(ctx.loads[layer])
+def extract(ctx: Context, solver, ep: int) -> dict[int, tuple[tuple[int, ...], ...]]:
+    """MoE layer -> [rank] -> sorted expert ids of the solved placement for ``ep``."""
+    out = {}
+    for i, loads in enumerate(ctx.loads):
+        num_experts = len(loads)
         if ep == 1 or ep == num_experts:
             ranks = trivial_ranks(num_experts, ep)
         else:
             chosen = ctx.assign[ep]
-            ranks = [[x for x in range(num_experts) if (layer, x, r) in chosen
-                      and solver.boolean_value(chosen[layer, x, r])] for r in range(ep)]
-        out.append(tuple(tuple(sorted(r)) for r in ranks))
-    return tuple(out)
+            ranks = [[x for x in range(num_experts) if (i, x, r) in chosen
+                      and solver.boolean_value(chosen[i, x, r])] for r in range(ep)]
+        out[ctx.moe_ids[i]] = tuple(tuple(sorted(r)) for r in ranks)
+    return out

@@ -1,4 +1,4 @@
-"""Throughput: prompt tokens of the batch / makespan >= target, i.e. makespan <= limit."""
+"""Throughput: tokens of the batch (prompt + generated) / batch makespan >= target."""
 
 from optimizer.context import Context
 

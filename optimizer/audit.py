@@ -20,9 +20,9 @@ def derived_figures(inst: Instance, plan: Plan, ev: Evaluation) -> dict[str, flo
     """Every figure a claim may be compared with (units in the names)."""
     d, m = plan.deg, inst.model
     worst = max(ev.stage_memory, key=lambda s: s.total)
-    layers = sum(len(s) for s in plan.stages)
-    moe_mean_ns = sum(ev.costs.moe_ns(x) for x in ev.hot_loads) / max(1, layers)
-    per_layer_ns = d.micro_batches * (ev.costs.layer_dense_ns + moe_mean_ns)
+    pre = ev.costs.prefill
+    layer_sum_ns = sum(pre.layer_dense_ns) + sum(pre.moe_ns(x) for x in ev.hot_loads)
+    per_layer_ns = d.micro_batches * layer_sum_ns / max(1, m.num_layers)
     figures = dict(ev.metrics())
     figures.update({
         "num_gpus": d.num_gpus,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from constraints.placement import greedy_ranks
-from optimizer.evaluate import makespan_ns, objective_ns
+from optimizer.evaluate import batch_times, objective_ns
 from optimizer.tables import StageCosts
 from optimizer.units import LOAD_SCALE, ceil_div
 
@@ -26,32 +26,54 @@ def hot_load_lower_bound(loads: tuple[int, ...], ep: int) -> int:
     return max(ceil_div(LOAD_SCALE, ep), ordered[-1] + sum(ordered[: slots - 1]))
 
 
+def _stage_room(c: StageCosts, j: int, cap_bytes: int) -> int:
+    """Bytes left for layers on one GPU of stage j."""
+    mp, p = c.memory, c.deg.pp
+    return cap_bytes - (mp.activations + mp.buffers + (mp.embedding if j == 0 else 0)
+                        + (mp.head if j == p - 1 else 0))
+
+
+def _fits(c: StageCosts, counts: list[int], cap_bytes: int) -> bool:
+    start = 0
+    for j, n in enumerate(counts):
+        if c.memory.stage_kv(range(start, start + n)) + sum(
+                c.memory.layer_weights[start:start + n]) > _stage_room(c, j, cap_bytes):
+            return False
+        start += n
+    return True
+
+
 def layer_split_fits(c: StageCosts, num_layers: int, cap_bytes: int) -> list[int] | None:
-    """Layers per stage (contiguous, non-empty) that fit ``cap_bytes`` on every GPU, as even
-    as possible; None when no split fits."""
-    p, mp = c.deg.pp, c.memory
-    per_layer = mp.layer_weights + mp.layer_kv
-    room = []
+    """Layers per stage (contiguous, non-empty) that fit ``cap_bytes`` on every GPU: the
+    even split if it fits, else the split that fills each stage as far as memory allows
+    (which fits whenever any split does); None when no split fits."""
+    p = c.deg.pp
+    base, extra = divmod(num_layers, p)
+    even = [base + (1 if j < extra else 0) for j in range(p)]
+    if _fits(c, even, cap_bytes):
+        return even
+    counts, start = [], 0
+    per_layer = [w + kv for w, kv in zip(c.memory.layer_weights, c.memory.layer_kv)]
     for j in range(p):
-        fixed = (mp.activations + mp.buffers + (mp.embedding if j == 0 else 0)
-                 + (mp.head if j == p - 1 else 0))
-        free = cap_bytes - fixed
-        room.append(min(num_layers, free // per_layer) if free >= 0 else -1)
-    if min(room) < 1 or sum(room) < num_layers:
-        return None
-    counts = [1] * p
-    for _ in range(num_layers - p):  # fill the stage with the most room left, evenly
-        j = max(range(p), key=lambda i: (room[i] - counts[i] > 0, -counts[i], -i))
-        counts[j] += 1
+        room, take = _stage_room(c, j, cap_bytes), 0
+        most = num_layers - start - (p - j - 1)  # leave one layer for each later stage
+        while take < most and (j < p - 1 or take < num_layers - start) and room >= per_layer[start + take]:
+            room -= per_layer[start + take]
+            take += 1
+        if take == 0 or (j == p - 1 and start + take < num_layers):
+            return None
+        counts.append(take)
+        start += take
     return counts
 
 
-def makespan_lower_bound(c: StageCosts, hot_lb: list[int]) -> int:
-    """Makespan of the best split with every layer at its hot-load lower bound: the stage
-    sum is split-independent and the slowest stage is at least the average."""
-    p, m = c.deg.pp, c.deg.micro_batches
-    total = c.stage_ns(hot_lb, True, True)
-    return total + (m - 1) * ceil_div(total, p) + (p - 1) * c.p2p_ns
+def stages_of(counts: list[int]) -> list[range]:
+    """Contiguous layer ranges from layer counts per stage."""
+    out, start = [], 0
+    for n in counts:
+        out.append(range(start, start + n))
+        start += n
+    return out
 
 
 @dataclass(frozen=True)
@@ -59,13 +81,30 @@ class Bounds:
     """Lower bounds of one configuration, and whether its memory can fit at all."""
 
     objective_ns: int
+    ttft_ns: int
+    tpot_ns: int
     makespan_ns: int
     memory_fits: bool
 
+    def timing_ns(self, requirement: str) -> int:
+        """The bounded quantity a timing requirement limits."""
+        return {"ttft": self.ttft_ns, "tpot": self.tpot_ns, "throughput": self.makespan_ns}[requirement]
 
-def config_bounds(c: StageCosts, hot_lb: list[int], num_layers: int, cap: int) -> Bounds:
-    return Bounds(objective_ns(c, hot_lb), makespan_lower_bound(c, hot_lb),
-                  layer_split_fits(c, num_layers, cap) is not None)
+
+def config_bounds(c: StageCosts, hot_lb: list[int], moe_ids: list[int], cap: int) -> Bounds:
+    """Bounds of configuration ``c`` with every MoE layer at its hot-load lower bound: the
+    per-phase stage sum does not depend on the split, and the slowest stage is at least
+    the average."""
+    hot = dict(zip(moe_ids, hot_lb))
+    p, m = c.deg.pp, c.deg.micro_batches
+    every = range(len(c.memory.layer_weights))
+    total = c.prefill.stage_ns(every, hot, True, True)
+    ttft = total + (m - 1) * ceil_div(total, p) + (p - 1) * c.prefill.p2p_ns
+    tpot = 0
+    if c.decode is not None:
+        tpot = max(m, p) * ceil_div(c.decode.stage_ns(every, hot, True, True), p) + (p - 1) * c.decode.p2p_ns
+    return Bounds(objective_ns(c, hot_lb), ttft, tpot, ttft + c.decode_steps * tpot,
+                  layer_split_fits(c, len(every), cap) is not None)
 
 
 @dataclass(frozen=True)
@@ -74,39 +113,34 @@ class GreedyPlan:
 
     index: int
     counts: list[int]
-    placement: dict[int, list[list[list[int]]]]  # ep -> [layer][rank] expert ids
+    placement: dict[int, list[list[list[int]]]]  # ep -> [MoE layer][rank] expert ids
     objective_ns: int
     makespan_ns: int
 
 
-def split_stage_ns(c: StageCosts, hot: list[int], counts: list[int]) -> list[int]:
-    """Stage times of a contiguous split given by layer counts."""
-    out, start, p = [], 0, len(counts)
-    for j, n in enumerate(counts):
-        out.append(c.stage_ns(hot[start:start + n], j == 0, j == p - 1))
-        start += n
-    return out
+def _meets(limits_ns: dict[str, int], ttft: int, tpot: int, total: int) -> bool:
+    values = {"ttft": ttft, "tpot": tpot, "throughput": total}
+    return all(values[r] <= v for r, v in limits_ns.items())
 
 
-def greedy_plan(cfgs: list[StageCosts], loads, limits_ns: dict[str, int], cap: int,
-                goal: str = "objective", placements: dict | None = None) -> GreedyPlan | None:
+def greedy_plan(cfgs: list[StageCosts], loads, moe_ids: list[int], limits_ns: dict[str, int],
+                cap: int, goal: str = "objective", placements: dict | None = None) -> GreedyPlan | None:
     """The best plan, by (objective, makespan) or by (makespan, objective) for ``goal`` =
-    "makespan", over all configurations with greedy placement and the most even split that
-    fits memory; None when none meets every requirement. ``placements`` may give better
-    placements per EP degree than the greedy rule."""
+    "makespan", over all configurations with greedy placement and the split of
+    ``layer_split_fits``; None when none meets every requirement. ``placements`` may give
+    better placements per EP degree than the greedy rule."""
     placements = dict(placements or {})
     best = None
-    limit = min(limits_ns.values(), default=None)
     for k, c in enumerate(cfgs):
         ep = c.deg.ep
         if ep not in placements:
             placements[ep] = [greedy_ranks(row, ep) for row in loads]
         hot = [max(sum(row[x] for x in r) for r in ranks) for row, ranks in zip(loads, placements[ep])]
-        counts = layer_split_fits(c, len(loads), cap)
+        counts = layer_split_fits(c, len(c.memory.layer_weights), cap)
         if counts is None:
             continue
-        span = makespan_ns(split_stage_ns(c, hot, counts), c.deg.micro_batches, c.p2p_ns)
-        if limit is not None and span > limit:
+        _, ttft, tpot, span = batch_times(c, stages_of(counts), dict(zip(moe_ids, hot)))
+        if not _meets(limits_ns, ttft, tpot, span):
             continue
         key = (objective_ns(c, hot), span) if goal == "objective" else (span, objective_ns(c, hot))
         if best is None or key < best[0]:

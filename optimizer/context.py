@@ -23,7 +23,7 @@ class Context:
     inst: Instance
     num_gpus: int
     cfgs: list[StageCosts]
-    loads: tuple[tuple[int, ...], ...]  # [layer][expert], parts of LOAD_SCALE
+    loads: tuple[tuple[int, ...], ...]  # [MoE layer][expert], parts of LOAD_SCALE
     limits_ns: dict[str, int]  # makespan limits per timing requirement
     memory_cap_bytes: int
     model: cp_model.CpModel = field(default_factory=cp_model.CpModel)
@@ -38,15 +38,27 @@ class Context:
     placement_hint: dict[int, list[list[list[int]]]] = field(default_factory=dict)  # [layer][rank]
     # pipeline, per PP degree p: in_stage[p][layer][stage] (None when impossible)
     in_stage: dict[int, list[list[cp_model.IntVar | None]]] = field(default_factory=dict)
-    layers_in_stage: dict[int, list] = field(default_factory=dict)  # linear exprs or ints
-    stage_time: dict[int, list[cp_model.IntVar]] = field(default_factory=dict)
-    moe_time: list[cp_model.IntVar] = field(default_factory=list)  # per layer, ns
+    # per phase (0 prefill, 1 decode step): MoE layer times, stage times per (phase, p)
+    moe_time: dict[int, list[cp_model.IntVar]] = field(default_factory=dict)
+    stage_time: dict[tuple[int, int], list[cp_model.IntVar]] = field(default_factory=dict)
+    slowest: dict[tuple[int, int], cp_model.IntVar] = field(default_factory=dict)
+    ttft: cp_model.IntVar | None = None
+    tpot: cp_model.IntVar | None = None
     makespan: cp_model.IntVar | None = None
     objective: cp_model.IntVar | None = None
 
     @property
     def num_layers(self) -> int:
         return self.inst.model.num_layers
+
+    @property
+    def moe_ids(self) -> list[int]:
+        """Indices of the MoE layers; loads, hot loads and MoE times follow this order."""
+        return self.inst.model.moe_layer_ids
+
+    @property
+    def decoding(self) -> bool:
+        return self.inst.workload.output_tokens > 0
 
     def values_of(self, attr: str) -> list[int]:
         """Distinct values of one degree among the candidate configurations."""

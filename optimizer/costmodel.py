@@ -204,6 +204,29 @@ def dense_flops_per_token_layer(m: ModelSpec, prompt_tokens: int, layer: int = 0
     return flops + 2.0 * dense_ffn_params(m)
 
 
+def decode_attention_flops_per_token(m: ModelSpec, context_tokens: int) -> float:
+    """Scores + context of one generated token against ``context_tokens`` cached keys:
+    4 * n_h * d_h * c (MHA/GQA); MLA with weight absorption 2 * n_h * (2 d_c + d_rope) * c
+    (cost-model §1.2)."""
+    if m.attention == "mla":
+        return 2.0 * m.num_attention_heads * (2 * m.kv_lora_rank + m.qk_rope_head_dim) * context_tokens
+    return 4.0 * m.num_attention_heads * m.head_dim * context_tokens
+
+
+def decode_dense_flops_per_token_layer(m: ModelSpec, context_tokens: int, layer: int = 0) -> float:
+    """Non-routed FLOPs of one generated token in one layer (context already window-capped)."""
+    flops = 2.0 * attention_matrix_params(m) + decode_attention_flops_per_token(m, context_tokens)
+    if is_moe_layer(m, layer):
+        return flops + 2.0 * m.hidden_size * m.num_experts + 2.0 * m.ffn_matrices * m.hidden_size * m.shared_expert_ffn_size
+    return flops + 2.0 * dense_ffn_params(m)
+
+
+def expected_experts_hit_fraction(m: ModelSpec, tokens: float) -> float:
+    """Expected share of a layer's experts that ``tokens`` tokens reach under uniform
+    top-k routing: 1 - (1 - k/E)^tokens (cost-model §1.4)."""
+    return 1.0 - (1.0 - m.top_k / m.num_experts) ** tokens
+
+
 def expert_flops_per_routed_token(m: ModelSpec) -> float:
     """FLOPs of one token copy through one expert: 2 * g*h*f."""
     return 2.0 * m.ffn_matrices * m.hidden_size * m.expert_ffn_size

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from optimizer.layout import Degrees, GpuSlot
 from optimizer.loads import expert_loads
 from optimizer.schema import Instance
-from optimizer.tables import LinkFacts, StageCosts, stage_costs
+from optimizer.tables import LinkFacts, PhaseCosts, StageCosts, stage_costs
 from optimizer.units import (LOAD_SCALE, NS_PER_MS, bytes_to_gb, ceil_div, gb_to_bytes_floor,
                              limit_s_to_ns, ns_to_ms, ns_to_s)
 
@@ -25,7 +25,7 @@ class Plan:
     instance: str
     deg: Degrees
     stages: tuple[tuple[int, ...], ...]
-    placement: tuple[tuple[tuple[int, ...], ...], ...]  # [layer][ep_rank] -> expert ids
+    placement: dict[int, tuple[tuple[int, ...], ...]]  # MoE layer -> [ep_rank] -> expert ids
     slots: tuple[GpuSlot, ...]
 
 
@@ -52,11 +52,16 @@ class StageMemory:
 
 @dataclass
 class Evaluation:
-    """Every figure of a plan; integers in ns and bytes, floats only in properties."""
+    """Every figure of a plan; integers in ns and bytes, floats only in properties.
+
+    ``makespan_ns`` is the whole batch (prefill, then every decode step); ``ttft_ns`` the
+    prefill makespan; ``tpot_ns`` one decode step (0 without decode)."""
 
     costs: StageCosts
-    hot_loads: list[int]
-    stage_ns: list[int]
+    hot_loads: list[int]  # per MoE layer, in moe_layer_ids order
+    stage_ns: list[int]  # prefill, per stage and micro-batch
+    ttft_ns: int
+    tpot_ns: int
     makespan_ns: int
     objective_ns: int
     communication_ns: int
@@ -73,10 +78,11 @@ class Evaluation:
     def load_imbalance(self) -> float:
         """max over MoE layers of hottest-rank load / mean rank load - 1."""
         ep = self.costs.deg.ep
-        return max(x * ep / LOAD_SCALE for x in self.hot_loads) - 1.0
+        return max((x * ep / LOAD_SCALE for x in self.hot_loads), default=1.0) - 1.0
 
     @property
     def throughput_tokens_per_ms(self) -> float:
+        """Tokens the batch processes (prompt + generated) per ms of the batch makespan."""
         return self.tokens / ns_to_ms(self.makespan_ns)
 
     @property
@@ -84,88 +90,115 @@ class Evaluation:
         return max(s.total for s in self.stage_memory)
 
     def metrics(self) -> dict[str, float]:
-        """The plan's metrics under the names of the interface contract."""
-        return {
+        """The plan's metrics under the names of the interface contract (plus extras)."""
+        d = self.costs.deg
+        out = {
             "throughput_tokens_per_ms": self.throughput_tokens_per_ms,
             "throughput_tokens_per_ms_per_gpu": self.throughput_tokens_per_ms / self.num_gpus,
-            "ttft_s": ns_to_s(self.makespan_ns),
+            "ttft_s": ns_to_s(self.ttft_ns),
             "max_memory_gb": bytes_to_gb(self.max_memory_bytes),
             "load_imbalance": self.load_imbalance,
             "communication_ms": ns_to_ms(self.communication_ns),
             "imbalance_ms": ns_to_ms(self.objective_ns - self.communication_ns),
             "objective_ms": ns_to_ms(self.objective_ns),
-            "bubble_fraction": (self.costs.deg.pp - 1) / (self.costs.deg.micro_batches
-                                                           + self.costs.deg.pp - 1),
+            "bubble_fraction": (d.pp - 1) / (d.micro_batches + d.pp - 1),
+            "batch_time_s": ns_to_s(self.makespan_ns),
         }
+        if self.costs.decode is not None:
+            out["tpot_ms"] = ns_to_ms(self.tpot_ns)
+        return out
 
 
-def hot_load(loads: tuple[int, ...], ranks: tuple[tuple[int, ...], ...]) -> int:
+def hot_load(loads: tuple[int, ...], ranks) -> int:
     """Routed load of the hottest EP rank of one layer, parts of LOAD_SCALE."""
     return max(sum(loads[e] for e in experts) for experts in ranks)
 
 
 def makespan_ns(stage_ns: list[int], micro_batches: int, p2p_ns: int) -> int:
-    """Batch makespan through the pipeline: sum_j t_j + (m-1) max_j t_j + (p-1) t_p2p."""
+    """Prefill makespan of the batch: sum_j t_j + (m-1) max_j t_j + (p-1) t_p2p."""
     return sum(stage_ns) + (micro_batches - 1) * max(stage_ns) + (len(stage_ns) - 1) * p2p_ns
+
+
+def decode_step_ns(stage_ns: list[int], micro_batches: int, p2p_ns: int) -> int:
+    """One decode step (every sequence advances one token): max(m, p) * max_j t_j
+    + (p-1) t_p2p (cost-model §1.6; with m < p some stages idle)."""
+    p = len(stage_ns)
+    return max(micro_batches, p) * max(stage_ns) + (p - 1) * p2p_ns
+
+
+def _phase_lost(ph: PhaseCosts, d, hot: list[int], comm_only: bool) -> int:
+    """Average time a GPU loses in one pass of a phase (all micro-batches), ns."""
+    if comm_only:
+        per_pass = sum(ph.moe_comm_ns(x) for x in hot) + sum(ph.tp_comm_ns)
+    else:
+        per_pass = sum(ph.moe_ns(x) - ph.moe_balanced_compute_ns for x in hot) + sum(ph.tp_comm_ns)
+    return ceil_div(d.micro_batches * per_pass + d.micro_batches * (d.pp - 1) * ph.p2p_ns, d.pp)
 
 
 def objective_ns(c: StageCosts, hot_loads: list[int]) -> int:
     """Average time a GPU loses over the batch to communication and to expert imbalance:
-    m/p * (sum_l (moe_ns(L_l) - balanced compute) + layers * TP all-reduce) + m(p-1)/p * p2p."""
-    d = c.deg
-    per_pass = (sum(c.moe_ns(x) - c.moe_balanced_compute_ns for x in hot_loads)
-                + len(hot_loads) * c.tp_comm_ns)
-    return ceil_div(d.micro_batches * per_pass + d.micro_batches * (d.pp - 1) * c.p2p_ns, d.pp)
+    per phase m/p * (sum over MoE layers of (moe_ns - balanced compute) + TP all-reduces)
+    + m(p-1)/p * p2p; prefill once, plus each decode step."""
+    return sum(w * _phase_lost(ph, c.deg, hot_loads, False) for ph, w in c.phases)
 
 
 def communication_ns(c: StageCosts, hot_loads: list[int]) -> int:
     """The communication share of ``objective_ns`` (same averaging)."""
-    d = c.deg
-    per_pass = sum(c.moe_comm_ns(x) for x in hot_loads) + len(hot_loads) * c.tp_comm_ns
-    return ceil_div(d.micro_batches * per_pass + d.micro_batches * (d.pp - 1) * c.p2p_ns, d.pp)
+    return sum(w * _phase_lost(ph, c.deg, hot_loads, True) for ph, w in c.phases)
+
+
+def batch_times(c: StageCosts, stages, hot: dict[int, int]) -> tuple[list[int], int, int, int]:
+    """(prefill stage times, TTFT, TPOT, batch makespan) of a split, ns."""
+    p, m = len(stages), c.deg.micro_batches
+    pre = [c.prefill.stage_ns(layers, hot, j == 0, j == p - 1) for j, layers in enumerate(stages)]
+    ttft = makespan_ns(pre, m, c.prefill.p2p_ns)
+    tpot = 0
+    if c.decode is not None:
+        dec = [c.decode.stage_ns(layers, hot, j == 0, j == p - 1) for j, layers in enumerate(stages)]
+        tpot = decode_step_ns(dec, m, c.decode.p2p_ns)
+    return pre, ttft, tpot, ttft + c.decode_steps * tpot
 
 
 def makespan_limit_ns(inst: Instance, num_gpus: int) -> dict[str, int]:
-    """Upper limits on the batch makespan from each timing requirement, ns.
-
-    TTFT of a static batch is its prefill makespan (strictly below the target); throughput
-    = prompt tokens / makespan, for the deployment or per GPU."""
+    """Upper limits from each timing requirement, ns: 'ttft' bounds the prefill makespan
+    (strictly below the target), 'tpot' one decode step, 'throughput' the batch makespan
+    (tokens = prompt + generated tokens of the batch, for the deployment or per GPU)."""
     req, wl = inst.requirements, inst.workload
     limits: dict[str, int] = {}
     if req.max_ttft_s is not None:
         limits["ttft"] = limit_s_to_ns(req.max_ttft_s, strict=True)
+    if req.max_tpot_ms is not None and wl.output_tokens:
+        limits["tpot"] = limit_s_to_ns(req.max_tpot_ms / 1e3)
     if req.min_throughput_tokens_per_ms:
         target = req.min_throughput_tokens_per_ms
         if req.throughput_scope == "per_gpu":
             target *= num_gpus
-        tokens = wl.batch_sequences * wl.prompt_tokens
+        tokens = wl.batch_sequences * (wl.prompt_tokens + wl.output_tokens)
         limits["throughput"] = limit_s_to_ns(tokens / target / 1e3)
     return limits
 
 
-def stage_memory(c: StageCosts, num_layers: int, first: bool, last: bool) -> StageMemory:
-    """Per-GPU memory breakdown of a stage holding ``num_layers`` layers."""
+def stage_memory(c: StageCosts, layers, first: bool, last: bool) -> StageMemory:
+    """Per-GPU memory breakdown of a stage holding ``layers``."""
     mp = c.memory
-    weights = (num_layers * mp.layer_weights + (mp.embedding if first else 0)
-               + (mp.head if last else 0))
-    return StageMemory(weights, num_layers * mp.layer_kv, mp.activations, mp.buffers)
+    return StageMemory(mp.stage_weights(layers, first, last), mp.stage_kv(layers),
+                       mp.activations, mp.buffers)
 
 
 def evaluate(inst: Instance, plan: Plan) -> Evaluation:
     """All metrics and constraint checks of a structurally valid plan."""
     deg = plan.deg
     costs = stage_costs(inst, deg, LinkFacts.of(plan.slots))
-    loads = expert_loads(inst)
-    hot = [hot_load(loads[layer], plan.placement[layer]) for layer in range(inst.model.num_layers)]
+    moe_ids = inst.model.moe_layer_ids
+    hot = {l: hot_load(row, plan.placement[l]) for l, row in zip(moe_ids, expert_loads(inst))}
+    hot_list = [hot[l] for l in moe_ids]
     p = len(plan.stages)
-    stage_times = [costs.stage_ns([hot[x] for x in layers], j == 0, j == p - 1)
-                   for j, layers in enumerate(plan.stages)]
-    mems = [stage_memory(costs, len(layers), j == 0, j == p - 1)
-            for j, layers in enumerate(plan.stages)]
+    pre, ttft, tpot, total = batch_times(costs, plan.stages, hot)
+    mems = [stage_memory(costs, layers, j == 0, j == p - 1) for j, layers in enumerate(plan.stages)]
     wl = inst.workload
-    ev = Evaluation(costs, hot, stage_times, makespan_ns(stage_times, deg.micro_batches, costs.p2p_ns),
-                    objective_ns(costs, hot), communication_ns(costs, hot), mems,
-                    wl.batch_sequences * wl.prompt_tokens, deg.num_gpus)
+    ev = Evaluation(costs, hot_list, pre, ttft, tpot, total, objective_ns(costs, hot_list),
+                    communication_ns(costs, hot_list), mems,
+                    wl.batch_sequences * (wl.prompt_tokens + wl.output_tokens), deg.num_gpus)
     ev.checks = requirement_checks(inst, ev)
     return ev
 
@@ -177,8 +210,11 @@ def requirement_checks(inst: Instance, ev: Evaluation) -> list[Check]:
     limits = makespan_limit_ns(inst, ev.num_gpus)
     req = inst.requirements
     if "ttft" in limits:
-        checks.append(Check("ttft", ns_to_s(ev.makespan_ns), req.max_ttft_s, "s",
-                            ev.makespan_ns <= limits["ttft"]))
+        checks.append(Check("ttft", ns_to_s(ev.ttft_ns), req.max_ttft_s, "s",
+                            ev.ttft_ns <= limits["ttft"]))
+    if "tpot" in limits:
+        checks.append(Check("tpot", ns_to_ms(ev.tpot_ns), req.max_tpot_ms, "ms",
+                            ev.tpot_ns <= limits["tpot"]))
     if "throughput" in limits:
         per_gpu = req.throughput_scope == "per_gpu"
         value = ev.throughput_tokens_per_ms / (ev.num_gpus if per_gpu else 1)
@@ -188,5 +224,3 @@ def requirement_checks(inst: Instance, ev: Evaluation) -> list[Check]:
     return checks
 
 
-__all__ = ["Plan", "Check", "Evaluation", "StageMemory", "evaluate", "hot_load", "makespan_ns",
-           "objective_ns", "communication_ns", "makespan_limit_ns", "stage_memory", "NS_PER_MS"]

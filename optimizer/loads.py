@@ -33,18 +33,19 @@ def power_law_weights(num_experts: int, exponent: float, rng: random.Random) -> 
 
 
 def layer_weights(inst: Instance) -> list[list[float]]:
-    """[num_layers][num_experts] relative routed load, before scaling."""
+    """[MoE layer][num_experts] relative routed load, before scaling."""
     spec, m = inst.expert_load, inst.model
+    moe = len(m.moe_layer_ids)
     if isinstance(spec, UniformLoad):
-        return [[1.0] * m.num_experts for _ in range(m.num_layers)]
+        return [[1.0] * m.num_experts for _ in range(moe)]
     if isinstance(spec, PowerLawLoad):
         rng = random.Random(spec.seed)
-        return [power_law_weights(m.num_experts, spec.exponent, rng)
-                for _ in range(m.num_layers)]
+        return [power_law_weights(m.num_experts, spec.exponent, rng) for _ in range(moe)]
     assert isinstance(spec, CountsLoad)
     return [[float(c) for c in row] for row in spec.counts]
 
 
 def expert_loads(inst: Instance) -> tuple[tuple[int, ...], ...]:
-    """[num_layers][num_experts] loads in parts per LOAD_SCALE; each layer sums to it."""
+    """[MoE layer][num_experts] loads in parts per LOAD_SCALE (order: moe_layer_ids); each
+    layer sums to it."""
     return tuple(tuple(largest_remainder(w, LOAD_SCALE)) for w in layer_weights(inst))

@@ -27,9 +27,10 @@ from optimizer.layout import megatron_layout
 from optimizer.loads import expert_loads
 from optimizer.schema import Instance
 from optimizer.tables import LinkFacts, StageCosts, stage_costs
+from constraints.pipeline import phase_of
 from optimizer.units import LOAD_SCALE, gb_to_bytes_floor
 
-REQUIREMENTS = ("memory", "ttft", "throughput")
+REQUIREMENTS = ("memory", "ttft", "tpot", "throughput")
 
 
 def candidate_costs(inst: Instance, num_gpus: int) -> list[StageCosts]:
@@ -127,17 +128,17 @@ class DeploymentModel:
         ctx = self.ctx
         kept = []
         for c in cfgs:
-            b = config_bounds(c, hot_lb[c.deg.ep], ctx.num_layers, cap)
+            b = config_bounds(c, hot_lb[c.deg.ep], ctx.moe_ids, cap)
             reasons = tuple(r for r in REQUIREMENTS if (r == "memory" and not b.memory_fits)
-                            or (r in limits and b.makespan_ns > limits[r]))
+                            or (r in limits and b.timing_ns(r) > limits[r]))
             if not reasons:
                 kept.append((c, b))
             elif explain:
                 ctx.blocked.append((c.deg, reasons))
         if not kept:
             return [], None
-        greedy = greedy_plan([c for c, _ in kept], ctx.loads, limits, cap, cutoff or "objective",
-                             placements)
+        greedy = greedy_plan([c for c, _ in kept], ctx.loads, ctx.moe_ids, limits, cap,
+                             cutoff or "objective", placements)
         if cutoff and greedy is not None:
             chosen = kept[greedy.index][0]
             best = getattr(greedy, f"{cutoff}_ns")
@@ -151,6 +152,7 @@ class DeploymentModel:
         ctx = self.ctx
         ctx.model.add(ctx.objective >= sum(b.objective_ns * v for b, v in zip(self.bounds, ctx.cfg)))
         ctx.model.add(ctx.makespan >= sum(b.makespan_ns * v for b, v in zip(self.bounds, ctx.cfg)))
+        ctx.model.add(ctx.ttft >= sum(b.ttft_ns * v for b, v in zip(self.bounds, ctx.cfg)))
 
     def _hint(self) -> None:
         """Hint the greedy plan's configuration and layer split (placement hints are set
@@ -169,18 +171,27 @@ class DeploymentModel:
                         ctx.model.add_hint(v, stage_of[l] == j)
 
     def _objective(self) -> None:
-        """p * objective >= m * (sum_l moe_time_l - layers * balanced + layers * TP comm)
-        + m (p-1) t_p2p for the chosen configuration (see ``evaluate.objective_ns``)."""
+        """objective = sum over phases (prefill once, each decode step) of the average time
+        a GPU loses: p * lost_phase >= m * (sum_i moe_time_i - MoE layers * balanced
+        + TP all-reduces) + m (p-1) t_p2p, for the chosen configuration (see
+        ``evaluate.objective_ns``)."""
         ctx, model = self.ctx, self.ctx.model
-        n = ctx.num_layers
-        top = max(c.deg.micro_batches * (n * c.moe_ns(LOAD_SCALE) + n * c.tp_comm_ns
-                                         + (c.deg.pp - 1) * c.p2p_ns) for c in ctx.cfgs)
-        ctx.objective = model.new_int_var(0, top, "objective_ns")
-        for k, c in enumerate(ctx.cfgs):
-            p, m = c.deg.pp, c.deg.micro_batches
-            lost = sum(ctx.moe_time) - n * c.moe_balanced_compute_ns + n * c.tp_comm_ns
-            model.add(p * ctx.objective >= m * lost + m * (p - 1) * c.p2p_ns).only_enforce_if(
-                ctx.cfg[k])
+        n_moe = len(ctx.moe_ids)
+        terms, top_total = [], 0
+        for phase, weight in ([(0, 1), (1, ctx.inst.workload.output_tokens)] if ctx.decoding else [(0, 1)]):
+            top = max(c.deg.micro_batches * (n_moe * phase_of(c, phase).moe_ns(LOAD_SCALE)
+                                             + sum(phase_of(c, phase).tp_comm_ns)
+                                             + c.deg.pp * phase_of(c, phase).p2p_ns) for c in ctx.cfgs)
+            lost = model.new_int_var(0, top, f"lost_ns[{phase}]")
+            for k, c in enumerate(ctx.cfgs):
+                ph, p, m = phase_of(c, phase), c.deg.pp, c.deg.micro_batches
+                per_pass = (sum(ctx.moe_time[phase]) - n_moe * ph.moe_balanced_compute_ns
+                            + sum(ph.tp_comm_ns))
+                model.add(p * lost >= m * per_pass + m * (p - 1) * ph.p2p_ns).only_enforce_if(ctx.cfg[k])
+            terms.append(weight * lost)
+            top_total += weight * top
+        ctx.objective = model.new_int_var(0, top_total, "objective_ns")
+        model.add(ctx.objective == sum(terms))
 
     @property
     def empty(self) -> bool:

@@ -1,13 +1,15 @@
 """Pareto sets of deployments: throughput per GPU (max), TTFT (min), load imbalance (min),
 communication (min).
 
-For a fixed GPU count and a static batch, throughput per GPU and TTFT are both set by the
-batch makespan, so the front is over (makespan, imbalance, communication). All three are
+For a fixed GPU count, throughput per GPU is set by the batch makespan and TTFT by the
+prefill makespan (the same number without decode), so the front is over (makespan, TTFT,
+imbalance, communication). All are
 non-decreasing in each layer's hot-rank load, so one placement (the per-layer min-max, proven
 by CP-SAT in ``bounding.min_hot_load``) is best for all of them at once; imbalance and
 communication then no longer depend on the layer split, and only the makespan needs the
 split. Each configuration whose lower-bound vector is not dominated by a point already
-found gets its own lexicographic CP-SAT solve (makespan over the split, memory enforced);
+found gets its own CP-SAT solve (makespan over the split, memory enforced; with decode one
+point per configuration: the split best for throughput);
 the front is the non-dominated set of those points. A point is ``proven`` when CP-SAT
 proved its makespan and every layer's placement optimal.
 
@@ -21,13 +23,14 @@ import pandas as pd
 
 from optimizer.bounding import config_bounds, exact_hot_loads
 from optimizer.context import Context
-from optimizer.evaluate import evaluate
+from optimizer.evaluate import communication_ns, evaluate
 from optimizer.model import DeploymentModel, build_context
 from optimizer.schema import Instance
 from optimizer.solve import SolverSettings, _extract, _phase, make_solver
 from optimizer.tables import StageCosts
 
-OBJECTIVES = {"ttft_s": "min", "load_imbalance": "min", "communication_ms": "min"}
+OBJECTIVES = {"throughput_tokens_per_ms_per_gpu": "max", "ttft_s": "min", "load_imbalance": "min",
+              "communication_ms": "min"}
 COLUMNS = ["num_gpus", "tp", "pp", "dp", "ep", "etp", "edp", "micro_batches",
            "throughput_tokens_per_ms", "throughput_tokens_per_ms_per_gpu", "ttft_s",
            "max_memory_gb", "load_imbalance", "communication_ms", "feasible", "pareto", "proven"]
@@ -80,11 +83,11 @@ def pareto_table(inst: Instance, num_gpus: int | None = None, settings: SolverSe
     proven_placement = {ep: all(h.lower == h.upper for h in rows) for ep, rows in exact.items()}
     candidates = []
     for c in base.cfgs:
-        b = config_bounds(c, lower[c.deg.ep], base.num_layers, base.memory_cap_bytes)
+        b = config_bounds(c, lower[c.deg.ep], base.moe_ids, base.memory_cap_bytes)
         if b.memory_fits:
             hot = lower[c.deg.ep]
-            imbalance = max(x * c.deg.ep for x in hot)
-            candidates.append(((b.makespan_ns, imbalance, b.objective_ns), c))
+            imbalance = max((x * c.deg.ep for x in hot), default=0)
+            candidates.append(((b.makespan_ns, b.ttft_ns, imbalance, communication_ns(c, hot)), c))
     candidates.sort(key=lambda item: item[0])
     rows, found = [], []
     for bound_vector, c in candidates:
@@ -94,8 +97,8 @@ def pareto_table(inst: Instance, num_gpus: int | None = None, settings: SolverSe
         if plan is None:
             continue
         ev = evaluate(inst, plan)
-        hot_units = max(x * plan.deg.ep for x in ev.hot_loads)
-        found.append((ev.makespan_ns, hot_units, ev.objective_ns))
+        hot_units = max((x * plan.deg.ep for x in ev.hot_loads), default=0)
+        found.append((ev.makespan_ns, ev.ttft_ns, hot_units, ev.communication_ns))
         rows.append(_row(plan, ev, result.status == "optimal" and proven_placement[plan.deg.ep]))
     return finish_table(pd.DataFrame(rows, columns=COLUMNS[:-2] + ["proven"]))
 

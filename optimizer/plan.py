@@ -123,22 +123,26 @@ def _degree_checks(inst: Instance, f: PlanFile, deg: Degrees) -> list[Check]:
 
 
 def _placement(inst: Instance, f: PlanFile, deg: Degrees):
-    """[layer][rank] expert ids, or None when some layer is not a valid placement."""
+    """MoE layer -> [rank] expert ids, or None when some MoE layer is not a valid placement
+    (every expert exactly once, every rank the same number of experts)."""
     m = inst.model
     if m.num_experts % deg.ep:
         return None
+    moe_ids = m.moe_layer_ids
     if f.expert_placement is None:
         ranks = tuple(tuple(r) for r in trivial_ranks(m.num_experts, deg.ep))
-        return tuple(ranks for _ in range(m.num_layers))
-    out = []
-    for layer in range(m.num_layers):
-        ranks = f.expert_placement.get(str(layer))
-        if ranks is None or len(ranks) != deg.ep or len({len(r) for r in ranks}) != 1:
+        return {layer: ranks for layer in moe_ids}
+    if set(f.expert_placement) != {str(layer) for layer in moe_ids}:
+        return None
+    out = {}
+    for layer in moe_ids:
+        ranks = f.expert_placement[str(layer)]
+        if len(ranks) != deg.ep or len({len(r) for r in ranks}) != 1:
             return None
         if sorted(x for r in ranks for x in r) != list(range(m.num_experts)):
             return None
-        out.append(tuple(tuple(sorted(r)) for r in ranks))
-    return tuple(out) if len(f.expert_placement) == m.num_layers else None
+        out[layer] = tuple(tuple(sorted(r)) for r in ranks)
+    return out
 
 
 def _slots(inst: Instance, f: PlanFile, deg: Degrees) -> tuple[GpuSlot, ...] | None:
@@ -191,7 +195,7 @@ def plan_to_json(plan: Plan, ev: Evaluation, status: str, solver: dict) -> dict:
         "sequences_per_micro_batch": ev.costs.seqs_per_micro_batch,
         "stages": [{"stage": j, "layers": list(layers)} for j, layers in enumerate(plan.stages)],
         "expert_placement": {str(layer): [list(r) for r in ranks]
-                             for layer, ranks in enumerate(plan.placement)},
+                             for layer, ranks in sorted(plan.placement.items())},
         "gpus": gpus,
         "metrics": ev.metrics(),
         "solver": solver,

@@ -30,9 +30,9 @@ def stage_lines(plan: Plan) -> list[str]:
 
 
 def placement_lines(plan: Plan, inst: Instance) -> list[str]:
-    loads = expert_loads(inst)
+    loads = dict(zip(inst.model.moe_layer_ids, expert_loads(inst)))
     out = []
-    for layer, ranks in enumerate(plan.placement):
+    for layer, ranks in sorted(plan.placement.items()):
         rank_loads = [sum(loads[layer][x] for x in r) for r in ranks]
         mean = LOAD_SCALE / len(ranks)
         cells = " ".join(f"r{r}:{','.join(map(str, xs))}" for r, xs in enumerate(ranks))
@@ -53,7 +53,7 @@ def memory_lines(ev: Evaluation, limit_gb: float) -> list[str]:
 def check_lines(checks: list[Check]) -> list[str]:
     out = []
     for c in checks:
-        relation = {"memory_per_gpu": "<=", "ttft": "<", "throughput": ">="}.get(c.name, "")
+        relation = {"memory_per_gpu": "<=", "ttft": "<", "tpot": "<=", "throughput": ">="}.get(c.name, "")
         if c.unit == "rule":
             out.append(f"  {c.name:<44} {'holds' if c.ok else 'VIOLATED'}")
         else:
@@ -64,8 +64,9 @@ def check_lines(checks: list[Check]) -> list[str]:
 
 def metric_lines(ev: Evaluation) -> list[str]:
     m = ev.metrics()
+    tpot = f", TPOT {m['tpot_ms']:.2f} ms, batch {m['batch_time_s']:.2f} s" if "tpot_ms" in m else ""
     return [f"  throughput {m['throughput_tokens_per_ms']:.1f} tokens/ms "
-            f"({m['throughput_tokens_per_ms_per_gpu']:.2f} per GPU), TTFT {m['ttft_s']:.3f} s, "
+            f"({m['throughput_tokens_per_ms_per_gpu']:.2f} per GPU), TTFT {m['ttft_s']:.3f} s{tpot}, "
             f"max memory {m['max_memory_gb']:.2f} GB",
             f"  load imbalance {m['load_imbalance']:.3f} (worst layer), communication "
             f"{m['communication_ms']:.2f} ms and imbalance {m['imbalance_ms']:.2f} ms per GPU "

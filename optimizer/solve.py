@@ -244,11 +244,17 @@ def _conflict_sentence(inst: Instance, gpus: int, name: str, info: dict) -> str:
     if name == "throughput":
         per_gpu = req.throughput_scope == "per_gpu"
         div, scope = (gpus, " per GPU") if per_gpu else (1, f" on {gpus} GPUs")
+        cause = f"{info['prefill_gflop_per_token']:.3f} GFLOP per prompt token caps"
+        if inst.workload.output_tokens:
+            cause = cause.removesuffix(" caps") + " and decode steps that read the whole KV cache cap"
         return (f"throughput >= {req.min_throughput_tokens_per_ms:g} tokens/ms{scope} is out of reach: "
-                f"{info['prefill_gflop_per_token']:.3f} GFLOP per prompt token caps it at "
-                f"{info['max_throughput_tokens_per_ms_at_peak'] / div:.1f} tokens/ms{scope} at 100 % of "
-                f"{gpu.peak_tflops:g} TFLOPS ({info['max_throughput_tokens_per_ms_at_efficiency'] / div:.1f} "
-                f"at the instance's {gpu.compute_efficiency:.0%} compute efficiency)")
+                f"{cause} it at {info['max_throughput_tokens_per_ms_at_peak'] / div:.1f} tokens/ms{scope} "
+                f"at 100 % of {gpu.peak_tflops:g} TFLOPS and of the HBM bandwidth "
+                f"({info['max_throughput_tokens_per_ms_at_efficiency'] / div:.1f} at the instance's "
+                f"{gpu.compute_efficiency:.0%} compute and {gpu.hbm_efficiency:.0%} bandwidth efficiency)")
+    if name == "tpot":
+        return (f"TPOT <= {req.max_tpot_ms:g} ms conflicts with the other requirements: one decode step "
+                f"reads every GPU's share of the weights and of the KV cache")
     if name == "ttft":
         return (f"TTFT < {req.max_ttft_s:g} s is out of reach: the batch needs at least "
                 f"{info['min_ttft_s']:.3f} s on {gpus} GPUs at {gpu.compute_efficiency:.0%} efficiency")

@@ -217,8 +217,8 @@ ROWS = [
     # an instance name that would escape results/
     pytest.param(edit(("name", "../evil")), "name", True, id="name-path-traversal"),
     # --- workload --------------------------------------------------------------------------
-    # decode is not modelled yet: output_tokens must be 0
-    pytest.param(edit(("workload.output_tokens", 128)), "workload.output_tokens", True, id="output-tokens"),
+    # output_tokens beyond 10 million per sequence
+    pytest.param(edit(("workload.output_tokens", 10**8)), "workload.output_tokens", True, id="output-tokens"),
     # --- GPU counts ------------------------------------------------------------------------
     # 5 GPUs: no admissible (tp, pp, dp, ep) tuple (check has no tuple rule: not run)
     pytest.param(edit(*NO_TUPLE, ("hardware.num_gpus", 5)), "hardware.num_gpus", False, id="no-admissible-tuple"),

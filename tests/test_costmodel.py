@@ -36,13 +36,13 @@ def inst() -> Instance:
 def weights_per_gpu(inst: Instance, deg: Degrees, num_layers: int, first: bool, last: bool) -> int:
     """Per-GPU weight bytes of a stage under ``deg`` on Megatron's layout."""
     costs = tables.stage_costs(inst, deg, LinkFacts.of(megatron_layout(deg, 8)))
-    return stage_memory(costs, num_layers, first, last).weights
+    return stage_memory(costs, range(num_layers), first, last).weights
 
 
 def kv_per_gpu(inst: Instance, deg: Degrees, num_layers: int) -> int:
     """Per-GPU KV-cache bytes after prefill of a stage holding ``num_layers`` layers."""
     costs = tables.stage_costs(inst, deg, LinkFacts.of(megatron_layout(deg, 8)))
-    return stage_memory(costs, num_layers, True, False).kv_cache
+    return stage_memory(costs, range(num_layers), True, False).kv_cache
 
 
 # ---------------------------------------------------------------- parameters

@@ -48,9 +48,10 @@ class Evaluated:
         c = self.ev.costs
         mem = ", ".join(f"stage {j}: {m}" for j, m in enumerate(self.ev.stage_memory))
         return (f"link facts {LinkFacts.of(self.plan.slots)}; stage_ns {self.ev.stage_ns}; "
-                f"dense/layer {c.layer_dense_ns} (TP comm {c.tp_comm_ns}); "
-                f"moe/layer {c.moe_ns(self.ev.hot_loads[0])} (comm {c.moe_comm_ns(self.ev.hot_loads[0])}); "
-                f"embed {c.embed_ns}; head {c.head_ns}; p2p {c.p2p_ns}; memory {mem}")
+                f"dense/layer {c.prefill.layer_dense_ns[0]} (TP comm {c.prefill.tp_comm_ns[0]}); "
+                f"moe/layer {c.prefill.moe_ns(self.ev.hot_loads[0])} "
+                f"(comm {c.prefill.moe_comm_ns(self.ev.hot_loads[0])}); "
+                f"embed {c.prefill.embed_ns}; head {c.prefill.head_ns}; p2p {c.prefill.p2p_ns}; memory {mem}")
 
 
 @pytest.fixture(scope="module")
@@ -161,9 +162,10 @@ def test_seed_etp1_default_layout_gains_only_the_ep_traffic(etp1_default, etp1_a
     # TTFT 1.2925 s is 7.7 % below the audit's 1.40 s, which assumed the strided layout.
     c_def, c_aud = etp1_default.ev.costs, etp1_audit.ev.costs
     load = etp1_default.ev.hot_loads[0]
-    per_layer = c_aud.moe_ns(load) - c_def.moe_ns(load)
+    per_layer = c_aud.prefill.moe_ns(load) - c_def.prefill.moe_ns(load)
     assert per_layer == 7_140_317
-    assert c_def.layer_dense_ns == c_aud.layer_dense_ns and c_def.p2p_ns == c_aud.p2p_ns
+    assert (c_def.prefill.layer_dense_ns == c_aud.prefill.layer_dense_ns
+            and c_def.prefill.p2p_ns == c_aud.prefill.p2p_ns)
     assert etp1_audit.ev.makespan_ns - etp1_default.ev.makespan_ns == 16 * per_layer
     assert etp1_default.ev.makespan_ns == 1_292_469_757
 
