@@ -7,7 +7,10 @@ e = 1 (one rank holds all) and e = E (one expert per rank) the hot load is a con
 
 from __future__ import annotations
 
+import heapq
+
 from optimizer.context import Context
+from optimizer.layout import trivial_ranks
 from optimizer.units import LOAD_SCALE
 
 
@@ -20,18 +23,13 @@ def greedy_ranks(loads: tuple[int, ...], ep: int) -> list[list[int]]:
     """Heaviest expert first onto the least-loaded rank with a free slot (a hint)."""
     slots = len(loads) // ep
     ranks: list[list[int]] = [[] for _ in range(ep)]
-    totals = [0] * ep
+    open_ranks = [(0, r) for r in range(ep)]  # (routed load, rank) of ranks with a free slot
     for expert in heaviest_first(loads):
-        r = min((r for r in range(ep) if len(ranks[r]) < slots), key=lambda r: (totals[r], r))
+        total, r = heapq.heappop(open_ranks)
         ranks[r].append(expert)
-        totals[r] += loads[expert]
+        if len(ranks[r]) < slots:
+            heapq.heappush(open_ranks, (total + loads[expert], r))
     return ranks
-
-
-def trivial_ranks(num_experts: int, ep: int) -> list[list[int]]:
-    """Contiguous blocks of experts per rank (the runtimes' default placement)."""
-    slots = num_experts // ep
-    return [list(range(r * slots, (r + 1) * slots)) for r in range(ep)]
 
 
 def add_layer_placement(model, loads: tuple[int, ...], ep: int, tag: str, lower: int = 0,
@@ -71,8 +69,9 @@ def add_layer_placement(model, loads: tuple[int, ...], ep: int, tag: str, lower:
 
 def _layer(ctx: Context, ep: int, i: int) -> None:
     """Placement variables of the i-th MoE layer for EP degree ``ep``, in the context."""
-    lower = ctx.hot_lower[ep][i] if ep in ctx.hot_lower else 0
-    hint = ctx.placement_hint[ep][i] if ep in ctx.placement_hint else None
+    exact = ctx.hot_exact.get(ep)
+    lower = exact[i].lower if exact else 0
+    hint = exact[i].ranks if exact else None
     assign, hot = add_layer_placement(ctx.model, ctx.loads[i], ep,
                                       f"ep={ep},l={ctx.moe_ids[i]}", lower, hint)
     for (x, r), v in assign.items():
@@ -87,18 +86,38 @@ def _relabelled(ranks: list[list[int]], order: list[int]) -> list[list[int]]:
     return sorted(ranks, key=lambda experts: min(position[x] for x in experts))
 
 
+# A layer whose placement has more expert-rank pairs than this is not modelled jointly:
+# every objective is non-decreasing in each layer's hot load, so the layers decompose, and
+# the layer keeps the best placement its own CP-SAT solve found (bounding.min_hot_load).
+MAX_JOINT_ASSIGNMENTS = 256
+
+
 def build(ctx: Context) -> None:
-    """Placement variables and hot loads (per MoE layer) for every candidate EP degree."""
+    """Placement variables and hot loads (per MoE layer) for every candidate EP degree.
+    A layer with a proven optimal placement, or too large to model jointly, gets its
+    precomputed placement and hot load as constants."""
     for ep in ctx.values_of("ep"):
         ctx.assign[ep] = {}
         ctx.hot[ep] = []
+        ctx.fixed[ep] = {}
+        exact = ctx.hot_exact.get(ep)
         for i, loads in enumerate(ctx.loads):
             if ep == 1:
                 ctx.hot[ep].append(LOAD_SCALE)
             elif ep == len(loads):
                 ctx.hot[ep].append(max(loads))
+            elif exact and (exact[i].lower == exact[i].upper or len(loads) * ep > MAX_JOINT_ASSIGNMENTS):
+                ctx.fixed[ep][i] = exact[i].ranks
+                ctx.hot[ep].append(exact[i].upper)
             else:
                 _layer(ctx, ep, i)
+
+
+def unproven_layers(ctx: Context, ep: int) -> list[int]:
+    """MoE layers whose fixed placement is not proven optimal (the plan's gap comes
+    from them)."""
+    exact = ctx.hot_exact.get(ep, [])
+    return [ctx.moe_ids[i] for i in ctx.fixed.get(ep, {}) if exact[i].lower < exact[i].upper]
 
 
 def extract(ctx: Context, solver, ep: int) -> dict[int, tuple[tuple[int, ...], ...]]:
@@ -108,6 +127,8 @@ def extract(ctx: Context, solver, ep: int) -> dict[int, tuple[tuple[int, ...], .
         num_experts = len(loads)
         if ep == 1 or ep == num_experts:
             ranks = trivial_ranks(num_experts, ep)
+        elif i in ctx.fixed.get(ep, {}):
+            ranks = ctx.fixed[ep][i]
         else:
             chosen = ctx.assign[ep]
             ranks = [[x for x in range(num_experts) if (i, x, r) in chosen

@@ -91,20 +91,60 @@ class Bounds:
         return {"ttft": self.ttft_ns, "tpot": self.tpot_ns, "throughput": self.makespan_ns}[requirement]
 
 
+def min_slowest_stage_ns(ph, c: StageCosts, hot: dict[int, int], cap: int) -> int | None:
+    """Smallest possible slowest-stage time of one phase over every contiguous split that
+    fits memory (binary search on the time; a split is built greedily from the front,
+    which finds one whenever any exists); None when no split fits memory."""
+    n, p = len(c.memory.layer_weights), c.deg.pp
+    layer_ns = [ph.layer_dense_ns[l] + (ph.moe_ns(hot[l]) if l in hot else 0) for l in range(n)]
+    per_layer = [w + kv for w, kv in zip(c.memory.layer_weights, c.memory.layer_kv)]
+
+    def feasible(limit: int) -> bool:
+        start = 0
+        for j in range(p):
+            t = (ph.embed_ns if j == 0 else 0) + (ph.head_ns if j == p - 1 else 0)
+            room, take = _stage_room(c, j, cap), 0
+            most = n - start - (p - j - 1)
+            while take < most and (j < p - 1 or start + take < n) and t + layer_ns[start + take] <= limit \
+                    and room >= per_layer[start + take]:
+                t += layer_ns[start + take]
+                room -= per_layer[start + take]
+                take += 1
+            if take == 0:
+                return False
+            start += take
+        return start == n
+
+    lo, hi = max(layer_ns), sum(layer_ns) + ph.embed_ns + ph.head_ns
+    if not feasible(hi):
+        return None
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if feasible(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
 def config_bounds(c: StageCosts, hot_lb: list[int], moe_ids: list[int], cap: int) -> Bounds:
     """Bounds of configuration ``c`` with every MoE layer at its hot-load lower bound: the
     per-phase stage sum does not depend on the split, and the slowest stage is at least
-    the average."""
+    the best min-max split of that phase (each phase minimized on its own)."""
     hot = dict(zip(moe_ids, hot_lb))
     p, m = c.deg.pp, c.deg.micro_batches
     every = range(len(c.memory.layer_weights))
+    slowest = min_slowest_stage_ns(c.prefill, c, hot, cap)
+    if slowest is None:
+        return Bounds(0, 0, 0, 0, False)
     total = c.prefill.stage_ns(every, hot, True, True)
-    ttft = total + (m - 1) * ceil_div(total, p) + (p - 1) * c.prefill.p2p_ns
+    ttft = total + (m - 1) * max(slowest, ceil_div(total, p)) + (p - 1) * c.prefill.p2p_ns
     tpot = 0
     if c.decode is not None:
-        tpot = max(m, p) * ceil_div(c.decode.stage_ns(every, hot, True, True), p) + (p - 1) * c.decode.p2p_ns
-    return Bounds(objective_ns(c, hot_lb), ttft, tpot, ttft + c.decode_steps * tpot,
-                  layer_split_fits(c, len(every), cap) is not None)
+        slow_dec = min_slowest_stage_ns(c.decode, c, hot, cap) or 0
+        dec_total = c.decode.stage_ns(every, hot, True, True)
+        tpot = max(m, p) * max(slow_dec, ceil_div(dec_total, p)) + (p - 1) * c.decode.p2p_ns
+    return Bounds(objective_ns(c, ttft, tpot, len(moe_ids)), ttft, tpot, ttft + c.decode_steps * tpot, True)
 
 
 @dataclass(frozen=True)
@@ -142,7 +182,8 @@ def greedy_plan(cfgs: list[StageCosts], loads, moe_ids: list[int], limits_ns: di
         _, ttft, tpot, span = batch_times(c, stages_of(counts), dict(zip(moe_ids, hot)))
         if not _meets(limits_ns, ttft, tpot, span):
             continue
-        key = (objective_ns(c, hot), span) if goal == "objective" else (span, objective_ns(c, hot))
+        lost = objective_ns(c, ttft, tpot, len(moe_ids))
+        key = (lost, span) if goal == "objective" else (span, lost)
         if best is None or key < best[0]:
             best = (key, k, counts)
     if best is None:
@@ -172,7 +213,8 @@ def min_hot_load(loads: tuple[int, ...], ep: int, time_limit_s: float = 1.0) -> 
     placement constraints as the deployment model), with its proven lower bound."""
     from ortools.sat.python import cp_model
 
-    from constraints.placement import add_layer_placement, trivial_ranks
+    from constraints.placement import add_layer_placement
+    from optimizer.layout import trivial_ranks
     if ep == 1 or ep == len(loads):
         ranks = trivial_ranks(len(loads), ep)
         return HotLoad(max(sum(loads[x] for x in r) for r in ranks), ranks, loads)
@@ -195,6 +237,32 @@ def min_hot_load(loads: tuple[int, ...], ep: int, time_limit_s: float = 1.0) -> 
     return HotLoad(max(lower, round(solver.best_objective_bound)), ranks, loads)
 
 
-def exact_hot_loads(loads, eps: list[int]) -> dict[int, list[HotLoad]]:
-    """``min_hot_load`` of every layer for each EP degree in ``eps``."""
-    return {ep: [min_hot_load(tuple(row), ep) for row in loads] for ep in eps}
+def exact_hot_loads(loads, eps: list[int], budget_s: float = 3.0) -> dict[int, list[HotLoad]]:
+    """Per EP degree in ``eps``, every layer's hot load: proven by CP-SAT (``min_hot_load``)
+    while the wall-clock budget lasts, the layers with the largest gap between the greedy
+    placement and the cheap bound first; the others keep the greedy placement and the
+    cheap bound (still valid bounds, not proven optima)."""
+    import time
+    out: dict[int, list[HotLoad]] = {}
+    work = []
+    for ep in eps:
+        rows = []
+        for i, row in enumerate(loads):
+            greedy = greedy_ranks(row, ep) if 1 < ep < len(row) else None
+            lower = hot_load_lower_bound(row, ep)
+            if greedy is None:
+                rows.append(min_hot_load(tuple(row), ep))
+                continue
+            rows.append(HotLoad(lower, greedy, tuple(row)))
+            gap = rows[-1].upper - lower
+            if gap > 0:
+                work.append((-gap, ep, i))
+        out[ep] = rows
+    deadline = time.perf_counter() + budget_s
+    per_solve = max(0.05, budget_s / max(1, len(work)))
+    for _, ep, i in sorted(work):
+        left = deadline - time.perf_counter()
+        if left <= 0.01:
+            break
+        out[ep][i] = min_hot_load(tuple(loads[i]), ep, round(min(per_solve, left), 2))
+    return out

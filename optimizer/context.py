@@ -34,8 +34,8 @@ class Context:
     # placement, per EP degree e: x[e][layer, expert, rank], hot[e][layer]
     assign: dict[int, dict[tuple[int, int, int], cp_model.IntVar]] = field(default_factory=dict)
     hot: dict[int, list[IntOrVar]] = field(default_factory=dict)
-    hot_lower: dict[int, list[int]] = field(default_factory=dict)  # proven bounds per EP, layer
-    placement_hint: dict[int, list[list[list[int]]]] = field(default_factory=dict)  # [layer][rank]
+    hot_exact: dict[int, list] = field(default_factory=dict)  # per EP: bounding.HotLoad per MoE layer
+    fixed: dict[int, dict[int, list[list[int]]]] = field(default_factory=dict)  # ep -> i -> ranks
     # pipeline, per PP degree p: in_stage[p][layer][stage] (None when impossible)
     in_stage: dict[int, list[list[cp_model.IntVar | None]]] = field(default_factory=dict)
     # per phase (0 prefill, 1 decode step): MoE layer times, stage times per (phase, p)

@@ -65,6 +65,7 @@ class Evaluation:
     makespan_ns: int
     objective_ns: int
     communication_ns: int
+    imbalance_ns: int
     stage_memory: list[StageMemory]
     tokens: int
     num_gpus: int
@@ -99,7 +100,9 @@ class Evaluation:
             "max_memory_gb": bytes_to_gb(self.max_memory_bytes),
             "load_imbalance": self.load_imbalance,
             "communication_ms": ns_to_ms(self.communication_ns),
-            "imbalance_ms": ns_to_ms(self.objective_ns - self.communication_ns),
+            "imbalance_ms": ns_to_ms(self.imbalance_ns),
+            "pipeline_idle_ms": ns_to_ms(max(0, self.objective_ns - self.communication_ns
+                                             - self.imbalance_ns)),
             "objective_ms": ns_to_ms(self.objective_ns),
             "bubble_fraction": (d.pp - 1) / (d.micro_batches + d.pp - 1),
             "batch_time_s": ns_to_s(self.makespan_ns),
@@ -126,25 +129,42 @@ def decode_step_ns(stage_ns: list[int], micro_batches: int, p2p_ns: int) -> int:
     return max(micro_batches, p) * max(stage_ns) + (p - 1) * p2p_ns
 
 
-def _phase_lost(ph: PhaseCosts, d, hot: list[int], comm_only: bool) -> int:
-    """Average time a GPU loses in one pass of a phase (all micro-batches), ns."""
-    if comm_only:
+def lost_ns(ph: PhaseCosts, d, phase_ns: int, num_moe_layers: int) -> int:
+    """Average time a GPU loses in one phase (prefill makespan, or one decode step of
+    ``phase_ns``): everything but useful work, i.e. communication, expert imbalance and
+    pipeline idling (bubble, uneven stages): ceil((p T - m U + m (p-1) t_p2p) / p), with U
+    the useful work of one micro-batch through every stage."""
+    m, p = d.micro_batches, d.pp
+    return ceil_div(p * phase_ns - m * ph.useful_pass_ns(num_moe_layers) + m * (p - 1) * ph.p2p_ns, p)
+
+
+def objective_ns(c: StageCosts, ttft_ns: int, tpot_ns: int, num_moe_layers: int) -> int:
+    """Time lost per GPU over the batch: the prefill's, plus each decode step's."""
+    total = lost_ns(c.prefill, c.deg, ttft_ns, num_moe_layers)
+    if c.decode is not None:
+        total += c.decode_steps * lost_ns(c.decode, c.deg, tpot_ns, num_moe_layers)
+    return total
+
+
+def _phase_share(ph: PhaseCosts, d, hot: list[int], part: str) -> int:
+    """Average time a GPU spends per phase pass on communication ('comm') or on waiting
+    for the hottest expert rank ('imbalance'), ns."""
+    if part == "comm":
         per_pass = sum(ph.moe_comm_ns(x) for x in hot) + sum(ph.tp_comm_ns)
-    else:
-        per_pass = sum(ph.moe_ns(x) - ph.moe_balanced_compute_ns for x in hot) + sum(ph.tp_comm_ns)
-    return ceil_div(d.micro_batches * per_pass + d.micro_batches * (d.pp - 1) * ph.p2p_ns, d.pp)
-
-
-def objective_ns(c: StageCosts, hot_loads: list[int]) -> int:
-    """Average time a GPU loses over the batch to communication and to expert imbalance:
-    per phase m/p * (sum over MoE layers of (moe_ns - balanced compute) + TP all-reduces)
-    + m(p-1)/p * p2p; prefill once, plus each decode step."""
-    return sum(w * _phase_lost(ph, c.deg, hot_loads, False) for ph, w in c.phases)
+        return ceil_div(d.micro_batches * per_pass + d.micro_batches * (d.pp - 1) * ph.p2p_ns, d.pp)
+    per_pass = sum(ph.moe_ns(x) - ph.moe_comm_ns(x) - ph.moe_balanced_compute_ns for x in hot)
+    return ceil_div(d.micro_batches * max(0, per_pass), d.pp)
 
 
 def communication_ns(c: StageCosts, hot_loads: list[int]) -> int:
-    """The communication share of ``objective_ns`` (same averaging)."""
-    return sum(w * _phase_lost(ph, c.deg, hot_loads, True) for ph, w in c.phases)
+    """Average communication time per GPU over the batch (TP all-reduces, all-to-all and
+    ETP collectives, pipeline sends), ns."""
+    return sum(w * _phase_share(ph, c.deg, hot_loads, "comm") for ph, w in c.phases)
+
+
+def imbalance_ns(c: StageCosts, hot_loads: list[int]) -> int:
+    """Average time per GPU spent waiting for the hottest expert rank, ns."""
+    return sum(w * _phase_share(ph, c.deg, hot_loads, "imbalance") for ph, w in c.phases)
 
 
 def batch_times(c: StageCosts, stages, hot: dict[int, int]) -> tuple[list[int], int, int, int]:
@@ -196,8 +216,9 @@ def evaluate(inst: Instance, plan: Plan) -> Evaluation:
     pre, ttft, tpot, total = batch_times(costs, plan.stages, hot)
     mems = [stage_memory(costs, layers, j == 0, j == p - 1) for j, layers in enumerate(plan.stages)]
     wl = inst.workload
-    ev = Evaluation(costs, hot_list, pre, ttft, tpot, total, objective_ns(costs, hot_list),
-                    communication_ns(costs, hot_list), mems,
+    ev = Evaluation(costs, hot_list, pre, ttft, tpot, total,
+                    objective_ns(costs, ttft, tpot, len(moe_ids)), communication_ns(costs, hot_list),
+                    imbalance_ns(costs, hot_list), mems,
                     wl.batch_sequences * (wl.prompt_tokens + wl.output_tokens), deg.num_gpus)
     ev.checks = requirement_checks(inst, ev)
     return ev

@@ -112,3 +112,9 @@ def stage_boundary_inter_node(slots: tuple[GpuSlot, ...]) -> bool:
     another node, so pipeline sends use the inter-node link."""
     where = {(s.stage, s.tp_rank, s.dp_rank): s.node for s in slots}
     return any(where.get((st + 1, tp, dp), node) != node for (st, tp, dp), node in where.items())
+
+
+def trivial_ranks(num_experts: int, ep: int) -> list[list[int]]:
+    """Contiguous blocks of experts per rank (the runtimes' default placement)."""
+    slots = num_experts // ep
+    return [list(range(r * slots, (r + 1) * slots)) for r in range(ep)]

@@ -114,11 +114,10 @@ class DeploymentModel:
         cap = ctx.memory_cap_bytes if "memory" not in relax else 1 << 62
         cheap = {ep: [hot_load_lower_bound(row, ep) for row in ctx.loads] for ep in ctx.values_of("ep")}
         kept, greedy = self._survivors(ctx.cfgs, cheap, limits, cap, explain, cutoff, {})
-        exact = exact_hot_loads(ctx.loads, sorted({c.deg.ep for c, _ in kept}))
-        ctx.hot_lower = {ep: [h.lower for h in rows] for ep, rows in exact.items()}
-        placements = {ep: [h.ranks for h in rows] for ep, rows in exact.items()}
-        ctx.placement_hint = placements
-        kept, greedy = self._survivors([c for c, _ in kept], ctx.hot_lower, limits, cap, False,
+        ctx.hot_exact = exact_hot_loads(ctx.loads, sorted({c.deg.ep for c, _ in kept}))
+        lower = {ep: [h.lower for h in rows] for ep, rows in ctx.hot_exact.items()}
+        placements = {ep: [h.ranks for h in rows] for ep, rows in ctx.hot_exact.items()}
+        kept, greedy = self._survivors([c for c, _ in kept], lower, limits, cap, False,
                                        cutoff, placements)
         ctx.cfgs, self.bounds = [c for c, _ in kept], [b for _, b in kept]
         return greedy
@@ -171,23 +170,26 @@ class DeploymentModel:
                         ctx.model.add_hint(v, stage_of[l] == j)
 
     def _objective(self) -> None:
-        """objective = sum over phases (prefill once, each decode step) of the average time
-        a GPU loses: p * lost_phase >= m * (sum_i moe_time_i - MoE layers * balanced
-        + TP all-reduces) + m (p-1) t_p2p, for the chosen configuration (see
-        ``evaluate.objective_ns``)."""
+        """objective = time lost per GPU over the batch (communication, expert imbalance,
+        pipeline idling): per phase p * lost >= p * T - m * U + m (p-1) t_p2p for the chosen
+        configuration, T the prefill makespan or one decode step, U its useful work per
+        pass (``evaluate.lost_ns``); prefill once plus every decode step."""
         ctx, model = self.ctx, self.ctx.model
         n_moe = len(ctx.moe_ids)
+        phases = [(0, ctx.ttft, 1)]
+        if ctx.decoding:
+            phases.append((1, ctx.tpot, ctx.inst.workload.output_tokens))
         terms, top_total = [], 0
-        for phase, weight in ([(0, 1), (1, ctx.inst.workload.output_tokens)] if ctx.decoding else [(0, 1)]):
-            top = max(c.deg.micro_batches * (n_moe * phase_of(c, phase).moe_ns(LOAD_SCALE)
-                                             + sum(phase_of(c, phase).tp_comm_ns)
-                                             + c.deg.pp * phase_of(c, phase).p2p_ns) for c in ctx.cfgs)
+        for phase, span, weight in phases:
+            full = {l: LOAD_SCALE for l in ctx.moe_ids}
+            top = max((phase_of(c, phase).stage_ns(range(ctx.num_layers), full, True, True)
+                       + phase_of(c, phase).p2p_ns) * (c.deg.micro_batches + c.deg.pp)
+                      for c in ctx.cfgs)  # >= T + m (p-1) t_p2p / p >= lost
             lost = model.new_int_var(0, top, f"lost_ns[{phase}]")
             for k, c in enumerate(ctx.cfgs):
                 ph, p, m = phase_of(c, phase), c.deg.pp, c.deg.micro_batches
-                per_pass = (sum(ctx.moe_time[phase]) - n_moe * ph.moe_balanced_compute_ns
-                            + sum(ph.tp_comm_ns))
-                model.add(p * lost >= m * per_pass + m * (p - 1) * ph.p2p_ns).only_enforce_if(ctx.cfg[k])
+                model.add(p * lost >= p * span - m * ph.useful_pass_ns(n_moe)
+                          + m * (p - 1) * ph.p2p_ns).only_enforce_if(ctx.cfg[k])
             terms.append(weight * lost)
             top_total += weight * top
         ctx.objective = model.new_int_var(0, top_total, "objective_ns")

@@ -11,9 +11,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from constraints.placement import trivial_ranks
 from optimizer.evaluate import Check, Evaluation, Plan
-from optimizer.layout import Degrees, GpuSlot, megatron_layout
+from optimizer.layout import Degrees, GpuSlot, megatron_layout, trivial_ranks
 from optimizer.schema import Instance
 from optimizer.units import bytes_to_gb
 

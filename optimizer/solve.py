@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from ortools.sat.python import cp_model
 
 from constraints.pipeline import extract_stages
-from constraints.placement import extract
+from constraints.placement import extract, unproven_layers
 from optimizer import bounds
 from optimizer.errors import InfeasibleError, InputError, NoSolutionError
 from optimizer.evaluate import Evaluation, Plan, evaluate
@@ -126,9 +126,20 @@ def solve(inst: Instance, num_gpus: int | None = None, time_limit_s: float | Non
         second = _phase(solver2, model)
         if second.objective is not None:
             plan = _extract(inst, ctx, dm, solver2)
-    status = "optimal" if first.status == "optimal" and second and second.status == "optimal" else "feasible"
-    return SolveResult(status, plan, evaluate(inst, plan), first, second,
-                       time.perf_counter() - start, len(ctx.cfgs))
+    ev = evaluate(inst, plan)
+    unproven = unproven_layers(ctx, plan.deg.ep)
+    # The reported objective is the plan's own (exact), never the solver's lower-bounded
+    # variable; with unproven fixed placements the solver's bound holds only for those
+    # placements, so the bound is the best configuration's proven lower bound instead.
+    first.objective = ev.objective_ns
+    if unproven:
+        first.bound = min(first.bound, min(b.objective_ns for b in dm.bounds))
+    proven = first.status == "optimal" and second and second.status == "optimal" and not unproven
+    result = SolveResult("optimal" if proven else "feasible", plan, ev, first, second,
+                         time.perf_counter() - start, len(ctx.cfgs))
+    if unproven:
+        result.extra["unproven_placement_layers"] = unproven
+    return result
 
 
 def _extract(inst: Instance, ctx, dm: DeploymentModel, solver: cp_model.CpSolver) -> Plan:
@@ -181,11 +192,11 @@ def explain_infeasible(inst: Instance, gpus: int, settings: SolverSettings) -> I
     conflicts = minimal_conflict(inst, gpus, settings)
     info = requirement_bounds(inst, gpus)
     timing = tuple(r for r in conflicts if r != "memory")
-    best_ns, best_plan = _best_makespan(inst, gpus, settings, tuple(conflicts))
+    best_ns, best_plan = _best_makespan(inst, gpus, settings, timing) if timing else (None, None)
     if best_ns is not None and best_plan is not None:
         ev = evaluate(inst, best_plan)
         info["best_plan"] = {"degrees": _deg_dict(best_plan), **ev.metrics()}
-    parts = [_conflict_sentence(inst, gpus, r, info) for r in conflicts]
+    parts = [_conflict_sentence(inst, gpus, r, info, [c for c in conflicts if c != r]) for r in conflicts]
     if timing and "best_plan" in info:
         b = info["best_plan"]
         names = " and ".join(timing)
@@ -239,11 +250,18 @@ def requirement_bounds(inst: Instance, gpus: int) -> dict:
     }
 
 
-def _conflict_sentence(inst: Instance, gpus: int, name: str, info: dict) -> str:
+def _conflict_sentence(inst: Instance, gpus: int, name: str, info: dict, others: list[str]) -> str:
+    """One requirement's part of the explanation: 'out of reach' only when a physical
+    bound rules it out by itself, else which other requirements it conflicts with."""
     req, gpu = inst.requirements, inst.hardware.gpu
+    with_others = f"together with the {' and '.join(others)} requirement" if others else ""
     if name == "throughput":
         per_gpu = req.throughput_scope == "per_gpu"
         div, scope = (gpus, " per GPU") if per_gpu else (1, f" on {gpus} GPUs")
+        cap = info["max_throughput_tokens_per_ms_at_efficiency"] / div
+        if cap >= req.min_throughput_tokens_per_ms and others:
+            return (f"throughput >= {req.min_throughput_tokens_per_ms:g} tokens/ms{scope} cannot be met "
+                    f"{with_others} (the compute bound alone would allow {cap:.1f})")
         cause = f"{info['prefill_gflop_per_token']:.3f} GFLOP per prompt token caps"
         if inst.workload.output_tokens:
             cause = cause.removesuffix(" caps") + " and decode steps that read the whole KV cache cap"
@@ -253,9 +271,12 @@ def _conflict_sentence(inst: Instance, gpus: int, name: str, info: dict) -> str:
                 f"({info['max_throughput_tokens_per_ms_at_efficiency'] / div:.1f} at the instance's "
                 f"{gpu.compute_efficiency:.0%} compute and {gpu.hbm_efficiency:.0%} bandwidth efficiency)")
     if name == "tpot":
-        return (f"TPOT <= {req.max_tpot_ms:g} ms conflicts with the other requirements: one decode step "
-                f"reads every GPU's share of the weights and of the KV cache")
+        return (f"TPOT <= {req.max_tpot_ms:g} ms cannot be met{' ' + with_others if others else ''}: "
+                f"one decode step reads every GPU's share of the weights and of the KV cache")
     if name == "ttft":
+        if info["min_ttft_s"] < req.max_ttft_s and others:
+            return (f"TTFT < {req.max_ttft_s:g} s cannot be met {with_others} (the compute bound "
+                    f"alone would allow {info['min_ttft_s']:.3f} s)")
         return (f"TTFT < {req.max_ttft_s:g} s is out of reach: the batch needs at least "
                 f"{info['min_ttft_s']:.3f} s on {gpus} GPUs at {gpu.compute_efficiency:.0%} efficiency")
     return (f"memory <= {inst.memory_limit_gb:g} GB per GPU conflicts: weights and KV cache alone need "

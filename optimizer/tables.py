@@ -103,6 +103,12 @@ class PhaseCosts:
         return max(ceil_div(self.moe_compute_full_ns, self.ep),
                    self.moe_weights_ns + ceil_div(self.moe_act_full_ns, self.ep))
 
+    def useful_pass_ns(self, num_moe_layers: int) -> int:
+        """Work of one micro-batch through every stage at perfect expert balance, without
+        TP all-reduces (the part of a pass that is not lost to anything), ns."""
+        return (sum(self.layer_dense_ns) - sum(self.tp_comm_ns)
+                + num_moe_layers * self.moe_balanced_compute_ns + self.embed_ns + self.head_ns)
+
     def stage_ns(self, layers, hot: dict[int, int], first: bool, last: bool) -> int:
         """One micro-batch through a stage holding ``layers``; ``hot`` maps each MoE layer
         to its hot load."""

@@ -43,9 +43,12 @@ def seconds_to_ns(seconds: float) -> int:
 
 
 def limit_s_to_ns(seconds: float, strict: bool = False) -> int:
-    """An upper limit in seconds as integer ns, rounded down; strict '<' subtracts 1 ns."""
-    ns = floor_int(seconds * NS_PER_S)
-    return ns - 1 if strict and Fraction(seconds) * NS_PER_S == ns else ns
+    """An upper limit in seconds as integer ns, rounded down; a strict '<' limit excludes
+    the limit itself. The limit is the decimal the user wrote (0.3 means 3/10, not the
+    binary float just below it), so TTFT < 0.3 s allows at most 299,999,999 ns."""
+    exact = Fraction(repr(float(seconds))) * NS_PER_S
+    ns = exact.numerator // exact.denominator
+    return ns - 1 if strict and exact == ns else ns
 
 
 def gb_to_bytes_floor(gb: float) -> int:

@@ -10,7 +10,7 @@ import importlib
 
 import click
 
-MODULES: list[str] = []
+MODULES: list[str] = ["pareto", "sweep", "export"]
 
 
 def register_commands(group: click.Group) -> None:
