@@ -56,8 +56,9 @@ def main() -> None:
 @click.option("--time-limit", type=click.FloatRange(0.05, 86400), default=None, help="seconds")
 @click.option("--workers", type=click.IntRange(1, 64), default=None, help="CP-SAT workers")
 @click.option("--seed", type=click.IntRange(0, 2**31), default=None, help="CP-SAT random seed")
+@click.option("--report", is_flag=True, help="also write results/<name>/report.html")
 @VERBOSE
-def solve(instance, format_, output, gpus, time_limit, workers, seed, verbose):
+def solve(instance, format_, output, gpus, time_limit, workers, seed, report, verbose):
     def body():
         from optimizer.plan import plan_to_json
         from optimizer.report import plan_text
@@ -79,6 +80,11 @@ def solve(instance, format_, output, gpus, time_limit, workers, seed, verbose):
         target = output or str(Path("results") / inst.name / "plan.json")
         if target != "-":
             write_atomic(target, dump(doc), "--output" if output else "output")
+        if report:
+            from optimizer.htmlreport import write_report
+            report_path = Path("results") / inst.name / "report.html"
+            write_report(inst, doc, report_path)
+            click.echo(f"report written to {report_path}", err=format_ == "json" or target == "-")
         if format_ == "json" or target == "-":
             click.echo(dump(doc), nl=False)
         else:

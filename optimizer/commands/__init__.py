@@ -10,7 +10,7 @@ import importlib
 
 import click
 
-MODULES: list[str] = ["pareto", "sweep", "export"]
+MODULES: list[str] = ["pareto", "sweep", "export", "report"]
 
 
 def register_commands(group: click.Group) -> None:
