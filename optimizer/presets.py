@@ -14,6 +14,11 @@ GPU_PRESETS: dict[str, dict] = {
                           "memory_gb": 80.0, "hbm_bandwidth_gb_s": 2039.0},
                   "gpus_per_node": 8, "intra_node_bandwidth_gb_s": 300.0,
                   "inter_node_bandwidth_gb_s": 25.0},
+    # A100 40GB SXM: 312 TF BF16 dense, 40 GB HBM2, 1.555 TB/s
+    "a100-40gb": {"gpu": {"name": "A100 40GB SXM", "peak_tflops_by_dtype": {"bf16": 312.0},
+                          "memory_gb": 40.0, "hbm_bandwidth_gb_s": 1555.0},
+                  "gpus_per_node": 8, "intra_node_bandwidth_gb_s": 300.0,
+                  "inter_node_bandwidth_gb_s": 25.0},
     # H100 SXM5: 989.4 TF BF16, 1978.9 TF FP8 dense, 80 GB HBM3, 3.35 TB/s, NVLink4 900 GB/s
     # bidir, DGX H100: 8x ConnectX-7 NDR 400 Gb/s
     "h100-sxm": {"gpu": {"name": "H100 SXM5", "peak_tflops_by_dtype": {"bf16": 989.4, "fp8": 1978.9},

@@ -10,7 +10,7 @@ import importlib
 
 import click
 
-MODULES: list[str] = ["pareto", "sweep", "export", "report"]
+MODULES: list[str] = ["pareto", "sweep", "export", "report", "import_hf", "inspect_model", "init_instance"]
 
 
 def register_commands(group: click.Group) -> None:
