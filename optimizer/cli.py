@@ -98,7 +98,7 @@ def solver_dict(result) -> dict:
     first, second = result.primary, result.secondary
     out = {"status": result.status, "objective": first.objective / 1e6, "bound": first.bound / 1e6,
            "gap": first.gap, "wall_s": round(result.wall_s, 3), "objective_unit": "ms",
-           "objective_name": "time lost per GPU to communication and expert imbalance",
+           "objective_name": "time lost per GPU to communication, expert imbalance and pipeline idling",
            "cp_sat_status": first.status, "configurations": result.num_configurations}
     if second is not None and second.objective is not None:
         out.update({"makespan_status": second.status, "makespan_ms": second.objective / 1e6,

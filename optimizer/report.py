@@ -76,8 +76,9 @@ def metric_lines(ev: Evaluation) -> list[str]:
 def solver_lines(solver: dict) -> list[str]:
     s = solver
     gap = "n/a" if s["gap"] is None else f"{s['gap']:.4f}"
-    line = (f"  status {s['status']}, objective {s['objective']:.3f} ms (lost to communication + "
-            f"imbalance), bound {s['bound']:.3f} ms, gap {gap}, wall {s['wall_s']:.2f} s, "
+    line = (f"  status {s['status']}, objective {s['objective']:.3f} ms (time lost per GPU to "
+            f"communication, expert imbalance and pipeline idling), bound {s['bound']:.3f} ms, "
+            f"gap {gap}, wall {s['wall_s']:.2f} s, "
             f"{s['configurations']} configurations")
     out = [line]
     if s.get("makespan_status"):
