@@ -8,6 +8,7 @@ skips them. Points run in this process, in ``jobs`` worker processes, or as Ray 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -30,10 +31,18 @@ def with_gpus(inst: Instance, gpus: int) -> Instance:
     return inst.model_copy(update={"hardware": hw})
 
 
+def point_key(inst_json: str, settings: SolverSettings) -> str:
+    """What a point depends on (instance, solver settings, moeopt version), hashed: a
+    resumed sweep reuses a point only when it matches."""
+    from optimizer import __version__
+    text = json.dumps([inst_json, settings.time_limit_s, settings.workers, settings.seed, __version__])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def sweep_point(inst_json: str, gpus: int, settings: SolverSettings) -> dict:
     """Solve and Pareto rows for one GPU count (JSON-ready; runs in any process)."""
     inst = with_gpus(Instance.model_validate_json(inst_json), gpus)
-    point: dict = {"num_gpus": gpus}
+    point: dict = {"num_gpus": gpus, "key": point_key(inst_json, settings)}
     try:
         result = solve(inst, gpus, settings.time_limit_s, settings.workers, settings.seed)
         d = result.plan.deg
@@ -52,8 +61,25 @@ def sweep_point(inst_json: str, gpus: int, settings: SolverSettings) -> dict:
         rows = pareto_table(inst, gpus, settings)
     except InputError:
         rows = pd.DataFrame(columns=COLUMNS)
-    point["rows"] = json.loads(rows.to_json(orient="records"))
+    point["rows"] = [{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+                     for row in rows.to_dict(orient="records")]
     return point
+
+
+def _usable(point: object, gpus: int, key: str) -> bool:
+    """A point read back from disk is reused only if complete and computed for this input."""
+    return (isinstance(point, dict) and point.get("num_gpus") == gpus and point.get("key") == key
+            and isinstance(point.get("best"), dict) and isinstance(point.get("rows"), list))
+
+
+def _die_with_parent() -> None:
+    """Pool worker initializer: on Linux, die when the parent dies (even by SIGKILL)."""
+    try:
+        import ctypes
+        import signal
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def point_path(out_dir: Path, gpus: int) -> Path:
@@ -74,16 +100,23 @@ def run_points(inst: Instance, counts: list[int], out_dir: Path, settings: Solve
     """Every point of the sweep, computing only those not already on disk (``resume``)."""
     points: dict[int, dict] = {}
     todo = []
+    payload = inst.model_dump_json()
+    key = point_key(payload, settings)
+    folder = out_dir / "sweep-points"
+    if folder.is_dir():  # temporary files of a write that was killed
+        for stale in folder.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
     for gpus in counts:
         path = point_path(out_dir, gpus)
         if resume and path.is_file():
             try:
-                points[gpus] = json.loads(path.read_text())
-                continue
+                point = json.loads(path.read_text())
             except (OSError, ValueError):
-                pass  # a damaged point is computed again
+                point = None  # a damaged point is computed again
+            if _usable(point, gpus, key):
+                points[gpus] = point
+                continue
         todo.append(gpus)
-    payload = inst.model_dump_json()
 
     def keep(point: dict) -> None:
         points[point["num_gpus"]] = point
@@ -95,7 +128,7 @@ def run_points(inst: Instance, counts: list[int], out_dir: Path, settings: Solve
         for point in run_on_ray(payload, todo, settings, address):
             keep(point)
     elif jobs > 1 and len(todo) > 1:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
+        with ProcessPoolExecutor(max_workers=jobs, initializer=_die_with_parent) as pool:
             futures = [pool.submit(sweep_point, payload, g, settings) for g in todo]
             for fut in as_completed(futures):
                 keep(fut.result())
