@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from optimizer.schema import CountsLoad, Instance, PowerLawLoad, UniformLoad
+from optimizer.schema import CountsLoad, FileLoad, Instance, PowerLawLoad, UniformLoad
 from optimizer.units import LOAD_SCALE
 
 
@@ -41,8 +41,21 @@ def layer_weights(inst: Instance) -> list[list[float]]:
     if isinstance(spec, PowerLawLoad):
         rng = random.Random(spec.seed)
         return [power_law_weights(m.num_experts, spec.exponent, rng) for _ in range(moe)]
+    if isinstance(spec, FileLoad):
+        return _file_weights(spec.path, moe, m.num_experts)
     assert isinstance(spec, CountsLoad)
     return [[float(c) for c in row] for row in spec.counts]
+
+
+def _file_weights(path: str, num_moe_layers: int, num_experts: int) -> list[list[float]]:
+    """Rows of a load file, checked against the model's MoE layers and experts."""
+    from optimizer.errors import InputError
+    from optimizer.loadfiles import moe_layers, read_loads
+    _, counts = moe_layers(*read_loads(path))
+    if counts.shape != (num_moe_layers, num_experts):
+        raise InputError(f"expert_load.path={path!r}: {counts.shape[0]} MoE layers x {counts.shape[1]} experts, "
+                         f"expected {num_moe_layers} x {num_experts}")
+    return [[float(c) for c in row] for row in counts.tolist()]
 
 
 def expert_loads(inst: Instance) -> tuple[tuple[int, ...], ...]:

@@ -183,7 +183,16 @@ class CountsLoad(_Strict):
     counts: list[list[Annotated[int, Field(ge=0, le=10**15)]]]
 
 
-ExpertLoad = Annotated[Union[UniformLoad, PowerLawLoad, CountsLoad], Field(discriminator="kind")]
+class FileLoad(_Strict):
+    """Measured loads in a file (SGLang recorder JSON, CSV layer,expert,tokens, or .npy; see
+    ``moeopt place``); a relative path is taken from the current directory. All-zero rows
+    (dense layers) are dropped; one row per MoE layer must remain."""
+
+    kind: Literal["file"]
+    path: Annotated[str, Field(min_length=1, max_length=4096)]
+
+
+ExpertLoad = Annotated[Union[UniformLoad, PowerLawLoad, CountsLoad, FileLoad], Field(discriminator="kind")]
 
 
 class SearchSpec(_Strict):

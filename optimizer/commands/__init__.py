@@ -10,7 +10,7 @@ import importlib
 
 import click
 
-MODULES: list[str] = ["pareto", "sweep", "export", "report", "import_hf", "inspect_model", "init_instance"]
+MODULES: list[str] = ["pareto", "sweep", "export", "report", "import_hf", "inspect_model", "init_instance", "place"]
 
 
 def register_commands(group: click.Group) -> None:
