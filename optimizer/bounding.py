@@ -227,8 +227,11 @@ def min_hot_load(loads: tuple[int, ...], ep: int, time_limit_s: float = 1.0) -> 
     assign, hot = add_layer_placement(model, loads, ep, f"ep={ep}")
     model.minimize(hot)
     solver = cp_model.CpSolver()
-    solver.parameters.max_time_in_seconds = time_limit_s
+    # deterministic time (not wall time) bounds the search, so results never depend on load
+    solver.parameters.max_deterministic_time = time_limit_s
+    solver.parameters.max_time_in_seconds = 20 * time_limit_s + 1
     solver.parameters.num_workers = 1
+    solver.parameters.catch_sigint_signal = False  # else CP-SAT swallows Ctrl-C (solve.stop_on_sigint)
     status = solver.solve(model)
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return HotLoad(lower, greedy, loads)
@@ -237,32 +240,29 @@ def min_hot_load(loads: tuple[int, ...], ep: int, time_limit_s: float = 1.0) -> 
     return HotLoad(max(lower, round(solver.best_objective_bound)), ranks, loads)
 
 
-def exact_hot_loads(loads, eps: list[int], budget_s: float = 3.0) -> dict[int, list[HotLoad]]:
+def exact_hot_loads(loads, eps: list[int], budget: float = 3.0) -> dict[int, list[HotLoad]]:
     """Per EP degree in ``eps``, every layer's hot load: proven by CP-SAT (``min_hot_load``)
-    while the wall-clock budget lasts, the layers with the largest gap between the greedy
-    placement and the cheap bound first; the others keep the greedy placement and the
-    cheap bound (still valid bounds, not proven optima)."""
-    import time
+    for the layers with the largest gap between the greedy placement and the cheap bound,
+    within ``budget`` units of CP-SAT's deterministic time in all (so the answer does not
+    depend on how busy the machine is); the other layers keep the greedy placement and
+    the cheap bound (valid bounds, not proven optima)."""
     out: dict[int, list[HotLoad]] = {}
     work = []
     for ep in eps:
         rows = []
         for i, row in enumerate(loads):
-            greedy = greedy_ranks(row, ep) if 1 < ep < len(row) else None
-            lower = hot_load_lower_bound(row, ep)
-            if greedy is None:
+            if not 1 < ep < len(row):
                 rows.append(min_hot_load(tuple(row), ep))
                 continue
-            rows.append(HotLoad(lower, greedy, tuple(row)))
-            gap = rows[-1].upper - lower
+            rows.append(HotLoad(hot_load_lower_bound(row, ep), greedy_ranks(row, ep), tuple(row)))
+            gap = rows[-1].upper - rows[-1].lower
             if gap > 0:
                 work.append((-gap, ep, i))
         out[ep] = rows
-    deadline = time.perf_counter() + budget_s
-    per_solve = max(0.05, budget_s / max(1, len(work)))
-    for _, ep, i in sorted(work):
-        left = deadline - time.perf_counter()
-        if left <= 0.01:
-            break
-        out[ep][i] = min_hot_load(tuple(loads[i]), ep, round(min(per_solve, left), 2))
+    # largest gaps first; every search gets the same deterministic limit
+    work.sort()
+    searches = work[: max(1, int(budget / 0.05))]
+    per_search = round(max(0.05, budget / max(1, len(searches))), 3)
+    for _, ep, i in searches:
+        out[ep][i] = min_hot_load(tuple(loads[i]), ep, per_search)
     return out
