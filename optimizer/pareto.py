@@ -8,8 +8,8 @@ non-decreasing in each layer's hot-rank load, so one placement (the per-layer mi
 by CP-SAT in ``bounding.min_hot_load``) is best for all of them at once; imbalance and
 communication then no longer depend on the layer split, and only the makespan needs the
 split. Each configuration whose lower-bound vector is not dominated by a point already
-found gets its own CP-SAT solve (makespan over the split, memory enforced; with decode one
-point per configuration: the split best for throughput);
+found gets its own CP-SAT solves (makespan over the split, memory enforced; with decode,
+an epsilon-constraint loop on TTFT gives every split that trades throughput for TTFT);
 the front is the non-dominated set of those points. A point is ``proven`` when CP-SAT
 proved its makespan and every layer's placement optimal.
 
@@ -57,19 +57,46 @@ def _dominated(vector: tuple, points: list[tuple]) -> bool:
     return any(all(p <= v for p, v in zip(point, vector)) for point in points)
 
 
-def _solve_one(inst: Instance, base: Context, c: StageCosts, settings: SolverSettings):
-    """Smallest makespan of configuration ``c`` (memory enforced, timing not)."""
-    ctx = Context(inst=inst, num_gpus=base.num_gpus, cfgs=[c], loads=base.loads, limits_ns={},
+def _solve_one(inst: Instance, base: Context, c: StageCosts, settings: SolverSettings,
+               ttft_cap: int | None = None):
+    """Smallest batch makespan of configuration ``c`` (memory enforced, timing not), with
+    TTFT <= ``ttft_cap``; then the smallest TTFT at that makespan. Returns
+    (proven, plan) or (False, None) when nothing fits."""
+    ctx = Context(inst=inst, num_gpus=base.num_gpus, cfgs=[c], loads=base.loads,
+                  limits_ns={} if ttft_cap is None else {"ttft": ttft_cap},
                   memory_cap_bytes=base.memory_cap_bytes)
-    dm = DeploymentModel(ctx, relax=("ttft", "throughput"))
+    dm = DeploymentModel(ctx, relax=("tpot", "throughput"))
     if dm.empty:
-        return None, None
+        return False, None
     ctx.model.minimize(ctx.makespan)
     solver = make_solver(settings, settings.time_limit_s)
-    result = _phase(solver, ctx.model)
-    if result.objective is None:
-        return None, None
-    return result, _extract(inst, ctx, dm, solver)
+    first = _phase(solver, ctx.model)
+    if first.objective is None:
+        return False, None
+    plan, proven = _extract(inst, ctx, dm, solver), first.status == "optimal"
+    if ctx.decoding and c.deg.pp > 1 and proven:  # same makespan, least TTFT
+        ctx.model.add(ctx.makespan <= first.objective)
+        ctx.model.minimize(ctx.ttft)
+        second = _phase(solver, ctx.model)
+        if second.objective is not None:
+            plan, proven = _extract(inst, ctx, dm, solver), second.status == "optimal"
+    return proven, plan
+
+
+def _config_points(inst: Instance, base: Context, c: StageCosts, settings: SolverSettings):
+    """Every non-dominated (makespan, TTFT) point of one configuration: without decode, or
+    with one stage, there is one; with decode the split trades batch time for TTFT, so
+    the TTFT cap is tightened below each point found (epsilon-constraint) until none fits."""
+    points, cap = [], None
+    while True:
+        proven, plan = _solve_one(inst, base, c, settings, cap)
+        if plan is None:
+            return points
+        ev = evaluate(inst, plan)
+        points.append((proven, plan, ev))
+        if not base.decoding or c.deg.pp == 1:
+            return points
+        cap = ev.ttft_ns - 1
 
 
 def pareto_table(inst: Instance, num_gpus: int | None = None, settings: SolverSettings | None = None) -> pd.DataFrame:
@@ -93,13 +120,10 @@ def pareto_table(inst: Instance, num_gpus: int | None = None, settings: SolverSe
     for bound_vector, c in candidates:
         if _dominated(bound_vector, found):
             continue
-        result, plan = _solve_one(inst, base, c, settings)
-        if plan is None:
-            continue
-        ev = evaluate(inst, plan)
-        hot_units = max((x * plan.deg.ep for x in ev.hot_loads), default=0)
-        found.append((ev.makespan_ns, ev.ttft_ns, hot_units, ev.communication_ns))
-        rows.append(_row(plan, ev, result.status == "optimal" and proven_placement[plan.deg.ep]))
+        for proven, plan, ev in _config_points(inst, base, c, settings):
+            hot_units = max((x * plan.deg.ep for x in ev.hot_loads), default=0)
+            found.append((ev.makespan_ns, ev.ttft_ns, hot_units, ev.communication_ns))
+            rows.append(_row(plan, ev, proven and proven_placement[plan.deg.ep]))
     return finish_table(pd.DataFrame(rows, columns=COLUMNS[:-2] + ["proven"]))
 
 
