@@ -63,20 +63,35 @@ def judge_claims(claims: list[dict], figures: dict[str, float], extra: dict | No
     figures by name (callables), e.g. the smallest GPU count meeting the requirements."""
     out = []
     for claim in claims:
+        if not isinstance(claim, dict):
+            continue  # not a claim (as claims without a name or a number are skipped)
         name = claim.get("name")
         stated = claim.get("stated")
-        if not isinstance(name, str) or not isinstance(stated, (int, float)) or isinstance(stated, bool):
+        if not isinstance(name, str) or _number(stated) is None:
             continue
         computed = figures.get(name)
         if computed is None and extra and name in extra:
             computed = extra[name]()
         relation = claim.get("relation", "approx")
-        tol = float(claim.get("tolerance", DEFAULT_TOLERANCE))
-        out.append({"name": name, "text": claim.get("text", name), "stated": stated,
+        relation = relation if isinstance(relation, str) else "approx"
+        tol = _number(claim.get("tolerance", DEFAULT_TOLERANCE))
+        tol = DEFAULT_TOLERANCE if tol is None else tol
+        text, note = claim.get("text", name), claim.get("note", "")
+        out.append({"name": name, "text": text if isinstance(text, str) else name, "stated": stated,
                     "computed": computed, "relation": relation,
                     "verdict": verdict(float(stated), computed, relation, tol),
-                    "note": claim.get("note", "")})
+                    "note": note if isinstance(note, str) else ""})
     return out
+
+
+def _number(value) -> float | None:
+    """``value`` as a float when it is a JSON number a float can hold, else None."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except OverflowError:  # an integer beyond 1e308
+        return None
 
 
 def metric_claims(metrics: dict) -> list[dict]:

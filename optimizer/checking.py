@@ -24,7 +24,9 @@ def check_plan_file(inst: Instance, path: str) -> tuple[dict, str, bool]:
     checks = checks + ev.checks
     metrics = ev.metrics()
     extra = pf.model_extra or {}
-    stated = metric_claims(extra.get("metrics") or {}) + list(extra.get("claims") or [])
+    metrics_in, claims_in = extra.get("metrics"), extra.get("claims")  # kept, not trusted: any JSON
+    stated = (metric_claims(metrics_in if isinstance(metrics_in, dict) else {})
+              + (list(claims_in) if isinstance(claims_in, list) else []))
     claims = judge_claims(stated, derived_figures(inst, plan, ev),
                           {"num_gpus_needed": lambda: smallest_gpu_count(inst)})
     feasible = all(c.ok for c in checks)

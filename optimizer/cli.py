@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from optimizer.cli_common import DEFINITIONS, FORMAT, VERBOSE, dump, load_instance, run
+from optimizer.cli_common import DEFINITIONS, FORMAT, VERBOSE, FiniteFloatRange, dump, load_instance, run
 from optimizer.commands import register_commands
 from optimizer.errors import InfeasibleError, InputError, NoSolutionError
 from optimizer.fileio import write_atomic
@@ -53,9 +53,9 @@ def main() -> None:
 @FORMAT
 @click.option("--output", default=None, help="plan JSON path ('-' = stdout); default results/<name>/plan.json")
 @click.option("--gpus", type=click.IntRange(1, 65536), default=None, help="override hardware.num_gpus")
-@click.option("--time-limit", type=click.FloatRange(0.05, 86400), default=None, help="seconds")
+@click.option("--time-limit", type=FiniteFloatRange(0.05, 86400), default=None, help="seconds")
 @click.option("--workers", type=click.IntRange(1, 64), default=None, help="CP-SAT workers")
-@click.option("--seed", type=click.IntRange(0, 2**31), default=None, help="CP-SAT random seed")
+@click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=None, help="CP-SAT random seed")
 @click.option("--report", is_flag=True, help="also write results/<name>/report.html")
 @VERBOSE
 def solve(instance, format_, output, gpus, time_limit, workers, seed, report, verbose):
@@ -68,7 +68,7 @@ def solve(instance, format_, output, gpus, time_limit, workers, seed, report, ve
         if gpus is not None and gpus > inst.hardware.num_gpus:
             raise InputError(f"--gpus={gpus}: exceeds hardware.num_gpus={inst.hardware.num_gpus}")
         try:
-            result = run_solve(inst, gpus, time_limit, workers, seed)
+            result = run_solve(inst, gpus, time_limit, workers, seed, interruptible=True)
         except (InfeasibleError, NoSolutionError) as exc:
             if format_ == "json":
                 payload = {"schema_version": 1, "instance": inst.name, **exc.payload}
@@ -76,6 +76,8 @@ def solve(instance, format_, output, gpus, time_limit, workers, seed, report, ve
                 click.echo(dump(payload), nl=False)
             raise
         solver = solver_dict(result)
+        if result.extra.get("interrupted"):
+            click.echo("moeopt: interrupted: the plan below is the best found so far", err=True)
         doc = plan_to_json(result.plan, result.evaluation, result.status, solver)
         target = output or str(Path("results") / inst.name / "plan.json")
         if target != "-":
@@ -100,6 +102,11 @@ def solver_dict(result) -> dict:
            "gap": first.gap, "wall_s": round(result.wall_s, 3), "objective_unit": "ms",
            "objective_name": "time lost per GPU to communication, expert imbalance and pipeline idling",
            "cp_sat_status": first.status, "configurations": result.num_configurations}
+    # "interrupted": Ctrl-C stopped the search; "greedy": CP-SAT found nothing in time, the
+    # plan is the greedy warm start (both come with status "feasible" and the gap)
+    for key in ("interrupted", "greedy"):
+        if result.extra.get(key):
+            out[key] = True
     if second is not None and second.objective is not None:
         out.update({"makespan_status": second.status, "makespan_ms": second.objective / 1e6,
                     "makespan_bound_ms": second.bound / 1e6})

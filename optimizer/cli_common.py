@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 import traceback
 
@@ -16,6 +17,18 @@ from optimizer.schema import Instance
 FORMAT = click.option("--format", "format_", type=click.Choice(["table", "json"]), default="table",
                       show_default=True, help="stdout format")
 VERBOSE = click.option("-v", "--verbose", count=True, help="logs to stderr; -vv shows tracebacks")
+
+
+class FiniteFloatRange(click.FloatRange):
+    """click.FloatRange that also rejects NaN (it compares false with both bounds, so
+    FloatRange lets ``--time-limit nan`` through)."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if math.isnan(number):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        return number
+
 
 DEFINITIONS = ("TTFT = prefill makespan of the static batch; throughput = prompt tokens / makespan "
                "(deployment; per GPU = / GPUs used).")

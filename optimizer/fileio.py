@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
@@ -64,10 +66,23 @@ def load_model(path: str | os.PathLike, cls: type[BaseModel], what: str) -> Base
 def write_atomic(path: str | os.PathLike, data: str | bytes, what: str = "output") -> None:
     """Write ``data`` (text as UTF-8, or bytes) to a temporary file beside ``path``, then
     rename it into place: the file is either the old one or the complete new one.
-    ``what`` names the path in errors (e.g. the option that gave it)."""
+    ``what`` names the path in errors (e.g. the option that gave it). A device or FIFO
+    (``/dev/null``) is written to directly (renaming over it would replace the device), a
+    symbolic link's target is replaced (the link stays), and temporaries that killed
+    writers left beside the file are removed. Any OS error is one line (exit 2)."""
     p = Path(path)
     if not str(path) or p.is_dir():
         raise InputError(f"{what}={str(path)!r}: is a directory or empty, expected a file path")
+    blob = data.encode("utf-8") if isinstance(data, str) else data
+    if p.exists() and not p.is_file():  # /dev/null, /dev/stdout, a FIFO: write to it, never replace it
+        try:
+            with open(p, "wb") as fh:
+                fh.write(blob)
+        except OSError as exc:
+            raise InputError(f"{what}={str(p)!r}: cannot be written ({exc.strerror or exc})") from None
+        return
+    if p.is_symlink():
+        p = Path(os.path.realpath(p))  # replace what the link points to, keep the link
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
@@ -76,13 +91,33 @@ def write_atomic(path: str | os.PathLike, data: str | bytes, what: str = "output
     try:
         os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+            fh.write(blob)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, p)
+    except OSError as exc:  # a full disk, a quota, a read-only or vanished folder
+        Path(tmp).unlink(missing_ok=True)
+        raise InputError(f"{what}={str(p)!r}: cannot be written ({exc.strerror or exc})") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _remove_stale_temporaries(p)
+
+
+# A temporary file of write_atomic this old belongs to a writer that was killed (SIGKILL
+# leaves no chance to remove it); a live write takes well under this.
+STALE_TMP_S = 60.0
+
+
+def _remove_stale_temporaries(p: Path) -> None:
+    """Remove what killed writers of ``p`` left beside it (``.<name>.*.tmp``)."""
+    now = time.time()
+    for stale in p.parent.glob(f".{glob.escape(p.name)}.*.tmp"):
+        try:
+            if now - stale.stat().st_mtime > STALE_TMP_S:
+                stale.unlink()
+        except OSError:
+            pass
 
 
 def _umask() -> int:

@@ -149,7 +149,7 @@ def _layer_types(c: Cfg, num_layers: int) -> dict | None:
         c._bad("layer_types", "[...]", f"must be a list of {num_layers} entries (num_hidden_layers)")
     out = []
     for i, t in enumerate(types):
-        if t not in HF_LAYER_TYPES:
+        if not isinstance(t, str) or t not in HF_LAYER_TYPES:
             raise InputError(f"{c.source}: {c.prefix}layer_types[{i}]={t!r}: unknown attention kind "
                              f"(known: {', '.join(HF_LAYER_TYPES)})")
         out.append(HF_LAYER_TYPES[t])

@@ -154,8 +154,8 @@ def _plan_slots(pf: PlanFile, deg: Degrees, inst: Instance | None,
         notes.append("the plan lists no GPUs: Megatron's default rank order with "
                      f"{gpn} GPUs per node is shown")
         return megatron_layout(deg, gpn)
-    if len(pf.gpus) > MAX_GPUS or any((g.local_rank or 0) >= 4096 for g in pf.gpus):
-        raise InputError(f"plan: gpus: more than {MAX_GPUS} GPUs or a local_rank above 4095")
+    if len(pf.gpus) > MAX_GPUS or any((g.local_rank or 0) >= 4096 or g.stage >= 4096 for g in pf.gpus):
+        raise InputError(f"plan: gpus: more than {MAX_GPUS} GPUs, or a local_rank or stage above 4095")
     slots = (GpuSlot(g.rank, g.node, g.local_rank if g.local_rank is not None else g.rank % gpn,
                      g.stage, g.tp_rank, g.dp_rank, g.ep_rank, g.etp_rank or 0, g.edp_rank or 0)
              for g in pf.gpus)

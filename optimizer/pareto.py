@@ -24,9 +24,9 @@ import pandas as pd
 from optimizer.bounding import config_bounds, exact_hot_loads
 from optimizer.context import Context
 from optimizer.evaluate import communication_ns, evaluate
-from optimizer.model import DeploymentModel, build_context
+from optimizer.model import build_context
 from optimizer.schema import Instance
-from optimizer.solve import SolverSettings, _extract, _phase, make_solver
+from optimizer.solve import SolverSettings, _extract, _phase, build_model, make_solver
 from optimizer.tables import StageCosts
 
 OBJECTIVES = {"throughput_tokens_per_ms_per_gpu": "max", "ttft_s": "min", "load_imbalance": "min",
@@ -65,7 +65,7 @@ def _solve_one(inst: Instance, base: Context, c: StageCosts, settings: SolverSet
     ctx = Context(inst=inst, num_gpus=base.num_gpus, cfgs=[c], loads=base.loads,
                   limits_ns={} if ttft_cap is None else {"ttft": ttft_cap},
                   memory_cap_bytes=base.memory_cap_bytes)
-    dm = DeploymentModel(ctx, relax=("tpot", "throughput"))
+    dm = build_model(ctx, relax=("tpot", "throughput"))
     if dm.empty:
         return False, None
     ctx.model.minimize(ctx.makespan)

@@ -85,6 +85,9 @@ class ModelSpec(_Strict):
         if self.top_k > self.num_experts:
             raise ValueError(f"top_k={self.top_k} exceeds num_experts={self.num_experts}")
         if self.moe_layers is not None:
+            if not self.moe_layers:
+                raise ValueError("moe_layers=[]: at least one layer must be MoE (moeopt plans "
+                                 "Mixture-of-Experts models)")
             bad = [i for i in self.moe_layers if i >= self.num_layers]
             if bad or len(set(self.moe_layers)) != len(self.moe_layers):
                 raise ValueError(f"moe_layers={self.moe_layers}: indices must be distinct and < "
@@ -201,7 +204,7 @@ class SearchSpec(_Strict):
     max_micro_batches: Annotated[int, Field(gt=0, le=4096)] = 32
     time_limit_s: PositiveFloat = 60.0
     workers: Annotated[int, Field(gt=0, le=64)] = 1
-    seed: Annotated[int, Field(ge=0, le=2**31)] = 0
+    seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0  # CP-SAT's random_seed is an int32
 
 
 class Instance(_Strict):
@@ -223,7 +226,7 @@ class Instance(_Strict):
         from optimizer.presets import GPU_PRESETS, expand_hardware
         if isinstance(data, dict) and isinstance(data.get("hardware"), dict) and "preset" in data["hardware"]:
             name = data["hardware"]["preset"]
-            if name not in GPU_PRESETS:
+            if not isinstance(name, str) or name not in GPU_PRESETS:
                 raise ValueError(f"hardware.preset={name!r}: unknown; known: {', '.join(GPU_PRESETS)}")
             model = data.get("model") if isinstance(data.get("model"), dict) else {}
             dtype = model.get("expert_weight_dtype") or model.get("weight_dtype", "fp16")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from optimizer.cli_common import VERBOSE, load_instance, run
+from optimizer.cli_common import VERBOSE, FiniteFloatRange, load_instance, run
 from optimizer.errors import InputError
 from optimizer.fileio import write_atomic
 
@@ -29,9 +29,9 @@ def render(df, format_: str) -> str:
 @click.option("--output", default="-", show_default=True, help="file to write ('-' = stdout)")
 @click.option("--gpus", type=click.IntRange(1, 65536), default=None, help="override hardware.num_gpus")
 @click.option("--all", "show_all", is_flag=True, help="also rows that are not on the front")
-@click.option("--time-limit", type=click.FloatRange(0.05, 86400), default=None, help="seconds per solve")
+@click.option("--time-limit", type=FiniteFloatRange(0.05, 86400), default=None, help="seconds per solve")
 @click.option("--workers", type=click.IntRange(1, 64), default=None)
-@click.option("--seed", type=click.IntRange(0, 2**31), default=None)
+@click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=None)
 @VERBOSE
 def command(instance, format_, output, gpus, show_all, time_limit, workers, seed, verbose):
     def body():

@@ -6,7 +6,7 @@ import logging
 
 import click
 
-from optimizer.cli_common import FORMAT, VERBOSE, dump, load_instance, run
+from optimizer.cli_common import FORMAT, VERBOSE, FiniteFloatRange, dump, load_instance, run
 from optimizer.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -113,11 +113,11 @@ def table(doc: dict) -> str:
 @click.option("--spread-replicas", is_flag=True, help="replicas of one expert on different nodes")
 @FORMAT
 @click.option("--output", default=None, help="also write the JSON document to PATH ('-' = stdout)")
-@click.option("--time-limit", type=click.FloatRange(0.0, 86400), default=None,
+@click.option("--time-limit", type=FiniteFloatRange(0.0, 86400), default=None,
               help="seconds for all layers together (default: INSTANCE's search.time_limit_s, else 30)")
 @click.option("--workers", type=click.IntRange(1, 64), default=None,
               help="CPU workers; layers are solved in that many processes (default: INSTANCE's, else 1)")
-@click.option("--seed", type=click.IntRange(0, 2**31), default=None, help="random seed")
+@click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=None, help="random seed")
 @VERBOSE
 def place_cmd(instance, loads_path, ep, redundant, nodes, spread_replicas, format_, output,
               time_limit, workers, seed, verbose):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from optimizer.cli_common import VERBOSE, load_instance, run
+from optimizer.cli_common import VERBOSE, FiniteFloatRange, load_instance, run
 from optimizer.commands.pareto import TABLE_FORMAT, render
 from optimizer.errors import InputError
 
@@ -23,9 +23,9 @@ from optimizer.errors import InputError
 @click.option("--resume", is_flag=True, help="skip counts whose point is already written")
 @click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True)
 @click.option("--address", default=None, help="Ray cluster address (with --backend ray)")
-@click.option("--time-limit", type=click.FloatRange(0.05, 86400), default=None, help="seconds per solve")
+@click.option("--time-limit", type=FiniteFloatRange(0.05, 86400), default=None, help="seconds per solve")
 @click.option("--workers", type=click.IntRange(1, 64), default=None)
-@click.option("--seed", type=click.IntRange(0, 2**31), default=None)
+@click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=None)
 @VERBOSE
 def command(instance, gpus_text, format_, output, jobs, resume, backend, address, time_limit,
             workers, seed, verbose):
