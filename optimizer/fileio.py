@@ -14,13 +14,14 @@ from pydantic import BaseModel, ValidationError
 from optimizer.errors import InputError
 
 
-def read_json(path: str | os.PathLike, what: str) -> object:
-    """Parse a JSON file; any problem becomes an InputError naming the file."""
+def read_text(path: str | os.PathLike, what: str, expected: str = "a file",
+              encoding: str = "utf-8") -> str:
+    """A text file's content; any problem becomes an InputError naming the file."""
     p = Path(path)
     try:
-        text = p.read_bytes().decode("utf-8")
+        return p.read_bytes().decode(encoding)
     except IsADirectoryError:
-        raise InputError(f"{what} {p}: is a directory, expected a JSON file") from None
+        raise InputError(f"{what} {p}: is a directory, expected {expected}") from None
     except FileNotFoundError:
         raise InputError(f"{what} {p}: no such file") from None
     except PermissionError:
@@ -29,6 +30,12 @@ def read_json(path: str | os.PathLike, what: str) -> object:
         raise InputError(f"{what} {p}: not UTF-8 text") from None
     except OSError as exc:
         raise InputError(f"{what} {p}: cannot be read ({exc.strerror})") from None
+
+
+def read_json(path: str | os.PathLike, what: str) -> object:
+    """Parse a JSON file; any problem becomes an InputError naming the file."""
+    p = Path(path)
+    text = read_text(p, what, "a JSON file")
     try:
         return json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:

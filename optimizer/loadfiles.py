@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from optimizer.errors import InputError
-from optimizer.fileio import read_json
+from optimizer.fileio import read_json, read_text
 
 MAX_COUNT = 10**15  # far above any real window; keeps every sum inside int64
 
@@ -179,19 +179,7 @@ def _is_int(cell: str) -> bool:
 
 
 def _read_text(path: str) -> str:
-    p = Path(path)
-    try:
-        return p.read_bytes().decode("utf-8-sig")
-    except FileNotFoundError:
-        raise InputError(f"loads {p}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"loads {p}: is a directory, expected a file") from None
-    except PermissionError:
-        raise InputError(f"loads {p}: cannot be read (permission denied)") from None
-    except UnicodeDecodeError:
-        raise InputError(f"loads {p}: not UTF-8 text") from None
-    except OSError as exc:
-        raise InputError(f"loads {p}: cannot be read ({exc.strerror})") from None
+    return read_text(path, "loads", encoding="utf-8-sig")
 
 
 def _from_npy(path: str) -> tuple[list[int], np.ndarray]:
