@@ -224,6 +224,10 @@ def evaluate(inst: Instance, plan: Plan) -> Evaluation:
     return ev
 
 
+# How each requirement check compares its value with its limit.
+RELATION = {"memory_per_gpu": "<=", "ttft": "<", "tpot": "<=", "throughput": ">="}
+
+
 def requirement_checks(inst: Instance, ev: Evaluation) -> list[Check]:
     """Memory per GPU, TTFT and throughput against the instance's requirements."""
     checks = [Check("memory_per_gpu", bytes_to_gb(ev.max_memory_bytes), inst.memory_limit_gb, "GB",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from optimizer.evaluate import Check, Evaluation, Plan
+from optimizer.evaluate import RELATION, Check, Evaluation, Plan
 from optimizer.loads import expert_loads
 from optimizer.schema import Instance
 from optimizer.units import LOAD_SCALE, bytes_to_gb
@@ -53,7 +53,7 @@ def memory_lines(ev: Evaluation, limit_gb: float) -> list[str]:
 def check_lines(checks: list[Check]) -> list[str]:
     out = []
     for c in checks:
-        relation = {"memory_per_gpu": "<=", "ttft": "<", "tpot": "<=", "throughput": ">="}.get(c.name, "")
+        relation = RELATION.get(c.name, "")
         if c.unit == "rule":
             out.append(f"  {c.name:<44} {'holds' if c.ok else 'VIOLATED'}")
         else:
