@@ -9,7 +9,7 @@ onto the least-loaded rank that has a free slot and no copy of that expert yet).
 Then times the whole process ``moeopt export PLAN --to FORMAT --output TMP`` (median of
 --runs runs, default 3) for each format and checks the 2 s target.
 
-    python benchmarks/bench_export.py [--runs 3] [--keep DIR]
+    python -m benchmarks.bench_export [--runs 3] [--keep DIR]
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """A larger fuzz campaign than the CI tests: thousands of generated inputs for every command.
 
-    python benchmarks/bench_fuzz.py [--cases 2400] [--seed N] [--hang-s 120]
+    python -m benchmarks.bench_fuzz [--cases 2400] [--seed N] [--hang-s 120]
 
 Inputs come from ``fuzzkit`` (mutated instance, plan, load and HuggingFace config files,
 and whole command lines), each run in this process through click's CliRunner in a fresh
@@ -22,9 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import fuzzkit  # noqa: E402
+from tests.oracles import fuzzkit  # noqa: E402
 
 # Share of the campaign per generator (the slow ones, which solve, get fewer inputs).
 WEIGHTS = {"solve": 2, "inspect": 2, "check-instance": 1, "check-plan": 2, "export": 2, "report": 1,

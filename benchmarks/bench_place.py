@@ -16,7 +16,7 @@ process and its children), the mean and minimum balancedness, the worst gap to t
 proven lower bound, the status, and, computed in this process on the same loads, the
 greedy EPLB-style baseline (``eplb_greedy``) with the ratio of the two means.
 
-    python benchmarks/bench_place.py [--time-limit 50] [--workers 2] [--only heavy] [--spread]
+    python -m benchmarks.bench_place [--time-limit 50] [--workers 2] [--only heavy] [--spread]
 """
 
 from __future__ import annotations
@@ -33,9 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from eplb_greedy import balancedness, greedy_place  # noqa: E402
+from tests.oracles.eplb_greedy import balancedness, greedy_place  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 LAYERS, EXPERTS, TOP_K, TOKENS = 58, 256, 8, 16384
@@ -62,8 +61,8 @@ def deepseek_loads(kind: str, seed: int) -> np.ndarray:
 
 
 def ten_b_loads() -> np.ndarray:
-    from optimizer.cli_common import load_instance
-    from optimizer.commands.place import synthetic_counts
+    from optimizer.cli.common import load_instance
+    from optimizer.cli.place import synthetic_counts
     return np.array(synthetic_counts(load_instance(str(REPO / "instances" / "10b_moe.json"))), dtype=np.int64)
 
 

@@ -12,7 +12,7 @@ Then times ``moeopt report PLAN [--instance I] --output TMP`` as a whole process
 times each (default 3), and prints the median, min and max wall seconds and the CPU seconds
 of the children. Exits 1 when a median exceeds the 5 s budget of issue 8.
 
-    python benchmarks/bench_report.py [--runs 3]
+    python -m benchmarks.bench_report [--runs 3]
 
 ``deepseek_v3_instance`` and ``deepseek_v3_plan`` are also the test helpers of
 ``tests/test_report.py``.
@@ -31,11 +31,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from constraints.placement import greedy_ranks
-from optimizer.evaluate import evaluate
-from optimizer.loads import expert_loads
-from optimizer.plan import PlanFile, plan_from_file, plan_to_json
-from optimizer.schema import Instance, ModelSpec
+from optimizer.costs.greedy_placement import greedy_ranks
+from optimizer.plan.evaluate import evaluate
+from optimizer.costs.expert_loads import expert_loads
+from optimizer.plan.files import PlanFile, plan_from_file, plan_to_json
+from optimizer.inputs.schema import Instance, ModelSpec
 
 BUDGET_S = 5.0
 DENSE_LAYERS = 3  # DeepSeek-V3's first_k_dense_replace

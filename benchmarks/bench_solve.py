@@ -5,7 +5,7 @@ several runs (median, min, max); (b) the library ``solve()`` call alone (median 
 runs) and one run of ``bruteforce.brute_force`` in the same process, with their ratio;
 (c) the status and objective of both. Exits 1 with a MISMATCH line when they disagree.
 
-    python benchmarks/bench_solve.py [instances/10b_moe.json] [--runs 5]
+    python -m benchmarks.bench_solve [instances/10b_moe.json] [--runs 5]
 """
 
 from __future__ import annotations
@@ -19,13 +19,12 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import bruteforce  # noqa: E402
+from tests.oracles import bruteforce  # noqa: E402
 from optimizer.errors import InfeasibleError  # noqa: E402
-from optimizer.fileio import load_model  # noqa: E402
-from optimizer.schema import Instance  # noqa: E402
-from optimizer.solve import solve  # noqa: E402
+from optimizer.inputs.files import load_model  # noqa: E402
+from optimizer.inputs.schema import Instance  # noqa: E402
+from optimizer.cpsat.solve import solve  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_INSTANCE = REPO / "instances" / "10b_moe.json"

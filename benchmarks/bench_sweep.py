@@ -9,7 +9,7 @@ then the sweep's summary table (best plan per GPU count) and the smallest GPU co
 meets every requirement against the instance's own ``hardware.num_gpus`` (the seed
 deployment's 64 for ``10b_moe``). Exits 1 when a target is missed or a point is unproven.
 
-    python benchmarks/bench_sweep.py [instances/10b_moe.json] [--runs 3] [--gpus 8,16,32,64,128]
+    python -m benchmarks.bench_sweep [instances/10b_moe.json] [--runs 3] [--gpus 8,16,32,64,128]
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """One module per constraint family; each exposes ``build(ctx)``.
 
-``MODULES`` is the order in which ``optimizer.model`` runs them: degrees first (the
+``MODULES`` is the order in which ``optimizer.cpsat.model`` runs them: degrees first (the
 one-hot choice every other family is enforced by), then placement (hot loads), pipeline
 (layer times, stage times, makespan), and the requirement families.
 """

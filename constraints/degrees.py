@@ -1,11 +1,11 @@
 """Parallel degrees: exactly one admissible configuration is chosen.
 
-The table of configurations (``optimizer.candidates``) already satisfies
+The table of configurations (``optimizer.costs.candidates``) already satisfies
 tp*pp*dp == etp*ep*edp*pp == GPUs, TP inside a node, EP dividing the experts; selecting
 one row replaces every product of degrees.
 """
 
-from optimizer.context import Context
+from optimizer.cpsat.context import Context
 
 
 def build(ctx: Context) -> None:

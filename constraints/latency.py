@@ -1,6 +1,6 @@
 """Latency: TTFT strictly below its target; one decode step (TPOT) at most its target."""
 
-from optimizer.context import Context
+from optimizer.cpsat.context import Context
 
 
 def build(ctx: Context) -> None:

@@ -1,7 +1,7 @@
 """Memory: every GPU of every stage fits weights, KV cache, activations and buffers."""
 
 from constraints.pipeline import on_stage
-from optimizer.context import Context
+from optimizer.cpsat.context import Context
 
 
 def build(ctx: Context) -> None:

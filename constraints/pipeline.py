@@ -18,8 +18,8 @@ makespan.
 
 from __future__ import annotations
 
-from optimizer.context import Context
-from optimizer.units import LOAD_SCALE
+from optimizer.cpsat.context import Context
+from optimizer.costs.units import LOAD_SCALE
 
 PREFILL, DECODE = 0, 1
 

@@ -7,29 +7,11 @@ e = 1 (one rank holds all) and e = E (one expert per rank) the hot load is a con
 
 from __future__ import annotations
 
-import heapq
-
-from optimizer.context import Context
-from optimizer.layout import trivial_ranks
-from optimizer.units import LOAD_SCALE
-
-
-def heaviest_first(loads: tuple[int, ...]) -> list[int]:
-    """Expert ids by decreasing load (ties: lower id first)."""
-    return sorted(range(len(loads)), key=lambda x: (-loads[x], x))
-
-
-def greedy_ranks(loads: tuple[int, ...], ep: int) -> list[list[int]]:
-    """Heaviest expert first onto the least-loaded rank with a free slot (a hint)."""
-    slots = len(loads) // ep
-    ranks: list[list[int]] = [[] for _ in range(ep)]
-    open_ranks = [(0, r) for r in range(ep)]  # (routed load, rank) of ranks with a free slot
-    for expert in heaviest_first(loads):
-        total, r = heapq.heappop(open_ranks)
-        ranks[r].append(expert)
-        if len(ranks[r]) < slots:
-            heapq.heappush(open_ranks, (total + loads[expert], r))
-    return ranks
+from optimizer.cpsat.context import Context
+from optimizer.costs.config_bounds import hot_load_lower_bound
+from optimizer.costs.greedy_placement import greedy_ranks, heaviest_first
+from optimizer.costs.layout import trivial_ranks
+from optimizer.costs.units import LOAD_SCALE
 
 
 def add_layer_placement(model, loads: tuple[int, ...], ep: int, tag: str, lower: int = 0,
@@ -52,7 +34,6 @@ def add_layer_placement(model, loads: tuple[int, ...], ep: int, tag: str, lower:
             on_rank[r].append((expert, var))
             choices.append(var)
         model.add_exactly_one(choices)
-    from optimizer.bounding import hot_load_lower_bound
     hot = model.new_int_var(max(lower, hot_load_lower_bound(loads, ep)), LOAD_SCALE, f"hot[{tag}]")
     for r in range(ep):
         model.add(sum(v for _, v in on_rank[r]) == num_experts // ep)

@@ -1,6 +1,6 @@
 """Throughput: tokens of the batch (prompt + generated) / batch makespan >= target."""
 
-from optimizer.context import Context
+from optimizer.cpsat.context import Context
 
 
 def build(ctx: Context) -> None:

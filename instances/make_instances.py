@@ -18,10 +18,10 @@ import json
 import sys
 from pathlib import Path
 
-from optimizer.cli_common import dump
-from optimizer.commands.init_instance import build_instance
-from optimizer.fileio import write_atomic
-from optimizer.hf import model_from_hf_config
+from optimizer.cli.common import dump
+from optimizer.cli.init_instance import build_instance
+from optimizer.inputs.files import write_atomic
+from optimizer.inputs.hf import model_from_hf_config
 
 HERE = Path(__file__).resolve().parent
 

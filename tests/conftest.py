@@ -1,8 +1,3 @@
-"""Shared pytest setup: the repo's ``benchmarks/`` directory is importable (``import bruteforce``)."""
-
-import sys
-from pathlib import Path
-
-BENCHMARKS_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
-if str(BENCHMARKS_DIR) not in sys.path:
-    sys.path.insert(0, str(BENCHMARKS_DIR))
+"""Shared pytest setup. The repository root is on ``sys.path`` (``pythonpath`` in
+pyproject.toml), so tests import the reference oracles as ``tests.oracles`` and the benchmark
+helpers as ``benchmarks``."""

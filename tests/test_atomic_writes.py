@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from optimizer.errors import InputError
-from optimizer.fileio import STALE_TMP_S, write_atomic
+from optimizer.inputs.files import STALE_TMP_S, write_atomic
 
 REPO = Path(__file__).resolve().parents[1]
 INSTANCE = REPO / "instances" / "10b_moe.json"

@@ -15,14 +15,14 @@ import random
 
 import pytest
 
-import bruteforce
-from optimizer.candidates import admissible_degrees
-from optimizer.checking import check_plan_file
+from tests.oracles import bruteforce
+from optimizer.costs.candidates import admissible_degrees
+from optimizer.plan.check import check_plan_file
 from optimizer.errors import InfeasibleError
-from optimizer.loads import expert_loads
-from optimizer.plan import plan_to_json
-from optimizer.schema import Instance
-from optimizer.solve import solve
+from optimizer.costs.expert_loads import expert_loads
+from optimizer.plan.files import plan_to_json
+from optimizer.inputs.schema import Instance
+from optimizer.cpsat.solve import solve
 
 NUM_RANDOM = 120
 SEEDS = range(NUM_RANDOM)
@@ -201,8 +201,8 @@ def test_instances_exercise_the_search(instances, references):
 
 def test_brute_force_reference_plan_evaluates_to_its_figures(instances, references):
     """The enumerator's own witness plan, rebuilt and evaluated, has its figures."""
-    from optimizer.evaluate import Plan, evaluate
-    from optimizer.layout import megatron_layout
+    from optimizer.plan.evaluate import Plan, evaluate
+    from optimizer.costs.layout import megatron_layout
     for seed, ref in references.items():
         if ref is None:
             continue
@@ -260,6 +260,6 @@ def test_partition_enumeration_counts():
 
 def test_loads_are_scaled(instances):
     """Every generated layer's loads sum to LOAD_SCALE (guards the generator)."""
-    from optimizer.units import LOAD_SCALE
+    from optimizer.costs.units import LOAD_SCALE
     for inst in instances.values():
         assert all(sum(row) == LOAD_SCALE for row in expert_loads(inst))

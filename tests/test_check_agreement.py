@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from optimizer.checking import check_plan_file
-from optimizer.fileio import load_model
-from optimizer.plan import plan_to_json
-from optimizer.schema import Instance
-from optimizer.solve import solve
+from optimizer.plan.check import check_plan_file
+from optimizer.inputs.files import load_model
+from optimizer.plan.files import plan_to_json
+from optimizer.inputs.schema import Instance
+from optimizer.cpsat.solve import solve
 
 INSTANCE = Path(__file__).resolve().parent.parent / "instances" / "10b_moe.json"
 

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from optimizer import costmodel as cm
-from optimizer import tables
-from optimizer.evaluate import stage_memory
-from optimizer.fileio import load_model
-from optimizer.layout import Degrees, megatron_layout
-from optimizer.schema import Instance, ModelSpec
-from optimizer.tables import LinkFacts
+from optimizer.costs import formulas as cm
+from optimizer.costs import tables
+from optimizer.plan.evaluate import stage_memory
+from optimizer.inputs.files import load_model
+from optimizer.costs.layout import Degrees, megatron_layout
+from optimizer.inputs.schema import Instance, ModelSpec
+from optimizer.costs.tables import LinkFacts
 
 INSTANCE = Path(__file__).resolve().parent.parent / "instances" / "10b_moe.json"
 

@@ -20,9 +20,8 @@ from pathlib import Path
 
 import pytest
 
-import fuzzkit
-from optimizer import solve as solve_mod
-
+from tests.oracles import fuzzkit
+from optimizer.cpsat import solve as solve_mod
 REPO = Path(__file__).resolve().parents[1]
 SEED = json.loads((REPO / "instances" / "10b_moe.json").read_text())
 DEEPSEEK = json.loads((REPO / "instances" / "deepseek_v3_fp8_h100.json").read_text())

@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-import bench_export
+from benchmarks import bench_export
 from optimizer.cli import main
 from optimizer.errors import InputError
-from optimizer.export import (ExpertMap, export, hot_over_mean, load_plan, megatron_pipeline_args,
+from optimizer.output.export import (ExpertMap, export, hot_over_mean, load_plan, megatron_pipeline_args,
                               parse_compact, plan_from_doc, vllm_linear, write_export)
-from optimizer.layout import Degrees, megatron_layout
+from optimizer.costs.layout import Degrees, megatron_layout
 
 REPO = Path(__file__).resolve().parent.parent
 INSTANCE = REPO / "instances" / "10b_moe.json"
@@ -260,9 +260,9 @@ def test_trtllm_rejects_mixed_attention_tp_dp(tmp_path):
 
 
 def test_vllm_round_trip_and_loss(tmp_path):
-    from optimizer.fileio import load_model
-    from optimizer.loads import expert_loads
-    from optimizer.schema import Instance
+    from optimizer.inputs.files import load_model
+    from optimizer.costs.expert_loads import expert_loads
+    from optimizer.inputs.schema import Instance
     inst = load_model(INSTANCE, Instance, "instance")
     doc = hand_plan(tp=2, dp=4, ep=8, layers=16, experts=16, stages=[9, 7], pp=2)
     doc["instance"] = inst.name

@@ -33,7 +33,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import fuzzkit
+from tests.oracles import fuzzkit
 
 SCALE = float(os.environ.get("MOEOPT_FUZZ_SCALE", "1"))
 RANDOM = os.environ.get("MOEOPT_FUZZ_RANDOM", "") not in ("", "0")

@@ -1,7 +1,7 @@
 """HuggingFace import: published parameter counts and known deployments, from config.json alone.
 
 Every model is read from its ``config.json`` (``tests/fixtures/hf/``, provenance in the README
-there) by ``optimizer.hf.model_from_hf_config`` and counted by ``optimizer.costmodel``; each is
+there) by ``optimizer.inputs.hf.model_from_hf_config`` and counted by ``optimizer.costs.formulas``; each is
 compared with the figure its publisher gives, under the publisher's convention for "active":
 
 - ``emb+head``  : active parameters count the input embedding and the LM head
@@ -24,11 +24,11 @@ from pathlib import Path
 
 import pytest
 
-from optimizer import costmodel as cm
+from optimizer.costs import formulas as cm
 from optimizer.errors import InputError
-from optimizer.hf import hf_extra_params, min_gpus_for_weights, model_from_hf_config, usable_memory_gb
-from optimizer.presets import GPU_PRESETS
-from optimizer.schema import HardwareSpec, ModelSpec
+from optimizer.inputs.hf import hf_extra_params, min_gpus_for_weights, model_from_hf_config, usable_memory_gb
+from optimizer.inputs.presets import GPU_PRESETS
+from optimizer.inputs.schema import HardwareSpec, ModelSpec
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "hf"
 B = 1e9

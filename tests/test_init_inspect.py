@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from optimizer import costmodel as cm
+from optimizer.costs import formulas as cm
 from optimizer.cli import main
-from optimizer.cli_common import load_instance
-from optimizer.commands.inspect_model import DEFAULT_PROMPT_TOKENS, inspect_path
-from optimizer.schema import Instance, ModelSpec
+from optimizer.cli.common import load_instance
+from optimizer.cli.inspect_model import DEFAULT_PROMPT_TOKENS, inspect_path
+from optimizer.inputs.schema import Instance, ModelSpec
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures" / "hf"

@@ -26,11 +26,11 @@ from pathlib import Path
 import pytest
 from ortools.sat.python import cp_model
 
-from optimizer import solve as solve_mod
+from optimizer.cpsat import solve as solve_mod
 from optimizer.errors import InfeasibleError
-from optimizer.fileio import load_model
-from optimizer.schema import Instance
-from optimizer.solve import Budget, building, run_search, solve, stop_on_sigint
+from optimizer.inputs.files import load_model
+from optimizer.inputs.schema import Instance
+from optimizer.cpsat.solve import Budget, building, run_search, solve, stop_on_sigint
 
 REPO = Path(__file__).resolve().parents[1]
 INSTANCE = REPO / "instances" / "10b_moe.json"

@@ -2,7 +2,7 @@
 ``instances/make_instances.py``, valid, and — where the solver handles decode and mixed
 dense/MoE layers — solved the way the known deployments of shared/design/models.md say.
 
-Solve-level tests are skipped until ``optimizer.solve.solve`` handles a small instance with
+Solve-level tests are skipped until ``optimizer.cpsat.solve.solve`` handles a small instance with
 dense layers and decode (the probe below); then they run.
 """
 
@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from optimizer import costmodel as cm
-from optimizer.cli_common import load_instance
-from optimizer.commands.inspect_model import instance_facts
+from optimizer.costs import formulas as cm
+from optimizer.cli.common import load_instance
+from optimizer.cli.inspect_model import instance_facts
 from optimizer.errors import InfeasibleError
-from optimizer.schema import Instance
+from optimizer.inputs.schema import Instance
 
 REPO = Path(__file__).resolve().parents[1]
 INSTANCES = REPO / "instances"
@@ -91,7 +91,7 @@ def test_weights_fit_as_the_known_deployments_say(name, gpus, fits):
 @lru_cache(maxsize=1)
 def decode_support() -> str | None:
     """None when the solver handles decode and dense layers, else why not (the skip reason)."""
-    from optimizer.solve import solve
+    from optimizer.cpsat.solve import solve
 
     probe = Instance.model_validate({
         "name": "decode-probe",
@@ -121,7 +121,7 @@ needs_decode = pytest.mark.skipif("decode_support() is not None",
 
 
 def solve_named(name: str, gpus: int | None = None):
-    from optimizer.solve import solve
+    from optimizer.cpsat.solve import solve
     return solve(inst(name), gpus, time_limit_s=SOLVE_S)
 
 

@@ -45,21 +45,21 @@ import pytest
 from click.testing import CliRunner
 from pydantic import ValidationError
 
-import bruteforce
-import optimizer.pareto as pareto_mod
-from optimizer.candidates import admissible_degrees
-from optimizer.checking import check_plan_file
+from tests.oracles import bruteforce
+import optimizer.search.pareto as pareto_mod
+from optimizer.costs.candidates import admissible_degrees
+from optimizer.plan.check import check_plan_file
 from optimizer.cli import main as cli_main
-from optimizer.evaluate import Plan, evaluate
-from optimizer.fileio import load_model
-from optimizer.layout import Degrees, megatron_layout
-from optimizer.loads import expert_loads
-from optimizer.pareto import pareto_table
-from optimizer.plan import plan_to_json
-from optimizer.schema import Instance
-from optimizer.solve import SolverSettings
-from optimizer.sweep import with_gpus
-from optimizer.units import LOAD_SCALE, NS_PER_MS, NS_PER_S, gb_to_bytes_floor
+from optimizer.plan.evaluate import Plan, evaluate
+from optimizer.inputs.files import load_model
+from optimizer.costs.layout import Degrees, megatron_layout
+from optimizer.costs.expert_loads import expert_loads
+from optimizer.search.pareto import pareto_table
+from optimizer.plan.files import plan_to_json
+from optimizer.inputs.schema import Instance
+from optimizer.cpsat.solve import SolverSettings
+from optimizer.search.sweep import with_gpus
+from optimizer.costs.units import LOAD_SCALE, NS_PER_MS, NS_PER_S, gb_to_bytes_floor
 
 REPO = Path(__file__).resolve().parents[1]
 NUM_RANDOM = 60
@@ -312,7 +312,7 @@ def test_rows_plans_pass_the_checker(seed, tmp_path):
     ``feasible`` and its evaluation gives the row's figures exactly."""
     c = case(seed)
     if not c.seen:
-        pytest.skip("pareto_table no longer calls optimizer.pareto.evaluate; rows checked by vector only")
+        pytest.skip("pareto_table no longer calls optimizer.search.pareto.evaluate; rows checked by vector only")
     for row, vec in zip(c.table.itertuples(), c.vectors(c.table)):
         key = Degrees(row.tp, row.pp, row.dp, row.ep, row.etp, row.edp, row.micro_batches)
         matches = [(p, ev) for p, ev in c.seen if p.deg == key and vector_of(ev, key.ep) == vec]

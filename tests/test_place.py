@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from eplb_greedy import balancedness as greedy_balancedness
-from eplb_greedy import greedy_place
+from tests.oracles.eplb_greedy import balancedness as greedy_balancedness
+from tests.oracles.eplb_greedy import greedy_place
 from optimizer.cli import main
-from optimizer.loadfiles import read_loads
-from optimizer.place import PlaceSpec, Settings, lower_bound, place, solve_layer
+from optimizer.inputs.load_files import read_loads
+from optimizer.place.placer import PlaceSpec, Settings, lower_bound, place, solve_layer
 
 REPO = Path(__file__).resolve().parents[1]
 INSTANCE = REPO / "instances" / "10b_moe.json"
@@ -172,8 +172,8 @@ def test_parallel_workers_keep_layer_order():
 
 def test_ten_b_without_replicas_is_optimal_fast():
     """16 experts on 8 GPUs (the 10B model), no replicas: proven optimal in well under 1 s."""
-    from optimizer.cli_common import load_instance
-    from optimizer.commands.place import synthetic_counts
+    from optimizer.cli.common import load_instance
+    from optimizer.cli.place import synthetic_counts
 
     inst = load_instance(str(INSTANCE))
     counts = np.array(synthetic_counts(inst))

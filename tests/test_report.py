@@ -24,15 +24,13 @@ import pytest
 from click.testing import CliRunner
 from matplotlib.image import imread
 
-from optimizer import htmlreport
+from optimizer.output import html_report as htmlreport
 from optimizer.cli import main
-from optimizer.cli_common import load_instance
-from optimizer.loads import expert_loads
+from optimizer.cli.common import load_instance
+from optimizer.costs.expert_loads import expert_loads
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO / "benchmarks") not in sys.path:  # the DeepSeek-V3-size helpers live in the benchmark
-    sys.path.insert(0, str(REPO / "benchmarks"))
-import bench_report  # noqa: E402
+from benchmarks import bench_report  # noqa: E402
 
 INSTANCE = REPO / "instances" / "10b_moe.json"
 DATA_URI = re.compile(r"data:image/png;base64,[A-Za-z0-9+/=]*")

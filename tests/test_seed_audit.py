@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from optimizer.evaluate import Evaluation, Plan, evaluate
-from optimizer.plan import PlanFile, plan_from_file
-from optimizer.schema import Instance
-from optimizer.tables import LinkFacts
+from optimizer.plan.evaluate import Evaluation, Plan, evaluate
+from optimizer.plan.files import PlanFile, plan_from_file
+from optimizer.inputs.schema import Instance
+from optimizer.costs.tables import LinkFacts
 
 INSTANCE = Path(__file__).resolve().parent.parent / "instances" / "10b_moe.json"
 

@@ -21,11 +21,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from optimizer.fileio import load_model
-from optimizer.pareto import pareto_table
-from optimizer.schema import Instance
-from optimizer.sweep import with_gpus
-from optimizer.units import LOAD_SCALE, NS_PER_MS, NS_PER_S
+from optimizer.inputs.files import load_model
+from optimizer.search.pareto import pareto_table
+from optimizer.inputs.schema import Instance
+from optimizer.search.sweep import with_gpus
+from optimizer.costs.units import LOAD_SCALE, NS_PER_MS, NS_PER_S
 
 REPO = Path(__file__).resolve().parents[1]
 INSTANCE = REPO / "instances" / "10b_moe.json"

@@ -1,0 +1,69 @@
+"""``moeopt export PLAN --to FORMAT``: the files a runtime consumes (library: optimizer.output.export)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from optimizer.cli.common import FORMAT, VERBOSE, dump, load_instance, run
+from optimizer.errors import InputError
+
+FORMATS = ("sglang", "vllm", "trtllm", "megatron", "csv")
+
+
+@click.command("export", help=(
+    "Write the files a runtime consumes for PLAN: sglang (launch args + expert-location JSON), "
+    "vllm (serve args + what vLLM cannot take), trtllm (LLM API YAML with the expert load "
+    "balancer), megatron (parallelism args), csv (one row per GPU). Exit 2 when the runtime "
+    "cannot express the plan."))
+@click.argument("plan", type=click.Path(dir_okay=True))
+@click.option("--to", "to", type=click.Choice(FORMATS), required=True, help="target format")
+@click.option("--output", default=None,
+              help="output directory; default results/<instance>/export-<format>/")
+@click.option("--instance", "instance_path", default=None, type=click.Path(dir_okay=True),
+              help="instance JSON: checks the plan against the model and gives expert loads "
+                   "(vLLM: plan vs linear hot-rank load)")
+@FORMAT
+@VERBOSE
+def command(plan, to, output, instance_path, format_, verbose):
+    def body():
+        from optimizer.output.export import export, load_plan, write_export
+
+        inst = load_instance(instance_path) if instance_path else None
+        p = load_plan(plan, inst)
+        if output == "-":
+            raise InputError("--output=-: export writes several files; give a directory")
+        out_dir = Path(output) if output else Path("results") / p.name / f"export-{to}"
+        loads = None
+        if inst is not None and to == "vllm":
+            from optimizer.costs.expert_loads import expert_loads
+            loads = expert_loads(inst)
+        ex = export(p, to, out_dir, loads)
+        written = write_export(ex, out_dir)
+        if format_ == "json":
+            doc = {"plan": p.source, "instance": p.name, **ex.summary(out_dir, written)}
+            click.echo(dump(doc), nl=False)
+            return
+        click.echo(_text(p, ex, out_dir, written), nl=False)
+    run(verbose, body)
+
+
+def _text(p, ex, out_dir: Path, written: list[Path]) -> str:
+    d = p.deg
+    here = str(out_dir.resolve())
+    lines = [f"moeopt export --to {ex.fmt}: {p.source} ({p.name}: {d.num_gpus} GPUs, TP{d.tp} "
+             f"PP{d.pp} DP{d.dp}, EP{d.ep} ETP{d.etp} EDP{d.edp})"]
+    lines += [f"wrote {w}" for w in written]
+    if ex.launches:
+        lines.append(f"launch: {ex.instances} instance(s) of {ex.gpus_per_instance} GPUs; "
+                     f"set {', '.join(ex.variables)}")
+        for key, value in ex.env.items():
+            lines.append(f"  export {key}={value}")
+        for lc in ex.launches:
+            if lc.label or lc.when:
+                lines.append(f"  # {lc.label or lc.when}")
+            lines.append("  " + lc.command.replace("$HERE", here).replace("\n", "\n  "))
+    lines += [f"warning: {w}" for w in ex.warnings]
+    lines += [f"note: {n}" for n in ex.notes]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,81 @@
+"""``moeopt solve INSTANCE``: the best deployment; prints it and writes the plan file."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from optimizer.cli.common import DEFINITIONS, FORMAT, VERBOSE, FiniteFloatRange, dump, load_instance, run
+from optimizer.errors import InfeasibleError, InputError, NoSolutionError
+from optimizer.inputs.files import write_atomic
+from optimizer.inputs.schema import Instance
+
+
+@click.command(name="solve", help=f"Best deployment for INSTANCE; writes results/<name>/plan.json. {DEFINITIONS}")
+@click.argument("instance", type=click.Path(dir_okay=True))
+@FORMAT
+@click.option("--output", default=None, help="plan JSON path ('-' = stdout); default results/<name>/plan.json")
+@click.option("--gpus", type=click.IntRange(1, 65536), default=None, help="override hardware.num_gpus")
+@click.option("--time-limit", type=FiniteFloatRange(0.05, 86400), default=None, help="seconds")
+@click.option("--workers", type=click.IntRange(1, 64), default=None, help="CP-SAT workers")
+@click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=None, help="CP-SAT random seed")
+@click.option("--report", is_flag=True, help="also write results/<name>/report.html")
+@VERBOSE
+def solve(instance, format_, output, gpus, time_limit, workers, seed, report, verbose):
+    def body():
+        from optimizer.plan.files import plan_to_json
+        from optimizer.output.text import plan_text
+        from optimizer.cpsat.solve import solve as run_solve
+
+        inst = load_instance(instance)
+        if gpus is not None and gpus > inst.hardware.num_gpus:
+            raise InputError(f"--gpus={gpus}: exceeds hardware.num_gpus={inst.hardware.num_gpus}")
+        try:
+            result = run_solve(inst, gpus, time_limit, workers, seed, interruptible=True)
+        except (InfeasibleError, NoSolutionError) as exc:
+            if format_ == "json":
+                payload = {"schema_version": 1, "instance": inst.name, **exc.payload}
+                payload.setdefault("explanation", str(exc))
+                click.echo(dump(payload), nl=False)
+            raise
+        solver = solver_dict(result)
+        if result.extra.get("interrupted"):
+            click.echo("moeopt: interrupted: the plan below is the best found so far", err=True)
+        doc = plan_to_json(result.plan, result.evaluation, result.status, solver)
+        target = output or str(Path("results") / inst.name / "plan.json")
+        if target != "-":
+            write_atomic(target, dump(doc), "--output" if output else "output")
+        if report:
+            from optimizer.output.html_report import write_report
+            report_path = Path("results") / inst.name / "report.html"
+            write_report(inst, doc, report_path)
+            click.echo(f"report written to {report_path}", err=format_ == "json" or target == "-")
+        if format_ == "json" or target == "-":
+            click.echo(dump(doc), nl=False)
+        else:
+            click.echo(plan_text(inst, result.plan, result.evaluation, result.status, solver), nl=False)
+            click.echo(f"plan written to {target}")
+    run(verbose, body)
+
+
+def solver_dict(result) -> dict:
+    """The solver block of a plan: primary objective in ms, then the makespan phase."""
+    first, second = result.primary, result.secondary
+    out = {"status": result.status, "objective": first.objective / 1e6, "bound": first.bound / 1e6,
+           "gap": first.gap, "wall_s": round(result.wall_s, 3), "objective_unit": "ms",
+           "objective_name": "time lost per GPU to communication, expert imbalance and pipeline idling",
+           "cp_sat_status": first.status, "configurations": result.num_configurations}
+    # "interrupted": Ctrl-C stopped the search; "greedy": CP-SAT found nothing in time, the
+    # plan is the greedy warm start (both come with status "feasible" and the gap)
+    for key in ("interrupted", "greedy"):
+        if result.extra.get(key):
+            out[key] = True
+    if second is not None and second.objective is not None:
+        out.update({"makespan_status": second.status, "makespan_ms": second.objective / 1e6,
+                    "makespan_bound_ms": second.bound / 1e6})
+    return out
+
+
+command = solve

@@ -1,0 +1,192 @@
+"""Per-configuration lower bounds and a greedy warm start, in pure Python (no solver).
+
+Used before CP-SAT to (1) drop configurations that provably cannot meet a requirement
+(their lower-bound makespan exceeds a limit, or no layer split fits memory), (2) drop
+configurations whose lower-bound objective exceeds that of a feasible greedy plan (they
+cannot be optimal), and (3) hint CP-SAT with that greedy plan. Every bound here is valid
+for every placement and split, so the filtering never removes an optimal plan.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from optimizer.costs.greedy_placement import greedy_ranks
+from optimizer.costs.tables import StageCosts
+from optimizer.costs.timing import batch_times, objective_ns
+from optimizer.costs.units import LOAD_SCALE, ceil_div
+
+
+def hot_load_lower_bound(loads: tuple[int, ...], ep: int) -> int:
+    """No placement of one layer on ``ep`` equal ranks has a hot rank below this: the mean,
+    and the rank holding the heaviest expert plus the lightest others that fill its slots."""
+    slots = len(loads) // ep
+    ordered = sorted(loads)
+    return max(ceil_div(LOAD_SCALE, ep), ordered[-1] + sum(ordered[: slots - 1]))
+
+
+def _stage_room(c: StageCosts, j: int, cap_bytes: int) -> int:
+    """Bytes left for layers on one GPU of stage j."""
+    mp, p = c.memory, c.deg.pp
+    return cap_bytes - (mp.activations + mp.buffers + (mp.embedding if j == 0 else 0)
+                        + (mp.head if j == p - 1 else 0))
+
+
+def _fits(c: StageCosts, counts: list[int], cap_bytes: int) -> bool:
+    start = 0
+    for j, n in enumerate(counts):
+        if c.memory.stage_kv(range(start, start + n)) + sum(
+                c.memory.layer_weights[start:start + n]) > _stage_room(c, j, cap_bytes):
+            return False
+        start += n
+    return True
+
+
+def layer_split_fits(c: StageCosts, num_layers: int, cap_bytes: int) -> list[int] | None:
+    """Layers per stage (contiguous, non-empty) that fit ``cap_bytes`` on every GPU: the
+    even split if it fits, else the split that fills each stage as far as memory allows
+    (which fits whenever any split does); None when no split fits."""
+    p = c.deg.pp
+    base, extra = divmod(num_layers, p)
+    even = [base + (1 if j < extra else 0) for j in range(p)]
+    if _fits(c, even, cap_bytes):
+        return even
+    counts, start = [], 0
+    per_layer = [w + kv for w, kv in zip(c.memory.layer_weights, c.memory.layer_kv)]
+    for j in range(p):
+        room, take = _stage_room(c, j, cap_bytes), 0
+        most = num_layers - start - (p - j - 1)  # leave one layer for each later stage
+        while take < most and (j < p - 1 or take < num_layers - start) and room >= per_layer[start + take]:
+            room -= per_layer[start + take]
+            take += 1
+        if take == 0 or (j == p - 1 and start + take < num_layers):
+            return None
+        counts.append(take)
+        start += take
+    return counts
+
+
+def stages_of(counts: list[int]) -> list[range]:
+    """Contiguous layer ranges from layer counts per stage."""
+    out, start = [], 0
+    for n in counts:
+        out.append(range(start, start + n))
+        start += n
+    return out
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """Lower bounds of one configuration, and whether its memory can fit at all."""
+
+    objective_ns: int
+    ttft_ns: int
+    tpot_ns: int
+    makespan_ns: int
+    memory_fits: bool
+
+    def timing_ns(self, requirement: str) -> int:
+        """The bounded quantity a timing requirement limits."""
+        return {"ttft": self.ttft_ns, "tpot": self.tpot_ns, "throughput": self.makespan_ns}[requirement]
+
+
+def min_slowest_stage_ns(ph, c: StageCosts, hot: dict[int, int], cap: int) -> int | None:
+    """Smallest possible slowest-stage time of one phase over every contiguous split that
+    fits memory (binary search on the time; a split is built greedily from the front,
+    which finds one whenever any exists); None when no split fits memory."""
+    n, p = len(c.memory.layer_weights), c.deg.pp
+    layer_ns = [ph.layer_dense_ns[l] + (ph.moe_ns(hot[l]) if l in hot else 0) for l in range(n)]
+    per_layer = [w + kv for w, kv in zip(c.memory.layer_weights, c.memory.layer_kv)]
+
+    def feasible(limit: int) -> bool:
+        start = 0
+        for j in range(p):
+            t = (ph.embed_ns if j == 0 else 0) + (ph.head_ns if j == p - 1 else 0)
+            room, take = _stage_room(c, j, cap), 0
+            most = n - start - (p - j - 1)
+            while take < most and (j < p - 1 or start + take < n) and t + layer_ns[start + take] <= limit \
+                    and room >= per_layer[start + take]:
+                t += layer_ns[start + take]
+                room -= per_layer[start + take]
+                take += 1
+            if take == 0:
+                return False
+            start += take
+        return start == n
+
+    lo, hi = max(layer_ns), sum(layer_ns) + ph.embed_ns + ph.head_ns
+    if not feasible(hi):
+        return None
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if feasible(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def config_bounds(c: StageCosts, hot_lb: list[int], moe_ids: list[int], cap: int) -> Bounds:
+    """Bounds of configuration ``c`` with every MoE layer at its hot-load lower bound: the
+    per-phase stage sum does not depend on the split, and the slowest stage is at least
+    the best min-max split of that phase (each phase minimized on its own)."""
+    hot = dict(zip(moe_ids, hot_lb))
+    p, m = c.deg.pp, c.deg.micro_batches
+    every = range(len(c.memory.layer_weights))
+    slowest = min_slowest_stage_ns(c.prefill, c, hot, cap)
+    if slowest is None:
+        return Bounds(0, 0, 0, 0, False)
+    total = c.prefill.stage_ns(every, hot, True, True)
+    ttft = total + (m - 1) * max(slowest, ceil_div(total, p)) + (p - 1) * c.prefill.p2p_ns
+    tpot = 0
+    if c.decode is not None:
+        slow_dec = min_slowest_stage_ns(c.decode, c, hot, cap) or 0
+        dec_total = c.decode.stage_ns(every, hot, True, True)
+        tpot = max(m, p) * max(slow_dec, ceil_div(dec_total, p)) + (p - 1) * c.decode.p2p_ns
+    return Bounds(objective_ns(c, ttft, tpot, len(moe_ids)), ttft, tpot, ttft + c.decode_steps * tpot, True)
+
+
+@dataclass(frozen=True)
+class GreedyPlan:
+    """A feasible plan built without the solver (warm start and objective cutoff)."""
+
+    index: int
+    counts: list[int]
+    placement: dict[int, list[list[list[int]]]]  # ep -> [MoE layer][rank] expert ids
+    objective_ns: int
+    makespan_ns: int
+
+
+def _meets(limits_ns: dict[str, int], ttft: int, tpot: int, total: int) -> bool:
+    values = {"ttft": ttft, "tpot": tpot, "throughput": total}
+    return all(values[r] <= v for r, v in limits_ns.items())
+
+
+def greedy_plan(cfgs: list[StageCosts], loads, moe_ids: list[int], limits_ns: dict[str, int],
+                cap: int, goal: str = "objective", placements: dict | None = None) -> GreedyPlan | None:
+    """The best plan, by (objective, makespan) or by (makespan, objective) for ``goal`` =
+    "makespan", over all configurations with greedy placement and the split of
+    ``layer_split_fits``; None when none meets every requirement. ``placements`` may give
+    better placements per EP degree than the greedy rule."""
+    placements = dict(placements or {})
+    best = None
+    for k, c in enumerate(cfgs):
+        ep = c.deg.ep
+        if ep not in placements:
+            placements[ep] = [greedy_ranks(row, ep) for row in loads]
+        hot = [max(sum(row[x] for x in r) for r in ranks) for row, ranks in zip(loads, placements[ep])]
+        counts = layer_split_fits(c, len(c.memory.layer_weights), cap)
+        if counts is None:
+            continue
+        _, ttft, tpot, span = batch_times(c, stages_of(counts), dict(zip(moe_ids, hot)))
+        if not _meets(limits_ns, ttft, tpot, span):
+            continue
+        lost = objective_ns(c, ttft, tpot, len(moe_ids))
+        key = (lost, span) if goal == "objective" else (span, lost)
+        if best is None or key < best[0]:
+            best = (key, k, counts)
+    if best is None:
+        return None
+    key, k, counts = best
+    obj, span = key if goal == "objective" else key[::-1]
+    return GreedyPlan(k, counts, placements, obj, span)

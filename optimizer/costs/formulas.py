@@ -1,0 +1,301 @@
+"""The cost model: every formula once, in float SI units (parameters, FLOP, bytes, seconds).
+
+Sources and decisions: ``shared/design/cost-model.md`` (section numbers cited per function).
+Decisions that matter: causal halving of prefill attention FLOPs; routed-expert FLOPs carry
+top-k and divide over EP and ETP; KV split by stage, by TP over KV heads and by attention-DP
+over sequences; embedding on the first stage and LM head on the last, vocab-parallel over TP;
+all-to-all split into intra- and inter-node shares from the rank-to-node layout; LM head in
+prefill for the last position of each sequence only; MoE time set by the hottest EP rank.
+
+Nothing here knows about CP-SAT; ``tables.py`` turns these figures into integers.
+"""
+
+from __future__ import annotations
+
+from optimizer.inputs.schema import DTYPE_BYTES, GpuSpec, HardwareSpec, ModelSpec
+
+
+# ---------------------------------------------------------------- parameters (§1.1)
+def _norm_weights(m: ModelSpec, width: int) -> int:
+    """Weights of one norm over ``width`` features (LayerNorm also has a bias)."""
+    return width * (2 if m.norm == "layernorm" else 1)
+
+
+def attention_matrix_params(m: ModelSpec) -> int:
+    """Weights of the attention projections of one layer (the FLOP-bearing part).
+
+    MHA/GQA: Q, K, V, O. MLA (DeepSeek): q (low-rank or full), the joint KV down-projection
+    to the latent plus the rotary key, the KV up-projection, and O."""
+    h, n_h = m.hidden_size, m.num_attention_heads
+    if m.attention == "mla":
+        qk = m.qk_nope_head_dim + m.qk_rope_head_dim
+        q = (h * m.q_lora_rank + m.q_lora_rank * n_h * qk) if m.q_lora_rank else h * n_h * qk
+        kv_down = h * (m.kv_lora_rank + m.qk_rope_head_dim)
+        kv_up = m.kv_lora_rank * n_h * (m.qk_nope_head_dim + m.head_dim)
+        return q + kv_down + kv_up + n_h * m.head_dim * h
+    q_width, kv_width = n_h * m.head_dim, m.num_kv_heads * m.head_dim
+    return h * q_width + 2 * h * kv_width + q_width * h
+
+
+def attention_params(m: ModelSpec) -> int:
+    """All attention weights of one layer: projections, biases, q/k norms, sinks, and the
+    MLA low-rank norms."""
+    n_h, d_h = m.num_attention_heads, m.head_dim
+    extra = 0
+    if m.attention == "mla":
+        extra += m.kv_lora_rank + (m.q_lora_rank if m.q_lora_rank else 0)
+    else:
+        if m.qkv_bias:
+            extra += (n_h + 2 * m.num_kv_heads) * d_h
+        if m.qk_norm == "per_head":
+            extra += 2 * d_h
+        elif m.qk_norm == "full":
+            extra += (n_h + m.num_kv_heads) * d_h
+    if m.o_bias:
+        extra += m.hidden_size
+    if m.attention_sinks:
+        extra += n_h
+    return attention_matrix_params(m) + extra
+
+
+def expert_params(m: ModelSpec) -> int:
+    """One routed expert: g matrices of h x f (plus its biases, if any)."""
+    bias = ((m.ffn_matrices - 1) * m.expert_ffn_size + m.hidden_size) if m.expert_bias else 0
+    return m.ffn_matrices * m.hidden_size * m.expert_ffn_size + bias
+
+
+def router_params(m: ModelSpec) -> int:
+    return m.hidden_size * m.num_experts + (m.num_experts if m.router_bias else 0)
+
+
+def shared_expert_params(m: ModelSpec) -> int:
+    """Shared expert(s) of one MoE layer, with their gate."""
+    gate = m.hidden_size if m.shared_expert_gate else 0
+    return m.ffn_matrices * m.hidden_size * m.shared_expert_ffn_size + gate
+
+
+def dense_ffn_params(m: ModelSpec) -> int:
+    """The FFN of a dense (non-MoE) layer."""
+    return m.ffn_matrices * m.hidden_size * m.dense_ffn_size
+
+
+def norm_params_per_layer(m: ModelSpec) -> int:
+    return 2 * _norm_weights(m, m.hidden_size)
+
+
+def embedding_params(m: ModelSpec) -> int:
+    return m.vocab_size * m.hidden_size
+
+
+def head_params(m: ModelSpec) -> int:
+    """LM head weights (0 when tied to the embedding) and bias; the final norm apart."""
+    weights = 0 if m.tie_word_embeddings else m.vocab_size * m.hidden_size
+    return weights + (m.vocab_size if m.lm_head_bias else 0)
+
+
+def is_moe_layer(m: ModelSpec, layer: int) -> bool:
+    return m.moe_layers is None or layer in set(m.moe_layers)
+
+
+def layer_params(m: ModelSpec, layer: int = 0) -> int:
+    """Weights of one layer."""
+    common = attention_params(m) + norm_params_per_layer(m)
+    if is_moe_layer(m, layer):
+        return (common + m.num_experts * expert_params(m) + router_params(m)
+                + shared_expert_params(m))
+    return common + dense_ffn_params(m)
+
+
+def layer_active_params(m: ModelSpec, layer: int = 0) -> int:
+    """Weights one token touches in one layer (top-k routed experts)."""
+    common = attention_params(m) + norm_params_per_layer(m)
+    if is_moe_layer(m, layer):
+        return common + m.top_k * expert_params(m) + router_params(m) + shared_expert_params(m)
+    return common + dense_ffn_params(m)
+
+
+def _outside_layers(m: ModelSpec) -> int:
+    return embedding_params(m) + head_params(m) + _norm_weights(m, m.hidden_size)
+
+
+def total_params(m: ModelSpec) -> int:
+    return sum(layer_params(m, l) for l in range(m.num_layers)) + _outside_layers(m)
+
+
+def active_params(m: ModelSpec) -> int:
+    """Parameters one token touches: top-k experts, embedding and head counted."""
+    return sum(layer_active_params(m, l) for l in range(m.num_layers)) + _outside_layers(m)
+
+
+def active_params_no_embedding(m: ModelSpec) -> int:
+    """Active parameters without the input embedding (the head counted): DeepSeek's and
+    OpenAI's convention."""
+    return active_params(m) - embedding_params(m)
+
+
+def routed_expert_params_total(m: ModelSpec) -> int:
+    return len(m.moe_layer_ids) * m.num_experts * expert_params(m)
+
+
+def weight_bytes(m: ModelSpec) -> float:
+    """All weights, routed experts in their own type."""
+    experts = routed_expert_params_total(m)
+    return ((total_params(m) - experts) * DTYPE_BYTES[m.weight_dtype]
+            + experts * DTYPE_BYTES[m.expert_weight_dtype or m.weight_dtype])
+
+
+def expert_bytes(m: ModelSpec) -> float:
+    """Bytes of one routed expert."""
+    return expert_params(m) * DTYPE_BYTES[m.expert_weight_dtype or m.weight_dtype]
+
+
+# ---------------------------------------------------------------- KV cache (§1.3)
+def kv_heads_per_gpu(m: ModelSpec, tp: int) -> int:
+    """KV heads one TP rank stores: split when TP <= n_kv, else replicated (one head)."""
+    return max(m.num_kv_heads // tp, 1)
+
+
+def kv_bytes_per_token_layer(m: ModelSpec, tp: int = 1) -> float:
+    """K and V of one token in one layer on one TP rank, bytes. MLA keeps one latent
+    (d_c + rotary key) per token that every TP rank holds whole."""
+    if m.attention == "mla":
+        return (m.kv_lora_rank + m.qk_rope_head_dim) * DTYPE_BYTES[m.kv_dtype]
+    return 2 * kv_heads_per_gpu(m, tp) * m.head_dim * DTYPE_BYTES[m.kv_dtype]
+
+
+def kv_tokens(m: ModelSpec, layer: int, context_tokens: int) -> int:
+    """Tokens of one sequence whose KV a layer keeps: a sliding layer keeps its window."""
+    if m.is_sliding(layer):
+        return min(context_tokens, m.sliding_window)
+    return context_tokens
+
+
+def kv_bytes_per_token(m: ModelSpec) -> float:
+    """K and V of one token over all layers, unsplit, bytes (no window cap)."""
+    return m.num_layers * kv_bytes_per_token_layer(m, 1)
+
+
+# ---------------------------------------------------------------- FLOPs (§1.2)
+def mean_attended(context_tokens: int, window: int | None) -> float:
+    """Mean number of keys a prompt position attends to, causal (with a window cap)."""
+    s = context_tokens
+    if window is None or window >= s:
+        return s / 2
+    return window - window * window / (2 * s)
+
+
+def attention_core_flops_per_token(m: ModelSpec, prompt_tokens: int, layer: int = 0) -> float:
+    """Scores + context of one prompt token in one layer, causal average:
+    2 * n_h * (d_qk + d_v) * mean attended keys (= 2 * n_h*d_h * s for full MHA)."""
+    if m.attention == "mla":
+        width = m.num_attention_heads * (m.qk_nope_head_dim + m.qk_rope_head_dim + m.head_dim)
+    else:
+        width = 2 * m.num_attention_heads * m.head_dim
+    window = m.sliding_window if m.is_sliding(layer) else None
+    return 2.0 * width * mean_attended(prompt_tokens, window)
+
+
+def dense_flops_per_token_layer(m: ModelSpec, prompt_tokens: int, layer: int = 0) -> float:
+    """Non-routed FLOPs of one prompt token in one layer: projections, core, router,
+    shared expert (MoE layers) or the dense FFN (dense layers)."""
+    flops = 2.0 * attention_matrix_params(m) + attention_core_flops_per_token(m, prompt_tokens, layer)
+    if is_moe_layer(m, layer):
+        return flops + 2.0 * m.hidden_size * m.num_experts + 2.0 * m.ffn_matrices * m.hidden_size * m.shared_expert_ffn_size
+    return flops + 2.0 * dense_ffn_params(m)
+
+
+def decode_attention_flops_per_token(m: ModelSpec, context_tokens: int) -> float:
+    """Scores + context of one generated token against ``context_tokens`` cached keys:
+    4 * n_h * d_h * c (MHA/GQA); MLA with weight absorption 2 * n_h * (2 d_c + d_rope) * c
+    (cost-model §1.2)."""
+    if m.attention == "mla":
+        return 2.0 * m.num_attention_heads * (2 * m.kv_lora_rank + m.qk_rope_head_dim) * context_tokens
+    return 4.0 * m.num_attention_heads * m.head_dim * context_tokens
+
+
+def decode_dense_flops_per_token_layer(m: ModelSpec, context_tokens: int, layer: int = 0) -> float:
+    """Non-routed FLOPs of one generated token in one layer (context already window-capped)."""
+    flops = 2.0 * attention_matrix_params(m) + decode_attention_flops_per_token(m, context_tokens)
+    if is_moe_layer(m, layer):
+        return flops + 2.0 * m.hidden_size * m.num_experts + 2.0 * m.ffn_matrices * m.hidden_size * m.shared_expert_ffn_size
+    return flops + 2.0 * dense_ffn_params(m)
+
+
+def expected_experts_hit_fraction(m: ModelSpec, tokens: float) -> float:
+    """Expected share of a layer's experts that ``tokens`` tokens reach under uniform
+    top-k routing: 1 - (1 - k/E)^tokens (cost-model §1.4)."""
+    return 1.0 - (1.0 - m.top_k / m.num_experts) ** tokens
+
+
+def expert_flops_per_routed_token(m: ModelSpec) -> float:
+    """FLOPs of one token copy through one expert: 2 * g*h*f."""
+    return 2.0 * m.ffn_matrices * m.hidden_size * m.expert_ffn_size
+
+
+def prefill_flops_per_token(m: ModelSpec, prompt_tokens: int) -> float:
+    """Forward FLOPs of one prompt token over all layers, LM head excluded (it runs once
+    per sequence in prefill)."""
+    routed = m.top_k * expert_flops_per_routed_token(m)
+    return sum(dense_flops_per_token_layer(m, prompt_tokens, l) + (routed if is_moe_layer(m, l) else 0.0)
+               for l in range(m.num_layers))
+
+
+def lm_head_flops_per_sequence(m: ModelSpec) -> float:
+    """Logits for the last prompt position: 2 * h * V."""
+    return 2.0 * m.hidden_size * m.vocab_size
+
+
+# ---------------------------------------------------------------- time (§1.4, §1.5)
+def compute_s(flops: float, gpu: GpuSpec) -> float:
+    """Seconds to execute ``flops`` at the achieved FLOP/s."""
+    return flops / (gpu.peak_tflops * 1e12 * gpu.compute_efficiency)
+
+
+def hbm_s(num_bytes: float, gpu: GpuSpec) -> float:
+    """Seconds to stream ``num_bytes`` from HBM at the achieved bandwidth."""
+    return num_bytes / (gpu.hbm_bandwidth_gb_s * 1e9 * gpu.hbm_efficiency)
+
+
+def roofline_s(flops: float, num_bytes: float, gpu: GpuSpec) -> float:
+    """max(compute time, memory time) of one operator."""
+    return max(compute_s(flops, gpu), hbm_s(num_bytes, gpu))
+
+
+def link(hw: HardwareSpec, inter_node: bool) -> tuple[float, float]:
+    """(bandwidth B/s, latency s) of the intra- or inter-node link of one GPU."""
+    if inter_node:
+        return hw.inter_node_bandwidth_gb_s * 1e9, hw.inter_node_latency_us * 1e-6
+    return hw.intra_node_bandwidth_gb_s * 1e9, hw.intra_node_latency_us * 1e-6
+
+
+def allreduce_s(num_bytes: float, n: int, bandwidth_b_s: float, latency_s: float) -> float:
+    """Ring all-reduce of ``num_bytes`` over ``n`` GPUs: 2(n-1)/n * S / BW + 2(n-1) * alpha."""
+    if n <= 1:
+        return 0.0
+    return 2 * (n - 1) / n * num_bytes / bandwidth_b_s + 2 * (n - 1) * latency_s
+
+
+def allgather_s(num_bytes: float, n: int, bandwidth_b_s: float, latency_s: float) -> float:
+    """Ring all-gather (or reduce-scatter) of ``num_bytes`` in all: (n-1)/n * S / BW."""
+    if n <= 1:
+        return 0.0
+    return (n - 1) / n * num_bytes / bandwidth_b_s + (n - 1) * latency_s
+
+
+def all_to_all_hot_s(bytes_from_each_peer: float, local_peers: int, remote_peers: int,
+                     hw: HardwareSpec) -> float:
+    """Receive time of one rank in an all-to-all: intra- and inter-node shares each over
+    its own link, the slower sets the time (cost-model decision 5). ``local_peers``
+    excludes the rank itself."""
+    intra_bw, _ = link(hw, False)
+    inter_bw, _ = link(hw, True)
+    return max(bytes_from_each_peer * local_peers / intra_bw,
+               bytes_from_each_peer * remote_peers / inter_bw)
+
+
+# ---------------------------------------------------------------- pipeline (§1.6)
+def pipeline_makespan(stage_s: list[float], micro_batches: int, p2p_s: float) -> float:
+    """Forward makespan of a batch through unbalanced stages:
+    sum_j t_j + (m-1) * max_j t_j + (p-1) * t_p2p."""
+    return (sum(stage_s) + (micro_batches - 1) * max(stage_s)
+            + (len(stage_s) - 1) * p2p_s)

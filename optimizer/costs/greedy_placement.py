@@ -1,0 +1,25 @@
+"""The greedy expert placement: heaviest expert first onto the least-loaded rank with a free
+slot. A warm start for CP-SAT and the baseline every exact placement must match or beat.
+"""
+
+from __future__ import annotations
+
+import heapq
+
+
+def heaviest_first(loads: tuple[int, ...]) -> list[int]:
+    """Expert ids by decreasing load (ties: lower id first)."""
+    return sorted(range(len(loads)), key=lambda x: (-loads[x], x))
+
+
+def greedy_ranks(loads: tuple[int, ...], ep: int) -> list[list[int]]:
+    """Heaviest expert first onto the least-loaded rank with a free slot (a hint)."""
+    slots = len(loads) // ep
+    ranks: list[list[int]] = [[] for _ in range(ep)]
+    open_ranks = [(0, r) for r in range(ep)]  # (routed load, rank) of ranks with a free slot
+    for expert in heaviest_first(loads):
+        total, r = heapq.heappop(open_ranks)
+        ranks[r].append(expert)
+        if len(ranks[r]) < slots:
+            heapq.heappush(open_ranks, (total + loads[expert], r))
+    return ranks

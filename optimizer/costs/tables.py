@@ -1,0 +1,265 @@
+"""Integer cost tables of one parallel configuration, shared by the CP-SAT model and the
+plan evaluator (so the solver and ``moeopt check`` agree to the nanosecond).
+
+All figures are per GPU and per micro-batch unless named otherwise; times are integer ns
+rounded up, memory integer bytes rounded up (``units.py``). A configuration has a prefill
+phase and, when the workload generates tokens, a decode phase (one step = every sequence
+advances one token); both have the same shape. The MoE time of a layer whose hottest EP
+rank receives ``load`` parts of ``LOAD_SCALE`` of the layer's routed tokens is
+
+    moe_ns(load) = max(ceil((F + K) * load / Q), W + ceil((A + K) * load / Q)) + alpha
+
+with F = expert compute, A = expert activation traffic, K = all-to-all and ETP collectives,
+all at full load (load = Q), W = reading the rank's expert weights (in decode only the
+experts the step's tokens are expected to touch): a roofline over the hottest rank, plus its
+communication (cost-model decisions 5 and 9).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from optimizer.costs import formulas as cm
+from optimizer.costs.layout import (Degrees, GpuSlot, ep_groups, etp_groups, min_local_peers,
+                              spans_nodes, stage_boundary_inter_node, tp_groups)
+from optimizer.inputs.schema import DTYPE_BYTES, Instance
+from optimizer.costs.units import LOAD_SCALE, ceil_div, ceil_int, seconds_to_ns
+
+ACT_BYTES = 2  # activations and communicated hidden states are 16-bit
+
+
+@dataclass(frozen=True)
+class LinkFacts:
+    """What a layout implies for the links each collective uses."""
+
+    ep_local_peers: int
+    ep_remote_peers: int
+    tp_inter_node: bool
+    etp_inter_node: bool
+    pp_inter_node: bool
+
+    @staticmethod
+    def of(slots: tuple[GpuSlot, ...]) -> "LinkFacts":
+        local, remote = min_local_peers(ep_groups(slots))
+        return LinkFacts(local, remote, spans_nodes(tp_groups(slots)),
+                         spans_nodes(etp_groups(slots)), stage_boundary_inter_node(slots))
+
+
+@dataclass(frozen=True)
+class MemoryParts:
+    """Per-GPU bytes: fixed parts, and weights and KV cache per layer."""
+
+    activations: int
+    buffers: int
+    layer_weights: tuple[int, ...]
+    layer_kv: tuple[int, ...]
+    embedding: int
+    head: int
+
+    def stage_weights(self, layers, first: bool, last: bool) -> int:
+        return (sum(self.layer_weights[l] for l in layers) + (self.embedding if first else 0)
+                + (self.head if last else 0))
+
+    def stage_kv(self, layers) -> int:
+        return sum(self.layer_kv[l] for l in layers)
+
+    def stage_total(self, layers, first: bool, last: bool) -> int:
+        """Bytes on one GPU of a stage holding ``layers``."""
+        return (self.activations + self.buffers + self.stage_weights(layers, first, last)
+                + self.stage_kv(layers))
+
+
+@dataclass(frozen=True)
+class PhaseCosts:
+    """Integer time coefficients of one phase (prefill, or one decode step), ns."""
+
+    layer_dense_ns: tuple[int, ...]  # per layer: attention, router, shared/dense FFN, TP comm
+    tp_comm_ns: tuple[int, ...]  # per layer: the TP all-reduce part of layer_dense_ns
+    moe_compute_full_ns: int
+    moe_weights_ns: int
+    moe_act_full_ns: int
+    moe_comm_full_ns: int
+    moe_latency_ns: int
+    embed_ns: int
+    head_ns: int
+    p2p_ns: int
+    ep: int
+
+    def moe_ns(self, load: int) -> int:
+        """Hot-rank MoE time of one layer (compute roofline + communication), ns."""
+        comm = self.moe_comm_full_ns
+        compute_bound = ceil_div((self.moe_compute_full_ns + comm) * load, LOAD_SCALE)
+        memory_bound = self.moe_weights_ns + ceil_div((self.moe_act_full_ns + comm) * load,
+                                                      LOAD_SCALE)
+        return max(compute_bound, memory_bound) + self.moe_latency_ns
+
+    def moe_comm_ns(self, load: int) -> int:
+        """The communication part of ``moe_ns``, ns."""
+        return ceil_div(self.moe_comm_full_ns * load, LOAD_SCALE) + self.moe_latency_ns
+
+    @property
+    def moe_balanced_compute_ns(self) -> int:
+        """Expert time of a perfectly balanced layer (every rank at the mean), ns."""
+        return max(ceil_div(self.moe_compute_full_ns, self.ep),
+                   self.moe_weights_ns + ceil_div(self.moe_act_full_ns, self.ep))
+
+    def useful_pass_ns(self, num_moe_layers: int) -> int:
+        """Work of one micro-batch through every stage at perfect expert balance, without
+        TP all-reduces (the part of a pass that is not lost to anything), ns."""
+        return (sum(self.layer_dense_ns) - sum(self.tp_comm_ns)
+                + num_moe_layers * self.moe_balanced_compute_ns + self.embed_ns + self.head_ns)
+
+    def stage_ns(self, layers, hot: dict[int, int], first: bool, last: bool) -> int:
+        """One micro-batch through a stage holding ``layers``; ``hot`` maps each MoE layer
+        to its hot load."""
+        return (sum(self.layer_dense_ns[l] for l in layers)
+                + sum(self.moe_ns(hot[l]) for l in layers if l in hot)
+                + (self.embed_ns if first else 0) + (self.head_ns if last else 0))
+
+
+@dataclass(frozen=True)
+class StageCosts:
+    """Everything CP-SAT and the evaluator need about one configuration."""
+
+    deg: Degrees
+    seqs_per_replica: int
+    seqs_per_micro_batch: int
+    decode_steps: int
+    prefill: PhaseCosts
+    decode: PhaseCosts | None
+    memory: MemoryParts
+
+    @property
+    def phases(self) -> list[tuple[PhaseCosts, int]]:
+        """(phase, weight): prefill once, each decode step ``decode_steps`` times."""
+        out = [(self.prefill, 1)]
+        if self.decode is not None:
+            out.append((self.decode, self.decode_steps))
+        return out
+
+
+def seqs_per_replica(inst: Instance, dp: int) -> int:
+    """Sequences the busiest attention-DP replica holds."""
+    return ceil_div(inst.workload.batch_sequences, dp)
+
+
+def decode_context(inst: Instance) -> float:
+    """Mean context length over the decode steps: s + (D + 1) / 2."""
+    return inst.workload.prompt_tokens + (inst.workload.output_tokens + 1) / 2
+
+
+def _dense_layer(inst: Instance, deg: Degrees, layer: int, tokens: int, decode: bool,
+                 facts: LinkFacts) -> tuple[int, int]:
+    """(attention, router, shared or dense FFN roofline + TP all-reduces, the all-reduces
+    alone) of one layer, ns. Prefill: ``tokens`` prompt tokens; decode: ``tokens`` tokens
+    at the mean decode context."""
+    m, gpu, hw = inst.model, inst.hardware.gpu, inst.hardware
+    b = DTYPE_BYTES[m.weight_dtype]
+    moe = cm.is_moe_layer(m, layer)
+    ffn_params = (cm.shared_expert_params(m) if moe else cm.dense_ffn_params(m))
+    if decode:
+        ctx = cm.kv_tokens(m, layer, int(decode_context(inst)))
+        per_token = cm.decode_dense_flops_per_token_layer(m, ctx, layer)
+        kv_read = tokens * ctx * cm.kv_bytes_per_token_layer(m, deg.tp)
+    else:
+        per_token = cm.dense_flops_per_token_layer(m, inst.workload.prompt_tokens, layer)
+        kv_read = tokens * cm.kv_bytes_per_token_layer(m, deg.tp)  # written once
+    flops = tokens * per_token / deg.tp  # every TP rank works on its share of heads / tokens
+    qkv_width = (m.num_attention_heads + 2 * m.num_kv_heads) * m.head_dim / deg.tp
+    num_bytes = ((cm.attention_params(m) + ffn_params) / deg.tp * b + kv_read
+                 + tokens * ACT_BYTES * (2 * m.hidden_size + qkv_width))
+    bw, lat = cm.link(hw, facts.tp_inter_node)
+    reductions = 1 if moe else 2  # attention output; a dense FFN output too
+    tp_comm = seconds_to_ns(reductions * cm.allreduce_s(tokens * m.hidden_size * ACT_BYTES, deg.tp, bw, lat))
+    return seconds_to_ns(cm.roofline_s(flops, num_bytes, gpu)) + tp_comm, tp_comm
+
+
+def _moe_terms(inst: Instance, deg: Degrees, tokens: int, decode: bool, facts: LinkFacts) -> tuple[int, ...]:
+    """(F, W, A, K, alpha) of ``PhaseCosts`` in ns."""
+    m, gpu, hw = inst.model, inst.hardware.gpu, inst.hardware
+    full_copies = tokens * m.top_k * deg.etp * deg.ep / deg.tp  # routed rows of one EP group
+    f_ns = seconds_to_ns(cm.compute_s(full_copies * cm.expert_flops_per_routed_token(m) / deg.etp, gpu))
+    touched = m.num_experts // deg.ep
+    if decode:  # few tokens: only the experts they are expected to reach are read
+        touched *= cm.expected_experts_hit_fraction(m, full_copies / m.top_k)
+    w_ns = seconds_to_ns(cm.hbm_s(touched * cm.expert_bytes(m) / deg.etp, gpu))
+    a_ns = seconds_to_ns(cm.hbm_s(full_copies * ACT_BYTES * 2 * (m.hidden_size + m.expert_ffn_size / deg.etp), gpu))
+    from_each_peer = tokens / deg.tp * m.top_k * m.hidden_size * ACT_BYTES
+    a2a = 2 * cm.all_to_all_hot_s(from_each_peer, facts.ep_local_peers, facts.ep_remote_peers, hw)
+    etp_bw, etp_lat = cm.link(hw, facts.etp_inter_node)
+    gathers = 2 * cm.allgather_s(full_copies * m.hidden_size * ACT_BYTES, deg.etp, etp_bw, 0.0)
+    k_ns = seconds_to_ns(a2a + gathers)
+    _, ep_lat = cm.link(hw, facts.ep_remote_peers > 0)
+    alpha = (2 * ep_lat if deg.ep > 1 else 0.0) + (2 * (deg.etp - 1) * etp_lat)
+    return f_ns, w_ns, a_ns, k_ns, seconds_to_ns(alpha)
+
+
+def _phase(inst: Instance, deg: Degrees, tokens: int, seqs: int, decode: bool,
+           facts: LinkFacts) -> PhaseCosts:
+    """Costs of one phase: ``tokens`` per micro-batch (prefill) or per decode step."""
+    m, hw, gpu = inst.model, inst.hardware, inst.hardware.gpu
+    dense = [_dense_layer(inst, deg, l, tokens, decode, facts) for l in range(m.num_layers)]
+    f_ns, w_ns, a_ns, k_ns, alpha_ns = _moe_terms(inst, deg, tokens, decode, facts)
+    hidden_bytes = tokens * m.hidden_size * ACT_BYTES
+    tp_bw, tp_lat = cm.link(hw, facts.tp_inter_node)
+    embed_s = cm.hbm_s(hidden_bytes, gpu) + cm.allreduce_s(hidden_bytes, deg.tp, tp_bw, tp_lat)
+    logits = tokens if decode else seqs  # prefill: the last position of each sequence
+    head_s = cm.roofline_s(logits * cm.lm_head_flops_per_sequence(m) / deg.tp,
+                           cm.embedding_params(m) / deg.tp * DTYPE_BYTES[m.weight_dtype], gpu)
+    pp_bw, pp_lat = cm.link(hw, facts.pp_inter_node)
+    p2p_s = hidden_bytes / deg.tp / pp_bw + pp_lat if deg.pp > 1 else 0.0
+    return PhaseCosts(tuple(d for d, _ in dense), tuple(c for _, c in dense), f_ns, w_ns, a_ns,
+                      k_ns, alpha_ns, seconds_to_ns(embed_s), seconds_to_ns(head_s),
+                      seconds_to_ns(p2p_s), deg.ep)
+
+
+def _layer_weight_bytes(inst: Instance, deg: Degrees, layer: int) -> float:
+    """Weights of one layer on one GPU (attention and dense parts split by TP, routed
+    experts E/EP per rank split ETP ways, router and norms replicated)."""
+    m = inst.model
+    b = DTYPE_BYTES[m.weight_dtype]
+    common = cm.attention_params(m) / deg.tp * b + cm.norm_params_per_layer(m) * b
+    if not cm.is_moe_layer(m, layer):
+        return common + cm.dense_ffn_params(m) / deg.tp * b
+    return (common + (cm.router_params(m) + cm.shared_expert_params(m) / deg.tp) * b
+            + m.num_experts // deg.ep * cm.expert_bytes(m) / deg.etp)
+
+
+def _memory(inst: Instance, deg: Degrees, seqs: int, tokens: int) -> MemoryParts:
+    """Per-GPU memory parts (cost-model §1.3), bytes; KV at the end of the batch."""
+    m, hw, wl = inst.model, inst.hardware, inst.workload
+    b = DTYPE_BYTES[m.weight_dtype]
+    h = m.hidden_size
+    final_context = wl.prompt_tokens + wl.output_tokens
+    layer_kv = [seqs * cm.kv_tokens(m, l, final_context) * cm.kv_bytes_per_token_layer(m, deg.tp)
+                for l in range(m.num_layers)]
+    mean_copies = tokens * m.top_k * deg.etp / deg.tp  # routed rows one GPU computes
+    qkv_width = (m.num_attention_heads + 2 * m.num_kv_heads) * m.head_dim / deg.tp
+    inter = (m.ffn_matrices - 1) * max(m.expert_ffn_size / deg.etp,
+                                        (m.shared_expert_ffn_size + m.dense_ffn_size) / deg.tp)
+    acts = (tokens * ACT_BYTES * (2 * h + qkv_width)
+            + wl.moe_buffer_factor * mean_copies * ACT_BYTES * (h + inter))
+    buffers = (hw.nccl_buffer_gb + hw.runtime_reserve_gb) * 1e9
+    if deg.ep > 1:  # all-to-all send and receive: a GPU's own token share, before ETP gathers
+        buffers += (1 + wl.moe_buffer_factor) * tokens / deg.tp * m.top_k * h * ACT_BYTES
+    if deg.pp > 1:
+        buffers += tokens * h * ACT_BYTES / deg.tp
+    head = 0.0 if (m.tie_word_embeddings and deg.pp == 1) else cm.embedding_params(m) / deg.tp * b
+    head += (cm.head_params(m) - (0 if m.tie_word_embeddings else cm.embedding_params(m))) * b
+    return MemoryParts(ceil_int(acts), ceil_int(buffers),
+                       tuple(ceil_int(_layer_weight_bytes(inst, deg, l)) for l in range(m.num_layers)),
+                       tuple(ceil_int(x) for x in layer_kv),
+                       ceil_int(cm.embedding_params(m) / deg.tp * b),
+                       ceil_int(head + cm.norm_params_per_layer(m) / 2 * b))
+
+
+def stage_costs(inst: Instance, deg: Degrees, facts: LinkFacts) -> StageCosts:
+    """All integer coefficients of configuration ``deg`` under link facts ``facts``."""
+    wl = inst.workload
+    seqs = seqs_per_replica(inst, deg.dp)
+    mb_seqs = ceil_div(seqs, deg.micro_batches)
+    tokens = mb_seqs * wl.prompt_tokens
+    prefill = _phase(inst, deg, tokens, mb_seqs, False, facts)
+    decode = _phase(inst, deg, mb_seqs, mb_seqs, True, facts) if wl.output_tokens else None
+    return StageCosts(deg, seqs, mb_seqs, wl.output_tokens, prefill, decode,
+                      _memory(inst, deg, seqs, tokens))
