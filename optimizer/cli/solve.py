@@ -48,7 +48,7 @@ def solve(instance, format_, output, gpus, time_limit, workers, seed, report, ve
         if target != "-":
             write_atomic(target, dump(doc), "--output" if output else "output")
         if report:
-            from optimizer.output.html_report import write_report
+            from optimizer.output.html import write_report
             report_path = Path("results") / inst.name / "report.html"
             write_report(inst, doc, report_path)
             click.echo(f"report written to {report_path}", err=format_ == "json" or target == "-")
