@@ -18,12 +18,18 @@ from optimizer.inputs.schema import Instance
 @FORMAT
 @click.option("--output", default=None, help="plan JSON path ('-' = stdout); default results/<name>/plan.json")
 @click.option("--gpus", type=click.IntRange(1, 65536), default=None, help="override hardware.num_gpus")
-@click.option("--time-limit", type=FiniteFloatRange(0.05, 86400), default=None, help="seconds")
+@click.option("--time-limit", type=FiniteFloatRange(0.05, 86400), default=None,
+              help="seconds for the whole command, start-up aside: model builds, both CP-SAT phases "
+                   "and any infeasibility explanation share it (default: search.time_limit_s)")
 @click.option("--workers", type=click.IntRange(1, 64), default=None, help="CP-SAT workers")
 @click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=None, help="CP-SAT random seed")
 @click.option("--report", is_flag=True, help="also write results/<name>/report.html")
+@click.option("--log-solver", is_flag=True, help="CP-SAT's search log of every solve to stderr")
+@click.option("--dump-model", "dump_model", default=None, metavar="FILE",
+              help="write the phase-1 CP-SAT model (proto text format, objective set) to FILE "
+                   "before searching")
 @VERBOSE
-def solve(instance, format_, output, gpus, time_limit, workers, seed, report, verbose):
+def solve(instance, format_, output, gpus, time_limit, workers, seed, report, log_solver, dump_model, verbose):
     def body():
         from optimizer.plan.files import plan_to_json
         from optimizer.output.text import plan_text
@@ -33,7 +39,12 @@ def solve(instance, format_, output, gpus, time_limit, workers, seed, report, ve
         if gpus is not None and gpus > inst.hardware.num_gpus:
             raise InputError(f"--gpus={gpus}: exceeds hardware.num_gpus={inst.hardware.num_gpus}")
         try:
-            result = run_solve(inst, gpus, time_limit, workers, seed, interruptible=True)
+            on_model = None
+            if dump_model is not None:
+                def on_model(model):
+                    write_atomic(dump_model, str(model.proto), "--dump-model")
+            result = run_solve(inst, gpus, time_limit, workers, seed, interruptible=True,
+                               log_search=log_solver, on_model=on_model)
         except (InfeasibleError, NoSolutionError) as exc:
             if format_ == "json":
                 payload = {"schema_version": 1, "instance": inst.name, **exc.payload}
