@@ -22,4 +22,3 @@ otherwise). To add a family: write the module with these three names, and insert
 from constraints import degrees, latency, memory, pipeline, placement, throughput
 
 FAMILIES = [degrees, placement, pipeline, memory, latency, throughput]
-MODULES = FAMILIES  # the former name

@@ -134,7 +134,8 @@ def test_sigint_during_the_search_prints_the_best_plan(tmp_path):
     finally:
         run.kill()
     assert code == 0, run.stderr
-    assert after < 10, f"{after:.1f} s from SIGINT to exit"
+    # generous (a busy machine), yet far below the 300 s limit the search would run to
+    assert after < 60, f"{after:.1f} s from SIGINT to exit"
     assert "Traceback" not in run.stderr
     assert "moeopt: interrupted" in run.stderr
     doc = json.loads(run.stdout)
@@ -227,8 +228,8 @@ def test_a_real_sigint_stops_the_search_at_once():
     start = time.monotonic()
     with stop_on_sigint(budget):
         timer.start()
-        status = run_search(_solver(60), _hard_model(), budget)
-    assert time.monotonic() - start < 5
+        status = run_search(_solver(600), _hard_model(), budget)
+    assert time.monotonic() - start < 60  # generous, yet far below the search's 600 s
     assert budget.interrupted
     assert status in (cp_model.FEASIBLE, cp_model.UNKNOWN)
 
@@ -240,8 +241,8 @@ def test_keyboard_interrupt_ends_the_search_before_it_propagates():
     timer.start()
     start = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
-        run_search(_solver(60), _hard_model())
-    assert time.monotonic() - start < 5
+        run_search(_solver(600), _hard_model())
+    assert time.monotonic() - start < 60  # generous, yet far below the search's 600 s
     end = time.monotonic() + 2
     while any(t.name == "cp-sat" and t.is_alive() for t in threading.enumerate()) and time.monotonic() < end:
         time.sleep(0.01)
@@ -251,9 +252,12 @@ def test_keyboard_interrupt_ends_the_search_before_it_propagates():
 def test_no_search_starts_after_an_interrupt():
     budget = Budget(60)
     budget.interrupt()
+    solver = _solver(600)
     start = time.monotonic()
-    run_search(_solver(60), _hard_model(), budget)
-    assert time.monotonic() - start < 2
+    status = run_search(solver, _hard_model(), budget)
+    assert solver.parameters.max_time_in_seconds == 0.0  # deterministic: no time given
+    assert status == cp_model.UNKNOWN
+    assert time.monotonic() - start < 60  # generous, yet far below the search's 600 s
 
 
 def test_sigint_in_a_model_build_raises_out_of_time():
@@ -275,7 +279,7 @@ def test_a_model_build_past_the_deadline_is_abandoned():
         with building(budget):
             while True:  # stands for a build that never ends
                 pass
-    assert time.monotonic() - start < 0.2 + budget.grace + 1
+    assert time.monotonic() - start < 0.2 + budget.grace + 30  # generous: the loop never ends by itself
     assert signal.getitimer(signal.ITIMER_REAL)[0] == 0  # disarmed
     assert signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, None)
 

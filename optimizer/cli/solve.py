@@ -26,8 +26,8 @@ from optimizer.inputs.schema import Instance
 @click.option("--report", is_flag=True, help="also write results/<name>/report.html")
 @click.option("--log-solver", is_flag=True, help="CP-SAT's search log of every solve to stderr")
 @click.option("--dump-model", "dump_model", default=None, metavar="FILE",
-              help="write the phase-1 CP-SAT model (proto text format, objective set) to FILE "
-                   "before searching")
+              help="write the phase-1 CP-SAT model (protobuf text format) to FILE once built, "
+                   "before any search")
 @VERBOSE
 def solve(instance, format_, output, gpus, time_limit, workers, seed, report, log_solver, dump_model, verbose):
     def body():
