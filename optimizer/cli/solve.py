@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
@@ -10,7 +9,6 @@ import click
 from optimizer.cli.common import DEFINITIONS, FORMAT, VERBOSE, FiniteFloatRange, dump, load_instance, run
 from optimizer.errors import InfeasibleError, InputError, NoSolutionError
 from optimizer.inputs.files import write_atomic
-from optimizer.inputs.schema import Instance
 
 
 @click.command(name="solve", help=f"Best deployment for INSTANCE; writes results/<name>/plan.json. {DEFINITIONS}")
@@ -39,12 +37,8 @@ def solve(instance, format_, output, gpus, time_limit, workers, seed, report, lo
         if gpus is not None and gpus > inst.hardware.num_gpus:
             raise InputError(f"--gpus={gpus}: exceeds hardware.num_gpus={inst.hardware.num_gpus}")
         try:
-            on_model = None
-            if dump_model is not None:
-                def on_model(model):
-                    write_atomic(dump_model, str(model.proto), "--dump-model")
             result = run_solve(inst, gpus, time_limit, workers, seed, interruptible=True,
-                               log_search=log_solver, on_model=on_model)
+                               log_search=log_solver, on_model=model_writer(dump_model))
         except (InfeasibleError, NoSolutionError) as exc:
             if format_ == "json":
                 payload = {"schema_version": 1, "instance": inst.name, **exc.payload}
@@ -69,6 +63,16 @@ def solve(instance, format_, output, gpus, time_limit, workers, seed, report, lo
             click.echo(plan_text(inst, result.plan, result.evaluation, result.status, solver), nl=False)
             click.echo(f"plan written to {target}")
     run(verbose, body)
+
+
+def model_writer(path: str | None):
+    """None, or a callback writing a CP-SAT model to ``path`` (protobuf text, atomically)."""
+    if path is None:
+        return None
+
+    def write(model) -> None:
+        write_atomic(path, str(model.proto), "--dump-model")
+    return write
 
 
 def solver_dict(result) -> dict:
