@@ -133,3 +133,22 @@ def test_poisson_requests_match_their_distributions():
     assert abs(reqs.output_tokens.mean() - 50) < 5 * 50 / np.sqrt(20_000) + 0.5  # +0.5: rounding, clip at 1
     again = make_requests(inst.workload, 20_000, seed=3)
     assert np.array_equal(again.arrival_s, reqs.arrival_s)
+
+
+def test_committed_traces_are_what_the_generator_makes():
+    """instances/make_traces.py --check: the three CSV files are reproduced byte for byte,
+    and each reads back as 4,000 sorted requests."""
+    import subprocess
+    import sys
+    res = subprocess.run([sys.executable, str(INSTANCES / "make_traces.py"), "--check"],
+                         capture_output=True, text=True, cwd=INSTANCES.parent)
+    assert res.returncode == 0, res.stderr
+    for name in ("chat", "summarise", "code"):
+        trace = read_trace(INSTANCES / "traces" / f"{name}.csv")
+        assert len(trace) == 4000 and (np.diff(trace.arrival_s) >= 0).all()
+
+
+def test_example_service_instance_loads_with_its_trace():
+    path = INSTANCES / "traces" / "qwen3_chat_service.json"
+    inst = load_model(path, Instance, "instance")
+    assert inst.workload.kind == "service" and len(load_trace(inst.workload, path)) == 4000

@@ -208,3 +208,16 @@ def test_simulator_never_imports_the_planner_formulas():
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             for name in names:
                 assert not name.startswith(("optimizer.costs.serving", "optimizer.cpsat", "ortools")), (path, name)
+
+
+def test_closed_loop_of_one_user_runs_requests_back_to_back():
+    """concurrency = 1: each request is sent when the previous one completes, so request i
+    completes at (i + 1) x (its 4 chunk steps + 4 decode steps), as in the isolated case."""
+    inst = Instance.model_validate(tiny_doc(workload=None) | {"workload": {
+        "kind": "service", "concurrency": 1, "prompt_tokens": 100, "output_tokens": 5}})
+    dep = deployment(inst, plan_doc(8, 32), {})
+    out = simulate(dep, make_requests(inst.workload, 6, seed=0))
+    one = (sum(hand_step([(s, n, s + n == 100)], []) for s, n in [(0, 32), (32, 32), (64, 32), (96, 4)])
+           + sum(hand_step([], [c]) for c in (101, 102, 103, 104)))
+    assert out.finish_ns.tolist() == [(i + 1) * one for i in range(6)]
+    assert out.arrival_ns.tolist() == [i * one for i in range(6)]
