@@ -338,3 +338,16 @@ def test_report_plots_a_sweep_table_with_1e308(tmp_path):
     res = invoke("report", SEED_PLAN, "--output", tmp_path / "r.html")
     assert res.exit_code == 0, shown(res)
     assert "sweep.csv: 3 deployments" in (tmp_path / "r.html").read_text()
+
+
+def test_a_million_allowed_micro_batch_counts_are_refused(tmp_path):
+    # 10**6 entries made inspect and check take ~0.5 GB and 20 s, and solve print them all
+    doc = copy.deepcopy(BASE)
+    doc["workload"]["micro_batches"] = list(range(1, 10**6 + 1))
+    path = tmp_path / "mb.json"
+    path.write_text(json.dumps(doc))
+    for args in (["inspect", path], ["solve", path, "--time-limit", "1"]):
+        assert_one_line_error(invoke(*args), "workload.micro_batches has 1000000 entries; at most 4096")
+    doc["workload"]["micro_batches"] = list(range(1, 4097))  # at the cap: valid
+    path.write_text(json.dumps(doc))
+    assert invoke("inspect", path).exit_code == 0

@@ -30,6 +30,7 @@ Big = Annotated[int, Field(gt=0, le=10**9)]
 MAX_LAYERS = 1024
 MAX_EXPERTS = 4096
 MAX_HEADS = 1024
+MAX_MICRO_BATCHES = 4096  # micro-batch counts, and entries of workload.micro_batches
 Layers = Annotated[int, Field(gt=0, le=MAX_LAYERS)]
 Experts = Annotated[int, Field(gt=0, le=MAX_EXPERTS)]
 Heads = Annotated[int, Field(gt=0, le=MAX_HEADS)]
@@ -213,7 +214,7 @@ ExpertLoad = Annotated[Union[UniformLoad, PowerLawLoad, CountsLoad, FileLoad], F
 class SearchSpec(_Strict):
     """Solver settings (command-line options override them)."""
 
-    max_micro_batches: Annotated[int, Field(gt=0, le=4096)] = 32
+    max_micro_batches: Annotated[int, Field(gt=0, le=MAX_MICRO_BATCHES)] = 32
     time_limit_s: PositiveFloat = 60.0
     workers: Annotated[int, Field(gt=0, le=64)] = 1
     seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0  # CP-SAT's random_seed is an int32
@@ -248,6 +249,11 @@ class Instance(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> "Instance":
+        # checked here rather than in Workload: at most MAX_MICRO_BATCHES allowed counts
+        allowed = self.workload.micro_batches
+        if allowed is not None and len(allowed) > MAX_MICRO_BATCHES:
+            raise ValueError(f"workload.micro_batches has {len(allowed)} entries; at most "
+                             f"{MAX_MICRO_BATCHES}")
         if isinstance(self.expert_load, CountsLoad):
             shape = (len(self.expert_load.counts), {len(r) for r in self.expert_load.counts})
             moe = len(self.model.moe_layer_ids)
