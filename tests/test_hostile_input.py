@@ -75,7 +75,7 @@ def test_read_text_caps_the_file_size(tmp_path, monkeypatch):
     ok.write_text("[" + " " * 98 + "]")      # 100 bytes: read
     big.write_text("[" + " " * 99 + "]")     # 101 bytes: refused
     assert files.read_json(ok, "instance") == []
-    with pytest.raises(InputError, match="larger than 0 MiB, the most moeopt reads"):
+    with pytest.raises(InputError, match="larger than 100 bytes, the most moeopt reads"):
         files.read_json(big, "instance")
 
 

@@ -32,7 +32,7 @@ def read_text(path: str | os.PathLike, what: str, expected: str = "a file",
         with open(p, "rb") as fh:
             blob = fh.read(MAX_FILE_BYTES + 1)
         if len(blob) > MAX_FILE_BYTES:
-            raise InputError(f"{what} {p}: larger than {MAX_FILE_BYTES // 2**20} MiB, the most "
+            raise InputError(f"{what} {p}: larger than {MAX_FILE_BYTES:,} bytes, the most "
                              f"moeopt reads")
         return blob.decode(encoding)
     except IsADirectoryError:
