@@ -63,15 +63,24 @@ def parse_json(text: str, where: str) -> object:
     if depth > MAX_JSON_DEPTH:
         raise InputError(f"{where}: nested more than {MAX_JSON_DEPTH} levels deep; at most "
                          f"{MAX_JSON_DEPTH}")
+    # The slow checks (a Python call per integer, a walk over every value) run only when
+    # the text could hold what they look for: a run of digits too long, a surrogate escape.
+    long_digits = _LONG_DIGITS.search(text) is not None
+    hooks = {"parse_int": _bounded_int} if long_digits else {}
     try:
-        doc = json.loads(text, parse_constant=_reject_constant, parse_int=_bounded_int,
-                         object_pairs_hook=_unique_keys)
+        doc = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys,
+                         **hooks)
     except json.JSONDecodeError as exc:
         raise InputError(f"{where}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
     except (ValueError, RecursionError) as exc:
         raise InputError(f"{where}: {exc}") from None
-    _refuse_odd_leaves(doc, where)
+    if long_digits or _SURROGATE_ESCAPE.search(text):
+        _refuse_odd_leaves(doc, where)
     return doc
+
+
+_LONG_DIGITS = re.compile(f"[0-9]{{{MAX_INT_DIGITS + 1}}}")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 _STRING_OR_BRACKET = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
