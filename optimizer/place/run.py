@@ -1,0 +1,121 @@
+"""The driver of ``moeopt place``: every layer within one shared deadline.
+
+Method per layer (layers are independent)
+1. Replica counts by the min-max greedy, heaviest replica first onto the least-loaded
+   rank (``packing``), then the pairwise descent (``heuristic``).
+2. Small layers (``exact_size`` <= ``EXACT_MAX_LITERALS``): the full CP-SAT model
+   (``exact``), after a short local search for a better hint when there are replicas.
+3. Large layers (DeepSeek-V3 size: 256 experts x 64 ranks is ~16k literals; CP-SAT's
+   presolve alone outlasts a 1 s per-layer budget there and its LP bound is just the mean):
+   the iterated local search, then whole ranks assigned to nodes for the secondary
+   objective (``rank_nodes``), so in this mode the secondary is lexicographic only over
+   that relabelling, not over all plans of the same max load.
+A layer's status is "optimal" when CP-SAT proved it or its max load meets the lower bound.
+
+Time limit: one deadline for the whole call. Each layer gets (time left) / (layers left);
+every stage (packing, descent, local search, CP-SAT) stops at its layer's deadline and the
+best complete plan found so far is kept; once the deadline has passed, the remaining
+layers get their packing (or its round-robin fallback) only. A layer whose search was
+stopped by the clock is reported with ``time_limit_reached``. Results are deterministic
+for a fixed seed whenever every layer ends by proof, stall or the lower bound first.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from optimizer.place.exact import EXACT_MAX_LITERALS, exact_size, solve_exact
+from optimizer.place.heuristic import ILS_STALL, descent, local_search
+from optimizer.place.layer_state import LayerState
+from optimizer.place.problem import REL_TOL, LayerPlacement, Placement, PlaceSpec, Settings
+from optimizer.place.rank_nodes import nodes_by_bundles
+
+log = logging.getLogger(__name__)
+
+
+def place(counts: np.ndarray, layer_ids: list[int], spec: PlaceSpec, settings: Settings) -> Placement:
+    """Placement of every layer of ``counts`` ([layers][experts] int tokens).
+
+    The time budget is shared: each layer gets (time left) / (layers left) of its worker;
+    with ``workers > 1`` and several layers, layers are split round-robin over that many
+    processes (each CP-SAT single-threaded), otherwise CP-SAT uses ``workers`` threads.
+    """
+    start = time.monotonic()
+    counts = np.asarray(counts, dtype=np.int64)
+    num_layers, num_experts = counts.shape
+    spec.check(num_experts, num_layers)
+    deadline = start + settings.time_limit_s
+    groups = max(1, min(settings.workers, num_layers))
+    if groups == 1:
+        results = _run_group(counts, layer_ids, list(range(num_layers)), spec, settings, deadline)
+    else:
+        results = _run_parallel(counts, layer_ids, spec, settings, deadline, groups)
+    results.sort(key=lambda lp: layer_ids.index(lp.layer))
+    return Placement(spec, num_experts, results, time.monotonic() - start)
+
+
+def _run_group(counts, layer_ids, rows: list[int], spec: PlaceSpec, settings: Settings,
+               deadline: float, threads: int | None = None) -> list[LayerPlacement]:
+    out = []
+    for i, row in enumerate(rows):
+        share = max(0.0, deadline - time.monotonic()) / (len(rows) - i)
+        out.append(solve_layer(counts[row], layer_ids[row], spec, share,
+                               threads or settings.workers, settings.seed))
+    return out
+
+
+def _run_parallel(counts, layer_ids, spec, settings, deadline, groups) -> list[LayerPlacement]:
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    rows = [list(range(g, counts.shape[0], groups)) for g in range(groups)]
+    try:
+        pool = ProcessPoolExecutor(max_workers=groups, mp_context=mp.get_context("fork"))
+    except (OSError, ValueError) as exc:  # no fork or no semaphores here: one process
+        log.warning("place: no worker processes (%s); solving layers one by one", exc)
+        return _run_group(counts, layer_ids, list(range(counts.shape[0])), spec, settings, deadline)
+    # CLOCK_MONOTONIC is system-wide on Linux, so the deadline means the same in children.
+    with pool:
+        futures = [pool.submit(_run_group, counts, layer_ids, r, spec, settings, deadline, 1)
+                   for r in rows]
+        return [lp for f in futures for lp in f.result()]
+
+
+
+def solve_layer(counts: np.ndarray, layer: int, spec: PlaceSpec, time_limit_s: float,
+                workers: int = 1, seed: int = 0) -> LayerPlacement:
+    """The placement of one layer (``counts``: [E] int tokens) within ``time_limit_s``
+    (every search stops then; the best plan found so far is returned)."""
+    start = time.monotonic()
+    deadline = start + max(time_limit_s, 0.0)
+    st = LayerState(np.asarray(counts, dtype=np.int64), spec, seed + 7919 * layer, deadline)
+    greedy_max = st.max_load()
+    descent(st, deadline)
+    exact = exact_size(st) <= EXACT_MAX_LITERALS
+    method, cp_proven, cp_bound = ("exact" if exact else "search"), False, 0.0
+    nodes = spec.num_nodes > 1 and spec.redundant > 0  # with single replicas, no choice
+    if st.max_load() > st.lower * (1 + REL_TOL):
+        if time.monotonic() >= deadline:
+            method = "greedy"  # no time left for the local search or the exact model
+        elif exact:
+            if spec.redundant:  # a better hint first, then the proof
+                local_search(st, start + 0.5 * (deadline - start), max_stall=ILS_STALL // 8)
+            cp_proven, cp_bound = solve_exact(st, deadline, workers)  # its phase 2 handles nodes
+        else:
+            local_search(st, deadline - (0.1 * (deadline - time.monotonic()) if nodes else 0.0))
+    if nodes:
+        nodes_by_bundles(st, deadline)
+    max_load = st.max_load()
+    lower = max(st.lower, cp_bound)
+    proven = cp_proven or max_load <= lower * (1 + REL_TOL)
+    if proven:
+        lower = max_load  # CP-SAT proved optimality, or the bound is met up to float noise
+    ranks = [sorted(int(e) for e in row) for row in st.R]
+    return LayerPlacement(layer=layer, ranks=ranks, max_load=max_load, mean_load=st.mean,
+                          lower_bound=min(lower, max_load), proven=proven, method=method,
+                          cross_node_tokens=st.cross_node_tokens() if spec.num_nodes > 1 else None,
+                          wall_s=time.monotonic() - start, greedy_max_load=greedy_max,
+                          time_limit_reached=not proven and time.monotonic() >= deadline)
