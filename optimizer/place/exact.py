@@ -23,6 +23,8 @@ from optimizer.place.layer_state import SCALE, LayerState
 
 EXACT_MAX_LITERALS = 6000    # exact model when its assignment literals stay below this
 EXACT_MAX_WEIGHT = 10**9     # exact integer weights up to this, else rounded up (bound kept sound)
+EXACT_S_PER_LITERAL = 5e-5   # a layer's budget must allow this per literal: building and
+                             # presolving ~4000 literals takes ~0.12 s before any search
 
 
 def new_solver(limit_s: float, workers: int, seed: int) -> cp_model.CpSolver:

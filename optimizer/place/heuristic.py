@@ -99,21 +99,26 @@ def _repartition(state: LayerState, a: int, b: int, top: float, deadline: float)
 
 
 def _swap(state: LayerState, a, b, pe, pw, movable, top, deadline: float) -> bool:
+    """The single swap of item i (rank a) with item j (rank b) that most lowers the larger
+    of the two loads below ``top``; ties go to the first pair in (i, j) order. Scored in
+    blocks of about 2^20 pairs, checking ``deadline`` between blocks."""
     S = state.S
     la, lb = pw[:S].sum(), pw[S:].sum()
+    rows = np.flatnonzero(movable[:S] & ~np.isin(pe[:S], pe[S:]))
+    cols = S + np.flatnonzero(movable[S:] & ~np.isin(pe[S:], pe[:S]))
+    if len(rows) == 0 or len(cols) == 0:
+        return False
     best, pick = top * (1 - 1e-9), None
-    for i in range(S):
+    block = max(1, (1 << 20) // len(cols))
+    for first in range(0, len(rows), block):
         if time.monotonic() >= deadline:
             return False
-        if not movable[i] or pe[i] in pe[S:]:
-            continue
-        for j in range(S, 2 * S):
-            if not movable[j] or pe[j] in pe[:S]:
-                continue
-            d = pw[i] - pw[j]
-            worst = max(la - d, lb + d)
-            if worst < best:
-                best, pick = worst, (i, j)
+        r = rows[first:first + block]
+        d = pw[r][:, None] - pw[cols][None, :]
+        worst = np.maximum(la - d, lb + d)
+        k = int(np.argmin(worst))
+        if worst.flat[k] < best:
+            best, pick = worst.flat[k], (int(r[k // len(cols)]), int(cols[k % len(cols)]))
     if pick is None:
         return False
     i, j = pick

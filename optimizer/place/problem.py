@@ -75,7 +75,8 @@ class LayerPlacement:
     mean_load: float
     lower_bound: float
     proven: bool                    # max_load is optimal (CP-SAT proof or bound met)
-    method: str                     # "exact" (full CP-SAT model) | "search" (local search)
+    method: str                     # "exact" (full CP-SAT model) | "search" (local search) |
+                                    # "greedy" (the time limit left room for no search)
     cross_node_tokens: float | None = None
     wall_s: float = 0.0
     greedy_max_load: float = 0.0    # the initial packing, for the log

@@ -2,9 +2,11 @@
 
 Method per layer (layers are independent)
 1. Replica counts by the min-max greedy, heaviest replica first onto the least-loaded
-   rank (``packing``), then the pairwise descent (``heuristic``).
-2. Small layers (``exact_size`` <= ``EXACT_MAX_LITERALS``): the full CP-SAT model
-   (``exact``), after a short local search for a better hint when there are replicas.
+   rank (``packing``; all layers first, so each has a plan), then the pairwise descent
+   (``heuristic``).
+2. Small layers (``exact_size`` <= ``EXACT_MAX_LITERALS``, and a budget of at least
+   ``EXACT_S_PER_LITERAL`` per literal): the full CP-SAT model (``exact``), after a short
+   local search for a better hint when there are replicas.
 3. Large layers (DeepSeek-V3 size: 256 experts x 64 ranks is ~16k literals; CP-SAT's
    presolve alone outlasts a 1 s per-layer budget there and its LP bound is just the mean):
    the iterated local search, then whole ranks assigned to nodes for the secondary
@@ -14,9 +16,10 @@ A layer's status is "optimal" when CP-SAT proved it or its max load meets the lo
 
 Time limit: one deadline for the whole call. Each layer gets (time left) / (layers left);
 every stage (packing, descent, local search, CP-SAT) stops at its layer's deadline and the
-best complete plan found so far is kept; once the deadline has passed, the remaining
-layers get their packing (or its round-robin fallback) only. A layer whose search was
-stopped by the clock is reported with ``time_limit_reached``. Results are deterministic
+best complete plan found so far is kept. The packing of all layers comes first and
+stops at the deadline too (a layer not packed by then gets a round-robin plan); layers
+reached after the deadline keep their packing (method "greedy": no search ran). A layer
+whose search was stopped by the clock is reported with ``time_limit_reached``. Results are deterministic
 for a fixed seed whenever every layer ends by proof, stall or the lower bound first.
 """
 
@@ -27,7 +30,7 @@ import time
 
 import numpy as np
 
-from optimizer.place.exact import EXACT_MAX_LITERALS, exact_size, solve_exact
+from optimizer.place.exact import EXACT_MAX_LITERALS, EXACT_S_PER_LITERAL, exact_size, solve_exact
 from optimizer.place.heuristic import ILS_STALL, descent, local_search
 from optimizer.place.layer_state import LayerState
 from optimizer.place.problem import REL_TOL, LayerPlacement, Placement, PlaceSpec, Settings
@@ -59,11 +62,19 @@ def place(counts: np.ndarray, layer_ids: list[int], spec: PlaceSpec, settings: S
 
 def _run_group(counts, layer_ids, rows: list[int], spec: PlaceSpec, settings: Settings,
                deadline: float, threads: int | None = None) -> list[LayerPlacement]:
+    """Every layer of ``rows`` packed first (so each has a plan even when time runs out),
+    then improved in turn, each within (time left) / (layers left)."""
+    states = []
+    for row in rows:
+        start = time.monotonic()
+        st = LayerState(np.asarray(counts[row], dtype=np.int64), spec,
+                        settings.seed + 7919 * layer_ids[row], deadline)
+        states.append((st, time.monotonic() - start))
     out = []
-    for i, row in enumerate(rows):
+    for i, (row, (st, pack_s)) in enumerate(zip(rows, states)):
         share = max(0.0, deadline - time.monotonic()) / (len(rows) - i)
-        out.append(solve_layer(counts[row], layer_ids[row], spec, share,
-                               threads or settings.workers, settings.seed))
+        out.append(_improve(st, layer_ids[row], share, threads or settings.workers, pack_s))
+        states[i] = None  # free the layer's state
     return out
 
 
@@ -90,16 +101,28 @@ def solve_layer(counts: np.ndarray, layer: int, spec: PlaceSpec, time_limit_s: f
     """The placement of one layer (``counts``: [E] int tokens) within ``time_limit_s``
     (every search stops then; the best plan found so far is returned)."""
     start = time.monotonic()
+    st = LayerState(np.asarray(counts, dtype=np.int64), spec, seed + 7919 * layer,
+                    start + max(time_limit_s, 0.0))
+    elapsed = time.monotonic() - start
+    return _improve(st, layer, max(time_limit_s - elapsed, 0.0), workers, elapsed)
+
+
+def _improve(st: LayerState, layer: int, time_limit_s: float, workers: int,
+             pack_s: float = 0.0) -> LayerPlacement:
+    """Descent, then the exact model (small layers) or the local search (large ones), then
+    ranks to nodes, all within ``time_limit_s``; ``pack_s`` is the packing time already spent."""
+    spec = st.spec
+    start = time.monotonic()
     deadline = start + max(time_limit_s, 0.0)
-    st = LayerState(np.asarray(counts, dtype=np.int64), spec, seed + 7919 * layer, deadline)
     greedy_max = st.max_load()
     descent(st, deadline)
-    exact = exact_size(st) <= EXACT_MAX_LITERALS
+    size = exact_size(st)  # the exact model only when small and the budget can build it
+    exact = size <= EXACT_MAX_LITERALS and time_limit_s >= size * EXACT_S_PER_LITERAL
     method, cp_proven, cp_bound = ("exact" if exact else "search"), False, 0.0
     nodes = spec.num_nodes > 1 and spec.redundant > 0  # with single replicas, no choice
     if st.max_load() > st.lower * (1 + REL_TOL):
         if time.monotonic() >= deadline:
-            method = "greedy"  # no time left for the local search or the exact model
+            method = "greedy"  # packing and descent only: no time left for a search
         elif exact:
             if spec.redundant:  # a better hint first, then the proof
                 local_search(st, start + 0.5 * (deadline - start), max_stall=ILS_STALL // 8)
@@ -117,5 +140,5 @@ def solve_layer(counts: np.ndarray, layer: int, spec: PlaceSpec, time_limit_s: f
     return LayerPlacement(layer=layer, ranks=ranks, max_load=max_load, mean_load=st.mean,
                           lower_bound=min(lower, max_load), proven=proven, method=method,
                           cross_node_tokens=st.cross_node_tokens() if spec.num_nodes > 1 else None,
-                          wall_s=time.monotonic() - start, greedy_max_load=greedy_max,
+                          wall_s=pack_s + time.monotonic() - start, greedy_max_load=greedy_max,
                           time_limit_reached=not proven and time.monotonic() >= deadline)
