@@ -69,8 +69,9 @@ def exact_size(state: LayerState) -> int:
     return size
 
 
-def solve_exact(state: LayerState, deadline: float, workers: int) -> tuple[bool, float]:
-    """Solve the layer's full model; returns (proved optimal, CP-SAT bound in tokens)."""
+def solve_exact(state: LayerState, deadline: float, workers: int) -> tuple[bool, float, bool]:
+    """Solve the layer's full model; returns (proved optimal, CP-SAT bound in tokens,
+    the time limit stopped phase 1 before a proof)."""
     ub = state.max_load()
     doms, order = _domains(state, ub)
     allowed = _allowed(state, doms, order)
@@ -132,7 +133,7 @@ def solve_exact(state: LayerState, deadline: float, workers: int) -> tuple[bool,
     solver = new_solver(0.75 * budget if two_phase else budget, workers, state.seed)
     status = solver.solve(model)
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        return False, 0.0
+        return False, 0.0, status == cp_model.UNKNOWN
     proven = status == cp_model.OPTIMAL and slack == 0
     bound = (solver.best_objective_bound - slack) / scale
     sol = _read(state, solver, z, y)
@@ -140,7 +141,7 @@ def solve_exact(state: LayerState, deadline: float, workers: int) -> tuple[bool,
         state.R, state.count = sol
     if two_phase:
         _exact_phase2(state, model, solver, z, y, top, on_node, deadline, workers)
-    return proven, bound
+    return proven, bound, status != cp_model.OPTIMAL
 
 
 def _exact_phase2(state: LayerState, model, solver, z, y, top, on_node, deadline, workers) -> None:

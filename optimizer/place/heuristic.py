@@ -142,18 +142,21 @@ def _movable(state: LayerState, pe: np.ndarray, a: int, b: int) -> np.ndarray:
     return out
 
 
-def local_search(state: LayerState, deadline: float, max_stall: int = ILS_STALL) -> None:
+def local_search(state: LayerState, deadline: float, max_stall: int = ILS_STALL) -> bool:
     """Iterated local search: perturb the best plan by one replica-count move (a
     replica of an expert with >= 2 replicas becomes a new replica of an expert on the
     hottest rank, or of a heavy expert), re-run the descent, keep the result if the
     (max load, ranks at max) pair improved. Without redundant slots the perturbation
     is a random swap with the hottest rank. Stops at the deadline, at the lower bound,
-    or after ``max_stall`` tries in a row without improvement."""
+    or after ``max_stall`` tries in a row without improvement; True if the deadline did."""
     best_R, best_count = state.R.copy(), state.count.copy()
     best_key = state.key(state.loads())
-    stall = 0
-    while stall < max_stall and time.monotonic() < deadline:
+    stall, timed_out = 0, False
+    while stall < max_stall:
         if best_key[0] <= state.lower * (1 + REL_TOL):
+            break
+        if time.monotonic() >= deadline:
+            timed_out = True
             break
         state.R, state.count = best_R.copy(), best_count.copy()
         moved = _count_move(state) if state.spec.redundant else _swap_move(state)
@@ -167,6 +170,7 @@ def local_search(state: LayerState, deadline: float, max_stall: int = ILS_STALL)
         else:
             stall += 1
     state.R, state.count = best_R, best_count
+    return timed_out
 
 
 def _count_move(state: LayerState) -> bool:

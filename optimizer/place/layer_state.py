@@ -37,7 +37,8 @@ class LayerState:
         self.rng = random.Random(seed)
         self.seed = seed
         self.count = np.array(min_max_replicas(self.n, self.E + spec.redundant, self.cap), dtype=np.int64)
-        self.R = np.array(pack(self.n, self.count, spec, self.S, deadline), dtype=np.int64)
+        ranks, self.packing_cut = pack(self.n, self.count, spec, self.S, deadline)
+        self.R = np.array(ranks, dtype=np.int64)  # packing_cut: round robin, the deadline passed
 
     def loads(self, R=None, count=None) -> np.ndarray:
         """[G] rank loads (tokens) of the plan ``R`` with replica counts ``count``

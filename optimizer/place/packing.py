@@ -15,12 +15,13 @@ log = logging.getLogger(__name__)
 
 
 def pack(n: np.ndarray, count: np.ndarray, spec: PlaceSpec, S: int,
-         deadline: float | None = None) -> list[list[int]]:
+         deadline: float | None = None) -> tuple[list[list[int]], bool]:
     """[G][S] expert ids: heaviest replica (``n[e] / count[e]`` tokens) first onto the
     least-loaded rank (ties: lower id) with a free slot that does not hold the expert (nor,
     with ``spread_replicas``, its node). When only ranks holding the expert have room,
     another expert moves into such a rank to free a slot elsewhere; a round-robin layout is
-    the last resort, and also what is returned once ``deadline`` (monotonic s) passes."""
+    the last resort, and also what is returned once ``deadline`` (monotonic s) passes.
+    Returns the plan and whether the deadline cut the packing short."""
     G = spec.num_ranks
     per = G // spec.num_nodes
     items = sorted(((n[e] / count[e], e) for e in range(len(n)) for _ in range(int(count[e]))),
@@ -65,18 +66,19 @@ def pack(n: np.ndarray, count: np.ndarray, spec: PlaceSpec, S: int,
     for _, e in items:
         if deadline is not None and time.monotonic() >= deadline:
             log.info("place: the time limit passed while packing; round-robin plan")
-            return round_robin(count, spec, S)
+            return round_robin(count, spec, S), True
         free = free_ranks(e)
         if len(free) == 0:
             move = _freeing_move(e, ranks, fill, S, fits, deadline)
             if move is None:
-                return round_robin(count, spec, S)
+                timed_out = deadline is not None and time.monotonic() >= deadline
+                return round_robin(count, spec, S), timed_out
             g, h, f = move
             put(f, h, -1)
             put(f, g, +1)
             free = np.array([h])
         put(e, int(free[int(np.argmin(total[free]))]), +1)
-    return ranks
+    return ranks, False
 
 
 def _freeing_move(e: int, ranks, fill, S: int, fits, deadline: float | None):

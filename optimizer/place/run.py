@@ -119,16 +119,19 @@ def _improve(st: LayerState, layer: int, time_limit_s: float, workers: int,
     size = exact_size(st)  # the exact model only when small and the budget can build it
     exact = size <= EXACT_MAX_LITERALS and time_limit_s >= size * EXACT_S_PER_LITERAL
     method, cp_proven, cp_bound = ("exact" if exact else "search"), False, 0.0
+    timed_out = st.packing_cut  # did the clock, not a proof, stall or bound, end the search?
     nodes = spec.num_nodes > 1 and spec.redundant > 0  # with single replicas, no choice
     if st.max_load() > st.lower * (1 + REL_TOL):
         if time.monotonic() >= deadline:
-            method = "greedy"  # packing and descent only: no time left for a search
+            method, timed_out = "greedy", True  # packing and descent only: no time for a search
         elif exact:
             if spec.redundant:  # a better hint first, then the proof
                 local_search(st, start + 0.5 * (deadline - start), max_stall=ILS_STALL // 8)
-            cp_proven, cp_bound = solve_exact(st, deadline, workers)  # its phase 2 handles nodes
+            cp_proven, cp_bound, cut = solve_exact(st, deadline, workers)  # phase 2 handles nodes
+            timed_out |= cut
         else:
-            local_search(st, deadline - (0.1 * (deadline - time.monotonic()) if nodes else 0.0))
+            reserve = 0.1 * (deadline - time.monotonic()) if nodes else 0.0  # for rank_nodes
+            timed_out |= local_search(st, deadline - reserve)
     if nodes:
         nodes_by_bundles(st, deadline)
     max_load = st.max_load()
@@ -141,4 +144,4 @@ def _improve(st: LayerState, layer: int, time_limit_s: float, workers: int,
                           lower_bound=min(lower, max_load), proven=proven, method=method,
                           cross_node_tokens=st.cross_node_tokens() if spec.num_nodes > 1 else None,
                           wall_s=pack_s + time.monotonic() - start, greedy_max_load=greedy_max,
-                          time_limit_reached=not proven and time.monotonic() >= deadline)
+                          time_limit_reached=timed_out and not proven)
