@@ -187,8 +187,9 @@ def test_instance_with_absurd_expert_count_is_refused(tmp_path):
 @pytest.mark.parametrize("rows,args,needle", [
     ("0,0,5\n0,1,3\n", ["--ep=4"], "--ep=4: more ranks than expert slots"),          # 2 slots
     ("0,50000,1\n", ["--ep=1", "--redundant=1000000"], f"slots per layer; at most {MAX_SLOTS}"),
-    ("".join(f"{lay},1,1\n" for lay in range(20)), ["--ep=2", "--redundant=1000000"],
-     f"at most {MAX_TOTAL_SLOTS}"),                                                  # 20 x 1000002
+    ("".join(f"{lay},1,1\n" for lay in range(20)), ["--ep=2", "--redundant=200000"],
+     f"--redundant=200000: 20 layers x (2 experts + 200000 redundant) = 4000040 slots; "
+     f"at most {MAX_TOTAL_SLOTS}"),
 ])
 def test_absurd_ep_and_redundant_exit_2(tmp_path, rows, args, needle):
     path = tmp_path / "loads.csv"

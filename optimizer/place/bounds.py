@@ -31,13 +31,16 @@ def min_max_replicas(loads, num_slots: int, cap: int) -> list[int]:
     return count
 
 
-def lower_bound(loads, spec: PlaceSpec, deadline: float | None = None) -> float:
+def lower_bound(loads, spec: PlaceSpec, deadline: float | None = None,
+                count: list[int] | None = None) -> float:
     """A load no placement's hottest rank can go below (tokens): see the module doc. The
-    pigeonhole terms (O((E/G)^2) work) stop at ``deadline`` (monotonic s); the bound stays valid."""
+    pigeonhole terms (O((E/G)^2) work) stop at ``deadline`` (monotonic s); the bound stays
+    valid. ``count``: ``min_max_replicas`` of these loads, when the caller has it."""
     n = [float(x) for x in loads]
     num_experts, g = len(n), spec.num_ranks
     cap = spec.max_replicas()
-    count = min_max_replicas(n, num_experts + spec.redundant, cap)
+    if count is None:
+        count = min_max_replicas(n, num_experts + spec.redundant, cap)
     slots = spec.slots_per_rank(num_experts)
     # the rank holding the heaviest replica (>= w*) fills its other S-1 slots with replicas
     # of other experts, each at least n_f / cap

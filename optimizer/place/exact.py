@@ -60,7 +60,10 @@ def _allowed(state: LayerState, doms, order) -> dict[int, list[int]]:
 
 def exact_size(state: LayerState) -> int:
     """Assignment literals of the exact model, counted without building it: expert ``e``
-    may use ``min(K, cum) * min(G/K, cum)`` ranks (``_allowed``)."""
+    may use ``min(K, cum) * min(G/K, cum)`` ranks (``_allowed``). Exact up to
+    ``EXACT_MAX_LITERALS``; above it, some number above it (every expert has a literal)."""
+    if state.E > EXACT_MAX_LITERALS:
+        return state.E
     doms, order = _domains(state, state.max_load())
     per, size, cum = state.G // state.K, 0, 0
     for e in order:

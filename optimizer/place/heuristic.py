@@ -30,6 +30,8 @@ def descent(state: LayerState, deadline: float) -> None:
         return
     combos = _combos(state.S) if state.S <= 9 else None
     chunk = state.G if state.S <= 6 else 8
+    if combos is not None:  # at most ~2M split scores at once (16 MB per array)
+        chunk = max(1, min(chunk, (1 << 21) // len(combos[0])))
     while time.monotonic() < deadline:
         loads = state.loads()
         a = int(np.argmax(loads))

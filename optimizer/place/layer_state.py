@@ -33,10 +33,11 @@ class LayerState:
         self.cap = spec.max_replicas()
         self.node = np.arange(self.G) // (self.G // self.K)
         self.mean = float(self.n.sum()) / self.G
-        self.lower = lower_bound(n, spec, deadline)
+        count = min_max_replicas(self.n, self.E + spec.redundant, self.cap)
+        self.lower = lower_bound(n, spec, deadline, count)
         self.rng = random.Random(seed)
         self.seed = seed
-        self.count = np.array(min_max_replicas(self.n, self.E + spec.redundant, self.cap), dtype=np.int64)
+        self.count = np.array(count, dtype=np.int64)
         ranks, self.packing_cut = pack(self.n, self.count, spec, self.S, deadline)
         self.R = np.array(ranks, dtype=np.int64)  # packing_cut: round robin, the deadline passed
 

@@ -15,13 +15,15 @@ log = logging.getLogger(__name__)
 
 
 def pack(n: np.ndarray, count: np.ndarray, spec: PlaceSpec, S: int,
-         deadline: float | None = None) -> tuple[list[list[int]], bool]:
+         deadline: float | None = None) -> tuple[list[list[int]] | np.ndarray, bool]:
     """[G][S] expert ids: heaviest replica (``n[e] / count[e]`` tokens) first onto the
     least-loaded rank (ties: lower id) with a free slot that does not hold the expert (nor,
     with ``spread_replicas``, its node). When only ranks holding the expert have room,
     another expert moves into such a rank to free a slot elsewhere; a round-robin layout is
     the last resort, and also what is returned once ``deadline`` (monotonic s) passes.
     Returns the plan and whether the deadline cut the packing short."""
+    if deadline is not None and time.monotonic() >= deadline:
+        return round_robin(count, spec, S), True
     G = spec.num_ranks
     per = G // spec.num_nodes
     items = sorted(((n[e] / count[e], e) for e in range(len(n)) for _ in range(int(count[e]))),
@@ -99,17 +101,16 @@ def _freeing_move(e: int, ranks, fill, S: int, fits, deadline: float | None):
     return None
 
 
-def round_robin(count: np.ndarray, spec: PlaceSpec, S: int) -> list[list[int]]:
-    """Slots filled expert by expert along a rank order that cycles over nodes: r <= G
-    consecutive slots are on distinct ranks, r <= K on distinct nodes."""
+def round_robin(count: np.ndarray, spec: PlaceSpec, S: int) -> np.ndarray:
+    """[G][S] expert ids: slots filled expert by expert (most replicas first) along a rank
+    order that cycles over nodes: r <= G consecutive slots are on distinct ranks, r <= K on
+    distinct nodes."""
     G, K = spec.num_ranks, spec.num_nodes
     per = G // K
-    cycle = [k * per + l for l in range(per) for k in range(K)]
-    ranks: list[list[int]] = [[] for _ in range(G)]
-    p = 0
-    for e in sorted(range(len(count)), key=lambda e: -int(count[e])):
-        for _ in range(int(count[e])):
-            ranks[cycle[p % G]].append(e)
-            p += 1
-    assert all(len(r) == S for r in ranks)
+    cycle = np.array([k * per + l for l in range(per) for k in range(K)], dtype=np.int64)
+    order = np.argsort(-np.asarray(count, dtype=np.int64), kind="stable")  # most replicas first
+    slots = np.repeat(order, np.asarray(count, dtype=np.int64)[order])     # slot p -> expert
+    assert len(slots) == G * S
+    ranks = np.empty((G, S), dtype=np.int64)
+    ranks[cycle] = slots.reshape(S, G).T  # slot p goes to rank cycle[p % G], in order of p
     return ranks

@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from optimizer.errors import InputError
 
 REL_TOL = 1e-12              # float comparisons of loads
-MAX_SLOTS = 1 << 20          # expert slots per layer (experts + redundant)
-MAX_TOTAL_SLOTS = 1 << 24    # expert slots over all layers: bounds the work after the deadline
+MAX_SLOTS = 1 << 18          # expert slots per layer (experts + redundant): 65536 ranks x 4
+MAX_TOTAL_SLOTS = 1 << 21    # expert slots over all layers: bounds the O(slots) work that every
+                             # layer gets (replica counts, packing or round robin), deadline or not
 
 
 @dataclass(frozen=True)
@@ -39,8 +40,9 @@ class PlaceSpec:
             raise InputError(f"--redundant={r}: experts + redundant = {num_experts} + {r} = {slots} slots "
                              f"per layer; at most {MAX_SLOTS}")
         if num_layers * slots > MAX_TOTAL_SLOTS:
-            raise InputError(f"--redundant={r}: {num_layers} layers x {slots} slots = {num_layers * slots} "
-                             f"slots; at most {MAX_TOTAL_SLOTS} (fewer layers or redundant slots)")
+            who = "loads" if num_layers * num_experts > MAX_TOTAL_SLOTS else f"--redundant={r}"
+            raise InputError(f"{who}: {num_layers} layers x ({num_experts} experts + {r} redundant) = "
+                             f"{num_layers * slots} slots; at most {MAX_TOTAL_SLOTS}")
         if g > slots:
             raise InputError(f"--ep={g}: more ranks than expert slots (experts + redundant = {slots}); "
                              f"at most {slots} ranks, each holding at least one slot")

@@ -139,7 +139,7 @@ def _improve(st: LayerState, layer: int, time_limit_s: float, workers: int,
     proven = cp_proven or max_load <= lower * (1 + REL_TOL)
     if proven:
         lower = max_load  # CP-SAT proved optimality, or the bound is met up to float noise
-    ranks = [sorted(int(e) for e in row) for row in st.R]
+    ranks = np.sort(st.R, axis=1).tolist()  # [G][S] expert ids, sorted per rank
     return LayerPlacement(layer=layer, ranks=ranks, max_load=max_load, mean_load=st.mean,
                           lower_bound=min(lower, max_load), proven=proven, method=method,
                           cross_node_tokens=st.cross_node_tokens() if spec.num_nodes > 1 else None,
