@@ -19,8 +19,11 @@ every stage (packing, descent, local search, CP-SAT) stops at its layer's deadli
 best complete plan found so far is kept. The packing of all layers comes first and
 stops at the deadline too (a layer not packed by then gets a round-robin plan); layers
 reached after the deadline keep their packing (method "greedy": no search ran). A layer
-whose search was stopped by the clock is reported with ``time_limit_reached``. Results are deterministic
-for a fixed seed whenever every layer ends by proof, stall or the lower bound first.
+whose search was stopped by the clock is reported with ``time_limit_reached``. What still
+runs after the deadline is O(slots) per layer (replica counts, bound, round robin, about
+3-10 us per slot, capped by ``problem.MAX_TOTAL_SLOTS``), plus one CP-SAT or numpy step
+that was under way. Results are deterministic for a fixed seed whenever every layer ends
+by proof, stall or the lower bound first.
 """
 
 from __future__ import annotations
@@ -42,9 +45,10 @@ log = logging.getLogger(__name__)
 def place(counts: np.ndarray, layer_ids: list[int], spec: PlaceSpec, settings: Settings) -> Placement:
     """Placement of every layer of ``counts`` ([layers][experts] int tokens).
 
-    The time budget is shared: each layer gets (time left) / (layers left) of its worker;
-    with ``workers > 1`` and several layers, layers are split round-robin over that many
-    processes (each CP-SAT single-threaded), otherwise CP-SAT uses ``workers`` threads.
+    ``settings.time_limit_s`` is one deadline for the whole call (see the module doc): each
+    layer gets (time left) / (layers left) of its worker; with ``workers > 1`` and several
+    layers, layers are split round-robin over that many processes (each CP-SAT
+    single-threaded), otherwise CP-SAT uses ``workers`` threads.
     """
     start = time.monotonic()
     counts = np.asarray(counts, dtype=np.int64)
@@ -56,7 +60,8 @@ def place(counts: np.ndarray, layer_ids: list[int], spec: PlaceSpec, settings: S
         results = _run_group(counts, layer_ids, list(range(num_layers)), spec, settings, deadline)
     else:
         results = _run_parallel(counts, layer_ids, spec, settings, deadline, groups)
-    results.sort(key=lambda lp: layer_ids.index(lp.layer))
+    position = {lid: i for i, lid in enumerate(layer_ids)}
+    results.sort(key=lambda lp: position[lp.layer])
     return Placement(spec, num_experts, results, time.monotonic() - start)
 
 
