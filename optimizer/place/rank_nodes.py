@@ -3,8 +3,8 @@
 Moving a whole rank keeps every load, so this only relabels ranks to maximize node
 coverage ``sum_e n_e * nodes_e`` (fewer tokens crossing nodes); with ``spread_replicas``
 the replicas of one expert stay on distinct nodes. Skipped when the model would exceed
-``BUNDLE_MAX_LITERALS`` rank-to-node literals (it then could not be built in a bounded time
-and memory).
+``BUNDLE_MAX_LITERALS`` literals (it then could not be built in a bounded time and memory)
+or the time left could not pay for building it (``BUNDLE_S_PER_LITERAL``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from ortools.sat.python import cp_model
 from optimizer.place.exact import new_solver
 from optimizer.place.layer_state import LayerState
 
-BUNDLE_MAX_LITERALS = 200_000  # rank-to-node literals (about G * K) above which the model is skipped
+BUNDLE_MAX_LITERALS = 200_000  # model literals (about G * K + replicated experts * K) above which it is skipped
+BUNDLE_S_PER_LITERAL = 2e-5    # the time left must allow this per literal (building the model)
 
 
 def nodes_by_bundles(state: LayerState, deadline: float) -> None:
@@ -34,7 +35,8 @@ def nodes_by_bundles(state: LayerState, deadline: float) -> None:
         for e in state.R[g]:
             holders.setdefault(int(e), []).append(g)
     multi = {e: hs for e, hs in holders.items() if len(hs) > 1}
-    if not multi:
+    size = G * K - K * (K - 1) // 2 + len(multi) * K
+    if not multi or size > BUNDLE_MAX_LITERALS or limit < size * BUNDLE_S_PER_LITERAL:
         return
     weight = state.coverage_weights()
     model = cp_model.CpModel()
