@@ -123,17 +123,23 @@ def test_huge_layer_is_kept_not_dropped(tmp_path):
 
 
 def test_instance_counts_with_a_huge_layer_keep_every_layer(tmp_path):
-    """Schema-valid ``expert_load.counts`` (each count <= 10^15) whose layer sum exceeds
-    int64: the same 2 x 9300 case through an instance."""
+    """Schema-valid ``expert_load.counts`` (each count <= 10^15) at the schema's expert cap
+    (4096): layer 0 sums to 4.096e18, within int64 but only just, and must be kept whole.
+    The 2 x 9300 case of the file readers is refused by that cap before any sum is taken."""
     inst = json.loads(INSTANCE.read_text())
-    inst["model"].update(num_experts=9300, num_layers=2)
-    inst["expert_load"] = {"kind": "counts", "counts": [[10**15] * 9300, [1] * 9300]}
+    inst["model"].update(num_experts=4096, num_layers=2)
+    inst["expert_load"] = {"kind": "counts", "counts": [[10**15] * 4096, [1] * 4096]}
     path = tmp_path / "inst.json"
     path.write_text(json.dumps(inst))
     res = run_place([str(path), "--ep=2", "--format=json", "--time-limit=20"])
     assert res.exit_code == 0, res.stderr
     doc = json.loads(res.stdout)
-    assert [lay["max_load"] for lay in doc["layers"]] == [4.65e18, 4650.0]
+    # equal loads on 2 ranks: each holds 2048 experts, 2048 x 10^15 and 2048 x 1
+    assert [lay["max_load"] for lay in doc["layers"]] == [2.048e18, 2048.0]
+    inst["model"].update(num_experts=9300)
+    inst["expert_load"] = {"kind": "counts", "counts": [[10**15] * 9300, [1] * 9300]}
+    path.write_text(json.dumps(inst))
+    one_line_exit_2(run_place([str(path), "--ep=2"]), "num_experts")
 
 
 # --------------------------------------------------------------------------- size caps
@@ -181,7 +187,8 @@ def test_instance_with_absurd_expert_count_is_refused(tmp_path):
     inst["model"]["num_experts"] = 10**8
     path = tmp_path / "inst.json"
     path.write_text(json.dumps(inst))
-    one_line_exit_2(run_place([str(path), "--ep=8"]), "model.num_experts=100000000", str(MAX_VALUES))
+    # the schema caps experts at 4096 before the placement's own cap (MAX_VALUES) is reached
+    one_line_exit_2(run_place([str(path), "--ep=8"]), "model.num_experts=100000000", "4096")
 
 
 @pytest.mark.parametrize("rows,args,needle", [
