@@ -1,0 +1,218 @@
+"""Predicted service metrics of one configuration and knob tuple at one request rate.
+
+Inputs: ``pass_ns(prefill_tokens, decode_requests, context_tokens)``, the time of one
+micro-batch's pass through every stage of a replica (integer ns: the engine-step cost of
+``optimizer.costs.step_time`` or a test double), the pipeline depth ``pp``, the number of
+queues (attention-DP ranks, each with its own scheduler and the knobs) and the GPUs.
+
+Engine step (continuous batching, chunked prefill): every running decode advances one token
+and up to C prompt tokens are prefilled. The step is cut into m = max(m_p, m_d) micro-batches
+(micro-batch i holds C / m_p chunk tokens if i < m_p and n / m_d decodes if i < m_d); with
+balanced stages, a pipeline that recirculates micro-batches completes one step every
+    step = max(ceil(sum_i T_i / pp), max_i T_i)          (T_i = pass_ns of micro-batch i)
+(the stage work of all micro-batches, or the longest micro-batch's round trip).
+
+Steady state at a rate lambda per queue, prompts of s tokens, outputs of D tokens:
+    n = lambda D TPOT                                  (Little's law, running decodes)
+    S = (s / C) step(C, n)                             (prefill service time of one prompt)
+    rho = lambda S                                     (prefill server utilisation)
+    TPOT = rho step(C, n) + (1 - rho) step(0, n)       (mean step while a request decodes)
+solved by fixed-point iteration from n = 0 (every map is non-decreasing in n, so the iterates
+increase to the least fixed point, or pass B or rho = 1: then the rate is not sustainable).
+    TTFT = W + TPOT / 2 + ceil(s / C) step(C, n)       (queue wait, residual of the current
+                                                        step, the prompt's own chunks)
+with W the M/G/1 (Pollaczek-Khinchine) wait of the prefill server, E[S^2] = S^2 (1 + cv^2)
+for a squared coefficient of variation cv^2 of the prompt lengths (0: M/D/1); percentiles
+of W by the exponential tail of ``queueing.wait_quantile_s``. TPOT percentiles are the mean
+(each request averages D steps). E2E = TTFT + (D - 1) TPOT.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+from optimizer.costs.serving import queueing as q
+from optimizer.costs.serving.knobs import ServingKnobs
+from optimizer.costs.units import ceil_div
+
+PassNs = Callable[[int, int, int], int]  # (prefill tokens, decode requests, context tokens) -> ns
+PERCENTILES = (50, 90, 99)
+_BISECTIONS = 60
+_FIXED_POINT_STEPS = 500
+
+
+@dataclass(frozen=True)
+class ServiceLoad:
+    """Request sizes: prompt and output tokens (means) and the prompt lengths' squared
+    coefficient of variation (0 = every prompt the same length)."""
+
+    prompt_tokens: int
+    output_tokens: int
+    prompt_cv2: float = 0.0
+
+    @property
+    def decode_context_tokens(self) -> int:
+        """Mean context of a decode step: s + (D + 1) / 2, rounded down."""
+        return self.prompt_tokens + (self.output_tokens + 1) // 2
+
+
+@dataclass(frozen=True)
+class Slo:
+    """Service-level objectives, judged at ``percentile`` (a missing one is not enforced)."""
+
+    max_ttft_s: float | None = None
+    max_tpot_ms: float | None = None
+    max_e2e_latency_s: float | None = None
+    percentile: int = 90
+
+
+@dataclass(frozen=True)
+class Replica:
+    """What the serving model needs of one configuration."""
+
+    pass_ns: PassNs
+    pp: int
+    queues: int  # independent schedulers sharing the arrivals evenly
+    gpus: int
+
+
+@dataclass(frozen=True)
+class ServiceMetrics:
+    """Predicted metrics at one deployment rate (seconds, ms, per second)."""
+
+    rate_rps: float
+    stable: bool
+    utilization: float  # max(prefill server utilisation, running decodes / B)
+    running_requests: float  # mean running decodes per queue
+    step_full_ns: int  # a step with a full chunk at the steady-state decodes
+    step_decode_ns: int  # a step without prefill
+    ttft_mean_s: float
+    ttft_p50_s: float
+    ttft_p90_s: float
+    ttft_p99_s: float
+    tpot_ms: float  # mean = every percentile (see module doc)
+    e2e_p90_s: float
+    output_tokens_per_s_per_gpu: float
+
+    def ttft_at(self, percentile: int) -> float:
+        return {50: self.ttft_p50_s, 90: self.ttft_p90_s, 99: self.ttft_p99_s}[percentile]
+
+    @property
+    def tokens_per_s_per_user(self) -> float:
+        return 1000.0 / self.tpot_ms if self.tpot_ms > 0 else math.inf
+
+
+def step_ns(rep: Replica, knobs: ServingKnobs, chunk_tokens: int, decodes: int, context: int) -> int:
+    """One engine step of a queue with ``chunk_tokens`` prefill tokens and ``decodes``
+    running decodes, pipelined in micro-batches (module doc), ns."""
+    m_p, m_d = knobs.prefill_micro_batches, knobs.decode_micro_batches
+    passes = []
+    for i in range(max(m_p, m_d)):
+        tokens = ceil_div(chunk_tokens, m_p) if i < m_p else 0
+        requests = ceil_div(decodes, m_d) if i < m_d else 0
+        if tokens or requests or not passes:
+            passes.append(rep.pass_ns(tokens, requests, context))
+    return max(ceil_div(sum(passes), rep.pp), max(passes))
+
+
+@dataclass(frozen=True)
+class _Steady:
+    running: float
+    rho: float
+    full_ns: int
+    decode_ns: int
+    tpot_s: float
+
+
+def _steady_state(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate: float) -> _Steady | None:
+    """Fixed point of the steady state at ``rate`` per queue; None if not sustainable."""
+    cap, chunk, ctx = knobs.max_running_requests, knobs.prefill_chunk_tokens, load.decode_context_tokens
+    running = 0.0
+    for _ in range(_FIXED_POINT_STEPS):
+        decodes = math.ceil(running - 1e-9)
+        full = step_ns(rep, knobs, chunk, decodes, ctx)
+        idle = step_ns(rep, knobs, 0, decodes, ctx)
+        rho = rate * load.prompt_tokens / chunk * full * 1e-9
+        if rho >= 1.0:
+            return None
+        tpot_s = (rho * full + (1.0 - rho) * idle) * 1e-9
+        nxt = q.littles_law_count(rate, load.output_tokens * tpot_s)
+        if nxt > cap:
+            return None
+        if nxt - running <= 1e-12 * max(1.0, nxt):
+            return _Steady(nxt, rho, full, idle, tpot_s)
+        running = nxt
+    return None  # no convergence: treated as not sustainable
+
+
+def predict(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: float) -> ServiceMetrics:
+    """Metrics of the deployment at ``rate_rps`` requests per second (split evenly over the
+    queues); an unsustainable rate gives infinite latencies and ``stable=False``."""
+    per_queue = rate_rps / rep.queues
+    st = _steady_state(rep, knobs, load, per_queue)
+    tokens_per_gpu = rate_rps * load.output_tokens / rep.gpus
+    if st is None:
+        inf = math.inf
+        return ServiceMetrics(rate_rps, False, 1.0, float(knobs.max_running_requests), 0, 0,
+                              inf, inf, inf, inf, inf, inf, tokens_per_gpu)
+    service_s = load.prompt_tokens / knobs.prefill_chunk_tokens * st.full_ns * 1e-9
+    wait_s = q.mg1_mean_wait_s(per_queue, service_s, service_s * service_s * (1.0 + load.prompt_cv2))
+    own_s = ceil_div(load.prompt_tokens, knobs.prefill_chunk_tokens) * st.full_ns * 1e-9
+    fixed_s = st.tpot_s / 2.0 + own_s
+    ttft = {p: q.wait_quantile_s(wait_s, st.rho, p / 100) + fixed_s for p in PERCENTILES}
+    tpot_ms = st.tpot_s * 1e3
+    return ServiceMetrics(
+        rate_rps, True, max(st.rho, st.running / knobs.max_running_requests), st.running,
+        st.full_ns, st.decode_ns, wait_s + fixed_s, ttft[50], ttft[90], ttft[99], tpot_ms,
+        ttft[90] + max(0, load.output_tokens - 1) * st.tpot_s, tokens_per_gpu)
+
+
+def meets(m: ServiceMetrics, slo: Slo, load: ServiceLoad) -> bool:
+    """Whether every SLO holds at its percentile."""
+    if not m.stable:
+        return False
+    ttft = m.ttft_at(slo.percentile)
+    e2e = ttft + max(0, load.output_tokens - 1) * m.tpot_ms / 1e3
+    return ((slo.max_ttft_s is None or ttft <= slo.max_ttft_s)
+            and (slo.max_tpot_ms is None or m.tpot_ms <= slo.max_tpot_ms)
+            and (slo.max_e2e_latency_s is None or e2e <= slo.max_e2e_latency_s))
+
+
+def _largest_rate(ok: Callable[[float], bool], start_rps: float) -> float:
+    """Largest rate with ok(rate), for ok true on [0, r*) and false above (monotone): doubling
+    from ``start_rps`` until false, then ``_BISECTIONS`` bisection steps; 0 if ok(start/2^40)
+    is false."""
+    low, high = 0.0, start_rps
+    while ok(high):
+        low, high = high, 2.0 * high
+        if high > 1e12:
+            return low
+    if low == 0.0 and not ok(start_rps * 2.0**-40):
+        return 0.0
+    for _ in range(_BISECTIONS):
+        mid = (low + high) / 2.0
+        low, high = (mid, high) if ok(mid) else (low, mid)
+    return low
+
+
+def _start_rps(rep: Replica, knobs: ServingKnobs, load: ServiceLoad) -> float:
+    """A rate of the right order: the prefill capacity at zero decodes."""
+    full = step_ns(rep, knobs, knobs.prefill_chunk_tokens, 0, load.decode_context_tokens)
+    return rep.queues * knobs.prefill_chunk_tokens / (load.prompt_tokens * full * 1e-9)
+
+
+def sustainable_rps(rep: Replica, knobs: ServingKnobs, load: ServiceLoad) -> float:
+    """Highest deployment rate with a steady state (prefill utilisation < 1, running
+    decodes <= B), by bisection (stability is monotone in the rate)."""
+    return _largest_rate(lambda r: _steady_state(rep, knobs, load, r / rep.queues) is not None,
+                         _start_rps(rep, knobs, load))
+
+
+def goodput_rps(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, slo: Slo) -> float:
+    """DistServe's goodput: the highest deployment rate at which the SLO percentile of
+    requests meets every SLO; by bisection (every predicted latency is non-decreasing in
+    the rate, so meeting the SLOs is monotone)."""
+    return _largest_rate(lambda r: meets(predict(rep, knobs, load, r), slo, load),
+                         _start_rps(rep, knobs, load))
