@@ -14,9 +14,13 @@ MS = 1_000_000
 
 
 def _replica(pp, weight_ms, per_token_us, per_decode_us):
-    def pass_ns(c, n, ctx):
-        return weight_ms * MS + per_token_us * 1000 * c + per_decode_us * 1000 * n
-    return Replica(pass_ns, pp=pp, queues=8 // pp, gpus=8)
+    """A step double: one micro-batch pass costs weights + per-token + per-decode terms,
+    and a step of m micro-batches on pp stages takes max(m, pp) / pp passes of 1/m of it."""
+    def step_ns(knobs, c, n, ctx):
+        m = max(knobs.prefill_micro_batches, knobs.decode_micro_batches)
+        one = weight_ms * MS + (per_token_us * 1000 * c + per_decode_us * 1000 * n) // m
+        return max(m, pp) * one // pp
+    return Replica(step_ns, queues=8 // pp, gpus=8)
 
 
 def _candidates(rate):

@@ -20,25 +20,26 @@ def test_micro_batch_counts_by_hand():
     assert micro_batch_counts(4, 3) == [1, 2]
 
 
-MEM = ReplicaMemory(fixed_bytes=60_000, kv_bytes_per_token=2, activation_bytes_per_token=10,
+# 2 B of KV per context token, requests of 800 + 200 tokens: 2,000 B of KV each
+MEM = ReplicaMemory(fixed_bytes=60_000, kv_bytes_per_request=2_000, activation_bytes_per_token=10,
                     capacity_bytes=200_000)
 
 
 def test_largest_running_cap_by_hand():
-    # context 1,000 tokens: each request 2 * 1000 + 10 = 2,010 B; C = 512 leaves
+    # each request 2,000 + 10 = 2,010 B; C = 512 leaves
     # 200,000 - 60,000 - 5,120 = 134,880 B: floor(134,880 / 2,010) = 67 requests
-    assert largest_running_cap(MEM, 512, 1000) == 67
-    assert MEM.peak_bytes(67, 512, 1000) <= MEM.capacity_bytes < MEM.peak_bytes(68, 512, 1000)
+    assert largest_running_cap(MEM, 512) == 67
+    assert MEM.peak_bytes(67, 512) <= MEM.capacity_bytes < MEM.peak_bytes(68, 512)
     # C = 16,384 leaves 200,000 - 60,000 - 163,840 < 0: nothing fits
-    assert largest_running_cap(MEM, 16384, 1000) == 0
+    assert largest_running_cap(MEM, 16384) == 0
 
 
 def test_admissible_knobs_equal_enumeration():
-    pp, prompt, output = 2, 800, 200
-    got = set(admissible_knobs(MEM, pp, prompt, output, max_micro_batches=32))
+    pp = 2
+    got = set(admissible_knobs(MEM, pp, max_micro_batches=32))
     want = set()
     for cap, chunk, m_p, m_d in itertools.product(range(1, 200), CHUNK_TOKENS, range(1, 9), range(1, 9)):
-        peak = 60_000 + 10 * (chunk + cap) + 2 * cap * (prompt + output)
+        peak = 60_000 + 10 * (chunk + cap) + 2 * cap * (800 + 200)
         is_cap = cap & (cap - 1) == 0 or (cap % 3 == 0 and (cap // 3) & (cap // 3 - 1) == 0)
         powers = all(m & (m - 1) == 0 and m <= 2 * pp for m in (m_p, m_d))
         if peak <= 200_000 and is_cap and powers and m_d <= cap and cap <= MAX_RUNNING_CAP:

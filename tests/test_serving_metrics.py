@@ -7,17 +7,17 @@ import pytest
 
 from optimizer.costs.serving.knobs import ServingKnobs
 from optimizer.costs.serving.metrics import (Replica, ServiceLoad, Slo, goodput_rps, meets, predict,
-                                             step_ns, sustainable_rps)
+                                             sustainable_rps)
 
 MS = 1_000_000  # ns
 
 
-def flat_decode(c, n, ctx):
+def flat_decode(knobs, c, n, ctx):
     """10 ms per pass plus 10 us per prompt token; decodes cost nothing extra."""
     return 10 * MS + 10_000 * c
 
 
-REP = Replica(flat_decode, pp=1, queues=1, gpus=8)
+REP = Replica(flat_decode, queues=1, gpus=8)
 LOAD = ServiceLoad(prompt_tokens=2000, output_tokens=100)
 KNOBS = ServingKnobs(64, 1000, 1, 1)
 
@@ -58,7 +58,7 @@ def test_sustainable_rate_decode_slot_bound():
 
 def test_queues_split_the_rate():
     # four queues at 8/s see 2/s each: the figures of test_metrics_by_hand, per-GPU rates x4
-    rep4 = Replica(flat_decode, pp=1, queues=4, gpus=8)
+    rep4 = Replica(flat_decode, queues=4, gpus=8)
     one, four = predict(REP, KNOBS, LOAD, 2.0), predict(rep4, KNOBS, LOAD, 8.0)
     assert four.ttft_p90_s == pytest.approx(one.ttft_p90_s) and four.tpot_ms == pytest.approx(one.tpot_ms)
     assert four.output_tokens_per_s_per_gpu == pytest.approx(4 * one.output_tokens_per_s_per_gpu)
@@ -83,31 +83,19 @@ def test_goodput_meets_and_is_tight():
     assert not meets(predict(REP, KNOBS, LOAD, g * 1.0001), slo, LOAD)
 
 
-def affine(c, n, ctx):
+def affine(knobs, c, n, ctx):
     """1 ms + 2 us per prompt token + 50 us per decode + 1 ns per decode context token."""
     return MS + 2_000 * c + 50_000 * n + n * ctx
 
 
-def test_pipelined_step_by_hand():
-    # pp = 4, m_p = 4, m_d = 2, C = 4096, 30 decodes at context 1000: micro-batches 0..1 hold
-    # 1024 tokens + 15 decodes = 1 + 2.048 + 0.75 + 0.015 = 3.813 ms; 2..3 hold 1024 tokens =
-    # 3.048 ms; step = max(ceil(13.722 / 4), 3.813) = max(3.4305, 3.813) = 3.813 ms
-    rep = Replica(affine, pp=4, queues=1, gpus=32)
-    assert step_ns(rep, ServingKnobs(32, 4096, 4, 2), 4096, 30, 1000) == 3_813_000
-    # one micro-batch: 1 + 8.192 + 1.5 + 0.03 = 10.722 ms, the pipeline holds it alone
-    assert step_ns(rep, ServingKnobs(32, 4096, 1, 1), 4096, 30, 1000) == 10_722_000
-    # decodes only, m_d = 2: 2 passes of 1.765 ms on 4 stages: max(ceil(3.53 / 4), 1.765) ms
-    assert step_ns(rep, ServingKnobs(32, 4096, 4, 2), 0, 30, 1000) == 1_765_000
-
-
 def test_steady_state_is_a_fixed_point():
     # with decodes that cost time the running count solves n = lambda D TPOT(ceil n)
-    rep = Replica(affine, pp=1, queues=1, gpus=8)
+    rep = Replica(affine, queues=1, gpus=8)
     load, knobs = ServiceLoad(1000, 500), ServingKnobs(256, 2048, 1, 1)
     m = predict(rep, knobs, load, 5.0)
     n = math.ceil(m.running_requests - 1e-9)
     ctx = 1000 + 250
-    full, idle = affine(2048, n, ctx), affine(0, n, ctx)
+    full, idle = affine(knobs, 2048, n, ctx), affine(knobs, 0, n, ctx)
     rho = 5.0 * 1000 / 2048 * full * 1e-9
     assert (m.step_full_ns, m.step_decode_ns) == (full, idle)
     assert m.tpot_ms == pytest.approx((rho * full + (1 - rho) * idle) / 1e6)

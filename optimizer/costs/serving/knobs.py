@@ -6,9 +6,9 @@ the prefill chunk and of the decodes (pipeline micro-batching). CP-SAT selects o
 (a one-hot choice), so no product of knobs is ever a constraint.
 
 Memory at the peak of a tuple, per GPU of the most loaded stage:
-    fixed + activation_bytes_per_token * (C + B) + kv_bytes_per_token * B * (prompt + output)
+    fixed + activation_bytes_per_token * (C + B) + kv_bytes_per_request * B
 (activations are bounded by the tokens of one engine step, C + B, not by a whole batch; the
-KV cache holds B requests at their final context).
+KV cache holds B requests at their final context, prompt + output tokens).
 """
 
 from __future__ import annotations
@@ -36,14 +36,14 @@ class ReplicaMemory:
     """Per-GPU bytes of the most loaded GPU of one configuration, and its capacity."""
 
     fixed_bytes: int  # weights, communication buffers, runtime reserve
-    kv_bytes_per_token: int  # KV cache of one context token of one request
+    kv_bytes_per_request: int  # KV cache of one request at its final context
     activation_bytes_per_token: int  # activations per token of an engine step
     capacity_bytes: int
 
-    def peak_bytes(self, running: int, chunk_tokens: int, context_tokens: int) -> int:
-        """Bytes at the peak: B requests at ``context_tokens`` each, a step of C + B tokens."""
+    def peak_bytes(self, running: int, chunk_tokens: int) -> int:
+        """Bytes at the peak: B requests at their final context, a step of C + B tokens."""
         return (self.fixed_bytes + self.activation_bytes_per_token * (chunk_tokens + running)
-                + self.kv_bytes_per_token * running * context_tokens)
+                + self.kv_bytes_per_request * running)
 
 
 def running_caps(limit: int) -> list[int]:
@@ -67,23 +67,21 @@ def micro_batch_counts(pp: int, max_micro_batches: int) -> list[int]:
     return counts
 
 
-def largest_running_cap(mem: ReplicaMemory, chunk_tokens: int, context_tokens: int) -> int:
+def largest_running_cap(mem: ReplicaMemory, chunk_tokens: int) -> int:
     """Largest B whose peak fits the capacity (0 when none does)."""
     room = mem.capacity_bytes - mem.fixed_bytes - mem.activation_bytes_per_token * chunk_tokens
-    per_request = mem.kv_bytes_per_token * context_tokens + mem.activation_bytes_per_token
+    per_request = mem.kv_bytes_per_request + mem.activation_bytes_per_token
     return max(0, room // per_request) if per_request > 0 else MAX_RUNNING_CAP
 
 
-def admissible_knobs(mem: ReplicaMemory, pp: int, prompt_tokens: int, output_tokens: int,
-                     max_micro_batches: int = 32) -> list[ServingKnobs]:
+def admissible_knobs(mem: ReplicaMemory, pp: int, max_micro_batches: int = 32) -> list[ServingKnobs]:
     """Every knob tuple of one configuration whose peak memory fits: B from ``running_caps``
     up to the KV limit at C, C from ``CHUNK_TOKENS``, micro-batch counts from
     ``micro_batch_counts`` with at most B decode micro-batches and C / m_p >= 1 tokens each."""
-    context = prompt_tokens + output_tokens
     counts = micro_batch_counts(pp, max_micro_batches)
     out = []
     for chunk in CHUNK_TOKENS:
-        limit = min(MAX_RUNNING_CAP, largest_running_cap(mem, chunk, context))
+        limit = min(MAX_RUNNING_CAP, largest_running_cap(mem, chunk))
         for cap in running_caps(limit):
             for m_p in counts:
                 if chunk % m_p:

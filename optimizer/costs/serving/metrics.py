@@ -1,16 +1,10 @@
 """Predicted service metrics of one configuration and knob tuple at one request rate.
 
-Inputs: ``pass_ns(prefill_tokens, decode_requests, context_tokens)``, the time of one
-micro-batch's pass through every stage of a replica (integer ns: the engine-step cost of
-``optimizer.costs.step_time`` or a test double), the pipeline depth ``pp``, the number of
-queues (attention-DP ranks, each with its own scheduler and the knobs) and the GPUs.
-
-Engine step (continuous batching, chunked prefill): every running decode advances one token
-and up to C prompt tokens are prefilled. The step is cut into m = max(m_p, m_d) micro-batches
-(micro-batch i holds C / m_p chunk tokens if i < m_p and n / m_d decodes if i < m_d); with
-balanced stages, a pipeline that recirculates micro-batches completes one step every
-    step = max(ceil(sum_i T_i / pp), max_i T_i)          (T_i = pass_ns of micro-batch i)
-(the stage work of all micro-batches, or the longest micro-batch's round trip).
+Input: ``step_ns(knobs, chunk_tokens, decodes, context_tokens)``, the time of one engine
+step of one queue (an attention-DP rank with its own scheduler) that prefills ``chunk_tokens``
+prompt tokens and advances ``decodes`` running requests at ``context_tokens`` each, pipelined
+as the knobs' micro-batch counts say (integer ns: ``optimizer.costs.step_time`` through
+``serving.replica``, or a test double), the number of queues and the GPUs.
 
 Steady state at a rate lambda per queue, prompts of s tokens, outputs of D tokens:
     n = lambda D TPOT                                  (Little's law, running decodes)
@@ -24,7 +18,8 @@ increase to the least fixed point, or pass B or rho = 1: then the rate is not su
 with W the M/G/1 (Pollaczek-Khinchine) wait of the prefill server, E[S^2] = S^2 (1 + cv^2)
 for a squared coefficient of variation cv^2 of the prompt lengths (0: M/D/1); percentiles
 of W by the exponential tail of ``queueing.wait_quantile_s``. TPOT percentiles are the mean
-(each request averages D steps). E2E = TTFT + (D - 1) TPOT.
+(each request averages D steps). E2E = TTFT + (D - 1) TPOT. Steps are costed with at least
+one decode: the request whose TPOT is measured is itself decoding.
 """
 
 from __future__ import annotations
@@ -37,7 +32,7 @@ from optimizer.costs.serving import queueing as q
 from optimizer.costs.serving.knobs import ServingKnobs
 from optimizer.costs.units import ceil_div
 
-PassNs = Callable[[int, int, int], int]  # (prefill tokens, decode requests, context tokens) -> ns
+StepNs = Callable[[ServingKnobs, int, int, int], int]  # (knobs, chunk, decodes, context) -> ns
 PERCENTILES = (50, 90, 99)
 _BISECTIONS = 60
 _FIXED_POINT_STEPS = 500
@@ -72,8 +67,7 @@ class Slo:
 class Replica:
     """What the serving model needs of one configuration."""
 
-    pass_ns: PassNs
-    pp: int
+    step_ns: StepNs
     queues: int  # independent schedulers sharing the arrivals evenly
     gpus: int
 
@@ -104,19 +98,6 @@ class ServiceMetrics:
         return 1000.0 / self.tpot_ms if self.tpot_ms > 0 else math.inf
 
 
-def step_ns(rep: Replica, knobs: ServingKnobs, chunk_tokens: int, decodes: int, context: int) -> int:
-    """One engine step of a queue with ``chunk_tokens`` prefill tokens and ``decodes``
-    running decodes, pipelined in micro-batches (module doc), ns."""
-    m_p, m_d = knobs.prefill_micro_batches, knobs.decode_micro_batches
-    passes = []
-    for i in range(max(m_p, m_d)):
-        tokens = ceil_div(chunk_tokens, m_p) if i < m_p else 0
-        requests = ceil_div(decodes, m_d) if i < m_d else 0
-        if tokens or requests or not passes:
-            passes.append(rep.pass_ns(tokens, requests, context))
-    return max(ceil_div(sum(passes), rep.pp), max(passes))
-
-
 @dataclass(frozen=True)
 class _Steady:
     running: float
@@ -131,9 +112,9 @@ def _steady_state(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate: fl
     cap, chunk, ctx = knobs.max_running_requests, knobs.prefill_chunk_tokens, load.decode_context_tokens
     running = 0.0
     for _ in range(_FIXED_POINT_STEPS):
-        decodes = math.ceil(running - 1e-9)
-        full = step_ns(rep, knobs, chunk, decodes, ctx)
-        idle = step_ns(rep, knobs, 0, decodes, ctx)
+        decodes = max(1, math.ceil(running - 1e-9))  # a decoding request sees itself at least
+        full = rep.step_ns(knobs, chunk, decodes, ctx)
+        idle = rep.step_ns(knobs, 0, decodes, ctx)
         rho = rate * load.prompt_tokens / chunk * full * 1e-9
         if rho >= 1.0:
             return None
@@ -199,7 +180,7 @@ def _largest_rate(ok: Callable[[float], bool], start_rps: float) -> float:
 
 def _start_rps(rep: Replica, knobs: ServingKnobs, load: ServiceLoad) -> float:
     """A rate of the right order: the prefill capacity at zero decodes."""
-    full = step_ns(rep, knobs, knobs.prefill_chunk_tokens, 0, load.decode_context_tokens)
+    full = rep.step_ns(knobs, knobs.prefill_chunk_tokens, 1, load.decode_context_tokens)
     return rep.queues * knobs.prefill_chunk_tokens / (load.prompt_tokens * full * 1e-9)
 
 
