@@ -16,8 +16,9 @@ def test_running_caps_by_hand():
 
 def test_micro_batch_counts_by_hand():
     assert micro_batch_counts(1, 32) == [1]
-    assert micro_batch_counts(2, 32) == [1, 2, 4]
-    assert micro_batch_counts(4, 3) == [1, 2]
+    assert micro_batch_counts(2, 32) == [1, 2]
+    assert micro_batch_counts(8, 32) == [1, 8]
+    assert micro_batch_counts(4, 3) == [1]
 
 
 # 2 B of KV per context token, requests of 800 + 200 tokens: 2,000 B of KV each
@@ -41,7 +42,7 @@ def test_admissible_knobs_equal_enumeration():
     for cap, chunk, m_p, m_d in itertools.product(range(1, 200), CHUNK_TOKENS, range(1, 9), range(1, 9)):
         peak = 60_000 + 10 * (chunk + cap) + 2 * cap * (800 + 200)
         is_cap = cap & (cap - 1) == 0 or (cap % 3 == 0 and (cap // 3) & (cap // 3 - 1) == 0)
-        powers = all(m & (m - 1) == 0 and m <= 2 * pp for m in (m_p, m_d))
+        powers = all(m in (1, pp) for m in (m_p, m_d))
         if peak <= 200_000 and is_cap and powers and m_d <= cap and cap <= MAX_RUNNING_CAP:
             want.add(ServingKnobs(cap, chunk, m_p, m_d))
     assert got == want

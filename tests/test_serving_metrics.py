@@ -100,3 +100,20 @@ def test_steady_state_is_a_fixed_point():
     assert (m.step_full_ns, m.step_decode_ns) == (full, idle)
     assert m.tpot_ms == pytest.approx((rho * full + (1 - rho) * idle) / 1e6)
     assert m.running_requests == pytest.approx(5.0 * 500 * m.tpot_ms / 1e3)
+
+
+def test_group_goodput_equals_one_by_one():
+    # goodput(B) = min(goodput at the largest B, sustainable(B)): checked against a separate
+    # bisection per B
+    from optimizer.costs.layout import Degrees
+    from optimizer.costs.serving.candidates import evaluate_candidate, evaluate_group
+    rep = Replica(affine, queues=2, gpus=8)
+    load, slo = ServiceLoad(1000, 300), Slo(max_ttft_s=0.5, max_tpot_ms=25.0)
+    deg = Degrees(4, 1, 2, 1, 1, 8, 1)
+    group = [ServingKnobs(b, 2048, 1, 1) for b in (4, 16, 48, 128, 512)]
+    together = evaluate_group(deg, group, rep, load, slo, 10.0)
+    alone = [evaluate_candidate(deg, k, rep, load, slo, 10.0) for k in group]
+    for a, b in zip(together, alone):
+        assert a.goodput_rps == pytest.approx(b.goodput_rps, rel=1e-8)
+        assert a.sustainable_rps == b.sustainable_rps and a.meets_rate == b.meets_rate
+    assert len({round(c.goodput_rps, 6) for c in together}) >= 3  # the cap binds for small B

@@ -87,3 +87,8 @@ def rate_to_int(rps: float) -> int:
 def token_rate_to_int(tokens_per_s: float) -> int:
     """A token rate as integer milli-tokens/s, rounded down."""
     return floor_int(tokens_per_s * TOKEN_RATE_SCALE)
+
+
+def rate_target_to_int(rps: float) -> int:
+    """A lower limit on a request rate as integer micro-requests/s, rounded up."""
+    return ceil_int(rps * RATE_SCALE)

@@ -60,3 +60,23 @@ def evaluate_candidate(deg: Degrees, knobs: ServingKnobs, rep: Replica, load: Se
     at_rate = predict(rep, knobs, load, rate_rps) if rate_rps is not None else None
     return ServiceCandidate(deg, knobs, rep.gpus, load.output_tokens, good, cap, predict(rep, knobs, load, probe), at_rate,
                             None if at_rate is None else meets(at_rate, slo, load))
+
+
+def evaluate_group(deg: Degrees, group: list[ServingKnobs], rep: Replica, load: ServiceLoad, slo: Slo,
+                   rate_rps: float | None) -> list[ServiceCandidate]:
+    """Candidates of knob tuples that differ only in B (one chunk budget and micro-batch
+    pair). The predicted latencies at a rate do not depend on B, which only caps the running
+    decodes; so with g the goodput under the largest cap, goodput(B) = min(g, sustainable(B))
+    for every smaller cap, and one goodput search serves the whole group."""
+    widest = max(group, key=lambda k: k.max_running_requests)
+    good_widest = goodput_rps(rep, widest, load, slo)
+    out = []
+    for knobs in group:
+        cap = sustainable_rps(rep, knobs, load)
+        good = good_widest if knobs == widest else min(good_widest, cap)
+        at_rate = predict(rep, knobs, load, rate_rps) if rate_rps is not None else None
+        probe = good if good > 0 else cap * 1e-6
+        out.append(ServiceCandidate(deg, knobs, rep.gpus, load.output_tokens, good, cap,
+                                    predict(rep, knobs, load, probe), at_rate,
+                                    None if at_rate is None else meets(at_rate, slo, load)))
+    return out

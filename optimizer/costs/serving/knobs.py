@@ -58,13 +58,10 @@ def running_caps(limit: int) -> list[int]:
 
 
 def micro_batch_counts(pp: int, max_micro_batches: int) -> list[int]:
-    """Micro-batch counts worth trying on ``pp`` stages: powers of two up to 2 pp (more only
-    adds per-micro-batch overhead); 1 alone without a pipeline."""
-    counts, m = [], 1
-    while m <= min(2 * pp, max_micro_batches) and (m == 1 or pp > 1):
-        counts.append(m)
-        m *= 2
-    return counts
+    """Micro-batch counts worth trying on ``pp`` stages: 1 (no micro-batching) and pp (the
+    fewest that fill the pipeline; more only add per-micro-batch overhead, fewer leave
+    stages idle), within ``max_micro_batches``."""
+    return sorted({1} | ({pp} if 1 < pp <= max_micro_batches else set()))
 
 
 def largest_running_cap(mem: ReplicaMemory, chunk_tokens: int) -> int:

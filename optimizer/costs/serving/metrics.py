@@ -34,7 +34,7 @@ from optimizer.costs.units import ceil_div
 
 StepNs = Callable[[ServingKnobs, int, int, int], int]  # (knobs, chunk, decodes, context) -> ns
 PERCENTILES = (50, 90, 99)
-_BISECTIONS = 60
+_RELATIVE_TOLERANCE = 1e-7  # bisection stops when the bracket is this narrow, relatively
 _FIXED_POINT_STEPS = 500
 
 
@@ -122,7 +122,7 @@ def _steady_state(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate: fl
         nxt = q.littles_law_count(rate, load.output_tokens * tpot_s)
         if nxt > cap:
             return None
-        if nxt - running <= 1e-12 * max(1.0, nxt):
+        if nxt - running <= 1e-9 * max(1.0, nxt):
             return _Steady(nxt, rho, full, idle, tpot_s)
         running = nxt
     return None  # no convergence: treated as not sustainable
@@ -163,8 +163,8 @@ def meets(m: ServiceMetrics, slo: Slo, load: ServiceLoad) -> bool:
 
 def _largest_rate(ok: Callable[[float], bool], start_rps: float) -> float:
     """Largest rate with ok(rate), for ok true on [0, r*) and false above (monotone): doubling
-    from ``start_rps`` until false, then ``_BISECTIONS`` bisection steps; 0 if ok(start/2^40)
-    is false."""
+    from ``start_rps`` until false, then bisection until the bracket is narrower than
+    ``_RELATIVE_TOLERANCE`` of it (the lower end is returned); 0 if ok(start / 2^40) is false."""
     low, high = 0.0, start_rps
     while ok(high):
         low, high = high, 2.0 * high
@@ -172,7 +172,7 @@ def _largest_rate(ok: Callable[[float], bool], start_rps: float) -> float:
             return low
     if low == 0.0 and not ok(start_rps * 2.0**-40):
         return 0.0
-    for _ in range(_BISECTIONS):
+    while high - low > _RELATIVE_TOLERANCE * high:
         mid = (low + high) / 2.0
         low, high = (mid, high) if ok(mid) else (low, mid)
     return low

@@ -1,0 +1,92 @@
+"""Every service candidate of an instance on some GPUs: configurations x admissible knob
+tuples, evaluated in plain Python, skipping groups of tuples that cannot beat the best
+feasible candidate found so far.
+
+A group is the tuples of one configuration that differ only in B. Its widest tuple (largest
+B) sustains the highest rate of the group (B only caps the running decodes), and goodput
+<= sustainable rate, throughput = sustainable rate x output tokens. A cheaper bound comes
+first: a queue is stable only while rho = lambda s step(C, n) / C < 1, and a step with a
+chunk and at least one decode is never faster than step(C, 1), so no tuple of the group
+sustains more than queues * C / (s step(C, 1)). Groups are evaluated in decreasing order of
+that bound and skipped when either bound falls below the incumbent's figure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from itertools import groupby
+
+from optimizer.costs.layout import Degrees, megatron_layout
+from optimizer.costs.serving.candidates import ServiceCandidate, evaluate_group
+from optimizer.costs.serving.knobs import ServingKnobs, admissible_knobs
+from optimizer.costs.serving.metrics import ServiceLoad, Slo, sustainable_rps
+from optimizer.costs.serving.replica import even_stages, replica, replica_memory, service_degrees
+from optimizer.costs.tables import LinkFacts
+from optimizer.costs.timing import hot_load
+
+
+@dataclass
+class ServiceSearch:
+    """Candidates of the configurations evaluated, and what was skipped."""
+
+    candidates: list[ServiceCandidate] = field(default_factory=list)
+    configurations: int = 0  # with at least one group evaluated
+    pruned: int = 0  # groups skipped by the bound
+    without_knobs: int = 0  # no knob tuple fits the memory
+
+
+def _prefill_bound_rps(rep, knobs: ServingKnobs, load: ServiceLoad) -> float:
+    """queues * C / (s step(C, 1)): no tuple of the group sustains more (rho < 1 needs it)."""
+    step = rep.step_ns(knobs, knobs.prefill_chunk_tokens, 1, load.decode_context_tokens)
+    return rep.queues * knobs.prefill_chunk_tokens / (load.prompt_tokens * step * 1e-9)
+
+
+def _groups(knobs: list[ServingKnobs]) -> list[list[ServingKnobs]]:
+    """Knob tuples grouped by (C, m_p, m_d): they differ only in B."""
+    key = lambda k: (k.prefill_chunk_tokens, k.prefill_micro_batches, k.decode_micro_batches)
+    return [list(g) for _, g in groupby(sorted(knobs, key=key), key=key)]
+
+
+def _feasible(c: ServiceCandidate, min_goodput_rps: float | None) -> bool:
+    return c.meets_rate is not False and (min_goodput_rps is None or c.goodput_rps >= min_goodput_rps)
+
+
+def search(inst, num_gpus: int, load: ServiceLoad, slo: Slo, rate_rps: float | None,
+           loads: tuple[tuple[int, ...], ...], ranks_by_ep: dict[int, list], primary: str = "goodput",
+           prune: bool = True, degrees: list[Degrees] | None = None,
+           min_goodput_rps: float | None = None) -> ServiceSearch:
+    """Candidates of every configuration (``degrees``, default all on ``num_gpus``) with the
+    placement ``ranks_by_ep[ep][i]`` for MoE layer i, Megatron's layout and even stages.
+    With ``prune``, groups whose widest tuple sustains less than the best feasible
+    candidate's ``primary`` figure (goodput, or throughput / output tokens) are skipped."""
+    out = ServiceSearch()
+    gpn, moe_ids = inst.hardware.gpus_per_node, inst.model.moe_layer_ids
+    prepared = []
+    for deg in degrees if degrees is not None else service_degrees(inst, num_gpus):
+        facts = LinkFacts.of(megatron_layout(deg, gpn))
+        stages = even_stages(inst.model.num_layers, deg.pp)
+        hot = {l: hot_load(row, ranks_by_ep[deg.ep][i]) for i, (l, row) in enumerate(zip(moe_ids, loads))}
+        knobs = admissible_knobs(replica_memory(inst, deg, facts, stages, load), deg.pp,
+                                 inst.search.max_micro_batches)
+        if not knobs:
+            out.without_knobs += 1
+            continue
+        rep = replica(inst, deg, facts, stages, hot, load)
+        prepared.append((deg, rep, knobs))
+    groups = [(_prefill_bound_rps(rep, group[0], load), deg, group, rep)
+              for deg, rep, knobs in prepared for group in _groups(knobs)]
+    groups.sort(key=lambda t: (-t[0], t[1], t[2][0]))
+    best, seen = 0.0, set()
+    for bound, deg, group, rep in groups:
+        widest = max(group, key=lambda k: k.max_running_requests)
+        if prune and (bound < best or sustainable_rps(rep, widest, load) < best):
+            out.pruned += 1
+            continue
+        seen.add(deg)
+        found = evaluate_group(deg, group, rep, load, slo, rate_rps)
+        out.candidates.extend(found)
+        for c in found:
+            if _feasible(c, min_goodput_rps):
+                best = max(best, c.goodput_rps if primary == "goodput" else c.sustainable_rps)
+    out.configurations = len(seen)
+    return out
