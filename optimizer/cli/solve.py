@@ -22,8 +22,10 @@ from optimizer.inputs.schema import Instance
 @click.option("--workers", type=click.IntRange(1, 64), default=None, help="CP-SAT workers")
 @click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=None, help="CP-SAT random seed")
 @click.option("--report", is_flag=True, help="also write results/<name>/report.html")
+@click.option("--objective", type=click.Choice(["lost-time", "throughput", "goodput"]), default=None,
+              help="what to optimize first (default: lost-time for a static batch, goodput for a service)")
 @VERBOSE
-def solve(instance, format_, output, gpus, time_limit, workers, seed, report, verbose):
+def solve(instance, format_, output, gpus, time_limit, workers, seed, report, objective, verbose):
     def body():
         from optimizer.plan.files import plan_to_json
         from optimizer.output.text import plan_text
@@ -32,6 +34,12 @@ def solve(instance, format_, output, gpus, time_limit, workers, seed, report, ve
         inst = load_instance(instance)
         if gpus is not None and gpus > inst.hardware.num_gpus:
             raise InputError(f"--gpus={gpus}: exceeds hardware.num_gpus={inst.hardware.num_gpus}")
+        if inst.workload.kind == "service":  # services: optimizer/cli/service.py
+            from optimizer.cli.service import solve_service_command
+            return solve_service_command(inst, instance, gpus, objective, time_limit, workers, seed, format_, output)
+        if objective not in (None, "lost-time"):
+            raise InputError(f"--objective={objective}: a static batch is planned for lost-time "
+                             f"(then its makespan); {objective} applies to services")
         try:
             result = run_solve(inst, gpus, time_limit, workers, seed, interruptible=True)
         except (InfeasibleError, NoSolutionError) as exc:

@@ -25,6 +25,7 @@ from optimizer.cpsat.service_model import SERVICE_OBJECTIVES, ServiceChoice, Ser
 from optimizer.errors import InfeasibleError, InputError
 from optimizer.inputs.schema import Instance, ServiceWorkload
 from optimizer.plan.evaluate import Plan
+from optimizer.plan.service import service_slo
 
 log = logging.getLogger(__name__)
 # Another candidate seen in the search is worth a line when it beats the chosen one by this.
@@ -45,11 +46,6 @@ class ServiceResult:
     searched: ServiceSearch
     wall_s: float
     notes: list[str] = field(default_factory=list)
-
-
-def service_slo(inst: Instance) -> Slo:
-    req = inst.requirements
-    return Slo(req.max_ttft_s, req.max_tpot_ms, req.max_e2e_latency_s, req.percentile)
 
 
 def placements(inst: Instance, eps: list[int]) -> tuple[tuple, dict[int, list]]:
