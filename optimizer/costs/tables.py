@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from optimizer.costs import formulas as cm
 from optimizer.costs.layout import (Degrees, GpuSlot, ep_groups, etp_groups, min_local_peers,
                               spans_nodes, stage_boundary_inter_node, tp_groups)
@@ -92,6 +94,14 @@ class PhaseCosts:
         memory_bound = self.moe_weights_ns + ceil_div((self.moe_act_full_ns + comm) * load,
                                                       LOAD_SCALE)
         return max(compute_bound, memory_bound) + self.moe_latency_ns
+
+    def moe_total_ns(self, loads: np.ndarray) -> int:
+        """sum(moe_ns(x) for x in loads) for an int64 array of loads, vectorised (the same
+        integer arithmetic), ns."""
+        comm = self.moe_comm_full_ns
+        compute_bound = -((-(self.moe_compute_full_ns + comm) * loads) // LOAD_SCALE)
+        memory_bound = self.moe_weights_ns - ((-(self.moe_act_full_ns + comm) * loads) // LOAD_SCALE)
+        return int(np.maximum(compute_bound, memory_bound).sum()) + len(loads) * self.moe_latency_ns
 
     def moe_comm_ns(self, load: int) -> int:
         """The communication part of ``moe_ns``, ns."""
@@ -217,8 +227,16 @@ def assemble_phase(inst: Instance, deg: Degrees, facts: LinkFacts, dense: list[t
                    moe: tuple[int, ...], tokens: int, logits: int) -> PhaseCosts:
     """``PhaseCosts`` from per-layer ``dense_layer_ns`` pairs and ``moe_terms``, adding the
     embedding, the LM head over ``logits`` positions and the pipeline send of ``tokens``."""
-    m, hw, gpu = inst.model, inst.hardware, inst.hardware.gpu
     f_ns, w_ns, a_ns, k_ns, alpha_ns = moe
+    embed_ns, head_ns, p2p_ns = edge_costs(inst, deg, facts, tokens, logits)
+    return PhaseCosts(tuple(d for d, _ in dense), tuple(c for _, c in dense), f_ns, w_ns, a_ns,
+                      k_ns, alpha_ns, embed_ns, head_ns, p2p_ns, deg.ep)
+
+
+def edge_costs(inst: Instance, deg: Degrees, facts: LinkFacts, tokens: int,
+               logits: int) -> tuple[int, int, int]:
+    """(embedding, LM head over ``logits`` positions, pipeline send of ``tokens``), ns."""
+    m, hw, gpu = inst.model, inst.hardware, inst.hardware.gpu
     hidden_bytes = tokens * m.hidden_size * ACT_BYTES
     tp_bw, tp_lat = cm.link(hw, facts.tp_inter_node)
     embed_s = cm.hbm_s(hidden_bytes, gpu) + cm.allreduce_s(hidden_bytes, deg.tp, tp_bw, tp_lat)
@@ -226,9 +244,7 @@ def assemble_phase(inst: Instance, deg: Degrees, facts: LinkFacts, dense: list[t
                            cm.embedding_params(m) / deg.tp * DTYPE_BYTES[m.weight_dtype], gpu)
     pp_bw, pp_lat = cm.link(hw, facts.pp_inter_node)
     p2p_s = hidden_bytes / deg.tp / pp_bw + pp_lat if deg.pp > 1 else 0.0
-    return PhaseCosts(tuple(d for d, _ in dense), tuple(c for _, c in dense), f_ns, w_ns, a_ns,
-                      k_ns, alpha_ns, seconds_to_ns(embed_s), seconds_to_ns(head_s),
-                      seconds_to_ns(p2p_s), deg.ep)
+    return seconds_to_ns(embed_s), seconds_to_ns(head_s), seconds_to_ns(p2p_s)
 
 
 def _layer_weight_bytes(inst: Instance, deg: Degrees, layer: int) -> float:
@@ -245,12 +261,19 @@ def _layer_weight_bytes(inst: Instance, deg: Degrees, layer: int) -> float:
 
 def _memory(inst: Instance, deg: Degrees, seqs: int, tokens: int) -> MemoryParts:
     """Per-GPU memory parts (cost-model §1.3), bytes; KV at the end of the batch."""
-    m, hw, wl = inst.model, inst.hardware, inst.workload
-    b = DTYPE_BYTES[m.weight_dtype]
-    h = m.hidden_size
+    m, wl = inst.model, inst.workload
     final_context = wl.prompt_tokens + wl.output_tokens
     layer_kv = [seqs * cm.kv_tokens(m, l, final_context) * cm.kv_bytes_per_token_layer(m, deg.tp)
                 for l in range(m.num_layers)]
+    return memory_parts(inst, deg, tokens, layer_kv)
+
+
+def memory_parts(inst: Instance, deg: Degrees, tokens: int, layer_kv: list[float]) -> MemoryParts:
+    """Per-GPU memory parts, bytes: activations and buffers of ``tokens`` tokens per
+    micro-batch (a static batch's, or one engine step's), weights, and ``layer_kv``."""
+    m, hw, wl = inst.model, inst.hardware, inst.workload
+    b = DTYPE_BYTES[m.weight_dtype]
+    h = m.hidden_size
     mean_copies = tokens * m.top_k * deg.etp / deg.tp  # routed rows one GPU computes
     qkv_width = (m.num_attention_heads + 2 * m.num_kv_heads) * m.head_dim / deg.tp
     inter = (m.ffn_matrices - 1) * max(m.expert_ffn_size / deg.etp,
