@@ -12,67 +12,90 @@ from optimizer.costs.serving.metrics import (Replica, ServiceLoad, Slo, goodput_
 MS = 1_000_000  # ns
 
 
-def flat_decode(knobs, c, n, ctx):
-    """10 ms per pass plus 10 us per prompt token; decodes cost nothing extra."""
-    return 10 * MS + 10_000 * c
+def per_token(knobs, c, n, ctx):
+    """10 ms per step plus 10 us per token of it, prompt or decode."""
+    return 10 * MS + 10_000 * (c + n)
 
 
-REP = Replica(flat_decode, queues=1, gpus=8)
+REP = Replica(per_token, queues=1, gpus=8)
 LOAD = ServiceLoad(prompt_tokens=2000, output_tokens=100)
 KNOBS = ServingKnobs(64, 1000, 1, 1)
 
 
+def _root(f, low, high):
+    """The x in [low, high] where the increasing f crosses 0 (plain bisection)."""
+    for _ in range(200):
+        mid = (low + high) / 2
+        low, high = (mid, high) if f(mid) < 0 else (low, mid)
+    return low
+
+
+def _by_hand(rate, budget=1000, prompt=2000, output=100):
+    """The fixed point of the equations of docs/serving-model.md for this step double:
+    a prompt's step holds all C = 1000 tokens, so full = 20 ms whatever n is;
+    rho = rate s / (C - n) * 20 ms; a decode-only step with 1 + n decodes takes
+    10 + 0.01 (1 + n) ms; TPOT = rho 20 + (1 - rho) idle; n = rate D TPOT."""
+    n = 0.0
+    for _ in range(500):
+        rho = rate * prompt / (budget - n) * 0.020
+        idle_ms = 10 + 0.01 * (1 + n)
+        tpot_ms = rho * 20 + (1 - rho) * idle_ms
+        n = rate * output * tpot_ms / 1e3
+    return n, rho, tpot_ms
+
+
 def test_metrics_by_hand():
-    # full step 10 + 10 = 20 ms, decode-only step 10 ms; S = 2000 / 1000 * 20 ms = 40 ms;
-    # lambda = 2/s: rho = 0.08; TPOT = 0.08 * 20 + 0.92 * 10 = 10.8 ms;
-    # running n = lambda D TPOT = 2 * 100 * 0.0108 = 2.16 (Little);
-    # W (M/D/1) = rho S / (2 (1 - rho)) = 0.08 * 0.04 / 1.84 = 1.7391 ms;
-    # TTFT = W + TPOT / 2 + ceil(2000 / 1000) * 20 ms = 1.7391 + 5.4 + 40 = 47.1391 ms;
-    # p90: 1 - 0.9 >= rho, no wait: 45.4 ms; p99: (W / rho) ln(rho / 0.01) = 21.739 ms * ln 8
+    # rate 2/s: n = 2.16617, rho = 0.0801737, TPOT = 10.83086 ms (iterating _by_hand);
+    # S = 2000 / (1000 - n) * 20 ms = 40.0868 ms; W = rho S / (2 (1 - rho)) = 1.74702 ms;
+    # own steps = 2000 / (1000 - n) * 20 ms = 40.0868 ms; residual (1 - e^-n) TPOT / 2 = 4.79474 ms;
+    # TTFT mean = 46.6286 ms; p90: 1 - 0.9 >= rho, no wait: 44.8816 ms;
+    # p99: (W / rho) ln(rho / 0.01) + 44.8816 ms = 90.2408 ms
+    n, rho, tpot_ms = _by_hand(2.0)
+    assert (n, rho, tpot_ms) == pytest.approx((2.1661720, 0.0801737, 10.830860), rel=1e-6)
     m = predict(REP, KNOBS, LOAD, 2.0)
-    assert m.stable and (m.step_full_ns, m.step_decode_ns) == (20 * MS, 10 * MS)
-    assert m.tpot_ms == pytest.approx(10.8)
-    assert m.running_requests == pytest.approx(2.16)
-    assert m.utilization == pytest.approx(0.08)
-    assert m.ttft_mean_s == pytest.approx(0.0471391, rel=1e-5)
-    assert m.ttft_p90_s == pytest.approx(0.0454)
-    assert m.ttft_p99_s == pytest.approx(0.0454 + 0.04 * 0.08 / 1.84 / 0.08 * math.log(8))
+    assert m.stable and m.step_full_ns == 20 * MS
+    assert m.tpot_ms == pytest.approx(tpot_ms, rel=1e-7)
+    assert m.running_requests == pytest.approx(n, rel=1e-7)
+    assert m.utilization == pytest.approx(rho, rel=1e-7)
+    assert m.ttft_mean_s == pytest.approx(0.0466286, rel=1e-5)
+    assert m.ttft_p90_s == pytest.approx(0.0448816, rel=1e-5)
+    assert m.ttft_p99_s == pytest.approx(0.0902408, rel=1e-5)
     assert m.output_tokens_per_s_per_gpu == pytest.approx(2 * 100 / 8)
-    assert m.tokens_per_s_per_user == pytest.approx(1000 / 10.8)
-    assert m.e2e_p90_s == pytest.approx(0.0454 + 99 * 0.0108)
+    assert m.tokens_per_s_per_user == pytest.approx(1000 / tpot_ms, rel=1e-7)
+    assert m.e2e_p90_s == pytest.approx(0.0448816 + 99 * tpot_ms / 1e3, rel=1e-5)
 
 
 def test_sustainable_rate_prefill_bound():
-    # rho < 1 <=> lambda < C / (s * full) = 1000 / (2000 * 0.02) = 25/s; at 25/s
-    # n = 25 * 100 * 0.02 = 50 <= B = 64: the prefill server is the bottleneck
-    assert sustainable_rps(REP, KNOBS, LOAD) == pytest.approx(25.0, rel=2e-7)
-    assert not predict(REP, KNOBS, LOAD, 25.0 * 1.001).stable
+    # at rho = 1 every step holds a prompt: TPOT = 20 ms, n = rate * 100 * 0.02 = 2 rate;
+    # rho = 40 rate / (1000 - 2 rate) = 1 at rate = 1000 / 42 = 23.8095/s (n = 47.6 <= B = 64)
+    assert sustainable_rps(REP, KNOBS, LOAD) == pytest.approx(1000 / 42, rel=2e-7)
+    assert not predict(REP, KNOBS, LOAD, 1000 / 42 * 1.001).stable
 
 
 def test_sustainable_rate_decode_slot_bound():
-    # B = 32: TPOT = 10 ms (1 + lambda / 25), n = lambda D TPOT = lambda (1 + lambda / 25);
-    # n = 32 at lambda^2 / 25 + lambda - 32 = 0: lambda = 12.5 (sqrt(1 + 128 / 25) - 1) = 18.4233
-    knobs = ServingKnobs(32, 1000, 1, 1)
-    assert sustainable_rps(REP, knobs, LOAD) == pytest.approx(12.5 * (math.sqrt(1 + 128 / 25) - 1), rel=2e-7)
+    # B = 32 binds first: n = 32 gives rho = 40 rate / 968, idle = 10.33 ms,
+    # TPOT = 10.33 + 9.67 rho, and 0.1 rate TPOT = 32: 0.399587 rate^2 + 10.33 rate - 320 = 0
+    a, b = 0.1 * 9.67 * 40 / 968, 0.1 * 10.33
+    want = (-b + math.sqrt(b * b + 4 * a * 32)) / (2 * a)
+    assert want == pytest.approx(18.1853, rel=1e-5)
+    assert sustainable_rps(REP, ServingKnobs(32, 1000, 1, 1), LOAD) == pytest.approx(want, rel=1e-6)
 
 
 def test_queues_split_the_rate():
     # four queues at 8/s see 2/s each: the figures of test_metrics_by_hand, per-GPU rates x4
-    rep4 = Replica(flat_decode, queues=4, gpus=8)
+    rep4 = Replica(per_token, queues=4, gpus=8)
     one, four = predict(REP, KNOBS, LOAD, 2.0), predict(rep4, KNOBS, LOAD, 8.0)
     assert four.ttft_p90_s == pytest.approx(one.ttft_p90_s) and four.tpot_ms == pytest.approx(one.tpot_ms)
     assert four.output_tokens_per_s_per_gpu == pytest.approx(4 * one.output_tokens_per_s_per_gpu)
-    assert sustainable_rps(rep4, KNOBS, LOAD) == pytest.approx(100.0, rel=2e-7)
+    assert sustainable_rps(rep4, KNOBS, LOAD) == pytest.approx(4000 / 42, rel=2e-7)
 
 
-def test_goodput_tpot_and_ttft_bound():
-    # TPOT <= 15 ms: 10 (1 + lambda / 25) <= 15 <=> lambda <= 12.5
-    assert goodput_rps(REP, KNOBS, LOAD, Slo(max_tpot_ms=15.0)) == pytest.approx(12.5, rel=2e-7)
-    # p90 TTFT <= 45.2 ms: while rho = lambda / 25 <= 0.1 there is no p90 wait and
-    # TTFT = 5 (1 + lambda / 25) + 40 ms <= 45.2 <=> lambda <= 1 (rho = 0.04)
-    assert goodput_rps(REP, KNOBS, LOAD, Slo(max_ttft_s=0.0452)) == pytest.approx(1.0, rel=2e-7)
-    # an SLO no rate meets: TPOT below the 10 ms of an idle step
-    assert goodput_rps(REP, KNOBS, LOAD, Slo(max_tpot_ms=9.0)) == 0.0
+def test_goodput_tpot_bound():
+    # TPOT <= 15 ms: the rate where the by-hand fixed point reaches 15 ms
+    want = _root(lambda r: _by_hand(r)[2] - 15.0, 0.0, 23.0)
+    assert goodput_rps(REP, KNOBS, LOAD, Slo(max_tpot_ms=15.0)) == pytest.approx(want, rel=1e-6)
+    # an SLO no rate meets: TPOT below the 10.01 ms of a lone decode step
+    assert goodput_rps(REP, KNOBS, LOAD, Slo(max_tpot_ms=10.0)) == 0.0
 
 
 def test_goodput_meets_and_is_tight():
@@ -90,16 +113,19 @@ def affine(knobs, c, n, ctx):
 
 def test_steady_state_is_a_fixed_point():
     # with decodes that cost time the running count solves n = lambda D TPOT(ceil n)
+    # with decodes that cost time (affine double), the result solves the equations of
+    # docs/serving-model.md: prompt steps at n decodes, decode steps at 1 + n
     rep = Replica(affine, queues=1, gpus=8)
     load, knobs = ServiceLoad(1000, 500), ServingKnobs(256, 2048, 1, 1)
     m = predict(rep, knobs, load, 5.0)
-    n = math.ceil(m.running_requests - 1e-9)
-    ctx = 1000 + 250
-    full, idle = affine(knobs, 2048, n, ctx), affine(knobs, 0, n, ctx)
-    rho = 5.0 * 1000 / 2048 * full * 1e-9
-    assert (m.step_full_ns, m.step_decode_ns) == (full, idle)
-    assert m.tpot_ms == pytest.approx((rho * full + (1 - rho) * idle) / 1e6)
-    assert m.running_requests == pytest.approx(5.0 * 500 * m.tpot_ms / 1e3)
+    n, ctx = m.running_requests, 1000 + 250
+    full = 1e6 + 2000 * (2048 - n) + 50_000 * n + n * ctx  # affine: exact at fractional n
+    idle = 1e6 + 50_000 * (n + 1) + (n + 1) * ctx
+    full_d = 1e6 + 2000 * (2047 - n) + 50_000 * (n + 1) + (n + 1) * ctx
+    rho = 5.0 * 1000 / (2048 - n) * full * 1e-9
+    assert m.utilization == pytest.approx(rho, rel=1e-6)
+    assert m.tpot_ms == pytest.approx((rho * full_d + (1 - rho) * idle) / 1e6, rel=1e-6)
+    assert m.running_requests == pytest.approx(5.0 * 500 * m.tpot_ms / 1e3, rel=1e-6)
 
 
 def test_group_goodput_equals_one_by_one():
@@ -107,7 +133,7 @@ def test_group_goodput_equals_one_by_one():
     # bisection per B
     from optimizer.costs.layout import Degrees
     from optimizer.costs.serving.candidates import evaluate_candidate, evaluate_group
-    rep = Replica(affine, queues=2, gpus=8)
+    rep = Replica(affine, queues=2, gpus=8)  # test_group_goodput
     load, slo = ServiceLoad(1000, 300), Slo(max_ttft_s=0.5, max_tpot_ms=25.0)
     deg = Degrees(4, 1, 2, 1, 1, 8, 1)
     group = [ServingKnobs(b, 2048, 1, 1) for b in (4, 16, 48, 128, 512)]

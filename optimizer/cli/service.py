@@ -58,7 +58,7 @@ def solver_dict(result) -> dict:
 
 
 def service_text(inst: Instance, doc: dict, notes: list[str]) -> str:
-    d, k, m = doc["degrees"], doc["replica"], doc["metrics"]
+    d, k, m = doc["degrees"], doc["serving"], doc["metrics"]
     p = inst.requirements.percentile
     lines = [f"{inst.name}: {doc['status']} service plan ({doc['solver']['objective_name']})",
              f"GPUs {doc['num_gpus']} | attention TP {d['tp']} x DP {d['dp']} | MoE EP {d['ep']} x ETP "

@@ -42,7 +42,7 @@ def evaluate_service_plan(inst: Instance, plan: Plan, knobs: ServingKnobs, load:
 
 
 def peak_memory_bytes(inst: Instance, plan: Plan, knobs: ServingKnobs, load: ServiceLoad) -> int:
-    mem = replica_memory(inst, plan.deg, LinkFacts.of(plan.slots), plan.stages, load)
+    mem = replica_memory(inst, plan.deg, plan.stages, load)
     return mem.peak_bytes(knobs.max_running_requests, knobs.prefill_chunk_tokens)
 
 
@@ -102,7 +102,7 @@ def service_plan_to_json(plan: Plan, c: ServiceCandidate, memory_bytes: int, sta
         "status": status,
         "num_gpus": d.num_gpus,
         "degrees": {"tp": d.tp, "pp": d.pp, "dp": d.dp, "ep": d.ep, "etp": d.etp, "edp": d.edp},
-        "replica": {name: getattr(c.knobs, name) for name in KNOB_NAMES},
+        "serving": {name: getattr(c.knobs, name) for name in KNOB_NAMES},
         "stages": [{"stage": j, "layers": list(layers)} for j, layers in enumerate(plan.stages)],
         "expert_placement": {str(layer): [list(r) for r in ranks]
                              for layer, ranks in sorted(plan.placement.items())},
@@ -115,8 +115,9 @@ def service_plan_to_json(plan: Plan, c: ServiceCandidate, memory_bytes: int, sta
 
 
 def knobs_from_file(f: PlanFile) -> ServingKnobs | None:
-    """The plan's ``replica`` block, or None when it is missing or not four positive integers."""
-    block = (f.model_extra or {}).get("replica")
+    """The plan's ``serving`` block (per-replica knobs, as ``moeopt simulate`` reads them),
+    or None when it is missing or not four positive integers."""
+    block = (f.model_extra or {}).get("serving")
     if not isinstance(block, dict):
         return None
     values = [block.get(name) for name in KNOB_NAMES]
@@ -140,8 +141,8 @@ def service_plan_from_file(inst: Instance, f: PlanFile) -> tuple[Plan | None, Se
     knobs = knobs_from_file(f)
     checks.append(_rule("replica knobs: four positive integers", knobs is not None))
     if knobs is not None:
-        checks.append(_rule("decode_micro_batches <= max_running_requests",
-                            knobs.decode_micro_batches <= knobs.max_running_requests))
+        checks.append(_rule("prefill_chunk_tokens >= max_running_requests",
+                            knobs.prefill_chunk_tokens >= knobs.max_running_requests))
     if deg.num_gpus > inst.hardware.num_gpus or deg.pp > m.num_layers:
         return None, knobs, checks
     stages = (tuple(tuple(s.layers) for s in sorted(f.stages, key=lambda s: s.stage))

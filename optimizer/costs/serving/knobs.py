@@ -1,14 +1,15 @@
 """Admissible serving knobs of one configuration, enumerated in plain Python.
 
-A knob tuple fixes, per replica: the cap B on running (decoding) requests, the prefill
-chunk budget C (prompt tokens one engine step may prefill), and the micro-batch counts of
-the prefill chunk and of the decodes (pipeline micro-batching). CP-SAT selects one tuple
-(a one-hot choice), so no product of knobs is ever a constraint.
+A knob tuple fixes, per replica: the cap B on running requests, the token budget C of one
+engine step (decode tokens plus prompt chunk: vLLM's max-num-batched-tokens, SGLang's
+chunked-prefill size; C >= B, so a step holds one token of every running request), and the
+micro-batch counts of prefill-only steps and of steps with decodes (pipeline micro-batching).
+CP-SAT selects one tuple (a one-hot choice), so no product of knobs is ever a constraint.
 
 Memory at the peak of a tuple, per GPU of the most loaded stage:
-    fixed + activation_bytes_per_token * (C + B) + kv_bytes_per_request * B
-(activations are bounded by the tokens of one engine step, C + B, not by a whole batch; the
-KV cache holds B requests at their final context, prompt + output tokens).
+    fixed + activation_bytes_per_token * C + kv_bytes_per_request * B
+(activations are bounded by the C tokens of one engine step, not by a whole batch; the KV
+cache holds B requests at their final context, prompt + output tokens).
 """
 
 from __future__ import annotations
@@ -25,10 +26,10 @@ MAX_RUNNING_CAP = 4096
 class ServingKnobs:
     """Per-replica serving knobs."""
 
-    max_running_requests: int  # B, running decodes at most
-    prefill_chunk_tokens: int  # C, prompt tokens per engine step at most
-    prefill_micro_batches: int  # the chunk is split into this many pipeline micro-batches
-    decode_micro_batches: int  # the running decodes are split into this many
+    max_running_requests: int  # B, running requests at most
+    prefill_chunk_tokens: int  # C, tokens of one engine step (decodes + prompt chunks)
+    prefill_micro_batches: int  # micro-batches of a prefill-only step
+    decode_micro_batches: int  # micro-batches of a step with decodes
 
 
 @dataclass(frozen=True)
@@ -40,9 +41,9 @@ class ReplicaMemory:
     activation_bytes_per_token: int  # activations per token of an engine step
     capacity_bytes: int
 
-    def peak_bytes(self, running: int, chunk_tokens: int) -> int:
-        """Bytes at the peak: B requests at their final context, a step of C + B tokens."""
-        return (self.fixed_bytes + self.activation_bytes_per_token * (chunk_tokens + running)
+    def peak_bytes(self, running: int, step_tokens: int) -> int:
+        """Bytes at the peak: B requests at their final context, a step of C tokens."""
+        return (self.fixed_bytes + self.activation_bytes_per_token * step_tokens
                 + self.kv_bytes_per_request * running)
 
 
@@ -58,32 +59,37 @@ def running_caps(limit: int) -> list[int]:
 
 
 def micro_batch_counts(pp: int, max_micro_batches: int) -> list[int]:
-    """Micro-batch counts worth trying on ``pp`` stages: 1 (no micro-batching) and pp (the
-    fewest that fill the pipeline; more only add per-micro-batch overhead, fewer leave
+    """Decode micro-batch counts worth trying on ``pp`` stages: 1 (no micro-batching) and pp
+    (the fewest that fill the pipeline; more only add per-micro-batch overhead, fewer leave
     stages idle), within ``max_micro_batches``."""
     return sorted({1} | ({pp} if 1 < pp <= max_micro_batches else set()))
+
+
+def prefill_micro_batches(pp: int, max_micro_batches: int) -> int:
+    """Micro-batches of a prefill-only step: pp (within ``max_micro_batches``). A step cuts
+    its prompt chunks into min(m_p, chunks) micro-batches, and a pipeline makespan
+    (p + m - 1) t / m never grows with m <= p, so pp is never worse than fewer."""
+    return max(1, min(pp, max_micro_batches))
 
 
 def largest_running_cap(mem: ReplicaMemory, chunk_tokens: int) -> int:
     """Largest B whose peak fits the capacity (0 when none does)."""
     room = mem.capacity_bytes - mem.fixed_bytes - mem.activation_bytes_per_token * chunk_tokens
-    per_request = mem.kv_bytes_per_request + mem.activation_bytes_per_token
+    per_request = mem.kv_bytes_per_request
     return max(0, room // per_request) if per_request > 0 else MAX_RUNNING_CAP
 
 
 def admissible_knobs(mem: ReplicaMemory, pp: int, max_micro_batches: int = 32) -> list[ServingKnobs]:
-    """Every knob tuple of one configuration whose peak memory fits: B from ``running_caps``
-    up to the KV limit at C, C from ``CHUNK_TOKENS``, micro-batch counts from
-    ``micro_batch_counts`` with at most B decode micro-batches and C / m_p >= 1 tokens each."""
+    """Every knob tuple of one configuration whose peak memory fits: C from ``CHUNK_TOKENS``,
+    B from ``running_caps`` up to the KV limit at C and to C, m_p from
+    ``prefill_micro_batches``, m_d from ``micro_batch_counts`` and at most B."""
     counts = micro_batch_counts(pp, max_micro_batches)
+    m_p = prefill_micro_batches(pp, max_micro_batches)
     out = []
     for chunk in CHUNK_TOKENS:
-        limit = min(MAX_RUNNING_CAP, largest_running_cap(mem, chunk))
+        limit = min(MAX_RUNNING_CAP, chunk, largest_running_cap(mem, chunk))
         for cap in running_caps(limit):
-            for m_p in counts:
-                if chunk % m_p:
-                    continue
-                for m_d in counts:
-                    if m_d <= cap:
-                        out.append(ServingKnobs(cap, chunk, m_p, m_d))
+            for m_d in counts:
+                if m_d <= cap:
+                    out.append(ServingKnobs(cap, chunk, m_p, m_d))
     return out

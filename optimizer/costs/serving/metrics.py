@@ -6,20 +6,29 @@ prompt tokens and advances ``decodes`` running requests at ``context_tokens`` ea
 as the knobs' micro-batch counts say (integer ns: ``optimizer.costs.step_time`` through
 ``serving.replica``, or a test double), the number of queues and the GPUs.
 
-Steady state at a rate lambda per queue, prompts of s tokens, outputs of D tokens:
+Steady state at a rate lambda per queue, prompts of s tokens, outputs of D tokens, a step
+budget of C tokens of which the n running decodes take one each:
     n = lambda D TPOT                                  (Little's law, running decodes)
-    S = (s / C) step(C, n)                             (prefill service time of one prompt)
+    full = step(C - n, n)                              (a prompt's step: it sees the n
+                                                        running decodes, arrivals see time
+                                                        averages)
+    S = s / (C - n) * full                             (prefill service time of one prompt)
     rho = lambda S                                     (prefill server utilisation)
-    TPOT = rho step(C, n) + (1 - rho) step(0, n)       (mean step while a request decodes)
+    TPOT = rho step(C - n - 1, n + 1)                  (mean step while a request decodes: it
+           + (1 - rho) step(0, n + 1)                   sees itself and n others on average,
+                                                        the number in an M/G/inf system
+                                                        being Poisson)
+with step() at a fractional count linear between the integers around it.
 solved by fixed-point iteration from n = 0 (every map is non-decreasing in n, so the iterates
 increase to the least fixed point, or pass B or rho = 1: then the rate is not sustainable).
-    TTFT = W + TPOT / 2 + ceil(s / C) step(C, n)       (queue wait, residual of the current
-                                                        step, the prompt's own chunks)
+    TTFT = W + (1 - e^-n) TPOT / 2                     (queue wait, rest of the step under way
+           + max(1, s / (C - n)) full                   if any decode runs, the prompt's own
+                                                        steps: it shares its first and last
+                                                        with neighbours)
 with W the M/G/1 (Pollaczek-Khinchine) wait of the prefill server, E[S^2] = S^2 (1 + cv^2)
 for a squared coefficient of variation cv^2 of the prompt lengths (0: M/D/1); percentiles
 of W by the exponential tail of ``queueing.wait_quantile_s``. TPOT percentiles are the mean
-(each request averages D steps). E2E = TTFT + (D - 1) TPOT. Steps are costed with at least
-one decode: the request whose TPOT is measured is itself decoding.
+(each request averages D steps). E2E = TTFT + (D - 1) TPOT.
 """
 
 from __future__ import annotations
@@ -30,7 +39,6 @@ from typing import Callable
 
 from optimizer.costs.serving import queueing as q
 from optimizer.costs.serving.knobs import ServingKnobs
-from optimizer.costs.units import ceil_div
 
 StepNs = Callable[[ServingKnobs, int, int, int], int]  # (knobs, chunk, decodes, context) -> ns
 PERCENTILES = (50, 90, 99)
@@ -80,8 +88,8 @@ class ServiceMetrics:
     stable: bool
     utilization: float  # max(prefill server utilisation, running decodes / B)
     running_requests: float  # mean running decodes per queue
-    step_full_ns: int  # a step with a full chunk at the steady-state decodes
-    step_decode_ns: int  # a step without prefill
+    step_full_ns: int  # a prompt's step (chunk + n decodes), rounded up
+    step_decode_ns: int  # a step without prefill (n + 1 decodes), rounded up
     ttft_mean_s: float
     ttft_p50_s: float
     ttft_p90_s: float
@@ -102,28 +110,42 @@ class ServiceMetrics:
 class _Steady:
     running: float
     rho: float
-    full_ns: int
-    decode_ns: int
+    full_ns: float  # a step with a prompt chunk and the n decodes a prompt sees
+    decode_ns: float  # a step without prompt and the 1 + n decodes a decoding request sees
     tpot_s: float
+    chunk_tokens: float  # prompt tokens of a full step, C - n
+
+
+def _at(step: Callable[[int], int], count: float) -> float:
+    """step(count) for a fractional count: linear between the integers around it."""
+    low = math.floor(count)
+    frac = count - low
+    base = step(low)
+    return base if frac <= 1e-12 else base + frac * (step(low + 1) - base)
 
 
 def _steady_state(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate: float) -> _Steady | None:
     """Fixed point of the steady state at ``rate`` per queue; None if not sustainable."""
-    cap, chunk, ctx = knobs.max_running_requests, knobs.prefill_chunk_tokens, load.decode_context_tokens
+    cap, budget, ctx = knobs.max_running_requests, knobs.prefill_chunk_tokens, load.decode_context_tokens
+    full = lambda k: rep.step_ns(knobs, budget - k, k, ctx)
+    idle = lambda k: rep.step_ns(knobs, 0, k, ctx)
     running = 0.0
     for _ in range(_FIXED_POINT_STEPS):
-        decodes = max(1, math.ceil(running - 1e-9))  # a decoding request sees itself at least
-        full = rep.step_ns(knobs, chunk, decodes, ctx)
-        idle = rep.step_ns(knobs, 0, decodes, ctx)
-        rho = rate * load.prompt_tokens / chunk * full * 1e-9
+        if running + 1.0 >= budget:
+            return None  # the decodes fill the step: no prompt is ever prefilled
+        chunk = budget - running
+        full_p = _at(full, running)  # a prompt's step: the n running decodes (PASTA)
+        rho = rate * load.prompt_tokens / chunk * full_p * 1e-9
         if rho >= 1.0:
             return None
-        tpot_s = (rho * full + (1.0 - rho) * idle) * 1e-9
+        # a decoding request sees itself and, on average, n others (Poisson numbers)
+        full_d, idle_d = _at(full, running + 1.0), _at(idle, running + 1.0)
+        tpot_s = (rho * full_d + (1.0 - rho) * idle_d) * 1e-9
         nxt = q.littles_law_count(rate, load.output_tokens * tpot_s)
         if nxt > cap:
             return None
         if nxt - running <= 1e-9 * max(1.0, nxt):
-            return _Steady(nxt, rho, full, idle, tpot_s)
+            return _Steady(nxt, rho, full_p, idle_d, tpot_s, chunk)
         running = nxt
     return None  # no convergence: treated as not sustainable
 
@@ -138,15 +160,15 @@ def predict(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: floa
         inf = math.inf
         return ServiceMetrics(rate_rps, False, 1.0, float(knobs.max_running_requests), 0, 0,
                               inf, inf, inf, inf, inf, inf, tokens_per_gpu)
-    service_s = load.prompt_tokens / knobs.prefill_chunk_tokens * st.full_ns * 1e-9
+    service_s = load.prompt_tokens / st.chunk_tokens * st.full_ns * 1e-9
     wait_s = q.mg1_mean_wait_s(per_queue, service_s, service_s * service_s * (1.0 + load.prompt_cv2))
-    own_s = ceil_div(load.prompt_tokens, knobs.prefill_chunk_tokens) * st.full_ns * 1e-9
-    fixed_s = st.tpot_s / 2.0 + own_s
+    own_s = max(1.0, load.prompt_tokens / st.chunk_tokens) * st.full_ns * 1e-9
+    fixed_s = (1.0 - math.exp(-st.running)) * st.tpot_s / 2.0 + own_s
     ttft = {p: q.wait_quantile_s(wait_s, st.rho, p / 100) + fixed_s for p in PERCENTILES}
     tpot_ms = st.tpot_s * 1e3
     return ServiceMetrics(
         rate_rps, True, max(st.rho, st.running / knobs.max_running_requests), st.running,
-        st.full_ns, st.decode_ns, wait_s + fixed_s, ttft[50], ttft[90], ttft[99], tpot_ms,
+        math.ceil(st.full_ns), math.ceil(st.decode_ns), wait_s + fixed_s, ttft[50], ttft[90], ttft[99], tpot_ms,
         ttft[90] + max(0, load.output_tokens - 1) * st.tpot_s, tokens_per_gpu)
 
 
@@ -179,9 +201,10 @@ def _largest_rate(ok: Callable[[float], bool], start_rps: float) -> float:
 
 
 def _start_rps(rep: Replica, knobs: ServingKnobs, load: ServiceLoad) -> float:
-    """A rate of the right order: the prefill capacity at zero decodes."""
-    full = rep.step_ns(knobs, knobs.prefill_chunk_tokens, 1, load.decode_context_tokens)
-    return rep.queues * knobs.prefill_chunk_tokens / (load.prompt_tokens * full * 1e-9)
+    """A rate of the right order: the prefill capacity without decodes."""
+    chunk = knobs.prefill_chunk_tokens
+    full = rep.step_ns(knobs, chunk, 0, load.decode_context_tokens)
+    return rep.queues * chunk / (load.prompt_tokens * full * 1e-9)
 
 
 def sustainable_rps(rep: Replica, knobs: ServingKnobs, load: ServiceLoad) -> float:

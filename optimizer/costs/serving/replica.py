@@ -1,6 +1,6 @@
 """A service configuration as the serving model sees it: request sizes from the workload,
 the configurations (degrees without a batch), and per configuration the engine-step time
-(``costs.step_time``, memoized) and the memory that limits the running-request cap.
+(``costs.step_time.StepTimer``, memoized) and the memory that limits the running-request cap.
 """
 
 from __future__ import annotations
@@ -9,15 +9,16 @@ from functools import lru_cache
 
 import numpy as np
 
-from optimizer.costs import step_time as st
+from optimizer.costs import formulas as cm
+from optimizer.costs.step_time import StepTimer
 from optimizer.costs.candidates import divisors, tp_admissible
 from optimizer.costs.layout import Degrees
 from optimizer.costs.serving.knobs import ReplicaMemory, ServingKnobs
 from optimizer.costs.serving.metrics import Replica, ServiceLoad
-from optimizer.costs.tables import LinkFacts, _memory
-from optimizer.costs.units import ceil_div, gb_to_bytes_floor
+from optimizer.costs.tables import LinkFacts, memory_parts
+from optimizer.costs.units import ceil_div, ceil_int, gb_to_bytes_floor
 from optimizer.errors import InputError
-from optimizer.inputs.schema import Instance, ServiceWorkload, Workload
+from optimizer.inputs.schema import Instance, ServiceWorkload
 from optimizer.inputs.service import draw_lengths
 from optimizer.inputs.traces import Trace
 
@@ -73,22 +74,17 @@ def even_stages(num_layers: int, pp: int) -> tuple[tuple[int, ...], ...]:
     return tuple(tuple(range(s, s + c)) for s, c in zip(starts, counts))
 
 
-def _shadow(inst: Instance, load: ServiceLoad) -> Instance:
-    """The static-batch instance of one request of the service's mean lengths (for the
-    memory tables, which size the KV cache at the batch's final context)."""
-    wl = Workload(batch_sequences=1, prompt_tokens=load.prompt_tokens, output_tokens=load.output_tokens,
-                  moe_buffer_factor=inst.workload.moe_buffer_factor)
-    return inst.model_copy(update={"workload": wl})
-
-
-def replica_memory(inst: Instance, deg: Degrees, facts: LinkFacts, stages, load: ServiceLoad) -> ReplicaMemory:
-    """Heaviest stage's weights + buffers, KV of one request at its final context, and the
-    activations and token buffers per step token (the tables' formulas, linear in tokens)."""
-    shadow = _shadow(inst, load)
-    one, none = _memory(shadow, deg, 1, 1), _memory(shadow, deg, 1, 0)
+def replica_memory(inst: Instance, deg: Degrees, stages, load: ServiceLoad) -> ReplicaMemory:
+    """Heaviest stage's weights + buffers, KV of one request at its final context on the
+    stage with most layers (every layer at full context, as the simulator counts it), and
+    the activations and token buffers per step token (``tables.memory_parts``, linear in the
+    step's tokens)."""
+    one, none = memory_parts(inst, deg, 1, []), memory_parts(inst, deg, 0, [])
     p = len(stages)
-    weights = max(one.stage_weights(layers, j == 0, j == p - 1) for j, layers in enumerate(stages))
-    kv = max(one.stage_kv(layers) for layers in stages)
+    weights = max(none.stage_weights(layers, j == 0, j == p - 1) for j, layers in enumerate(stages))
+    per_token_layer = cm.kv_bytes_per_token_layer(inst.model, deg.tp)
+    kv = ceil_int(per_token_layer * max(len(layers) for layers in stages)
+                  * (load.prompt_tokens + load.output_tokens))
     per_token = one.activations + one.buffers - none.activations - none.buffers
     return ReplicaMemory(weights + none.buffers + none.activations, kv, per_token,
                          gb_to_bytes_floor(inst.memory_limit_gb))
@@ -116,19 +112,24 @@ def on_grid(count: int) -> int:
 
 def replica(inst: Instance, deg: Degrees, facts: LinkFacts, stages, hot: dict[int, int],
             load: ServiceLoad) -> Replica:
-    """The serving model's view of one configuration: its memoized engine-step time (the
-    largest micro-batch of the step, ``step_time.step_ns``, with its decodes rounded up by
-    ``on_grid``), its DP queues and GPUs."""
-    stages = tuple(tuple(s) for s in stages)
+    """The serving model's view of one configuration: its memoized engine-step time, its DP
+    queues and GPUs. A step's micro-batches are dealt as the simulator deals them: its
+    prompt chunks then its decodes, round-robin over m = min(m_d, items) micro-batches when
+    it has decodes (min(m_p, chunks) when not); the step takes ``StepTimer.ns`` of the
+    largest (the first). Decode counts are rounded up by ``on_grid``."""
+    timer = StepTimer(inst, deg, facts, tuple(tuple(s) for s in stages), hot)
 
     @lru_cache(maxsize=None)
-    def micro_batch_ns(chunk: int, decodes: int, context: int, micro_batches: int) -> int:
-        batch = st.step_batch(inst, _chunks(chunk, load.prompt_tokens), [context] * decodes)
-        return st.step_ns(inst, deg, facts, stages, hot, batch, micro_batches)
+    def cached(chunk: int, decodes: int, context: int, m_p: int, m_d: int) -> int:
+        chunks = _chunks(chunk, load.prompt_tokens)
+        items = len(chunks) + decodes
+        m = max(1, min(m_d if decodes else m_p, items))
+        first_chunks = chunks[0::m]
+        first_decodes = sum(1 for i in range(len(chunks), items) if i % m == 0)
+        return timer.ns(timer.batch(first_chunks, [context] * first_decodes), m)
 
     def step_ns(knobs: ServingKnobs, chunk: int, decodes: int, context: int) -> int:
-        m_p, m_d = knobs.prefill_micro_batches, knobs.decode_micro_batches
-        return micro_batch_ns(ceil_div(chunk, m_p), on_grid(ceil_div(decodes, m_d)), context,
-                              max(m_p if chunk else 1, m_d if decodes else 1))
+        return cached(chunk, on_grid(decodes), context, knobs.prefill_micro_batches,
+                      knobs.decode_micro_batches)
 
     return Replica(step_ns, queues=deg.dp, gpus=deg.num_gpus)

@@ -4,11 +4,10 @@ feasible candidate found so far.
 
 A group is the tuples of one configuration that differ only in B. Its widest tuple (largest
 B) sustains the highest rate of the group (B only caps the running decodes), and goodput
-<= sustainable rate, throughput = sustainable rate x output tokens. A cheaper bound comes
-first: a queue is stable only while rho = lambda s step(C, n) / C < 1, and a step with a
-chunk and at least one decode is never faster than step(C, 1), so no tuple of the group
-sustains more than queues * C / (s step(C, 1)). Groups are evaluated in decreasing order of
-that bound and skipped when either bound falls below the incumbent's figure.
+<= sustainable rate, throughput = sustainable rate x output tokens; a group is skipped when
+its widest tuple's sustainable rate is below the incumbent's figure. Groups are visited in
+decreasing order of queues * C / (s step(C - 1, 1)), the prefill capacity with one decode (an
+estimate that finds a strong incumbent early; it prunes nothing itself).
 """
 
 from __future__ import annotations
@@ -35,9 +34,9 @@ class ServiceSearch:
     without_knobs: int = 0  # no knob tuple fits the memory
 
 
-def _prefill_bound_rps(rep, knobs: ServingKnobs, load: ServiceLoad) -> float:
-    """queues * C / (s step(C, 1)): no tuple of the group sustains more (rho < 1 needs it)."""
-    step = rep.step_ns(knobs, knobs.prefill_chunk_tokens, 1, load.decode_context_tokens)
+def _prefill_estimate_rps(rep, knobs: ServingKnobs, load: ServiceLoad) -> float:
+    """queues * C / (s step(C - 1, 1)), the order groups are visited in (module doc)."""
+    step = rep.step_ns(knobs, knobs.prefill_chunk_tokens - 1, 1, load.decode_context_tokens)
     return rep.queues * knobs.prefill_chunk_tokens / (load.prompt_tokens * step * 1e-9)
 
 
@@ -66,20 +65,20 @@ def search(inst, num_gpus: int, load: ServiceLoad, slo: Slo, rate_rps: float | N
         facts = LinkFacts.of(megatron_layout(deg, gpn))
         stages = even_stages(inst.model.num_layers, deg.pp)
         hot = {l: hot_load(row, ranks_by_ep[deg.ep][i]) for i, (l, row) in enumerate(zip(moe_ids, loads))}
-        knobs = admissible_knobs(replica_memory(inst, deg, facts, stages, load), deg.pp,
+        knobs = admissible_knobs(replica_memory(inst, deg, stages, load), deg.pp,
                                  inst.search.max_micro_batches)
         if not knobs:
             out.without_knobs += 1
             continue
         rep = replica(inst, deg, facts, stages, hot, load)
         prepared.append((deg, rep, knobs))
-    groups = [(_prefill_bound_rps(rep, group[0], load), deg, group, rep)
+    groups = [(_prefill_estimate_rps(rep, group[0], load), deg, group, rep)
               for deg, rep, knobs in prepared for group in _groups(knobs)]
     groups.sort(key=lambda t: (-t[0], t[1], t[2][0]))
     best, seen = 0.0, set()
-    for bound, deg, group, rep in groups:
+    for _, deg, group, rep in groups:
         widest = max(group, key=lambda k: k.max_running_requests)
-        if prune and (bound < best or sustainable_rps(rep, widest, load) < best):
+        if prune and sustainable_rps(rep, widest, load) < best:
             out.pruned += 1
             continue
         seen.add(deg)
