@@ -18,7 +18,7 @@ from itertools import groupby
 from optimizer.costs.layout import Degrees, megatron_layout
 from optimizer.costs.serving.candidates import ServiceCandidate, evaluate_group
 from optimizer.costs.serving.knobs import ServingKnobs, admissible_knobs
-from optimizer.costs.serving.metrics import ServiceLoad, Slo, sustainable_rps
+from optimizer.costs.serving.metrics import Replica, ServiceLoad, Slo, sustainable_rps
 from optimizer.costs.serving.replica import even_stages, replica, replica_memory, service_degrees
 from optimizer.costs.tables import LinkFacts
 from optimizer.costs.timing import hot_load
@@ -50,17 +50,15 @@ def _feasible(c: ServiceCandidate, min_goodput_rps: float | None) -> bool:
     return c.meets_rate is not False and (min_goodput_rps is None or c.goodput_rps >= min_goodput_rps)
 
 
-def search(inst, num_gpus: int, load: ServiceLoad, slo: Slo, rate_rps: float | None,
-           loads: tuple[tuple[int, ...], ...], ranks_by_ep: dict[int, list], primary: str = "goodput",
-           prune: bool = True, degrees: list[Degrees] | None = None,
-           min_goodput_rps: float | None = None) -> ServiceSearch:
-    """Candidates of every configuration (``degrees``, default all on ``num_gpus``) with the
-    placement ``ranks_by_ep[ep][i]`` for MoE layer i, Megatron's layout and even stages.
-    With ``prune``, groups whose widest tuple sustains less than the best feasible
-    candidate's ``primary`` figure (goodput, or throughput / output tokens) are skipped."""
-    out = ServiceSearch()
+def prepared_groups(inst, num_gpus: int, load: ServiceLoad, loads: tuple[tuple[int, ...], ...],
+                    ranks_by_ep: dict[int, list], degrees: list[Degrees] | None = None
+                    ) -> tuple[list[tuple[Degrees, list[ServingKnobs], Replica]], int]:
+    """(configuration, knob group, replica) of every configuration (``degrees``, default
+    all on ``num_gpus``) with the placement ``ranks_by_ep[ep][i]`` for MoE layer i,
+    Megatron's layout and even stages, in decreasing order of the prefill estimate; and the
+    number of configurations no knob tuple fits."""
     gpn, moe_ids = inst.hardware.gpus_per_node, inst.model.moe_layer_ids
-    prepared = []
+    out, without = [], 0
     for deg in degrees if degrees is not None else service_degrees(inst, num_gpus):
         facts = LinkFacts.of(megatron_layout(deg, gpn))
         stages = even_stages(inst.model.num_layers, deg.pp)
@@ -68,15 +66,25 @@ def search(inst, num_gpus: int, load: ServiceLoad, slo: Slo, rate_rps: float | N
         knobs = admissible_knobs(replica_memory(inst, deg, stages, load), deg.pp,
                                  inst.search.max_micro_batches)
         if not knobs:
-            out.without_knobs += 1
+            without += 1
             continue
         rep = replica(inst, deg, facts, stages, hot, load)
-        prepared.append((deg, rep, knobs))
-    groups = [(_prefill_estimate_rps(rep, group[0], load), deg, group, rep)
-              for deg, rep, knobs in prepared for group in _groups(knobs)]
-    groups.sort(key=lambda t: (-t[0], t[1], t[2][0]))
+        out.extend((_prefill_estimate_rps(rep, group[0], load), deg, group, rep) for group in _groups(knobs))
+    out.sort(key=lambda t: (-t[0], t[1], t[2][0]))
+    return [(deg, group, rep) for _, deg, group, rep in out], without
+
+
+def search(inst, num_gpus: int, load: ServiceLoad, slo: Slo, rate_rps: float | None,
+           loads: tuple[tuple[int, ...], ...], ranks_by_ep: dict[int, list], primary: str = "goodput",
+           prune: bool = True, degrees: list[Degrees] | None = None,
+           min_goodput_rps: float | None = None) -> ServiceSearch:
+    """Candidates of ``prepared_groups``. With ``prune``, groups whose widest tuple sustains
+    less than the best feasible candidate's ``primary`` figure (goodput, or throughput /
+    output tokens) are skipped."""
+    out = ServiceSearch()
+    groups, out.without_knobs = prepared_groups(inst, num_gpus, load, loads, ranks_by_ep, degrees)
     best, seen = 0.0, set()
-    for _, deg, group, rep in groups:
+    for deg, group, rep in groups:
         widest = max(group, key=lambda k: k.max_running_requests)
         if prune and sustainable_rps(rep, widest, load) < best:
             out.pruned += 1
