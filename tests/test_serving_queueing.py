@@ -66,3 +66,30 @@ def test_mm1_quantile_against_simulation():
     waits = sorted(_lindley_waits(0.7, 1.0, 200_000, seed=3, exponential=True))
     w = q.mm1_mean_wait_s(0.7, 1.0)
     assert waits[int(0.9 * len(waits))] == pytest.approx(q.wait_quantile_s(w, 0.7, 0.9), rel=0.08)
+
+
+def test_erlang_c_and_mgk_by_hand():
+    # M/M/2, lambda = 1, mu = 1 (a = 1): C = (a^2/2! * 2/(2-1)) / (1 + a + a^2/2! * 2/(2-1))
+    # = 1 / 3; W = C / (k mu - lambda) = 1/3 s
+    assert q.erlang_c(2, 1.0) == pytest.approx(1 / 3)
+    wait, p_wait = q.mgk_mean_wait_s(1.0, 1.0, 1.0, 2)
+    assert (wait, p_wait) == pytest.approx((1 / 3, 1 / 3))
+    # one server: C = rho and M/G/k is Pollaczek-Khinchine (M/D/1 with cv^2 = 0)
+    assert q.erlang_c(1, 0.8) == pytest.approx(0.8)
+    assert q.mgk_mean_wait_s(8.0, 0.1, 0.0, 1) == pytest.approx((q.md1_mean_wait_s(8.0, 0.1), 0.8))
+    assert q.mgk_mean_wait_s(3.0, 1.0, 0.0, 3)[0] == math.inf
+
+
+def test_mmk_against_simulation():
+    # four servers fed by one FIFO queue, exponential service: the mean wait by simulation
+    rng = random.Random(11)
+    free = [0.0] * 4
+    t, waits = 0.0, []
+    for _ in range(200_000):
+        t += rng.expovariate(3.0)  # a = 3 on 4 servers of mean 1 s
+        k = min(range(4), key=free.__getitem__)
+        start = max(t, free[k])
+        waits.append(start - t)
+        free[k] = start + rng.expovariate(1.0)
+    wait, _ = q.mgk_mean_wait_s(3.0, 1.0, 1.0, 4)
+    assert sum(waits) / len(waits) == pytest.approx(wait, rel=0.08)

@@ -14,10 +14,11 @@ budget of C tokens of which the n running decodes take one each:
                                                         averages)
     S = s / (C - n) * full                             (prefill service time of one prompt)
     rho = lambda S                                     (prefill server utilisation)
-    TPOT = rho step(C - n - 1, n + 1)                  (mean step while a request decodes: it
-           + (1 - rho) step(0, n + 1)                   sees itself and n others on average,
-                                                        the number in an M/G/inf system
-                                                        being Poisson)
+    TPOT = rho step(C - n', n') + (1 - rho) step(0, n') (mean step while a request decodes:
+                                                        it sees the n' = max(1, n) running
+                                                        ones, itself among them; least-loaded
+                                                        routing keeps the replicas' counts
+                                                        even)
 with step() at a fractional count linear between the integers around it.
 solved by fixed-point iteration from n = 0 (every map is non-decreasing in n, so the iterates
 increase to the least fixed point, or pass B or rho = 1: then the rate is not sustainable).
@@ -25,9 +26,11 @@ increase to the least fixed point, or pass B or rho = 1: then the rate is not su
            + max(1, s / (C - n)) full                   if any decode runs, the prompt's own
                                                         steps: it shares its first and last
                                                         with neighbours)
-with W the M/G/1 (Pollaczek-Khinchine) wait of the prefill server, E[S^2] = S^2 (1 + cv^2)
-for a squared coefficient of variation cv^2 of the prompt lengths (0: M/D/1); percentiles
-of W by the exponential tail of ``queueing.wait_quantile_s``. TPOT percentiles are the mean
+with W the wait of the deployment's prefill servers as one M/G/k queue (k = queues: requests
+go to the least-loaded replica, as the simulator and engines' routers send them; Allen-Cunneen
+with the prompt lengths' squared coefficient of variation cv^2, 0 = fixed prompts; for k = 1
+the Pollaczek-Khinchine M/G/1 wait); percentiles of W by the exponential tail of
+``queueing.wait_quantile_s`` with the Erlang-C probability of waiting. TPOT percentiles are the mean
 (each request averages D steps). E2E = TTFT + (D - 1) TPOT.
 """
 
@@ -89,7 +92,7 @@ class ServiceMetrics:
     utilization: float  # max(prefill server utilisation, running decodes / B)
     running_requests: float  # mean running decodes per queue
     step_full_ns: int  # a prompt's step (chunk + n decodes), rounded up
-    step_decode_ns: int  # a step without prefill (n + 1 decodes), rounded up
+    step_decode_ns: int  # a step without prefill (max(1, n) decodes), rounded up
     ttft_mean_s: float
     ttft_p50_s: float
     ttft_p90_s: float
@@ -111,7 +114,7 @@ class _Steady:
     running: float
     rho: float
     full_ns: float  # a step with a prompt chunk and the n decodes a prompt sees
-    decode_ns: float  # a step without prompt and the 1 + n decodes a decoding request sees
+    decode_ns: float  # a step without prompt and the max(1, n) decodes a decoding request sees
     tpot_s: float
     chunk_tokens: float  # prompt tokens of a full step, C - n
 
@@ -138,8 +141,9 @@ def _steady_state(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate: fl
         rho = rate * load.prompt_tokens / chunk * full_p * 1e-9
         if rho >= 1.0:
             return None
-        # a decoding request sees itself and, on average, n others (Poisson numbers)
-        full_d, idle_d = _at(full, running + 1.0), _at(idle, running + 1.0)
+        # a decoding request sees the n running ones, itself among them (at least one)
+        seen = max(1.0, running)
+        full_d, idle_d = _at(full, seen), _at(idle, seen)
         tpot_s = (rho * full_d + (1.0 - rho) * idle_d) * 1e-9
         nxt = q.littles_law_count(rate, load.output_tokens * tpot_s)
         if nxt > cap:
@@ -151,8 +155,8 @@ def _steady_state(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate: fl
 
 
 def predict(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: float) -> ServiceMetrics:
-    """Metrics of the deployment at ``rate_rps`` requests per second (split evenly over the
-    queues); an unsustainable rate gives infinite latencies and ``stable=False``."""
+    """Metrics of the deployment at ``rate_rps`` requests per second (routed to the
+    least-loaded queue); an unsustainable rate gives infinite latencies and ``stable=False``."""
     per_queue = rate_rps / rep.queues
     st = _steady_state(rep, knobs, load, per_queue)
     tokens_per_gpu = rate_rps * load.output_tokens / rep.gpus
@@ -161,10 +165,10 @@ def predict(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: floa
         return ServiceMetrics(rate_rps, False, 1.0, float(knobs.max_running_requests), 0, 0,
                               inf, inf, inf, inf, inf, inf, tokens_per_gpu)
     service_s = load.prompt_tokens / st.chunk_tokens * st.full_ns * 1e-9
-    wait_s = q.mg1_mean_wait_s(per_queue, service_s, service_s * service_s * (1.0 + load.prompt_cv2))
+    wait_s, p_wait = q.mgk_mean_wait_s(rate_rps, service_s, load.prompt_cv2, rep.queues)
     own_s = max(1.0, load.prompt_tokens / st.chunk_tokens) * st.full_ns * 1e-9
     fixed_s = (1.0 - math.exp(-st.running)) * st.tpot_s / 2.0 + own_s
-    ttft = {p: q.wait_quantile_s(wait_s, st.rho, p / 100) + fixed_s for p in PERCENTILES}
+    ttft = {p: q.wait_quantile_s(wait_s, p_wait, p / 100) + fixed_s for p in PERCENTILES}
     tpot_ms = st.tpot_s * 1e3
     return ServiceMetrics(
         rate_rps, True, max(st.rho, st.running / knobs.max_running_requests), st.running,
