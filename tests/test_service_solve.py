@@ -75,3 +75,36 @@ def test_cli_objective_rules(tmp_path):
     assert "--objective=lost-time" in res.stderr
     batch = expect(invoke("solve", BATCH_INSTANCE, "--objective", "goodput"), 2)
     assert "--objective=goodput" in batch.stderr
+
+
+@pytest.mark.parametrize("name", ["10b_moe_service", "deepseek_v3_fp8_h200_service",
+                                  "qwen3_30b_a3b_h200_service", "mixtral_8x7b_bf16_h100_service"])
+def test_shipped_service_instances(name):
+    """The shipped services load as services with the brief's lengths and p90 targets, and
+    ``moeopt inspect`` reads them (the KV of one request at its mean lengths)."""
+    from pathlib import Path
+    from optimizer.inputs.files import load_model
+    path = Path(__file__).resolve().parents[1] / "instances" / f"{name}.json"
+    inst = load_model(path, Instance, "instance")
+    assert inst.workload.kind == "service" and inst.requirements.percentile == 90
+    assert inst.requirements.max_tpot_ms == 50.0
+    if name != "10b_moe_service":
+        assert (inst.workload.prompt_tokens, inst.workload.output_tokens) == (4000, 1000)
+        assert inst.requirements.max_ttft_s == 2.0
+    doc = json.loads(expect(invoke("inspect", path, "--format", "json"), 0).stdout)
+    assert doc["batch_sequences"] is None and doc["output_tokens"] == inst.workload.output_tokens
+
+
+@pytest.mark.parametrize("command", ["sweep", "place", "report", "export"])
+def test_batch_commands_refuse_a_service(tmp_path, command):
+    """Commands of static batches say so in one line (exit 2) when given a service."""
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps(TINY))
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"degrees": {"tp": 1, "pp": 1, "dp": 4, "ep": 4}}))
+    args = {"sweep": ["sweep", path, "--gpus", "4"], "place": ["place", path, "--ep", "4"],
+            "report": ["report", plan, "--instance", path, "--output", tmp_path / "r.html"],
+            "export": ["export", plan, "--instance", path, "--to", "vllm"]}[command]
+    res = expect(invoke(*args), 2)
+    assert res.stderr.startswith("moeopt: workload.kind='service'") and len(res.stderr.splitlines()) == 1
+    assert not (tmp_path / "r.html").exists()
