@@ -22,7 +22,11 @@ def check(instance, plan, format_, verbose):
     def body():
         from optimizer.plan.check import check_plan_file
         inst = load_instance(instance)
-        doc, text, ok = check_plan_file(inst, plan, _smallest_gpu_count)
+        if inst.workload.kind == "service":  # services: optimizer/cli/service.py
+            from optimizer.cli.service import check_service_command
+            doc, text, ok = check_service_command(inst, instance, plan)
+        else:
+            doc, text, ok = check_plan_file(inst, plan, _smallest_gpu_count)
         click.echo(dump(doc) if format_ == "json" else text, nl=False)
         if not ok:
             sys.exit(3)

@@ -83,3 +83,11 @@ def run(verbose: int, fn) -> None:
         sys.exit(1)
 
 
+
+
+def batch_only(inst: Instance | None, command: str) -> None:
+    """A one-line input error (exit 2) when a static-batch command gets a service."""
+    from optimizer.errors import InputError
+    if inst is not None and inst.workload.kind == "service":
+        raise InputError(f"workload.kind='service': moeopt {command} takes static batches; plan a "
+                         "service with moeopt solve or moeopt pareto, and run it with moeopt simulate")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from optimizer.cli.common import FORMAT, VERBOSE, OutputPath, dump, load_instance, run
+from optimizer.cli.common import FORMAT, VERBOSE, OutputPath, batch_only, dump, load_instance, run
 from optimizer.errors import InputError
 
 FORMATS = ("sglang", "vllm", "trtllm", "megatron", "csv")
@@ -31,6 +31,7 @@ def command(plan, to, output, instance_path, format_, verbose):
         from optimizer.output.export import export, load_plan, write_export
 
         inst = load_instance(instance_path) if instance_path else None
+        batch_only(inst, "export")
         p = load_plan(plan, inst)
         if output == "-":
             raise InputError("--output=-: export writes several files; give a directory")

@@ -53,10 +53,23 @@ def model_facts(m, prompt_tokens: int, context_tokens: int | None = None) -> dic
     }
 
 
-def instance_facts(inst) -> dict:
+def lengths(inst, path: str | None = None) -> tuple[int, int]:
+    """(prompt, output) tokens: the batch's, or a service's mean lengths (its trace's, read
+    relative to the instance file at ``path``)."""
+    wl = inst.workload
+    if wl.kind == "service":
+        from optimizer.costs.serving.replica import service_load
+        from optimizer.inputs.service import load_trace
+        load = service_load(wl, load_trace(wl, path) if path is not None and wl.trace else None)
+        return load.prompt_tokens, load.output_tokens
+    return wl.prompt_tokens, wl.output_tokens
+
+
+def instance_facts(inst, path: str | None = None) -> dict:
     """What the instance's GPUs must hold: weights spread over every GPU (a lower bound, no
     KV, activations or buffers), the fewest GPUs whose memory holds the weights, and the KV
-    cache of the whole batch at prompt + output tokens."""
+    cache of the whole batch at prompt + output tokens (a service: of one request at its
+    mean lengths)."""
     from optimizer.inputs.hf import min_gpus_for_weights, usable_memory_gb
     from optimizer.costs import formulas as cm
     hw, wl = inst.hardware, inst.workload
@@ -64,8 +77,10 @@ def instance_facts(inst) -> dict:
     usable = usable_memory_gb(limit, hw.runtime_reserve_gb, hw.nccl_buffer_gb)
     weights = cm.weight_bytes(inst.model)
     per_gpu = weights / hw.num_gpus / 1e9
-    context = wl.prompt_tokens + wl.output_tokens
-    kv_batch = wl.batch_sequences * sum(cm.kv_bytes_per_token_layer(inst.model, 1) * cm.kv_tokens(inst.model, l, context)
+    prompt, output = lengths(inst, path)
+    context = prompt + output
+    sequences = wl.batch_sequences if wl.kind == "batch" else 1
+    kv_batch = sequences * sum(cm.kv_bytes_per_token_layer(inst.model, 1) * cm.kv_tokens(inst.model, l, context)
                                         for l in range(inst.model.num_layers))
     return {
         "instance": inst.name,
@@ -76,8 +91,8 @@ def instance_facts(inst) -> dict:
         "weights_gb_per_gpu_spread": round(per_gpu, 6),
         "weights_fit": per_gpu <= usable,
         "min_gpus_for_weights": min_gpus_for_weights(weights, usable),
-        "batch_sequences": wl.batch_sequences,
-        "output_tokens": wl.output_tokens,
+        "batch_sequences": wl.batch_sequences if wl.kind == "batch" else None,
+        "output_tokens": output,
         "kv_cache_gb_batch": round(kv_batch / 1e9, 6),
         "peak_tflops": hw.gpu.peak_tflops,
     }
@@ -101,10 +116,11 @@ def inspect_path(path: str, prompt_tokens: int | None = None) -> dict:
         except ValidationError as exc:
             raise InputError(validation_message(f"instance {path}", exc)) from None
     if inst is not None and prompt_tokens is None:
-        prompt, context, origin = inst.workload.prompt_tokens, inst.workload.prompt_tokens + inst.workload.output_tokens, "instance"
+        prompt, output = lengths(inst, path)
+        context, origin = prompt + output, "instance"
     else:
         prompt = prompt_tokens or DEFAULT_PROMPT_TOKENS
-        context = prompt + (inst.workload.output_tokens if inst is not None else 0)
+        context = prompt + (lengths(inst, path)[1] if inst is not None else 0)
         origin = "--prompt-tokens" if prompt_tokens else "default"
     doc.update(model_facts(m, prompt, context))
     doc["prompt_tokens_from"] = origin
@@ -116,7 +132,7 @@ def inspect_path(path: str, prompt_tokens: int | None = None) -> dict:
         if extra:
             doc["not_deployed_params"] = extra
     if inst is not None:
-        doc.update(instance_facts(inst))
+        doc.update(instance_facts(inst, path))
     return doc
 
 

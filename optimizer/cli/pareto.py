@@ -23,7 +23,9 @@ def render(df, format_: str) -> str:
 
 @click.command("pareto", help="Pareto set of deployments over throughput per GPU (max), TTFT (min), "
                               "load imbalance (min) and communication (min); rows sorted by "
-                              "num_gpus, ttft_s, load_imbalance, communication_ms.")
+                              "num_gpus, ttft_s, load_imbalance, communication_ms. For a service: "
+                              "output tokens/s per GPU (max) against tokens/s per user (max), "
+                              "each deployment at its goodput rate.")
 @click.argument("instance", type=click.Path(dir_okay=True))
 @TABLE_FORMAT
 @click.option("--output", type=OutputPath(), default="-", show_default=True, help="file to write ('-' = stdout)")
@@ -42,6 +44,8 @@ def command(instance, format_, output, gpus, show_all, time_limit, workers, seed
         from optimizer.cpsat.search import SolverSettings
         from optimizer.search.sweep import with_gpus
         inst = load_instance(instance)
+        if inst.workload.kind == "service":  # the throughput-interactivity front of a service
+            return _service(inst, instance, gpus, format_, output)
         if gpus is not None:
             if gpus > inst.hardware.num_gpus:
                 raise InputError(f"--gpus={gpus}: exceeds hardware.num_gpus={inst.hardware.num_gpus}")
@@ -60,3 +64,19 @@ def command(instance, format_, output, gpus, show_all, time_limit, workers, seed
             write_atomic(output, text)
             click.echo(f"{len(df)} deployments written to {output}")
     run(verbose, body)
+
+
+def _service(inst, instance_path, gpus, format_, output):
+    from optimizer.cli.service import trace_of
+    from optimizer.search.service_pareto import service_pareto_table
+    from optimizer.search.sweep import with_gpus
+    if gpus is not None:
+        if gpus > inst.hardware.num_gpus:
+            raise InputError(f"--gpus={gpus}: exceeds hardware.num_gpus={inst.hardware.num_gpus}")
+        inst = with_gpus(inst, gpus)
+    text = render(service_pareto_table(inst, trace_of(inst, instance_path)), format_)
+    if output == "-":
+        click.echo(text, nl=False)
+    else:
+        write_atomic(output, text)
+        click.echo(f"front written to {output}")

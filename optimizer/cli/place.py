@@ -6,7 +6,7 @@ import logging
 
 import click
 
-from optimizer.cli.common import FORMAT, VERBOSE, FiniteFloatRange, dump, load_instance, run
+from optimizer.cli.common import batch_only, FORMAT, VERBOSE, FiniteFloatRange, dump, load_instance, run
 from optimizer.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,7 @@ def _loads(instance, loads_path):
     from optimizer.inputs.load_files import moe_layers, read_loads
 
     inst = load_instance(instance) if instance else None
+    batch_only(inst, "place")
     if loads_path:
         layer_ids, counts = read_loads(loads_path)
         if inst is not None and counts.shape[1] != inst.model.num_experts:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from optimizer.cli.common import VERBOSE, load_instance, OutputPath, run
+from optimizer.cli.common import VERBOSE, OutputPath, batch_only, load_instance, run
 from optimizer.errors import InputError
 
 
@@ -30,6 +30,7 @@ def command(plan, instance_path, output, verbose):
         if not isinstance(doc, dict):
             raise InputError(f"plan {plan}: expected a JSON object, got {type(doc).__name__}")
         inst = load_instance(instance_path) if instance_path else None
+        batch_only(inst, "report")
         target = output or str(default_report_path(inst, doc))
         if target == "-":
             click.echo(render_report(inst, doc, source=str(Path(plan))), nl=False)

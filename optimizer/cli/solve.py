@@ -26,8 +26,11 @@ from optimizer.inputs.files import write_atomic
 @click.option("--dump-model", "dump_model", default=None, metavar="FILE",
               help="write the phase-1 CP-SAT model (protobuf text format) to FILE once built, "
                    "before any search")
+@click.option("--objective", type=click.Choice(["lost-time", "throughput", "goodput"]), default=None,
+              help="what to optimize first (default: lost-time for a static batch, goodput for a service)")
 @VERBOSE
-def solve(instance, format_, output, gpus, time_limit, workers, seed, report, log_solver, dump_model, verbose):
+def solve(instance, format_, output, gpus, time_limit, workers, seed, report, log_solver, dump_model,
+          objective, verbose):
     def body():
         from optimizer.plan.files import plan_to_json
         from optimizer.output.text import plan_text
@@ -36,6 +39,12 @@ def solve(instance, format_, output, gpus, time_limit, workers, seed, report, lo
         inst = load_instance(instance)
         if gpus is not None and gpus > inst.hardware.num_gpus:
             raise InputError(f"--gpus={gpus}: exceeds hardware.num_gpus={inst.hardware.num_gpus}")
+        if inst.workload.kind == "service":  # services: optimizer/cli/service.py
+            from optimizer.cli.service import solve_service_command
+            return solve_service_command(inst, instance, gpus, objective, time_limit, workers, seed, format_, output)
+        if objective not in (None, "lost-time"):
+            raise InputError(f"--objective={objective}: a static batch is planned for lost-time "
+                             f"(then its makespan); {objective} applies to services")
         try:
             result = run_solve(inst, gpus, time_limit, workers, seed, interruptible=True,
                                log_search=log_solver, on_model=model_writer(dump_model))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from optimizer.cli.common import VERBOSE, FiniteFloatRange, load_instance, OutputPath, run
+from optimizer.cli.common import VERBOSE, FiniteFloatRange, OutputPath, batch_only, load_instance, run
 from optimizer.cli.pareto import TABLE_FORMAT, render
 from optimizer.errors import InputError
 
@@ -37,6 +37,7 @@ def command(instance, gpus_text, format_, output, jobs, resume, backend, address
         from optimizer.search.sweep import (parse_counts, run_points, smallest_feasible, summary,
                                      sweep_table, write_outputs)
         inst = load_instance(instance)
+        batch_only(inst, "sweep")
         counts = parse_counts(gpus_text)
         if backend != "ray" and address:
             raise InputError(f"--address={address}: only with --backend ray")

@@ -71,3 +71,24 @@ def ns_to_ms(ns: int) -> float:
 
 def bytes_to_gb(num_bytes: int) -> float:
     return num_bytes / BYTES_PER_GB
+
+
+# Service rates: requests/s as integer micro-requests/s, tokens/s as integer milli-tokens/s
+# (rounded down: a plan never claims more than its float figures).
+RATE_SCALE = 10**6
+TOKEN_RATE_SCALE = 10**3
+
+
+def rate_to_int(rps: float) -> int:
+    """A request rate as integer micro-requests/s, rounded down."""
+    return floor_int(rps * RATE_SCALE)
+
+
+def token_rate_to_int(tokens_per_s: float) -> int:
+    """A token rate as integer milli-tokens/s, rounded down."""
+    return floor_int(tokens_per_s * TOKEN_RATE_SCALE)
+
+
+def rate_target_to_int(rps: float) -> int:
+    """A lower limit on a request rate as integer micro-requests/s, rounded up."""
+    return ceil_int(rps * RATE_SCALE)

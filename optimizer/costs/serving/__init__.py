@@ -1,0 +1,11 @@
+"""The serving model of a continuously batched service, in plain Python (no solver).
+
+``queueing``: textbook queueing formulas (Little's law, Pollaczek-Khinchine M/G/1 mean wait,
+M/D/1 and M/M/1, an exponential-tail percentile of the wait). ``knobs``: the admissible
+per-replica serving knobs (running-request cap B, prefill chunk budget C, prefill and decode
+micro-batch counts) of one configuration, limited by the KV cache and memory. ``metrics``:
+for one knob tuple and one request rate, the predicted TTFT, TPOT, end-to-end latency,
+utilisation and throughput, the sustainable rate and the goodput (bisection). The step time
+of one engine step is an input (a callable), so the model is tested with known step times.
+See docs/serving-model.md for the approximations and their sources.
+"""

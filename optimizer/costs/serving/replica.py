@@ -1,0 +1,135 @@
+"""A service configuration as the serving model sees it: request sizes from the workload,
+the configurations (degrees without a batch), and per configuration the engine-step time
+(``costs.step_time.StepTimer``, memoized) and the memory that limits the running-request cap.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+from optimizer.costs import formulas as cm
+from optimizer.costs.step_time import StepTimer
+from optimizer.costs.candidates import divisors, tp_admissible
+from optimizer.costs.layout import Degrees
+from optimizer.costs.serving.knobs import ReplicaMemory, ServingKnobs
+from optimizer.costs.serving.metrics import Replica, ServiceLoad
+from optimizer.costs.tables import LinkFacts, memory_parts
+from optimizer.costs.units import ceil_div, ceil_int, gb_to_bytes_floor
+from optimizer.errors import InputError
+from optimizer.inputs.schema import Instance, ServiceWorkload
+from optimizer.inputs.service import draw_lengths
+from optimizer.inputs.traces import Trace
+
+_SAMPLE = 100_000  # lengths drawn (seed 0) for the moments of a length distribution
+
+
+def _moments(length) -> tuple[float, float]:
+    """(mean, squared coefficient of variation) of a token count or distribution."""
+    if isinstance(length, int):
+        return float(length), 0.0
+    x = draw_lengths(length, _SAMPLE, np.random.default_rng(0)).astype(float)
+    return float(x.mean()), float(x.var() / x.mean() ** 2)
+
+
+def service_load(wl: ServiceWorkload, trace: Trace | None = None) -> ServiceLoad:
+    """Mean prompt and output tokens, and the prompts' squared coefficient of variation, of
+    the workload's lengths (a trace's rows when it has one)."""
+    if wl.trace is not None:
+        if trace is None:
+            raise InputError(f"workload.trace={wl.trace!r}: the planner needs the trace's lengths")
+        prompt = np.asarray(trace.prompt_tokens, dtype=float)
+        output = float(np.mean(trace.output_tokens))
+        return ServiceLoad(round(prompt.mean()), max(1, round(output)), float(prompt.var() / prompt.mean() ** 2))
+    prompt_mean, cv2 = _moments(wl.prompt_tokens)
+    output_mean, _ = _moments(wl.output_tokens)
+    return ServiceLoad(max(1, round(prompt_mean)), max(1, round(output_mean)), cv2)
+
+
+def service_degrees(inst: Instance, num_gpus: int) -> list[Degrees]:
+    """Every (tp, pp, dp, ep, etp, edp) on exactly ``num_gpus`` GPUs, by the rules of
+    ``costs.candidates.admissible_degrees`` without a batch (micro-batches are knobs)."""
+    m = inst.model
+    out = []
+    for tp in divisors(num_gpus):
+        if not tp_admissible(inst, tp):
+            continue
+        for pp in divisors(num_gpus // tp):
+            if pp > m.num_layers:
+                continue
+            dp = num_gpus // (tp * pp)
+            for ep in divisors(m.num_experts):
+                for etp in divisors(tp):
+                    if (tp * dp) % (ep * etp) or m.expert_ffn_size % etp:
+                        continue
+                    out.append(Degrees(tp, pp, dp, ep, etp, tp * dp // (ep * etp), 1))
+    return out
+
+
+def even_stages(num_layers: int, pp: int) -> tuple[tuple[int, ...], ...]:
+    """Layers split into ``pp`` contiguous stages, the first ``num_layers % pp`` one longer."""
+    counts = [num_layers // pp + (j < num_layers % pp) for j in range(pp)]
+    starts = [sum(counts[:j]) for j in range(pp)]
+    return tuple(tuple(range(s, s + c)) for s, c in zip(starts, counts))
+
+
+def replica_memory(inst: Instance, deg: Degrees, stages, load: ServiceLoad) -> ReplicaMemory:
+    """Heaviest stage's weights + buffers, KV of one request at its final context on the
+    stage with most layers (every layer at full context, as the simulator counts it), and
+    the activations and token buffers per step token (``tables.memory_parts``, linear in the
+    step's tokens)."""
+    one, none = memory_parts(inst, deg, 1, []), memory_parts(inst, deg, 0, [])
+    p = len(stages)
+    weights = max(none.stage_weights(layers, j == 0, j == p - 1) for j, layers in enumerate(stages))
+    per_token_layer = cm.kv_bytes_per_token_layer(inst.model, deg.tp)
+    kv = ceil_int(per_token_layer * max(len(layers) for layers in stages)
+                  * (load.prompt_tokens + load.output_tokens))
+    per_token = one.activations + one.buffers - none.activations - none.buffers
+    return ReplicaMemory(weights + none.buffers + none.activations, kv, per_token,
+                         gb_to_bytes_floor(inst.memory_limit_gb))
+
+
+def _chunks(chunk_tokens: int, prompt_tokens: int) -> list[tuple[int, int, bool]]:
+    """The prompt chunks of a step's ``chunk_tokens``: whole prompts when the budget holds
+    some, else one chunk starting at the mean start (s - C) / 2 of a prompt's chunks."""
+    if chunk_tokens == 0:
+        return []
+    if chunk_tokens >= prompt_tokens:
+        whole, rest = divmod(chunk_tokens, prompt_tokens)
+        return [(0, prompt_tokens, True)] * whole + ([(0, rest, False)] if rest else [])
+    return [((prompt_tokens - chunk_tokens) // 2, chunk_tokens, False)]
+
+
+def on_grid(count: int) -> int:
+    """``count`` rounded up to 32 values per octave above 32 (at most 1/32 more): the
+    decode counts the step time is computed at, so that few distinct steps are costed."""
+    if count <= 32:
+        return count
+    unit = 1 << (count.bit_length() - 6)
+    return ceil_div(count, unit) * unit
+
+
+def replica(inst: Instance, deg: Degrees, facts: LinkFacts, stages, hot: dict[int, int],
+            load: ServiceLoad) -> Replica:
+    """The serving model's view of one configuration: its memoized engine-step time, its DP
+    queues and GPUs. A step's micro-batches are dealt as the simulator deals them: its
+    prompt chunks then its decodes, round-robin over m = min(m_d, items) micro-batches when
+    it has decodes (min(m_p, chunks) when not); the step takes ``StepTimer.ns`` of the
+    largest (the first). Decode counts are rounded up by ``on_grid``."""
+    timer = StepTimer(inst, deg, facts, tuple(tuple(s) for s in stages), hot)
+
+    @lru_cache(maxsize=None)
+    def cached(chunk: int, decodes: int, context: int, m_p: int, m_d: int) -> int:
+        chunks = _chunks(chunk, load.prompt_tokens)
+        items = len(chunks) + decodes
+        m = max(1, min(m_d if decodes else m_p, items))
+        first_chunks = chunks[0::m]
+        first_decodes = sum(1 for i in range(len(chunks), items) if i % m == 0)
+        return timer.ns(timer.batch(first_chunks, [context] * first_decodes), m)
+
+    def step_ns(knobs: ServingKnobs, chunk: int, decodes: int, context: int) -> int:
+        return cached(chunk, on_grid(decodes), context, knobs.prefill_micro_batches,
+                      knobs.decode_micro_batches)
+
+    return Replica(step_ns, queues=deg.dp, gpus=deg.num_gpus)

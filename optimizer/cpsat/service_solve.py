@@ -1,0 +1,139 @@
+"""Solve a service instance: the candidates of every configuration and knob tuple (plain
+Python, ``costs.serving.search``), then CP-SAT's lexicographic choice among them
+(``service_model``), and the plan with its per-replica knobs and service metrics.
+
+The expert placement of each EP degree is the one of least hot load per layer
+(``pruning.exact_hot_loads``): a layer's MoE time only grows with its hot load, so that
+placement is best for every step composition. Stages are Megatron's even split.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from optimizer.costs.expert_loads import expert_loads
+from optimizer.costs.layout import megatron_layout
+from optimizer.costs.serving.candidates import ServiceCandidate
+from optimizer.costs.serving.metrics import ServiceLoad, Slo
+from optimizer.costs.serving.replica import even_stages, service_degrees, service_load
+from optimizer.costs.serving.search import ServiceSearch, search
+from optimizer.costs.units import rate_target_to_int
+from optimizer.cpsat.pruning import exact_hot_loads
+from optimizer.cpsat.service_model import SERVICE_OBJECTIVES, ServiceChoice, ServiceModel
+from optimizer.errors import InfeasibleError, InputError
+from optimizer.inputs.schema import Instance, ServiceWorkload
+from optimizer.plan.evaluate import Plan
+from optimizer.plan.service import service_slo
+
+log = logging.getLogger(__name__)
+# Another candidate seen in the search is worth a line when it beats the chosen one by this.
+NOTABLE_GAIN = 1.10
+
+
+@dataclass
+class ServiceResult:
+    """The chosen plan, its candidate (knobs and figures) and how it was chosen."""
+
+    status: str  # "optimal" | "feasible"
+    plan: Plan
+    chosen: ServiceCandidate
+    choice: ServiceChoice
+    objective: str
+    load: ServiceLoad
+    slo: Slo
+    searched: ServiceSearch
+    wall_s: float
+    notes: list[str] = field(default_factory=list)
+
+
+def placements(inst: Instance, eps: list[int]) -> tuple[tuple, dict[int, list]]:
+    """(expert loads, per EP degree the ranks of least hot load of each MoE layer)."""
+    loads = expert_loads(inst)
+    exact = exact_hot_loads(loads, sorted(eps))
+    return loads, {ep: [h.ranks for h in rows] for ep, rows in exact.items()}
+
+
+def solve_service(inst: Instance, num_gpus: int | None = None, objective: str | None = None,
+                  time_limit_s: float | None = None, workers: int | None = None, seed: int | None = None,
+                  trace=None) -> ServiceResult:
+    """Best (configuration, knobs) of a service; InfeasibleError (exit 3) when no candidate
+    meets the SLOs at the instance's rate and the goodput requirement."""
+    if not isinstance(inst.workload, ServiceWorkload):
+        raise InputError("workload.kind: solve_service plans services (kind 'service')")
+    objective = objective or "goodput"
+    if objective not in SERVICE_OBJECTIVES:
+        raise InputError(f"--objective={objective}: a service is planned for "
+                         f"{' or '.join(SERVICE_OBJECTIVES)} (lost-time is the static batch's)")
+    start = time.perf_counter()
+    gpus = num_gpus or inst.hardware.num_gpus
+    degrees = service_degrees(inst, gpus)
+    if not degrees:
+        raise InputError(f"hardware.num_gpus={gpus}: no admissible (tp, pp, dp, ep) tuple")
+    load, slo = service_load(inst.workload, trace), service_slo(inst)
+    rate = inst.workload.arrival_rate_rps
+    target = inst.requirements.min_goodput_rps
+    loads, ranks = placements(inst, list({d.ep for d in degrees}))
+    found = search(inst, gpus, load, slo, rate, loads, ranks, objective, degrees=degrees,
+                   min_goodput_rps=target)
+    log.info("service search: %d candidates of %d configurations, %d groups skipped by bounds",
+             len(found.candidates), found.configurations, found.pruned)
+    model = ServiceModel(found.candidates, None if target is None else rate_target_to_int(target))
+    limit = time_limit_s if time_limit_s is not None else inst.search.time_limit_s
+    choice = model.solve(objective, max(0.05, limit - (time.perf_counter() - start)),
+                         workers or inst.search.workers, inst.search.seed if seed is None else seed)
+    if choice is None:
+        raise _infeasible(inst, found, rate, target)
+    chosen = found.candidates[choice.index]
+    deg = chosen.deg
+    moe_ids = inst.model.moe_layer_ids
+    placement = {l: tuple(tuple(sorted(r)) for r in ranks[deg.ep][i]) for i, l in enumerate(moe_ids)}
+    plan = Plan(inst.name, deg, even_stages(inst.model.num_layers, deg.pp), placement,
+                megatron_layout(deg, inst.hardware.gpus_per_node))
+    result = ServiceResult("optimal" if choice.proven else "feasible", plan, chosen, choice, objective,
+                           load, slo, found, time.perf_counter() - start)
+    result.notes = notable_alternatives(found.candidates, chosen, target)
+    return result
+
+
+def _degrees_text(c: ServiceCandidate) -> str:
+    d, k = c.deg, c.knobs
+    return (f"tp={d.tp} pp={d.pp} dp={d.dp} ep={d.ep} etp={d.etp}, B={k.max_running_requests} "
+            f"C={k.prefill_chunk_tokens} m_p={k.prefill_micro_batches} m_d={k.decode_micro_batches}")
+
+
+def notable_alternatives(cands: list[ServiceCandidate], chosen: ServiceCandidate,
+                         min_goodput_rps: float | None) -> list[str]:
+    """One line per figure (throughput, goodput) when a feasible candidate seen in the
+    search beats the chosen one by ``NOTABLE_GAIN`` or more."""
+    ok = [c for c in cands if c.meets_rate is not False
+          and (min_goodput_rps is None or c.goodput_rps >= min_goodput_rps)]
+    lines = []
+    for name, unit, value in (("throughput", "output tokens/s per GPU", lambda c: c.throughput_tokens_per_s_per_gpu),
+                              ("goodput", "requests/s per GPU", lambda c: c.goodput_rps_per_gpu)):
+        best = max(ok, key=value, default=None)
+        if best is not None and value(best) >= NOTABLE_GAIN * value(chosen) > 0:
+            lines.append(f"another plan has {value(best) / value(chosen) - 1:.0%} more {name} "
+                         f"({value(best):.4g} vs {value(chosen):.4g} {unit}): {_degrees_text(best)}")
+    return lines
+
+
+def _infeasible(inst: Instance, found: ServiceSearch, rate: float | None, target: float | None) -> InfeasibleError:
+    """Why no candidate qualifies: the best goodput any has, against the rate and target."""
+    best = max(found.candidates, key=lambda c: c.goodput_rps, default=None)
+    req = inst.requirements
+    slos = ", ".join(s for s in (f"TTFT <= {req.max_ttft_s:g} s" if req.max_ttft_s else "",
+                                  f"TPOT <= {req.max_tpot_ms:g} ms" if req.max_tpot_ms else "",
+                                  f"E2E <= {req.max_e2e_latency_s:g} s" if req.max_e2e_latency_s else "") if s)
+    if best is None:
+        message = "infeasible: no knob tuple of any configuration fits the memory (KV cache of one request)"
+    else:
+        wants = [f"workload.arrival_rate_rps={rate:g}"] if rate is not None else []
+        wants += [f"requirements.min_goodput_rps={target:g}"] if target is not None else []
+        message = (f"infeasible: {' and '.join(wants)} exceed(s) the best goodput of "
+                   f"{best.goodput_rps:.4g} requests/s at p{req.percentile} {slos} "
+                   f"({_degrees_text(best)})")
+    payload = {"status": "infeasible", "explanation": message, "conflicts": ["goodput"],
+               "bounds": {"best_goodput_rps": best.goodput_rps if best else 0.0}}
+    return InfeasibleError(message, payload)

@@ -1,0 +1,34 @@
+"""``moeopt pareto`` on a service: the throughput-interactivity front as a table, one row per
+(configuration, knob tuple) on the front (``costs.serving.pareto``)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from optimizer.costs.serving.pareto import service_front
+from optimizer.costs.serving.replica import service_degrees, service_load
+from optimizer.costs.serving.search import prepared_groups
+from optimizer.cpsat.service_solve import placements
+from optimizer.inputs.schema import Instance
+from optimizer.plan.service import service_slo
+
+COLUMNS = ["num_gpus", "tp", "pp", "dp", "ep", "etp", "max_running_requests", "prefill_chunk_tokens",
+           "prefill_micro_batches", "decode_micro_batches", "output_tokens_per_s_per_gpu",
+           "tokens_per_s_per_user", "goodput_rps", "goodput_rps_per_gpu", "ttft_p90_s", "tpot_ms", "pareto"]
+
+
+def service_pareto_table(inst: Instance, trace=None) -> pd.DataFrame:
+    """Rows of the front by decreasing output tokens/s per GPU (each at its goodput rate)."""
+    gpus = inst.hardware.num_gpus
+    degrees = service_degrees(inst, gpus)
+    load = service_load(inst.workload, trace)
+    loads, ranks = placements(inst, list({d.ep for d in degrees}))
+    groups, _ = prepared_groups(inst, gpus, load, loads, ranks, degrees)
+    front, _ = service_front(groups, load, service_slo(inst), inst.workload.arrival_rate_rps)
+    rows = []
+    for p in front:
+        c, d, k, m = p.candidate, p.candidate.deg, p.candidate.knobs, p.candidate.at_goodput
+        rows.append([c.gpus, d.tp, d.pp, d.dp, d.ep, d.etp, k.max_running_requests, k.prefill_chunk_tokens,
+                     k.prefill_micro_batches, k.decode_micro_batches, p.output_tokens_per_s_per_gpu,
+                     p.tokens_per_s_per_user, c.goodput_rps, c.goodput_rps_per_gpu, m.ttft_p90_s, m.tpot_ms, True])
+    return pd.DataFrame(rows, columns=COLUMNS)

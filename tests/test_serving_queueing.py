@@ -1,0 +1,95 @@
+"""Queueing formulas of the serving model against closed forms worked by hand and against
+an independent simulation (Lindley's recursion of a single-server FIFO queue)."""
+
+import math
+import random
+
+import pytest
+
+from optimizer.costs.serving import queueing as q
+
+
+def test_littles_law():
+    # 3 requests/s, each 2 s in the system: 3 * 2 = 6 in the system on average
+    assert q.littles_law_count(3.0, 2.0) == pytest.approx(6.0)
+
+
+def test_md1_mean_wait_by_hand():
+    # lambda = 0.5/s, S = 1 s: rho = 0.5, W = rho S / (2 (1 - rho)) = 0.5 / 1 = 0.5 s
+    assert q.md1_mean_wait_s(0.5, 1.0) == pytest.approx(0.5)
+    # lambda = 8/s, S = 0.1 s: rho = 0.8, W = 0.8 * 0.1 / 0.4 = 0.2 s
+    assert q.md1_mean_wait_s(8.0, 0.1) == pytest.approx(0.2)
+
+
+def test_mm1_mean_wait_by_hand():
+    # M/M/1 closed form W_q = lambda / (mu (mu - lambda)); lambda = 0.5, mu = 1: 0.5 / 0.5 = 1 s
+    assert q.mm1_mean_wait_s(0.5, 1.0) == pytest.approx(1.0)
+    # lambda = 3, mu = 4: 3 / (4 * 1) = 0.75 s
+    assert q.mm1_mean_wait_s(3.0, 0.25) == pytest.approx(0.75)
+
+
+def test_pollaczek_khinchine_general_and_overload():
+    # lambda = 2, E[S] = 0.25, E[S^2] = 0.1: rho = 0.5, W = 2 * 0.1 / (2 * 0.5) = 0.2 s
+    assert q.mg1_mean_wait_s(2.0, 0.25, 0.1) == pytest.approx(0.2)
+    assert q.mg1_mean_wait_s(4.0, 0.25, 0.1) == math.inf  # rho = 1
+
+
+def test_wait_quantile_exact_for_mm1():
+    # M/M/1, lambda = 0.5, mu = 1: P(W > t) = rho exp(-(mu - lambda) t) = 0.5 exp(-t / 2);
+    # P(W > t) = 0.1 at t = 2 ln 5 = 3.2189 s; at the median P(W > 0) = 0.5 already: t = 0
+    w = q.mm1_mean_wait_s(0.5, 1.0)
+    assert q.wait_quantile_s(w, 0.5, 0.9) == pytest.approx(2 * math.log(5))
+    assert q.wait_quantile_s(w, 0.5, 0.5) == 0.0
+    assert q.wait_quantile_s(w, 1.0, 0.9) == math.inf
+    with pytest.raises(ValueError):
+        q.wait_quantile_s(w, 0.5, 1.0)
+
+
+def _lindley_waits(rate, service, n, seed, exponential=False):
+    """Waits of n customers of a FIFO single server: W_{k+1} = max(0, W_k + S_k - A_{k+1})."""
+    rng = random.Random(seed)
+    waits, w = [], 0.0
+    for _ in range(n):
+        waits.append(w)
+        s = rng.expovariate(1 / service) if exponential else service
+        w = max(0.0, w + s - rng.expovariate(rate))
+    return waits
+
+
+@pytest.mark.parametrize("rho", [0.5, 0.8])
+def test_md1_against_simulation(rho):
+    waits = _lindley_waits(rho, 1.0, 200_000, seed=7)
+    assert sum(waits) / len(waits) == pytest.approx(q.md1_mean_wait_s(rho, 1.0), rel=0.08)
+
+
+def test_mm1_quantile_against_simulation():
+    waits = sorted(_lindley_waits(0.7, 1.0, 200_000, seed=3, exponential=True))
+    w = q.mm1_mean_wait_s(0.7, 1.0)
+    assert waits[int(0.9 * len(waits))] == pytest.approx(q.wait_quantile_s(w, 0.7, 0.9), rel=0.08)
+
+
+def test_erlang_c_and_mgk_by_hand():
+    # M/M/2, lambda = 1, mu = 1 (a = 1): C = (a^2/2! * 2/(2-1)) / (1 + a + a^2/2! * 2/(2-1))
+    # = 1 / 3; W = C / (k mu - lambda) = 1/3 s
+    assert q.erlang_c(2, 1.0) == pytest.approx(1 / 3)
+    wait, p_wait = q.mgk_mean_wait_s(1.0, 1.0, 1.0, 2)
+    assert (wait, p_wait) == pytest.approx((1 / 3, 1 / 3))
+    # one server: C = rho and M/G/k is Pollaczek-Khinchine (M/D/1 with cv^2 = 0)
+    assert q.erlang_c(1, 0.8) == pytest.approx(0.8)
+    assert q.mgk_mean_wait_s(8.0, 0.1, 0.0, 1) == pytest.approx((q.md1_mean_wait_s(8.0, 0.1), 0.8))
+    assert q.mgk_mean_wait_s(3.0, 1.0, 0.0, 3)[0] == math.inf
+
+
+def test_mmk_against_simulation():
+    # four servers fed by one FIFO queue, exponential service: the mean wait by simulation
+    rng = random.Random(11)
+    free = [0.0] * 4
+    t, waits = 0.0, []
+    for _ in range(200_000):
+        t += rng.expovariate(3.0)  # a = 3 on 4 servers of mean 1 s
+        k = min(range(4), key=free.__getitem__)
+        start = max(t, free[k])
+        waits.append(start - t)
+        free[k] = start + rng.expovariate(1.0)
+    wait, _ = q.mgk_mean_wait_s(3.0, 1.0, 1.0, 4)
+    assert sum(waits) / len(waits) == pytest.approx(wait, rel=0.08)
