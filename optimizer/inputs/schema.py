@@ -387,7 +387,7 @@ class Instance(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> "Instance":
         # checked here rather than in Workload: at most MAX_MICRO_BATCHES allowed counts
-        allowed = self.workload.micro_batches
+        allowed = getattr(self.workload, "micro_batches", None)  # a service has none
         if allowed is not None and len(allowed) > MAX_MICRO_BATCHES:
             raise ValueError(f"workload.micro_batches has {len(allowed)} entries; at most "
                              f"{MAX_MICRO_BATCHES}")
