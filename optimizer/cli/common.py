@@ -61,3 +61,55 @@ def run(verbose: int, fn) -> None:
         sys.exit(1)
 
 
+
+
+def on_terminal() -> bool:
+    """True when both stdout and stderr are terminals: progress bars are drawn only then,
+    so pipes, files and tests see exactly the same output as before."""
+    return sys.stdout.isatty() and sys.stderr.isatty()
+
+
+def progress_bar(total: int, desc: str, unit: str):
+    """A tqdm bar on stderr (disabled, drawing nothing, off a terminal); ``.update(n)``,
+    ``.close()``."""
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=not on_terminal(),
+                leave=False, dynamic_ncols=True)
+
+
+class ElapsedBar:
+    """A bar of seconds spent against a time limit, ticking in a background thread while a
+    call runs that reports no progress of its own (a CP-SAT solve); context manager; draws
+    nothing off a terminal (no thread either)."""
+
+    def __init__(self, limit_s: float, desc: str, min_s: float = 2.0):
+        self.limit_s, self.desc, self.min_s = limit_s, desc, min_s
+        self._stop = None
+
+    def __enter__(self):
+        if not on_terminal():
+            return self
+        import threading
+        import time
+        self._stop = threading.Event()
+
+        def tick() -> None:
+            start = time.monotonic()
+            if self._stop.wait(self.min_s):  # short runs draw no bar
+                return
+            bar = progress_bar(round(self.limit_s), self.desc, "s")
+            shown = 0
+            while not self._stop.wait(0.5):
+                now = min(round(time.monotonic() - start), round(self.limit_s))
+                bar.update(now - shown)
+                shown = now
+            bar.close()
+
+        self._thread = threading.Thread(target=tick, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._stop is not None:
+            self._stop.set()
+            self._thread.join()
