@@ -71,33 +71,38 @@ def _runs(numbers: list[int]) -> str:
 def status_note(solver: dict, unproven_layers: list[int] | None = None) -> str | None:
     """Why a "feasible" plan is not proven optimal, and whether more --time-limit helps;
     None for an optimal plan. ``solver`` is the plan's solver block (``cp_sat_status``: the
-    objective phase; ``makespan_status``: the makespan phase, absent when it did not run)."""
+    objective phase; ``makespan_status``: the makespan phase, absent when it did not run);
+    ``unproven_layers``: MoE layers whose placement proof ran out of its deterministic budget
+    (a fixed amount of CP-SAT work, not wall time: a longer time limit does not change it)."""
     if solver.get("status") == "optimal":
         return None
-    gap = "" if solver.get("gap") is None else f" (gap {solver['gap']:.1%})"
+    gap = solver.get("gap")
+    gap_text = f"objective gap {gap:.1%}" if gap else "objective gap 0"
     if solver.get("interrupted"):
-        return f"not proven optimal{gap}: Ctrl-C stopped the search; run it again to finish"
+        return f"Ctrl-C stopped the search ({gap_text}); run it again to finish"
     if solver.get("greedy"):
-        return (f"not proven optimal{gap}: CP-SAT found no plan within the time limit, so this is the "
-                f"greedy warm start; more --time-limit helps")
+        return (f"CP-SAT found no plan within the time limit, so this is the greedy warm start "
+                f"({gap_text}); more --time-limit helps")
     reasons, helps = [], False
     if solver.get("cp_sat_status") not in (None, "optimal"):
-        reasons.append("CP-SAT stopped at the time limit in the objective phase")
+        reasons.append(f"CP-SAT stopped at the time limit in the objective phase ({gap_text})")
         helps = True
     elif solver.get("makespan_status") is None:
-        reasons.append("the time limit ended before the makespan phase could run")
+        reasons.append("the objective is proven, but the time limit ended before the makespan phase "
+                       "ran (the batch makespan is not minimized)")
         helps = True
     elif solver["makespan_status"] != "optimal":
-        reasons.append("CP-SAT stopped at the time limit in the makespan phase")
+        reasons.append(f"the objective is proven, but CP-SAT stopped at the time limit in the makespan "
+                       f"phase (makespan {solver['makespan_ms']:.3f} ms, bound "
+                       f"{solver['makespan_bound_ms']:.3f} ms)")
         helps = True
     if unproven_layers:
         reasons.append(f"the placements of MoE layer(s) {_runs(unproven_layers)} are the best found "
-                       f"within their fixed deterministic proof budget, not proven optimal"
-                       + ("" if helps else "; more --time-limit does not help there"))
+                       f"within their fixed deterministic proof budget, not proven optimal ({gap_text}); "
+                       f"more --time-limit does not help there")
     if not reasons:
-        return f"not proven optimal{gap}"
-    return (f"not proven optimal{gap}: " + "; ".join(reasons)
-            + ("; more --time-limit helps" if helps else ""))
+        return f"not proven optimal ({gap_text})"
+    return "; ".join(reasons) + ("; more --time-limit helps" if helps else "")
 
 
 def memory_lines(ev: Evaluation, limit_gb: float) -> list[str]:
@@ -151,8 +156,8 @@ def placement_section(plan: Plan, inst: Instance, expert_ids: bool) -> list[str]
     """Every expert id per EP rank (``expert_ids``), else the compact per-layer view."""
     if expert_ids:
         return ["Experts per EP rank (rN: expert ids), hottest-rank load / mean"] + placement_lines(plan, inst)
-    return ([f"Expert placement over EP {plan.deg.ep}: per MoE layer, the hottest rank's share of the "
-             f"routed tokens and balancedness (mean / hottest); -v or the plan file for expert ids"]
+    return ([f"Expert placement, EP {plan.deg.ep} (hot: hottest rank's share of the layer's routed "
+             f"tokens; bal: mean / hottest; -v: expert ids)"]
             + placement_summary_lines(plan, inst))
 
 
