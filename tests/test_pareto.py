@@ -349,7 +349,7 @@ def test_table_shape_and_order(seed):
     assert len(keys) == len(set(keys)), seed
     nd = non_dominated(v for v, ok in keys if ok)
     assert [bool(ok) and v in nd for v, ok in keys] == [bool(x) for x in df["pareto"]]
-    assert [m == "" for m in df["misses"]] == [bool(x) for x in df["feasible"]]
+    assert [m == "none" for m in df["misses"]] == [bool(x) for x in df["feasible"]]
     assert (df["num_gpus"] == df["tp"] * df["pp"] * df["dp"]).all()
 
 
@@ -487,7 +487,7 @@ def test_cli_csv_and_json_match_the_table(instance_file, tmp_path):
     runner = CliRunner()
     res = runner.invoke(cli_main, ["pareto", str(path), "--format", "csv"])
     assert res.exit_code == 0, res.output
-    csv_df = pd.read_csv(StringIO(res.stdout), keep_default_na=False)  # misses "" stays ""
+    csv_df = pd.read_csv(StringIO(res.stdout))
     assert set(INTERFACE_COLUMNS) <= set(csv_df.columns)
     pd.testing.assert_frame_equal(csv_df, front, check_dtype=False)
     assert csv_df["pareto"].all() and len(csv_df) >= 3

@@ -228,7 +228,8 @@ def front_mark(row) -> str:
         return "yes"
     misses = row.get("misses")
     if not bool(row["feasible"]):
-        return f"no: misses {misses}" if isinstance(misses, str) and misses else "no: misses a requirement"
+        known = isinstance(misses, str) and misses not in ("", "none")
+        return f"no: misses {misses}" if known else "no: misses a requirement"
     return "no: dominated"
 
 

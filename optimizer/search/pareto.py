@@ -18,7 +18,7 @@ Configurations it leaves no time for are not solved; the table then says so in
 ``df.attrs["unsolved"]`` (their number) and its front may miss points.
 
 Points that miss a timing requirement stay in the table with ``feasible`` false and
-``misses`` naming the failed requirements, but are never on the front: ``pareto`` is true only
+``misses`` naming the failed requirements (space-separated; "none" for the others), but are never on the front: ``pareto`` is true only
 for a row that meets every requirement and that no other such row dominates. When the workload
 decodes, the table also has ``tpot_ms`` and ``tokens_per_s_per_user`` (1000 / TPOT ms, the
 decode speed one request sees).
@@ -56,6 +56,7 @@ DEGREES = ["tp", "pp", "dp", "ep", "etp", "edp", "micro_batches"]
 METRICS = ["throughput_tokens_per_ms", "throughput_tokens_per_ms_per_gpu", "ttft_s",
            "max_memory_gb", "load_imbalance", "communication_ms"]
 DECODE_COLUMNS = ["tpot_ms", "tokens_per_s_per_user"]  # only when the workload decodes
+MEETS_ALL = "none"  # ``misses`` of a row meeting every requirement (CSV readers keep it: "" reads as NaN)
 COLUMNS = ["num_gpus", *DEGREES, *METRICS, "feasible", "pareto", "proven"]
 SORT_KEY = ["num_gpus", "ttft_s", "load_imbalance", "communication_ms"]
 
@@ -217,7 +218,8 @@ def _row(plan, ev, proven: bool) -> dict:
     row = {"num_gpus": d.num_gpus, **{k: getattr(d, k) for k in DEGREES}, **{k: m[k] for k in METRICS}}
     if "tpot_ms" in m:
         row.update(tpot_ms=m["tpot_ms"], tokens_per_s_per_user=tokens_per_s_per_user(m["tpot_ms"]))
-    row.update(feasible=ev.feasible, misses=" ".join(c.name for c in ev.checks if not c.ok), proven=proven)
+    missed = [c.name for c in ev.checks if not c.ok]
+    row.update(feasible=ev.feasible, misses=" ".join(missed) or MEETS_ALL, proven=proven)
     return row
 
 
