@@ -141,3 +141,44 @@ def test_top_lines_rank_front_rows_by_throughput_per_gpu():
     assert lines[2].startswith("  2. 8 GPUs, TP 1 PP 1 DP 8") and "TPOT 6.52 ms (153 tok/s per user)" in lines[2]
     assert top_lines(rows(), 1)[0].startswith("Top 1 ") and len(top_lines(rows(), 1)) == 2
     assert top_lines(rows().assign(pareto=False), 5) == ["Top: no deployment meets every requirement"]
+
+
+def run_on_a_terminal(args: list[str]) -> str:
+    """Everything ``args`` writes to a pseudo-terminal of 160 columns (stdout and stderr)."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import termios
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
+    proc = subprocess.Popen(args, stdout=slave, stderr=slave, cwd=REPO)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    assert proc.wait(timeout=300) == 0, out.decode(errors="replace")[-2000:]
+    return out.decode(errors="replace")
+
+
+def test_progress_bar_on_a_terminal_only():
+    """``pareto`` draws a bar over its configurations on a terminal; through pipes its
+    output has no trace of it."""
+    import subprocess
+    import sys
+    args = [sys.executable, "-c", "from optimizer.cli import main; main()", "pareto",
+            "instances/mixtral_8x7b_bf16_h100.json", "--top", "0"]
+    on_tty = run_on_a_terminal(args)
+    assert "pareto: configurations" in on_tty and "%|" in on_tty
+    piped = subprocess.run(args, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert piped.returncode == 0 and "configurations" not in piped.stdout + piped.stderr
+    assert piped.stderr == ""
+    # the table is the same either way (the terminal turns \n into \r\n)
+    assert piped.stdout.splitlines()[0] in on_tty.replace("\r\n", "\n")

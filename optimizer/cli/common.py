@@ -69,12 +69,12 @@ def on_terminal() -> bool:
     return sys.stdout.isatty() and sys.stderr.isatty()
 
 
-def progress_bar(total: int, desc: str, unit: str):
+def progress_bar(total: int, desc: str, unit: str, **options):
     """A tqdm bar on stderr (disabled, drawing nothing, off a terminal); ``.update(n)``,
-    ``.close()``."""
+    ``.close()``; ``options`` go to tqdm."""
     from tqdm import tqdm
     return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=not on_terminal(),
-                leave=False, dynamic_ncols=True)
+                leave=False, dynamic_ncols=True, **options)
 
 
 class ElapsedBar:
@@ -97,8 +97,9 @@ class ElapsedBar:
             start = time.monotonic()
             if self._stop.wait(self.min_s):  # short runs draw no bar
                 return
-            bar = progress_bar(round(self.limit_s), self.desc, "s")
-            shown = 0
+            shown = round(self.min_s)
+            bar = progress_bar(max(1, round(self.limit_s)), self.desc, "s", initial=shown,
+                               bar_format="{desc}: {percentage:3.0f}%|{bar}| {n}/{total} s")
             while not self._stop.wait(0.5):
                 now = min(round(time.monotonic() - start), round(self.limit_s))
                 bar.update(now - shown)

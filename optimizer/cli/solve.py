@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from optimizer.cli.common import (DEFINITIONS, FORMAT, VERBOSE, ElapsedBar, FiniteFloatRange, dump, load_instance,
+from optimizer.cli.common import (DEFINITIONS, FORMAT, ElapsedBar, FiniteFloatRange, dump, load_instance,
                                   run)
 from optimizer.errors import InfeasibleError, InputError, NoSolutionError
 from optimizer.inputs.files import write_atomic
@@ -40,7 +40,7 @@ def solve(instance, format_, output, gpus, time_limit, workers, seed, report, lo
             raise InputError(f"--gpus={gpus}: exceeds hardware.num_gpus={inst.hardware.num_gpus}")
         try:
             limit_s = time_limit or inst.search.time_limit_s
-            with ElapsedBar(limit_s, "solving (bar = time limit)"):
+            with ElapsedBar(limit_s, "solving: seconds used of the time limit"):
                 result = api.solve(inst, gpus=gpus, time_limit_s=time_limit, workers=workers, seed=seed,
                                    interruptible=True, log_search=log_solver,
                                    on_model=model_writer(dump_model))
