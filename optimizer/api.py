@@ -23,9 +23,6 @@ if TYPE_CHECKING:  # the heavy modules load on first call, not on ``import optim
     from optimizer.simulate.deployment import Deployment
     from optimizer.simulate.engine import Outcome
 
-InstanceLike = "str | PathLike | Instance"
-
-
 def load_instance(path: str | PathLike) -> Instance:
     """The instance file at ``path``, validated (InputError naming the field otherwise)."""
     from optimizer.inputs.files import load_model
@@ -38,15 +35,18 @@ def _instance(instance) -> Instance:
     return instance if isinstance(instance, Instance) else load_instance(instance)
 
 
-def _on_gpus(inst: Instance, gpus: int | None) -> Instance:
-    """``inst`` on ``gpus`` GPUs (at most the hardware's); InputError beyond it."""
+def _check_gpus(inst: Instance, gpus: int | None) -> None:
+    """InputError (exit 2) when ``gpus`` exceeds the instance's hardware."""
     from optimizer.errors import InputError
-    from optimizer.search.sweep import with_gpus
-    if gpus is None:
-        return inst
-    if gpus > inst.hardware.num_gpus:
+    if gpus is not None and gpus > inst.hardware.num_gpus:
         raise InputError(f"--gpus={gpus}: exceeds hardware.num_gpus={inst.hardware.num_gpus}")
-    return with_gpus(inst, gpus)
+
+
+def _on_gpus(inst: Instance, gpus: int | None) -> Instance:
+    """``inst`` on ``gpus`` GPUs (at most the hardware's)."""
+    from optimizer.search.sweep import with_gpus
+    _check_gpus(inst, gpus)
+    return inst if gpus is None else with_gpus(inst, gpus)
 
 
 def solve(instance, *, gpus: int | None = None, time_limit_s: float | None = None,
@@ -58,8 +58,7 @@ def solve(instance, *, gpus: int | None = None, time_limit_s: float | None = Non
     ``time_limit_s`` bounds the whole call (default: the instance's search.time_limit_s)."""
     from optimizer.cpsat.solve import solve as run_solve
     inst = _instance(instance)
-    if gpus is not None and gpus > inst.hardware.num_gpus:
-        _on_gpus(inst, gpus)  # raises the usage error
+    _check_gpus(inst, gpus)
     return run_solve(inst, gpus, time_limit_s, workers, seed, interruptible=interruptible,
                      log_search=log_search, on_model=on_model)
 

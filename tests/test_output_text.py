@@ -13,7 +13,6 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from optimizer.inputs.files import load_model
 from optimizer.inputs.schema import Instance
 from optimizer.output.text import duration, human_table, placement_summary_lines, si, status_note, top_lines
 
