@@ -70,6 +70,7 @@ INTERFACE_COLUMNS = ["num_gpus", "tp", "pp", "dp", "ep", "throughput_tokens_per_
                      "throughput_tokens_per_ms_per_gpu", "ttft_s", "max_memory_gb",
                      "load_imbalance", "communication_ms", "feasible", "pareto"]
 SORT_KEY = ["num_gpus", "ttft_s", "load_imbalance", "communication_ms"]
+DEGREE_KEY = ["tp", "pp", "dp", "ep", "etp", "edp", "micro_batches"]  # ties: smallest degrees first
 REQUIREMENT_CHECKS = {"memory_per_gpu", "ttft", "tpot", "throughput"}
 
 Vector = tuple[int, int, int, int]  # (batch ns, TTFT ns, max_l hot_l * ep, communication ns)
@@ -286,12 +287,14 @@ def case(seed: int) -> Case:
 @pytest.mark.parametrize("seed", SEEDS + DECODE_SEEDS)
 def test_front_equals_brute_force(seed):
     """The ``pareto`` rows are, as a set of integer vectors, exactly the non-dominated set
-    of the enumeration; each is proven, fits memory and is labelled feasible exactly when
-    it meets the timing requirements."""
+    of the enumerated plans that meet every requirement, each vector once (duplicates are
+    collapsed); each is proven, fits memory and is labelled feasible."""
     c = case(seed)
-    expected = non_dominated(v for v, _ in c.points)
+    expected = non_dominated(v for v, p in c.points if p.feasible)
     front = c.table[c.table["pareto"]]
-    got = c.vectors(front)  # one vector may occur twice (two configurations)
+    got = c.vectors(front)
+    assert len(got) == len(set(got)), (seed, got)
+    assert front["feasible"].all(), seed
     missing, extra = expected - set(got), set(got) - expected
     detail = {v: sorted({str(p.deg) for w, p in c.points if w == v}) for v in missing}
     assert not missing and not extra, (
@@ -334,29 +337,38 @@ def test_rows_plans_pass_the_checker(seed, tmp_path):
 
 @pytest.mark.parametrize("seed", SEEDS + DECODE_SEEDS)
 def test_table_shape_and_order(seed):
-    """Interface columns, sorted by the stated key, and ``pareto`` marks exactly the
-    table's non-dominated rows (all four objectives)."""
+    """Interface columns, sorted by the stated key then the degrees, no two rows with the
+    same objectives and feasibility, and ``pareto`` marks exactly the non-dominated rows
+    (all four objectives) among those meeting every requirement; ``misses`` names the
+    failed requirements of the others."""
     df = case(seed).table
     assert set(INTERFACE_COLUMNS) <= set(df.columns)
-    assert df.equals(df.sort_values(SORT_KEY, kind="stable").reset_index(drop=True))
+    assert df.equals(df.sort_values(SORT_KEY + DEGREE_KEY, kind="stable").reset_index(drop=True))
     vectors = case(seed).vectors(df)
-    nd = non_dominated(vectors)
-    assert [v in nd for v in vectors] == [bool(x) for x in df["pareto"]]
+    keys = list(zip(vectors, df["feasible"]))
+    assert len(keys) == len(set(keys)), seed
+    nd = non_dominated(v for v, ok in keys if ok)
+    assert [bool(ok) and v in nd for v, ok in keys] == [bool(x) for x in df["pareto"]]
+    assert [m == "none" for m in df["misses"]] == [bool(x) for x in df["feasible"]]
     assert (df["num_gpus"] == df["tp"] * df["pp"] * df["dp"]).all()
 
 
 def test_instances_exercise_the_front():
     """The generator is not degenerate: memory rules out configurations in many instances,
     many fronts have several points, and both feasible and infeasible points occur."""
-    excluded, sizes, flags = 0, [], set()
+    excluded, sizes, feasible_sizes, flags = 0, [], [], set()
     for seed in SEEDS:
         c = case(seed)
         fitting = {p.deg for _, p in c.points}
         excluded += len(fitting) < len(admissible_degrees(c.inst, c.inst.hardware.num_gpus))
         sizes.append(len(non_dominated(v for v, _ in c.points)))
-        flags |= {bool(x) for x in c.table.loc[c.table["pareto"], "feasible"]}
+        feasible_sizes.append(len(non_dominated(v for v, p in c.points if p.feasible)))
+        flags |= {bool(x) for x in c.table["feasible"]}
     assert excluded >= NUM_RANDOM // 3, excluded
     assert sum(s >= 2 for s in sizes) >= NUM_RANDOM // 4, sizes
+    # fronts of requirement-meeting plans: several with two points or more, some empty
+    assert sum(s >= 2 for s in feasible_sizes) >= NUM_RANDOM // 6, feasible_sizes
+    assert 0 in feasible_sizes, feasible_sizes
     assert max(sizes) >= 3, sizes
     assert flags == {True, False}
 
@@ -396,16 +408,39 @@ def test_min_hot_shortcut_gives_the_same_front(seed):
     assert len(full) > len(short)  # other placements were really tried
 
 
-def test_timing_requirement_does_not_shrink_the_front():
-    """Adding an unreachable TTFT limit keeps every front point (all become infeasible)."""
+@pytest.mark.slow  # ~15 s in all
+@pytest.mark.parametrize("seed", DECODE_SEEDS)
+def test_front_with_a_tpot_limit_equals_brute_force(seed):
+    """TPOT is no objective, so a split slower in batch time and TTFT can meet a TPOT limit
+    the fastest split misses: with a TPOT limit between two enumerated TPOTs, the front is
+    still exactly the non-dominated set of the enumerated plans meeting every requirement."""
+    base = random_instance(seed)
+    tpots = sorted({p.metrics["tpot_ms"] for _, p in brute_force_points(base)})
+    if len(tpots) < 2:
+        pytest.skip("one TPOT only")
+    limit_ms = (tpots[len(tpots) // 2 - 1] + tpots[len(tpots) // 2]) / 2  # no plan on the edge
+    inst = base.model_copy(update={"requirements": base.requirements.model_copy(
+        update={"max_tpot_ms": limit_ms})})
+    points = brute_force_points(inst)
+    expected = non_dominated(v for v, p in points if p.feasible)
+    df = pareto_table(inst, settings=SETTINGS)
+    got = [row_vector(r, batch_tokens(inst)) for r in df[df["pareto"]].itertuples()]
+    assert len(got) == len(set(got)) and set(got) == expected, (seed, sorted(got), sorted(expected))
+    assert all(t <= limit_ms for t in df.loc[df["pareto"], "tpot_ms"])
+    assert (df["tokens_per_s_per_user"] == 1000.0 / df["tpot_ms"]).all()
+
+
+def test_unreachable_timing_requirement_empties_the_front_not_the_table():
+    """An unreachable TTFT limit leaves no row on the front, but every row is still
+    computed (``--all`` shows what the requirement costs), each marked as missing ttft."""
     c = next(case(s) for s in SEEDS if case(s).inst.requirements.max_ttft_s is None
              and len(non_dominated(v for v, _ in case(s).points)) >= 2)
     tight = c.inst.model_copy(update={"requirements": c.inst.requirements.model_copy(
         update={"max_ttft_s": 1e-9})})
     loose_df, tight_df = pareto_table(c.inst, settings=SETTINGS), pareto_table(tight, settings=SETTINGS)
-    lf, tf = loose_df[loose_df["pareto"]], tight_df[tight_df["pareto"]]
-    assert set(c.vectors(lf)) == set(c.vectors(tf))
-    assert not tf["feasible"].any()
+    assert set(c.vectors(loose_df)) == set(c.vectors(tight_df))
+    assert len(tight_df) >= 2 and not tight_df["pareto"].any() and not tight_df["feasible"].any()
+    assert all("ttft" in m.split() for m in tight_df["misses"])
 
 
 def test_seed_instance_front_on_8_gpus():
@@ -425,7 +460,8 @@ def test_seed_instance_front_on_8_gpus():
                     megatron_layout(b.deg, inst.hardware.gpus_per_node))
         ev = evaluate(inst, plan)
         assert ev.makespan_ns == b.makespan_ns and ev.checks[0].ok
-        vectors.append(vector_of(ev, b.deg.ep))
+        if ev.feasible:
+            vectors.append(vector_of(ev, b.deg.ep))
     df = pareto_table(inst)
     front = df[df["pareto"]]
     assert {row_vector(r, batch_tokens(inst)) for r in front.itertuples()} == non_dominated(vectors)
@@ -436,7 +472,7 @@ def test_seed_instance_front_on_8_gpus():
 @pytest.fixture(scope="module")
 def instance_file(tmp_path_factory):
     inst = next(case(s).inst for s in SEEDS
-                if len(non_dominated(v for v, _ in case(s).points)) >= 3)
+                if len(non_dominated(v for v, p in case(s).points if p.feasible)) >= 3)
     path = tmp_path_factory.mktemp("pareto") / "inst.json"
     path.write_text(inst.model_dump_json())
     return path, inst

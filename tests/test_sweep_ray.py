@@ -1,5 +1,7 @@
-"""``moeopt sweep --backend ray --address ADDR``: the points run as Ray tasks on a cluster
-and give the same table as the local backend.
+"""``moeopt sweep --backend ray --address ADDR`` and ``moeopt pareto --backend ray --address
+ADDR``: the work runs as Ray tasks on a cluster and gives the same tables as the local backend.
+.ci/run installs the extra, so these run on every landing (about a minute in all here: the
+cluster's start dominates; marked slow).
 
 Needs the optional extra (``pip install -e '.[ray]'``); without Ray the cluster tests are
 skipped with that message. The test starts its own small Ray cluster in this process
@@ -60,6 +62,7 @@ def local_run(tmp_path_factory):
     return out, res
 
 
+@pytest.mark.slow
 @needs_ray
 def test_ray_backend_gives_the_local_table(ray_cluster, local_run, tmp_path):
     """Same sweep.csv, summary and point files as the local backend, and the points really
@@ -84,6 +87,7 @@ def test_ray_backend_gives_the_local_table(ray_cluster, local_run, tmp_path):
     assert wall_s < 60
 
 
+@pytest.mark.slow
 @needs_ray
 def test_ray_backend_resume_skips_finished_points(ray_cluster, local_run, tmp_path):
     """With --resume on Ray, a finished point on disk is not sent to the cluster again."""
@@ -127,3 +131,37 @@ def test_unreachable_address_fails_promptly(tmp_path):
         pytest.fail("moeopt sweep --backend ray --address 127.0.0.1:1 still waiting after 20 s")
     assert res.returncode == 2, res.stderr[-2000:]
     assert "--address" in res.stderr.strip().splitlines()[-1]
+
+
+PARETO_INSTANCE = REPO / "instances" / "mixtral_8x7b_bf16_h100.json"
+
+
+@pytest.mark.slow
+@needs_ray
+def test_pareto_ray_backend_gives_the_local_table(ray_cluster):
+    """``pareto --backend ray --address A``: byte-identical CSV (every row, --all) and table
+    text to the local run, computed by a pareto task on the given cluster."""
+    ray, address, _ = ray_cluster
+    for args in (["--all", "--format", "csv"], []):
+        local = moeopt("pareto", PARETO_INSTANCE, "--time-limit", "60", *args)
+        remote = moeopt("pareto", PARETO_INSTANCE, "--time-limit", "60", "--backend", "ray",
+                        "--address", address, *args)
+        assert local.returncode == 0 and remote.returncode == 0, remote.stderr[-3000:]
+        assert remote.stdout == local.stdout
+    assert len(local.stdout.splitlines()) >= 3  # a header, rows and the top summary
+    # task events reach the timeline late and not always all of them: one is proof enough
+    # that the table was computed on the cluster
+    tasks: list = []
+    for _ in range(60):
+        tasks = [e for e in ray.timeline() if str(e.get("name", "")).endswith("pareto_records")
+                 and e.get("ph") == "X"]
+        if tasks:
+            break
+        time.sleep(0.5)
+    assert tasks, sorted({str(e.get("name")) for e in ray.timeline()})
+
+
+def test_pareto_address_needs_the_ray_backend():
+    res = moeopt("pareto", PARETO_INSTANCE, "--address", "127.0.0.1:6379")
+    assert res.returncode == 2 and res.stderr.strip() == (
+        "moeopt: --address=127.0.0.1:6379: only with --backend ray")

@@ -91,3 +91,56 @@ def batch_only(inst: Instance | None, command: str) -> None:
     if inst is not None and inst.workload.kind == "service":
         raise InputError(f"workload.kind='service': moeopt {command} takes static batches; plan a "
                          "service with moeopt solve or moeopt pareto, and run it with moeopt simulate")
+
+
+def on_terminal() -> bool:
+    """True when both stdout and stderr are terminals: progress bars are drawn only then,
+    so pipes, files and tests see exactly the same output as before."""
+    return sys.stdout.isatty() and sys.stderr.isatty()
+
+
+def progress_bar(total: int, desc: str, unit: str, **options):
+    """A tqdm bar on stderr (disabled, drawing nothing, off a terminal); ``.update(n)``,
+    ``.close()``; ``options`` go to tqdm."""
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=not on_terminal(),
+                leave=False, dynamic_ncols=True, **options)
+
+
+class ElapsedBar:
+    """A bar of seconds spent against a time limit, ticking in a background thread while a
+    call runs that reports no progress of its own (a CP-SAT solve); context manager; draws
+    nothing off a terminal (no thread either)."""
+
+    def __init__(self, limit_s: float, desc: str, min_s: float = 2.0):
+        self.limit_s, self.desc, self.min_s = limit_s, desc, min_s
+        self._stop = None
+
+    def __enter__(self):
+        if not on_terminal():
+            return self
+        import threading
+        import time
+        self._stop = threading.Event()
+
+        def tick() -> None:
+            start = time.monotonic()
+            if self._stop.wait(self.min_s):  # short runs draw no bar
+                return
+            shown = round(self.min_s)
+            bar = progress_bar(max(1, round(self.limit_s)), self.desc, "s", initial=shown,
+                               bar_format="{desc}: {percentage:3.0f}%|{bar}| {n}/{total} s")
+            while not self._stop.wait(0.5):
+                now = min(round(time.monotonic() - start), round(self.limit_s))
+                bar.update(now - shown)
+                shown = now
+            bar.close()
+
+        self._thread = threading.Thread(target=tick, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._stop is not None:
+            self._stop.set()
+            self._thread.join()

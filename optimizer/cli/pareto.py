@@ -4,33 +4,73 @@ from __future__ import annotations
 
 import click
 
-from optimizer.cli.common import VERBOSE, FiniteFloatRange, load_instance, OutputPath, run
+from optimizer.cli.common import VERBOSE, FiniteFloatRange, OutputPath, load_instance, progress_bar, run
 from optimizer.errors import InputError
 from optimizer.inputs.files import write_atomic
 
 TABLE_FORMAT = click.option("--format", "format_", type=click.Choice(["table", "csv", "json"]),
-                            default="table", show_default=True, help="output format")
+                            default="table", show_default=True,
+                            help="output format: table (human units, then the top rows), or csv / json "
+                                 "(the raw columns)")
+TOP = click.option("--top", type=click.IntRange(0, 1000), default=5, show_default=True,
+                   help="after the table, the N best deployments meeting every requirement "
+                        "(by throughput per GPU, then TTFT); 0: none")
 
 
-def render(df, format_: str) -> str:
-    """The table as text, CSV or JSON records."""
+def render(df, format_: str, empty: str = "(no deployment fits)") -> str:
+    """The table as human text (``empty`` when it has no row), CSV or JSON records."""
     if format_ == "csv":
         return df.to_csv(index=False)
     if format_ == "json":
         return df.to_json(orient="records", indent=1) + "\n"
-    return (df.to_string(index=False, float_format=lambda v: f"{v:.4g}") if len(df) else "(no deployment fits)") + "\n"
+    from optimizer.output.text import human_table
+    return human_table(df, empty)
+
+
+def render_with_top(df, format_: str, top: int, empty: str = "(no deployment fits)") -> str:
+    """``render``, and in table format the top-``top`` summary after it."""
+    text = render(df, format_, empty)
+    if format_ == "table" and top:
+        from optimizer.output.text import top_lines
+        text += "\n".join(top_lines(df, top)) + "\n"
+    return text
+
+
+def configurations_bar():
+    """(callback for ``pareto_table``'s on_progress, closer): a bar over the candidate
+    configurations, drawn on a terminal only."""
+    state = {"bar": None, "shown": 0}
+
+    def update(done: int, total: int) -> None:
+        if state["bar"] is None:
+            state["bar"] = progress_bar(total, "pareto: configurations", "cfg")
+        state["bar"].update(done - state["shown"])
+        state["shown"] = done
+
+    def close() -> None:
+        if state["bar"] is not None:
+            state["bar"].close()
+    return update, close
 
 
 @click.command("pareto", help="Pareto set of deployments over throughput per GPU (max), TTFT (min), "
-                              "load imbalance (min) and communication (min); rows sorted by "
-                              "num_gpus, ttft_s, load_imbalance, communication_ms. For a service: "
+                              "load imbalance (min) and communication (min), among those meeting "
+                              "every requirement; with a decoding workload also TPOT and tokens/s "
+                              "per user. Rows equal in every objective are shown once; rows sorted by "
+                              "num_gpus, ttft_s, load_imbalance, communication_ms, then the degrees. For a service: "
                               "output tokens/s per GPU (max) against tokens/s per user (max), "
                               "each deployment at its goodput rate.")
 @click.argument("instance", type=click.Path(dir_okay=True))
 @TABLE_FORMAT
 @click.option("--output", type=OutputPath(), default="-", show_default=True, help="file to write ('-' = stdout)")
 @click.option("--gpus", type=click.IntRange(1, 65536), default=None, help="override hardware.num_gpus")
-@click.option("--all", "show_all", is_flag=True, help="also rows that are not on the front")
+@click.option("--all", "show_all", is_flag=True,
+              help="also the computed rows off the front, each marked with why (a requirement it "
+                   "misses, or dominated)")
+@TOP
+@click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="where to compute: here, or as a Ray task (the sweep's Ray backend)")
+@click.option("--address", default=None, help="Ray cluster address (with --backend ray)")
 @click.option("--time-limit", type=FiniteFloatRange(0.05, 86400), default=None,
               help="seconds for the whole command, start-up aside: every build and CP-SAT solve "
                    "shares it; configurations it leaves no time for are skipped, with a warning "
@@ -38,26 +78,31 @@ def render(df, format_: str) -> str:
 @click.option("--workers", type=click.IntRange(1, 64), default=None)
 @click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=None)
 @VERBOSE
-def command(instance, format_, output, gpus, show_all, time_limit, workers, seed, verbose):
+def command(instance, format_, output, gpus, show_all, top, backend, address, time_limit, workers,
+            seed, verbose):
     def body():
-        from optimizer.search.pareto import pareto_table
-        from optimizer.cpsat.search import SolverSettings
-        from optimizer.search.sweep import with_gpus
+        from optimizer import api
+        if backend != "ray" and address:
+            raise InputError(f"--address={address}: only with --backend ray")
         inst = load_instance(instance)
         if inst.workload.kind == "service":  # the throughput-interactivity front of a service
             return _service(inst, instance, gpus, format_, output)
-        if gpus is not None:
-            if gpus > inst.hardware.num_gpus:
-                raise InputError(f"--gpus={gpus}: exceeds hardware.num_gpus={inst.hardware.num_gpus}")
-            inst = with_gpus(inst, gpus)
-        settings = SolverSettings.of(inst, time_limit, workers, seed)
-        df = pareto_table(inst, None, settings)
+        update, close = configurations_bar()
+        try:
+            df = api.pareto(inst, gpus=gpus, time_limit_s=time_limit, workers=workers, seed=seed,
+                            backend=backend, address=address, on_progress=update)
+        finally:
+            close()
         if df.attrs.get("unsolved"):
-            click.echo(f"moeopt: warning: the time limit of {settings.time_limit_s:g} s left "
+            limit = time_limit or inst.search.time_limit_s
+            click.echo(f"moeopt: warning: the time limit of {limit:g} s left "
                        f"{df.attrs['unsolved']} configuration(s) unsolved; the front may miss points", err=True)
+        empty = "(no deployment fits)"
         if not show_all:
-            df = df[df["pareto"]].reset_index(drop=True)
-        text = render(df, format_)
+            if len(df):
+                empty = "(no deployment meets every requirement; --all shows those computed)"
+            df = df[df["pareto"].astype(bool)].reset_index(drop=True)
+        text = render_with_top(df, format_, top, empty)
         if output == "-":
             click.echo(text, nl=False)
         else:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from optimizer.cli.common import DEFINITIONS, FORMAT, VERBOSE, FiniteFloatRange, dump, load_instance, OutputPath, run
+from optimizer.cli.common import (DEFINITIONS, FORMAT, ElapsedBar, FiniteFloatRange, OutputPath, dump,
+                                  load_instance, run)
 from optimizer.errors import InfeasibleError, InputError, NoSolutionError
 from optimizer.inputs.files import write_atomic
 
@@ -28,13 +29,14 @@ from optimizer.inputs.files import write_atomic
                    "before any search")
 @click.option("--objective", type=click.Choice(["lost-time", "throughput", "goodput"]), default=None,
               help="what to optimize first (default: lost-time for a static batch, goodput for a service)")
-@VERBOSE
+@click.option("-v", "--verbose", count=True,
+              help="logs to stderr and every expert id per EP rank in the printed plan; -vv shows tracebacks")
 def solve(instance, format_, output, gpus, time_limit, workers, seed, report, log_solver, dump_model,
           objective, verbose):
     def body():
         from optimizer.plan.files import plan_to_json
-        from optimizer.output.text import plan_text
-        from optimizer.cpsat.solve import solve as run_solve
+        from optimizer.output.text import plan_text, status_note
+        from optimizer import api
 
         inst = load_instance(instance)
         if gpus is not None and gpus > inst.hardware.num_gpus:
@@ -46,8 +48,11 @@ def solve(instance, format_, output, gpus, time_limit, workers, seed, report, lo
             raise InputError(f"--objective={objective}: a static batch is planned for lost-time "
                              f"(then its makespan); {objective} applies to services")
         try:
-            result = run_solve(inst, gpus, time_limit, workers, seed, interruptible=True,
-                               log_search=log_solver, on_model=model_writer(dump_model))
+            limit_s = time_limit or inst.search.time_limit_s
+            with ElapsedBar(limit_s, "solving: seconds used of the time limit"):
+                result = api.solve(inst, gpus=gpus, time_limit_s=time_limit, workers=workers, seed=seed,
+                                   interruptible=True, log_search=log_solver,
+                                   on_model=model_writer(dump_model))
         except (InfeasibleError, NoSolutionError) as exc:
             if format_ == "json":
                 payload = {"schema_version": 1, "instance": inst.name, **exc.payload}
@@ -69,7 +74,9 @@ def solve(instance, format_, output, gpus, time_limit, workers, seed, report, lo
         if format_ == "json" or target == "-":
             click.echo(dump(doc), nl=False)
         else:
-            click.echo(plan_text(inst, result.plan, result.evaluation, result.status, solver), nl=False)
+            note = status_note(solver, result.extra.get("unproven_placement_layers"))
+            click.echo(plan_text(inst, result.plan, result.evaluation, result.status, solver,
+                                 expert_ids=verbose >= 1, note=note), nl=False)
             click.echo(f"plan written to {target}")
     run(verbose, body)
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from optimizer.cli.common import VERBOSE, FiniteFloatRange, OutputPath, batch_only, load_instance, run
-from optimizer.cli.pareto import TABLE_FORMAT, render
+from optimizer.cli.common import VERBOSE, FiniteFloatRange, OutputPath, batch_only, load_instance, progress_bar, run
+from optimizer.cli.pareto import TABLE_FORMAT, TOP, render, render_with_top
 from optimizer.errors import InputError
 
 
@@ -29,9 +29,10 @@ from optimizer.errors import InputError
                    "the rest for its Pareto rows (default: search.time_limit_s)")
 @click.option("--workers", type=click.IntRange(1, 64), default=None)
 @click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=None)
+@TOP
 @VERBOSE
 def command(instance, gpus_text, format_, output, jobs, resume, backend, address, time_limit,
-            workers, seed, verbose):
+            workers, seed, top, verbose):
     def body():
         from optimizer.cpsat.search import SolverSettings
         from optimizer.search.sweep import (parse_counts, run_points, smallest_feasible, summary,
@@ -43,7 +44,12 @@ def command(instance, gpus_text, format_, output, jobs, resume, backend, address
             raise InputError(f"--address={address}: only with --backend ray")
         out_dir = Path(output) if output else Path("results") / inst.name
         settings = SolverSettings.of(inst, time_limit, workers, seed)
-        points = run_points(inst, counts, out_dir, settings, jobs, resume, backend, address)
+        bar = progress_bar(len(counts), "sweep: GPU counts", "count")
+        try:
+            points = run_points(inst, counts, out_dir, settings, jobs, resume, backend, address,
+                                on_point=lambda done, total, gpus: points_done(bar, done, gpus))
+        finally:
+            bar.close()
         table, summ = sweep_table(points), summary(points)
         short = sorted(g for g, point in points.items() if point.get("unsolved"))
         if short:
@@ -52,14 +58,23 @@ def command(instance, gpus_text, format_, output, jobs, resume, backend, address
         files = write_outputs(table, summ, out_dir)
         smallest = smallest_feasible(points)
         if format_ == "table":
-            cols = ["num_gpus", "meets_requirements", "status", "degrees", "ttft_s",
-                    "throughput_tokens_per_ms", "throughput_tokens_per_ms_per_gpu", "max_memory_gb"]
+            cols = ["num_gpus", "meets_requirements", "status", "degrees", "ttft_s", "tpot_ms",
+                    "tokens_per_s_per_user", "throughput_tokens_per_ms", "throughput_tokens_per_ms_per_gpu",
+                    "max_memory_gb"]
             click.echo("Best plan per GPU count")
-            click.echo(render(summ[cols], "table"), nl=False)
+            click.echo(render(summ[[c for c in cols if c in summ]], "table"), nl=False)
             click.echo(f"smallest GPU count meeting every requirement: {smallest or 'none of these'}")
-            click.echo("Pareto front across counts")
-            click.echo(render(table[table["pareto"]].reset_index(drop=True), "table"), nl=False)
+            click.echo("Pareto front across counts (meeting every requirement)")
+            front = table[table["pareto"].astype(bool)].reset_index(drop=True)
+            click.echo(render_with_top(front, "table", top, "(no deployment meets every requirement)"),
+                       nl=False)
             click.echo("written: " + ", ".join(str(f) for f in files))
         else:
             click.echo(render(table, format_), nl=False)
     run(verbose, body)
+
+
+def points_done(bar, done: int, gpus: int) -> None:
+    """Advance the sweep's bar to ``done`` points, naming the count just finished."""
+    bar.set_postfix_str(f"last: {gpus} GPUs", refresh=False)
+    bar.update(done - bar.n)

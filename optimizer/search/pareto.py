@@ -17,8 +17,15 @@ The time limit bounds the whole table: every build and CP-SAT solve shares one B
 Configurations it leaves no time for are not solved; the table then says so in
 ``df.attrs["unsolved"]`` (their number) and its front may miss points.
 
-Points that miss a timing requirement stay in the table with ``feasible`` false: the front
-is over every deployment that fits in memory, so it shows what a requirement costs.
+Points that miss a timing requirement stay in the table with ``feasible`` false and
+``misses`` naming the failed requirements (space-separated; "none" for the others), but are never on the front: ``pareto`` is true only
+for a row that meets every requirement and that no other such row dominates. When the workload
+decodes, the table also has ``tpot_ms`` and ``tokens_per_s_per_user`` (1000 / TPOT ms, the
+decode speed one request sees).
+
+Rows equal in every objective (and in ``feasible``) are duplicates: only the first in the
+table's order is kept (``SORT_KEY``, then the degrees ``tp, pp, dp, ep, etp, edp,
+micro_batches`` ascending, so the smallest degrees stand for the group).
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from __future__ import annotations
 import pandas as pd
 
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 
 from optimizer.costs.config_bounds import config_bounds
@@ -44,10 +52,26 @@ log = logging.getLogger(__name__)
 
 OBJECTIVES = {"throughput_tokens_per_ms_per_gpu": "max", "ttft_s": "min", "load_imbalance": "min",
               "communication_ms": "min"}
-COLUMNS = ["num_gpus", "tp", "pp", "dp", "ep", "etp", "edp", "micro_batches",
-           "throughput_tokens_per_ms", "throughput_tokens_per_ms_per_gpu", "ttft_s",
-           "max_memory_gb", "load_imbalance", "communication_ms", "feasible", "pareto", "proven"]
+DEGREES = ["tp", "pp", "dp", "ep", "etp", "edp", "micro_batches"]
+METRICS = ["throughput_tokens_per_ms", "throughput_tokens_per_ms_per_gpu", "ttft_s",
+           "max_memory_gb", "load_imbalance", "communication_ms"]
+DECODE_COLUMNS = ["tpot_ms", "tokens_per_s_per_user"]  # only when the workload decodes
+MEETS_ALL = "none"  # ``misses`` of a row meeting every requirement (CSV readers keep it: "" reads as NaN)
+COLUMNS = ["num_gpus", *DEGREES, *METRICS, "feasible", "pareto", "proven"]
 SORT_KEY = ["num_gpus", "ttft_s", "load_imbalance", "communication_ms"]
+
+
+def table_columns(df: pd.DataFrame) -> list[str]:
+    """The table's columns in order: the contract's, the decode ones after ``ttft_s`` when
+    present, ``misses`` after ``feasible`` when present."""
+    cols = ["num_gpus", *DEGREES, *METRICS[:3], *[c for c in DECODE_COLUMNS if c in df],
+            *METRICS[3:], "feasible", *(["misses"] if "misses" in df else []), "pareto", "proven"]
+    return cols
+
+
+def tokens_per_s_per_user(tpot_ms: float) -> float:
+    """Decode speed one request sees: one token per decode step, 1000 / TPOT (ms)."""
+    return 1000.0 / tpot_ms
 
 
 def non_dominated(df: pd.DataFrame, objectives: dict[str, str]) -> pd.Series:
@@ -70,14 +94,33 @@ def _dominated(vector: tuple, points: list[tuple]) -> bool:
     return any(all(p <= v for p, v in zip(point, vector)) for point in points)
 
 
+# Requirements monotone in the pruning vector: a configuration whose bounds are no better
+# than a point missing only these misses them too (TTFT no lower, makespan, hence
+# throughput, no better on the same GPUs).
+MONOTONE_REQUIREMENTS = {"ttft", "throughput"}
+
+
+def _prunes(ev) -> bool:
+    """May this point cut off configurations it dominates? Only if every configuration it
+    dominates is off the front too: it meets every requirement, or misses only monotone ones
+    (a point missing, say, TPOT must not hide a dominated configuration that meets it)."""
+    return {c.name for c in ev.checks if not c.ok} <= MONOTONE_REQUIREMENTS
+
+
 def _solve_one(inst: Instance, base: ModelData, config: StageCosts, settings: SolverSettings,
                budget: Budget, ttft_cap: int | None = None):
-    """Smallest batch makespan of configuration ``config`` (memory enforced, timing not),
-    with TTFT <= ``ttft_cap``; then the smallest TTFT at that makespan, within ``budget``.
-    Returns (proven, plan) or (False, None) when nothing fits."""
-    data = replace(base, cfgs=(config,), limits_ns={} if ttft_cap is None else {"ttft": ttft_cap})
+    """Smallest batch makespan of configuration ``config`` (memory and the TPOT requirement
+    enforced, TTFT and throughput requirements not), with TTFT <= ``ttft_cap``; then the
+    smallest TTFT at that makespan, within ``budget``. Returns (proven, plan) or (False,
+    None) when nothing fits. TPOT is enforced because it is no objective: a split slower in
+    batch time and TTFT may meet a TPOT limit the fastest split misses, and only
+    requirement-meeting rows are on the front."""
+    limits = {k: v for k, v in base.limits_ns.items() if k == "tpot"}
+    if ttft_cap is not None:
+        limits["ttft"] = ttft_cap
+    data = replace(base, cfgs=(config,), limits_ns=limits)
     with building(budget):
-        dm = build_model(data, relax=("tpot", "throughput"))
+        dm = build_model(data, relax=("throughput",))
     if dm.empty:
         return False, None
     dm.model.minimize(dm.makespan)
@@ -113,12 +156,14 @@ def _config_points(inst: Instance, base: ModelData, c: StageCosts, settings: Sol
 
 
 def pareto_table(inst: Instance, num_gpus: int | None = None, settings: SolverSettings | None = None,
-                 budget: Budget | None = None) -> pd.DataFrame:
+                 budget: Budget | None = None,
+                 on_progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
     """One row per computed deployment of ``inst`` on ``num_gpus`` GPUs, with the ``pareto``
     column marking the front; rows sorted by ``SORT_KEY``. Everything stays within
     ``budget`` (default: the settings' time limit from now); configurations it leaves no
     time for are counted in ``attrs["unsolved"]``. NoSolutionError (exit 4) when the
-    time runs out before the candidates are even costed."""
+    time runs out before the candidates are even costed. ``on_progress(done, total)`` is
+    called after each candidate configuration (solved, skipped as dominated, or unsolved)."""
     settings = settings or SolverSettings.of(inst)
     budget = budget or Budget(settings.time_limit_s)
     gpus = num_gpus or inst.hardware.num_gpus
@@ -140,7 +185,9 @@ def pareto_table(inst: Instance, num_gpus: int | None = None, settings: SolverSe
             candidates.append(((b.makespan_ns, b.ttft_ns, imbalance, communication_ns(c, hot)), c))
     candidates.sort(key=lambda item: item[0])
     rows, found, unsolved = [], [], 0
-    for bound_vector, c in candidates:
+    for done, (bound_vector, c) in enumerate(candidates, 1):
+        if on_progress is not None:
+            on_progress(done - 1, len(candidates))
         if _dominated(bound_vector, found):
             continue
         if budget.expired:
@@ -153,28 +200,46 @@ def pareto_table(inst: Instance, num_gpus: int | None = None, settings: SolverSe
             continue
         for proven, plan, ev in points:
             hot_units = max((x * plan.deg.ep for x in ev.hot_loads), default=0)
-            found.append((ev.makespan_ns, ev.ttft_ns, hot_units, ev.communication_ns))
+            if _prunes(ev):
+                found.append((ev.makespan_ns, ev.ttft_ns, hot_units, ev.communication_ns))
             rows.append(_row(plan, ev, proven and proven_placement[plan.deg.ep]))
+    if on_progress is not None:
+        on_progress(len(candidates), len(candidates))
     if unsolved:
         log.info("pareto on %d GPUs: the time limit of %g s left %d configuration(s) unsolved",
                     gpus, settings.time_limit_s, unsolved)
-    table = finish_table(pd.DataFrame(rows, columns=COLUMNS[:-2] + ["proven"]))
+    table = finish_table(pd.DataFrame(rows) if rows else pd.DataFrame(columns=COLUMNS))
     table.attrs["unsolved"] = unsolved
     return table
 
 
 def _row(plan, ev, proven: bool) -> dict:
     d, m = plan.deg, ev.metrics()
-    return {"num_gpus": d.num_gpus, "tp": d.tp, "pp": d.pp, "dp": d.dp, "ep": d.ep, "etp": d.etp,
-            "edp": d.edp, "micro_batches": d.micro_batches, **{k: m[k] for k in COLUMNS[8:14]},
-            "feasible": ev.feasible, "proven": proven}
+    row = {"num_gpus": d.num_gpus, **{k: getattr(d, k) for k in DEGREES}, **{k: m[k] for k in METRICS}}
+    if "tpot_ms" in m:
+        row.update(tpot_ms=m["tpot_ms"], tokens_per_s_per_user=tokens_per_s_per_user(m["tpot_ms"]))
+    missed = [c.name for c in ev.checks if not c.ok]
+    row.update(feasible=ev.feasible, misses=" ".join(missed) or MEETS_ALL, proven=proven)
+    return row
+
+
+def objective_columns(df: pd.DataFrame, objectives: dict[str, str]) -> list[str]:
+    """What makes two rows duplicates: the objectives, the decode figures when present, and
+    ``feasible``."""
+    return [*objectives, *[c for c in DECODE_COLUMNS if c in df], "feasible"]
 
 
 def finish_table(df: pd.DataFrame, objectives: dict[str, str] | None = None) -> pd.DataFrame:
-    """Mark the non-dominated rows and sort by the stated key."""
+    """Sort (``SORT_KEY``, then the degrees), drop duplicate rows (equal in every objective:
+    the first is kept), and mark the front: rows meeting every requirement that no other such
+    row dominates."""
     objectives = objectives or OBJECTIVES
     if df.empty:
-        return pd.DataFrame(columns=COLUMNS)
-    df = df.copy()
-    df["pareto"] = non_dominated(df, objectives)
-    return df.sort_values(SORT_KEY, kind="stable").reset_index(drop=True)[COLUMNS]
+        return pd.DataFrame(columns=table_columns(df))
+    df = df.sort_values(SORT_KEY + DEGREES, kind="stable")
+    df = df.drop_duplicates(subset=objective_columns(df, objectives), keep="first").copy()
+    feasible = df["feasible"].astype(bool)
+    df["pareto"] = False
+    if feasible.any():
+        df.loc[feasible, "pareto"] = non_dominated(df[feasible], objectives)
+    return df.reset_index(drop=True)[table_columns(df)]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
@@ -22,7 +22,7 @@ import pandas as pd
 
 from optimizer.errors import InfeasibleError, InputError, MoeoptError
 from optimizer.inputs.files import read_json, write_atomic
-from optimizer.search.pareto import COLUMNS, OBJECTIVES, finish_table, pareto_table
+from optimizer.search.pareto import COLUMNS, OBJECTIVES, finish_table, pareto_table, tokens_per_s_per_user
 from optimizer.inputs.schema import Instance
 from optimizer.cpsat.budget import Budget
 from optimizer.cpsat.search import SolverSettings
@@ -105,18 +105,12 @@ def point_path(out_dir: Path, gpus: int) -> Path:
     return out_dir / "sweep-points" / f"{gpus}.json"
 
 
-def _progress(done: int, total: int, gpus: int) -> None:
-    if sys.stderr.isatty():
-        bar = "#" * done + "." * (total - done)
-        sys.stderr.write(f"\rsweep [{bar}] {done}/{total} (last: {gpus} GPUs)")
-        sys.stderr.write("\n" if done == total else "")
-        sys.stderr.flush()
-
-
 def run_points(inst: Instance, counts: list[int], out_dir: Path, settings: SolverSettings,
                jobs: int = 1, resume: bool = False, backend: str = "local",
-               address: str | None = None) -> dict[int, dict]:
-    """Every point of the sweep, computing only those not already on disk (``resume``)."""
+               address: str | None = None,
+               on_point: Callable[[int, int, int], None] | None = None) -> dict[int, dict]:
+    """Every point of the sweep, computing only those not already on disk (``resume``);
+    ``on_point(done, total, gpus)`` is called as each point is kept."""
     points: dict[int, dict] = {}
     todo = []
     payload = inst.model_dump_json()
@@ -140,7 +134,8 @@ def run_points(inst: Instance, counts: list[int], out_dir: Path, settings: Solve
     def keep(point: dict) -> None:
         points[point["num_gpus"]] = point
         write_atomic(point_path(out_dir, point["num_gpus"]), json.dumps(point, indent=1) + "\n")
-        _progress(len(points), len(counts), point["num_gpus"])
+        if on_point is not None:
+            on_point(len(points), len(counts), point["num_gpus"])
 
     if backend == "ray":  # how many tasks run at once is Ray's choice: assume one
         from optimizer.search.ray_backend import run_on_ray
@@ -176,10 +171,14 @@ def summary(points: dict[int, dict]) -> pd.DataFrame:
         best = points[g]["best"]
         m = best.get("metrics", {})
         deg = best.get("degrees", {})
+        decode = {}
+        if "tpot_ms" in m:  # the workload decodes
+            decode = {"tpot_ms": m["tpot_ms"], "tokens_per_s_per_user": tokens_per_s_per_user(m["tpot_ms"])}
         out.append({"num_gpus": g, "meets_requirements": bool(best.get("feasible", False)),
                     "status": best["status"],
                     "degrees": " ".join(f"{k}{v}" for k, v in deg.items()) or "-",
-                    "ttft_s": m.get("ttft_s"), "throughput_tokens_per_ms": m.get("throughput_tokens_per_ms"),
+                    "ttft_s": m.get("ttft_s"), **decode,
+                    "throughput_tokens_per_ms": m.get("throughput_tokens_per_ms"),
                     "throughput_tokens_per_ms_per_gpu": m.get("throughput_tokens_per_ms_per_gpu"),
                     "max_memory_gb": m.get("max_memory_gb"),
                     "communication_ms": m.get("communication_ms"),
