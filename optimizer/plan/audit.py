@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from optimizer.costs import physical_bounds as bounds
 from optimizer.plan.evaluate import Evaluation, Plan
+from optimizer.plan.files import printable
 from optimizer.inputs.schema import Instance
 from optimizer.costs.units import LOAD_SCALE, bytes_to_gb, ns_to_s
 
@@ -77,10 +78,11 @@ def judge_claims(claims: list[dict], figures: dict[str, float], extra: dict | No
         tol = _number(claim.get("tolerance", DEFAULT_TOLERANCE))
         tol = DEFAULT_TOLERANCE if tol is None else tol
         text, note = claim.get("text", name), claim.get("note", "")
-        out.append({"name": name, "text": text if isinstance(text, str) else name, "stated": stated,
+        out.append({"name": name, "text": printable(text if isinstance(text, str) else name),
+                    "stated": stated,
                     "computed": computed, "relation": relation,
                     "verdict": verdict(float(stated), computed, relation, tol),
-                    "note": note if isinstance(note, str) else ""})
+                    "note": printable(note) if isinstance(note, str) else ""})
     return out
 
 
@@ -150,7 +152,8 @@ def memory_claims(stated: dict[int, dict], computed: dict[int, dict]) -> list[di
                  > MEMORY_TOLERANCE * max(abs(stated[r][part]), abs(computed[r][part]), 1e-12)]
         if wrong:
             r = wrong[0]
-            out.append(_stated(f"memory_gb.{part}", f"gpus[rank {r}].memory_gb.{part}",
+            out.append(_stated(f"memory_gb.{part}",
+                               f"memory_gb.{part}: {len(wrong)}/{len(ranks)} GPUs, rank {r}",
                                stated[r][part], computed[r][part],
                                f"{len(wrong)} of {len(ranks)} GPUs state another figure"))
     return out

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
@@ -57,7 +58,7 @@ def _finite_metric(value: object) -> object:
         except OverflowError:
             ok = False
         if not ok:
-            raise ValueError(f"{str(value)[:20]}...: a metric must be a finite number")
+            raise ValueError("a metric must be a finite number a float can hold")
     return value
 
 
@@ -280,6 +281,13 @@ def plan_data(f: PlanFile, inst: Instance | None = None, source: str = "(in memo
     if data is None:
         raise InputError(problems[0].message)
     return data
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character (newline, escape, ...) written as an escape, so
+    that free text from a file prints as one line and cannot drive a terminal."""
+    return "".join(ch if unicodedata.category(ch)[0] != "C" else ch.encode("unicode_escape").decode()
+                   for ch in text)
 
 
 def _stem_name(source: str) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -20,7 +19,7 @@ from typing import Callable
 from optimizer.costs.layout import GpuSlot
 from optimizer.errors import InputError
 from optimizer.inputs.files import write_atomic
-from optimizer.plan.files import PlanData
+from optimizer.plan.files import PlanData, printable
 
 # ----------------------------------------------------------------------------------------------
 # Instances and runtime ranks
@@ -206,12 +205,6 @@ def q(value: object) -> str:
     return shlex.quote(str(value))
 
 
-def printable(text: str) -> str:
-    """``text`` with every control character (newline, escape, ...) written as an escape."""
-    return "".join(ch if unicodedata.category(ch)[0] != "C" else ch.encode("unicode_escape").decode()
-                   for ch in text)
-
-
 def comment(text: str) -> str:
     """A one-line comment body: shell words quoted, nothing that can end the line."""
     return printable(" ".join(q(word) for word in text.split(" ")))
@@ -359,13 +352,17 @@ def write_export(ex: Export, out_dir: Path, root: Path | None = None) -> list[Pa
 
 def _refuse_links(root: Path, out_dir: Path) -> None:
     """InputError unless ``out_dir`` is ``root`` or below it by plain names (no ``..``) and no
-    existing folder below ``root`` on the way is a symbolic link."""
+    existing folder below ``root`` on the way is a symbolic link (nor ``root`` itself when it
+    is a default parent folder rather than the folder the user named)."""
     try:
         rel = out_dir.relative_to(root)
     except ValueError:
         raise InputError(f"output folder {str(out_dir)!r}: not inside {str(root)!r}") from None
     if ".." in rel.parts:
         raise InputError(f"output folder {str(out_dir)!r}: '..' leaves {str(root)!r}")
+    if rel.parts and root.is_symlink():   # the default ./results/ must be a real folder
+        raise InputError(f"output folder {str(root)!r}: is a symbolic link; moeopt export "
+                         "creates its folders only inside the working directory")
     here = root
     for part in rel.parts:
         here = here / part
