@@ -288,3 +288,13 @@ def test_export_with_instance_accepts_dense_layers(tmp_path):
     res = invoke("export", path, "--to", "megatron", "--instance", inst_path, "--output", tmp_path / "m")
     assert res.exit_code == 0, res.output
     assert "--moe-layer-freq '([0]*1+[1]*15)'" in (tmp_path / "m" / "megatron_args.txt").read_text()
+
+
+def test_layer_times_slot_cap(tmp_path):
+    """dense_layers [1048575] with 2^20 experts would make an SGLang map of 2^40 ids."""
+    doc = {"instance": "wide", "num_experts": 1 << 20, "dense_layers": [(1 << 20) - 1],
+           "degrees": {"tp": 1, "pp": 1, "dp": 1, "ep": 1}}
+    write(tmp_path / "w.json", doc)
+    one_line_exit_2(invoke("export", tmp_path / "w.json", "--to", "sglang", "--output", tmp_path / "o"),
+                    "1048576 layers x 1048576 expert slots", str(1 << 24))
+    assert not (tmp_path / "o").exists()

@@ -55,9 +55,10 @@ def command(plan, to, output, instance_path, format_, verbose):
 
 
 def _text(p, ex, out_dir: Path, written: list[Path]) -> str:
+    from optimizer.plan.files import printable
     d = p.deg
     here = str(out_dir.resolve())
-    lines = [f"moeopt export --to {ex.fmt}: {p.source} ({p.name}: {d.num_gpus} GPUs, TP{d.tp} "
+    lines = [f"moeopt export --to {ex.fmt}: {printable(p.source)} ({p.name}: {d.num_gpus} GPUs, TP{d.tp} "
              f"PP{d.pp} DP{d.dp}, EP{d.ep} ETP{d.etp} EDP{d.edp})"]
     lines += [f"wrote {w}" for w in written]
     if ex.launches:

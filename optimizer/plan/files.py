@@ -36,6 +36,7 @@ from optimizer.plan.evaluate import Check, Evaluation, Plan
 
 SCHEMA_VERSION = 1
 MAX_PLAN_GPUS = 65536            # the schema's hardware.num_gpus limit: export and report cap here
+MAX_PLAN_CELLS = 1 << 24         # layers x expert slots per layer: what an export may write
 DEFAULT_GPUS_PER_NODE = 8        # assumed when neither the plan nor an instance says
 STATUSES = ("optimal", "feasible", "infeasible", "unknown")
 Pos = Annotated[int, Field(gt=0, le=1 << 20)]
@@ -399,10 +400,12 @@ def _expert_map(r: _Reading, deg: Degrees, num_layers: int) -> ExpertMap:
     if e_doc is not None and e_inst is not None and e_doc != e_inst:
         r.fail(RULE_PLACEMENT, f"num_experts={e_doc} but the instance has model.num_experts={e_inst}")
     if f.expert_placement is None:
+        _cap_cells(r, num_layers, e_inst or e_doc or 0)
         return _contiguous(r, deg, num_layers, dense, e_inst or e_doc)
     slots = _placement_rows(r, deg, num_layers, dense)
     width = len(next(iter(slots.values()))) // deg.ep
     num_slots = deg.ep * width
+    _cap_cells(r, num_layers, num_slots)
     top = max(max(row) for row in slots.values()) + 1
     experts = e_inst or e_doc or (num_slots - r_doc if r_doc is not None else top)
     if experts < 1:
@@ -432,6 +435,12 @@ def _expert_map(r: _Reading, deg: Degrees, num_layers: int) -> ExpertMap:
         r.notes.append(f"layer(s) {_ranges(missing_layers)} have no expert_placement: exported as "
                        "dense layers (no MoE)")
     return ExpertMap(num_layers, experts, deg.ep, slots)
+
+
+def _cap_cells(r: _Reading, num_layers: int, num_slots: int) -> None:
+    if num_layers * num_slots > MAX_PLAN_CELLS:
+        raise InputError(f"{r.what}: {num_layers} layers x {num_slots} expert slots = "
+                         f"{num_layers * num_slots}: more than the cap of {MAX_PLAN_CELLS}")
 
 
 def _contiguous(r: _Reading, deg: Degrees, num_layers: int, dense: set[int],
