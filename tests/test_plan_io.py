@@ -298,3 +298,19 @@ def test_layer_times_slot_cap(tmp_path):
     one_line_exit_2(invoke("export", tmp_path / "w.json", "--to", "sglang", "--output", tmp_path / "o"),
                     "1048576 layers x 1048576 expert slots", str(1 << 24))
     assert not (tmp_path / "o").exists()
+
+
+def test_vllm_loads_follow_layer_indices_with_dense_layers(tmp_path):
+    """Expert loads come one row per MoE layer; vLLM's comparison indexes them by layer: with
+    layer 0 dense and a non-contiguous placement, layer 15 must find its row (used to crash)."""
+    data = json.loads(INSTANCE.read_text())
+    data["model"]["moe_layers"] = list(range(1, data["model"]["num_layers"]))
+    data["model"]["dense_ffn_size"] = 1024
+    inst_path = write(tmp_path / "inst.json", data)
+    doc = hand_plan(tp=1, dp=8, ep=8, layers=16, experts=16, dense=(0,))
+    doc["instance"] = data["name"]
+    res = invoke("export", write(tmp_path / "p.json", doc), "--to", "vllm", "--instance", inst_path,
+                 "--output", tmp_path / "v")
+    assert res.exit_code == 0, res.output
+    readme = (tmp_path / "v" / "README.txt").read_text()
+    assert "plan placement : worst layer" in readme and "worst layer 0 " not in readme

@@ -43,7 +43,8 @@ def command(plan, to, output, instance_path, format_, verbose):
         loads = None
         if inst is not None and to == "vllm":
             from optimizer.costs.expert_loads import expert_loads
-            loads = expert_loads(inst)
+            # expert_loads has one row per MoE layer in order: key them by layer index
+            loads = dict(zip(inst.model.moe_layer_ids, expert_loads(inst)))
         ex = export(p, to, out_dir, loads)
         written = write_export(ex, out_dir, root)
         if format_ == "json":
