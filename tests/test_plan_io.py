@@ -314,3 +314,16 @@ def test_vllm_loads_follow_layer_indices_with_dense_layers(tmp_path):
     assert res.exit_code == 0, res.output
     readme = (tmp_path / "v" / "README.txt").read_text()
     assert "plan placement : worst layer" in readme and "worst layer 0 " not in readme
+
+
+def test_partial_reading_for_the_report():
+    """Degrees alone: export refuses (no layers, no experts), a partial reading shows the
+    Megatron layout: dp 3 x ep 3 -> 3 GPUs, EP rank = DP rank, no stages, no MoE layers."""
+    from optimizer.errors import InputError
+    from optimizer.plan.files import plan_data
+    pf = PlanFile.model_validate({"instance": "x", "degrees": {"tp": 1, "pp": 1, "dp": 3, "ep": 3}})
+    with pytest.raises(InputError, match="give --instance"):
+        plan_data(pf)
+    data = plan_data(pf, partial=True)
+    assert data.stages == () and data.experts.moe_layers == []
+    assert [(g.rank, g.dp_rank, g.ep_rank) for g in data.gpus] == [(0, 0, 0), (1, 1, 1), (2, 2, 2)]

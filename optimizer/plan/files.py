@@ -125,16 +125,18 @@ class PlanFile(_Loose):
 
 
 def read_plan(f: PlanFile, inst: Instance | None = None, source: str = "(in memory)",
-              cap_gpus: bool = True) -> tuple[PlanData | None, list[Problem]]:
+              cap_gpus: bool = True, partial: bool = False) -> tuple[PlanData | None, list[Problem]]:
     """The plan with every rule applied, or None and the problems found. A rule the reading
     could not get to (an earlier problem stopped it) counts as a problem too.
-    ``cap_gpus``: more than MAX_PLAN_GPUS GPUs is an InputError (export, report)."""
-    return rules.read(f, inst, source, cap_gpus)
+    ``cap_gpus``: more than MAX_PLAN_GPUS GPUs is an InputError (export, report).
+    ``partial`` (the report): no layers or no experts known is read as none, not refused."""
+    return rules.read(f, inst, source, cap_gpus, partial)
 
 
-def plan_data(f: PlanFile, inst: Instance | None = None, source: str = "(in memory)") -> PlanData:
+def plan_data(f: PlanFile, inst: Instance | None = None, source: str = "(in memory)",
+              partial: bool = False) -> PlanData:
     """``read_plan`` for commands that stop on the first problem (exit 2, one line)."""
-    data, problems = read_plan(f, inst, source)
+    data, problems = read_plan(f, inst, source, partial=partial)
     if data is None:
         raise InputError(problems[0].message)
     return data

@@ -136,6 +136,7 @@ class _Reading:
     f: BaseModel                         # a PlanFile (not imported: no cycle)
     inst: Instance | None
     what: str
+    partial: bool = False
     problems: list[Problem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     reached: set[str] = field(default_factory=set)   # structure rules the reading got to
@@ -151,11 +152,13 @@ class _Reading:
 
 
 def read(f: BaseModel, inst: Instance | None = None, source: str = "(in memory)",
-              cap_gpus: bool = True) -> tuple[PlanData | None, list[Problem]]:
+         cap_gpus: bool = True, partial: bool = False) -> tuple[PlanData | None, list[Problem]]:
     """The plan with every rule applied, or None and the problems found. A rule the reading
     could not get to (an earlier problem stopped it) counts as a problem too.
-    ``cap_gpus``: more than MAX_PLAN_GPUS GPUs is an InputError (export, report)."""
-    r = _Reading(f, inst, f"plan {source}")
+    ``cap_gpus``: more than MAX_PLAN_GPUS GPUs is an InputError (export, report).
+    ``partial`` (the report): a plan that says neither its layers nor its experts is read with
+    no stages (``()``) or no experts (an ExpertMap without MoE layers) instead of refused."""
+    r = _Reading(f, inst, f"plan {source}", partial)
     try:
         deg = _degrees(r, cap_gpus)
         num_layers = _num_layers(r)
@@ -237,6 +240,9 @@ def _num_layers(r: _Reading) -> int:
     elif f.expert_placement:
         seen += [int(k) + 1 for k in f.expert_placement if k.strip().isdigit() and len(k) < 9]
     if not seen:
+        if r.partial:
+            r.notes.append("the plan says neither its stages nor its expert placement: no layers shown")
+            return 0
         raise InputError(f"{r.what}: no stages and no expert_placement: give --instance to know "
                          "the layers")
     return max(seen)   # a layer a stage misses is then reported as such
@@ -255,6 +261,8 @@ def even_stages(num_layers: int, pp: int) -> tuple[tuple[int, ...], ...]:
 
 def _stages(r: _Reading, deg: Degrees, num_layers: int) -> tuple[tuple[int, ...], ...]:
     r.reached.add(RULE_STAGES)
+    if num_layers == 0:    # a partial reading that knows no layers
+        return ()
     if deg.pp > num_layers:
         r.fail(RULE_STAGES, f"degrees.pp={deg.pp} > {num_layers} layers: a stage would be empty")
     if r.f.stages is None:
@@ -340,6 +348,9 @@ def _cap_cells(r: _Reading, num_layers: int, num_slots: int) -> None:
 
 def _contiguous(r: _Reading, deg: Degrees, num_layers: int, dense: set[int],
                 experts: int | None) -> ExpertMap:
+    if experts is None and r.partial:
+        r.notes.append("the plan gives neither an expert placement nor num_experts: no experts shown")
+        return ExpertMap(num_layers, 0, deg.ep, {})
     if experts is None:
         raise InputError(f"{r.what}: no expert_placement and no num_experts: give --instance "
                          "to export the runtimes' contiguous placement")
