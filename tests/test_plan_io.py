@@ -327,3 +327,12 @@ def test_partial_reading_for_the_report():
     data = plan_data(pf, partial=True)
     assert data.stages == () and data.experts.moe_layers == []
     assert [(g.rank, g.dp_rank, g.ep_rank) for g in data.gpus] == [(0, 0, 0), (1, 1, 1), (2, 2, 2)]
+
+
+def test_local_rank_cap_without_instance(tmp_path):
+    """One GPU at local_rank 10^6 would make a node a million GPUs wide."""
+    doc = hand_plan(tp=1, dp=1, ep=1, experts=4)
+    doc["gpus"][0]["local_rank"] = 10 ** 6
+    write(tmp_path / "p.json", doc)
+    one_line_exit_2(invoke("export", tmp_path / "p.json", "--to", "csv", "--output", tmp_path / "o"),
+                    "local_rank 1000000", "4096 GPUs per node")

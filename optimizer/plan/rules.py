@@ -19,6 +19,7 @@ from optimizer.plan.evaluate import Plan
 
 MAX_PLAN_GPUS = 65536            # the schema's hardware.num_gpus limit: export and report cap here
 MAX_PLAN_CELLS = 1 << 24         # layers x expert slots per layer: what an export may write
+MAX_GPUS_PER_NODE = 4096         # a plan's local ranks (no instance) stay below this
 DEFAULT_GPUS_PER_NODE = 8        # assumed when neither the plan nor an instance says
 
 # the check rules a structural problem breaks (names as ``moeopt check`` prints them)
@@ -401,7 +402,11 @@ def _gpus_per_node(r: _Reading) -> int:
     gpus = r.f.gpus
     if gpus:
         if all(g.local_rank is not None for g in gpus):
-            return max(g.local_rank for g in gpus) + 1
+            gpn = max(g.local_rank for g in gpus) + 1
+            if gpn > MAX_GPUS_PER_NODE:
+                raise InputError(f"{r.what}: gpus: local_rank {gpn - 1}: more than the cap of "
+                                 f"{MAX_GPUS_PER_NODE} GPUs per node")
+            return gpn
         per_node: dict[int, int] = {}
         for g in gpus:
             per_node[g.node] = per_node.get(g.node, 0) + 1
