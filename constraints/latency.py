@@ -1,12 +1,16 @@
-"""Latency: TTFT strictly below its target; one decode step (TPOT) at most its target."""
+"""Latency: time to first token (TTFT) under its limit and one decode step (TPOT) at most its target."""
 
-from optimizer.cpsat.context import Context
+from optimizer.cpsat.context import PIPELINE, Context
+
+NEEDS = (PIPELINE,)
+PROVIDES = None
 
 
 def build(ctx: Context) -> None:
     """ttft <= TTFT limit (already strict in ns) and tpot <= TPOT limit, each under its
     requirement literal."""
-    if "ttft" in ctx.limits_ns:
-        ctx.model.add(ctx.ttft <= ctx.limits_ns["ttft"]).only_enforce_if(ctx.req["ttft"])
-    if "tpot" in ctx.limits_ns and ctx.tpot is not None:
-        ctx.model.add(ctx.tpot <= ctx.limits_ns["tpot"]).only_enforce_if(ctx.req["tpot"])
+    limits, timing = ctx.data.limits_ns, ctx.timing
+    if "ttft" in limits:
+        ctx.model.add(timing.ttft <= limits["ttft"]).only_enforce_if(ctx.requirement["ttft"])
+    if "tpot" in limits and timing.tpot is not None:
+        ctx.model.add(timing.tpot <= limits["tpot"]).only_enforce_if(ctx.requirement["tpot"])

@@ -18,141 +18,159 @@ makespan.
 
 from __future__ import annotations
 
-from optimizer.cpsat.context import Context
+from optimizer.cpsat.context import DEGREES, PIPELINE, PLACEMENT, Context, ModelData, Timing
 from optimizer.costs.units import LOAD_SCALE
+
+NEEDS = (DEGREES, PLACEMENT)
+PROVIDES = PIPELINE
 
 PREFILL, DECODE = 0, 1
 
 
-def phase_of(c, phase: int):
-    return c.prefill if phase == PREFILL else c.decode
+def phase_of(config, phase: int):
+    """The configuration's cost table of ``phase`` (PREFILL or DECODE)."""
+    return config.prefill if phase == PREFILL else config.decode
 
 
-def _moe_times(ctx: Context, phase: int) -> None:
-    """moe_time[phase][i] >= hot-rank MoE time of MoE layer i for the chosen configuration."""
-    model = ctx.model
-    top = max(phase_of(c, phase).moe_ns(LOAD_SCALE) for c in ctx.cfgs)
-    times = [model.new_int_var(0, top, f"moe_time[{phase},{l}]") for l in ctx.moe_ids]
-    for k, c in enumerate(ctx.cfgs):
-        ph = phase_of(c, phase)
-        comm, alpha = ph.moe_comm_full_ns, ph.moe_latency_ns
-        for i, hot in enumerate(ctx.hot[c.deg.ep]):
-            t = times[i]
+def _full_loads(data: ModelData) -> dict[int, int]:
+    """Every MoE layer at its whole load (an upper bound on any rank's load)."""
+    return {layer: LOAD_SCALE for layer in data.moe_ids}
+
+
+def _moe_times(ctx: Context, phase: int) -> list:
+    """moe_time[i] >= hot-rank MoE time of MoE layer i for the chosen configuration."""
+    model, data, config_var = ctx.model, ctx.data, ctx.choice.config
+    top = max(phase_of(config, phase).moe_ns(LOAD_SCALE) for config in data.cfgs)
+    times = [model.new_int_var(0, top, f"moe_time[{phase},{l}]") for l in data.moe_ids]
+    for k, config in enumerate(data.cfgs):
+        costs = phase_of(config, phase)
+        comm, alpha = costs.moe_comm_full_ns, costs.moe_latency_ns
+        for i, hot in enumerate(ctx.placement.hot[config.deg.ep]):
+            time = times[i]
             if isinstance(hot, int):
-                model.add(t >= ph.moe_ns(hot)).only_enforce_if(ctx.cfg[k])
+                model.add(time >= costs.moe_ns(hot)).only_enforce_if(config_var[k])
                 continue
-            model.add(LOAD_SCALE * t >= (ph.moe_compute_full_ns + comm) * hot
-                      + LOAD_SCALE * alpha).only_enforce_if(ctx.cfg[k])
-            model.add(LOAD_SCALE * t >= LOAD_SCALE * (ph.moe_weights_ns + alpha)
-                      + (ph.moe_act_full_ns + comm) * hot).only_enforce_if(ctx.cfg[k])
-    ctx.moe_time[phase] = times
+            model.add(LOAD_SCALE * time >= (costs.moe_compute_full_ns + comm) * hot
+                      + LOAD_SCALE * alpha).only_enforce_if(config_var[k])
+            model.add(LOAD_SCALE * time >= LOAD_SCALE * (costs.moe_weights_ns + alpha)
+                      + (costs.moe_act_full_ns + comm) * hot).only_enforce_if(config_var[k])
+    return times
 
 
-def _stage_assignment(ctx: Context, p: int) -> None:
-    """in_stage[p][l][j] with contiguity (None where a layer cannot sit)."""
-    model, n = ctx.model, ctx.num_layers
-    if p == 1:
-        ctx.in_stage[p] = [[None] for _ in range(n)]
-        return
+def _stage_assignment(ctx: Context, pp: int) -> list[list]:
+    """in_stage[l][j] for PP degree ``pp``, with contiguity (None where a layer cannot sit)."""
+    model, n = ctx.model, ctx.data.num_layers
+    if pp == 1:
+        return [[None] for _ in range(n)]
     grid: list[list] = []
     stage_of = []
     for l in range(n):
-        # Layer l can only sit on stages max(0, l-(n-p)) .. min(l, p-1) (stages non-empty).
-        row = [model.new_bool_var(f"in_stage[p={p},l={l},j={j}]")
-               if max(0, l - (n - p)) <= j <= min(l, p - 1) else None for j in range(p)]
-        model.add_exactly_one(v for v in row if v is not None)
+        # Layer l can only sit on stages max(0, l-(n-pp)) .. min(l, pp-1) (stages non-empty).
+        row = [model.new_bool_var(f"in_stage[p={pp},l={l},j={j}]")
+               if max(0, l - (n - pp)) <= j <= min(l, pp - 1) else None for j in range(pp)]
+        model.add_exactly_one(var for var in row if var is not None)
         grid.append(row)
-        stage_of.append(sum(j * v for j, v in enumerate(row) if v is not None))
+        stage_of.append(sum(j * var for j, var in enumerate(row) if var is not None))
     for l in range(n - 1):
         model.add(stage_of[l] <= stage_of[l + 1])
         model.add(stage_of[l + 1] <= stage_of[l] + 1)
     model.add(stage_of[0] == 0)
-    model.add(stage_of[n - 1] == p - 1)
-    ctx.in_stage[p] = grid
+    model.add(stage_of[n - 1] == pp - 1)
+    return grid
 
 
-def on_stage(ctx: Context, p: int, layer: int, j: int):
-    """1 (p == 1), the literal 'layer on stage j', or None when impossible."""
-    return 1 if p == 1 else ctx.in_stage[p][layer][j]  # int 1, a literal, or None
+def on_stage(ctx: Context, pp: int, layer: int, j: int, in_stage: dict | None = None):
+    """1 (pp == 1), the literal 'layer on stage j', or None when impossible. ``in_stage``
+    (default: the pipeline's) is [pp][layer][stage]."""
+    if pp == 1:
+        return 1
+    return (in_stage if in_stage is not None else ctx.timing.in_stage)[pp][layer][j]
 
 
-def _stage_times(ctx: Context, p: int, phase: int) -> None:
-    """stage_time[phase, p][j] >= dense + MoE times of its layers + embedding / head."""
-    model, n = ctx.model, ctx.num_layers
-    every = list(range(n))
-    hot_full = {l: LOAD_SCALE for l in ctx.moe_ids}
-    top = max(phase_of(c, phase).stage_ns(every, hot_full, True, True) for c in ctx.cfgs)
-    times = [model.new_int_var(0, top, f"stage_time[{phase},p={p},j={j}]") for j in range(p)]
-    moe_top = max(phase_of(c, phase).moe_ns(LOAD_SCALE) for c in ctx.cfgs)
+def _stage_times(ctx: Context, pp: int, phase: int, in_stage: dict, moe_time: list):
+    """(stage times, slowest stage): time[j] >= dense + MoE times of stage j's layers
+    + embedding (first stage) / LM head (last stage), for the chosen configuration."""
+    model, data = ctx.model, ctx.data
+    every = list(range(data.num_layers))
+    top = max(phase_of(config, phase).stage_ns(every, _full_loads(data), True, True) for config in data.cfgs)
+    times = [model.new_int_var(0, top, f"stage_time[{phase},p={pp},j={j}]") for j in range(pp)]
+    moe_top = max(phase_of(config, phase).moe_ns(LOAD_SCALE) for config in data.cfgs)
     moe_in_stage = []
-    for j in range(p):
+    for j in range(pp):
         terms = []
-        for i, l in enumerate(ctx.moe_ids):
-            lit = on_stage(ctx, p, l, j)
-            if lit is None:
+        for i, layer in enumerate(data.moe_ids):
+            here = on_stage(ctx, pp, layer, j, in_stage)
+            if here is None:
                 continue
-            if isinstance(lit, int):
-                terms.append(ctx.moe_time[phase][i])
+            if isinstance(here, int):
+                terms.append(moe_time[i])
                 continue
-            z = model.new_int_var(0, moe_top, f"moe_on[{phase},p={p},l={l},j={j}]")
-            model.add(z >= ctx.moe_time[phase][i]).only_enforce_if(lit)
-            terms.append(z)
+            moe_if_here = model.new_int_var(0, moe_top, f"moe_on[{phase},p={pp},l={layer},j={j}]")
+            model.add(moe_if_here >= moe_time[i]).only_enforce_if(here)
+            terms.append(moe_if_here)
         moe_in_stage.append(sum(terms))
-    for k in ctx.cfgs_with("pp", p):
-        ph = phase_of(ctx.cfgs[k], phase)
-        for j in range(p):
-            dense = sum(ph.layer_dense_ns[l] * lit for l in every
-                        if (lit := on_stage(ctx, p, l, j)) is not None)
-            extra = (ph.embed_ns if j == 0 else 0) + (ph.head_ns if j == p - 1 else 0)
-            model.add(times[j] >= dense + moe_in_stage[j] + extra).only_enforce_if(ctx.cfg[k])
-    slowest = model.new_int_var(0, top, f"slowest_stage[{phase},p={p}]")
-    for t in times:
-        model.add(slowest >= t)
-    ctx.stage_time[phase, p] = times
-    ctx.slowest[phase, p] = slowest
+    for k in data.cfgs_with("pp", pp):
+        costs = phase_of(data.cfgs[k], phase)
+        for j in range(pp):
+            dense = sum(costs.layer_dense_ns[layer] * here for layer in every
+                        if (here := on_stage(ctx, pp, layer, j, in_stage)) is not None)
+            extra = (costs.embed_ns if j == 0 else 0) + (costs.head_ns if j == pp - 1 else 0)
+            model.add(times[j] >= dense + moe_in_stage[j] + extra).only_enforce_if(ctx.choice.config[k])
+    slowest = model.new_int_var(0, top, f"slowest_stage[{phase},p={pp}]")
+    for time in times:
+        model.add(slowest >= time)
+    return times, slowest
 
 
-def _timing(ctx: Context) -> None:
-    """TTFT, TPOT and batch makespan of the chosen configuration."""
-    model = ctx.model
-    top = max(c.prefill.stage_ns(range(ctx.num_layers), {l: LOAD_SCALE for l in ctx.moe_ids}, True, True)
-              * (c.deg.micro_batches + c.deg.pp) + c.deg.pp * c.prefill.p2p_ns for c in ctx.cfgs)
-    ctx.ttft = model.new_int_var(0, top, "ttft_ns")
-    for k, c in enumerate(ctx.cfgs):
-        p, m = c.deg.pp, c.deg.micro_batches
-        model.add(ctx.ttft >= sum(ctx.stage_time[PREFILL, p]) + (m - 1) * ctx.slowest[PREFILL, p]
-                  + (p - 1) * c.prefill.p2p_ns).only_enforce_if(ctx.cfg[k])
-    steps = ctx.inst.workload.output_tokens
-    if not ctx.decoding:
-        ctx.tpot = None
-        ctx.makespan = ctx.ttft
-        return
-    dtop = max(c.decode.stage_ns(range(ctx.num_layers), {l: LOAD_SCALE for l in ctx.moe_ids}, True, True)
-               * (c.deg.micro_batches + c.deg.pp) + c.deg.pp * c.decode.p2p_ns for c in ctx.cfgs)
-    ctx.tpot = model.new_int_var(0, dtop, "tpot_ns")
-    for k, c in enumerate(ctx.cfgs):
-        p, m = c.deg.pp, c.deg.micro_batches
-        model.add(ctx.tpot >= max(m, p) * ctx.slowest[DECODE, p]
-                  + (p - 1) * c.decode.p2p_ns).only_enforce_if(ctx.cfg[k])
-    ctx.makespan = model.new_int_var(0, top + steps * dtop, "makespan_ns")
-    model.add(ctx.makespan == ctx.ttft + steps * ctx.tpot)
+def _batch_top_ns(data: ModelData, phase: int) -> int:
+    """Upper bound on one phase's batch time: every layer on one stage at full load, for
+    m + p passes, plus p sends."""
+    return max(phase_of(config, phase).stage_ns(range(data.num_layers), _full_loads(data), True, True)
+               * (config.deg.micro_batches + config.deg.pp) + config.deg.pp * phase_of(config, phase).p2p_ns
+               for config in data.cfgs)
 
 
-def build(ctx: Context) -> None:
+def _timing(ctx: Context, stage_time: dict, slowest: dict):
+    """(ttft, tpot, makespan) of the chosen configuration; tpot None without decode."""
+    model, data, config_var = ctx.model, ctx.data, ctx.choice.config
+    top = _batch_top_ns(data, PREFILL)
+    ttft = model.new_int_var(0, top, "ttft_ns")
+    for k, config in enumerate(data.cfgs):
+        p, m = config.deg.pp, config.deg.micro_batches
+        model.add(ttft >= sum(stage_time[PREFILL, p]) + (m - 1) * slowest[PREFILL, p]
+                  + (p - 1) * config.prefill.p2p_ns).only_enforce_if(config_var[k])
+    steps = data.inst.workload.output_tokens
+    if not data.decoding:
+        return ttft, None, ttft
+    decode_top = _batch_top_ns(data, DECODE)
+    tpot = model.new_int_var(0, decode_top, "tpot_ns")
+    for k, config in enumerate(data.cfgs):
+        p, m = config.deg.pp, config.deg.micro_batches
+        model.add(tpot >= max(m, p) * slowest[DECODE, p]
+                  + (p - 1) * config.decode.p2p_ns).only_enforce_if(config_var[k])
+    makespan = model.new_int_var(0, top + steps * decode_top, "makespan_ns")
+    model.add(makespan == ttft + steps * tpot)
+    return ttft, tpot, makespan
+
+
+def build(ctx: Context) -> Timing:
     """Layer times per phase, stage assignment and times per PP degree, batch timing."""
-    phases = [PREFILL, DECODE] if ctx.decoding else [PREFILL]
-    for phase in phases:
-        _moe_times(ctx, phase)
-    for p in ctx.values_of("pp"):
-        _stage_assignment(ctx, p)
+    data = ctx.data
+    phases = [PREFILL, DECODE] if data.decoding else [PREFILL]
+    moe_time = {phase: _moe_times(ctx, phase) for phase in phases}
+    in_stage, stage_time, slowest = {}, {}, {}
+    for pp in data.values_of("pp"):
+        in_stage[pp] = _stage_assignment(ctx, pp)
         for phase in phases:
-            _stage_times(ctx, p, phase)
-    _timing(ctx)
+            stage_time[phase, pp], slowest[phase, pp] = _stage_times(ctx, pp, phase, in_stage, moe_time[phase])
+    ttft, tpot, makespan = _timing(ctx, stage_time, slowest)
+    return Timing(in_stage, moe_time, stage_time, slowest, ttft, tpot, makespan)
 
 
-def extract_stages(ctx: Context, solver, p: int) -> tuple[tuple[int, ...], ...]:
-    """Layers of each stage for the solved assignment of PP degree ``p``."""
-    if p == 1:
-        return (tuple(range(ctx.num_layers)),)
-    return tuple(tuple(l for l in range(ctx.num_layers) if ctx.in_stage[p][l][j] is not None
-                       and solver.boolean_value(ctx.in_stage[p][l][j])) for j in range(p))
+def extract_stages(ctx: Context, solver, pp: int) -> tuple[tuple[int, ...], ...]:
+    """Layers of each stage for the solved assignment of PP degree ``pp``."""
+    n, in_stage = ctx.data.num_layers, ctx.timing.in_stage
+    if pp == 1:
+        return (tuple(range(n)),)
+    return tuple(tuple(l for l in range(n) if in_stage[pp][l][j] is not None
+                       and solver.boolean_value(in_stage[pp][l][j])) for j in range(pp))

@@ -57,7 +57,7 @@ from optimizer.costs.expert_loads import expert_loads
 from optimizer.search.pareto import pareto_table
 from optimizer.plan.files import plan_to_json
 from optimizer.inputs.schema import Instance
-from optimizer.cpsat.solve import SolverSettings
+from optimizer.cpsat.search import SolverSettings
 from optimizer.search.sweep import with_gpus
 from optimizer.costs.units import LOAD_SCALE, NS_PER_MS, NS_PER_S, gb_to_bytes_floor
 

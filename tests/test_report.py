@@ -24,7 +24,8 @@ import pytest
 from click.testing import CliRunner
 from matplotlib.image import imread
 
-from optimizer.output import html_report as htmlreport
+from optimizer.output import html as htmlreport
+from optimizer.output.html.canvas import overlap
 from optimizer.cli import main
 from optimizer.cli.common import load_instance
 from optimizer.costs.expert_loads import expert_loads
@@ -307,7 +308,7 @@ def test_plan_that_does_not_fit_the_instance(plans, tmp_path, monkeypatch):
 
 
 def overlaps(boxes) -> bool:
-    return htmlreport._overlap(list(boxes), pad=0.0)
+    return overlap(list(boxes), pad=0.0)
 
 
 @pytest.mark.parametrize("plan, with_instance", [("dsv3_ep64", True), ("dsv3_ep32_58", False)])

@@ -29,21 +29,28 @@ def render(df, format_: str) -> str:
 @click.option("--output", default="-", show_default=True, help="file to write ('-' = stdout)")
 @click.option("--gpus", type=click.IntRange(1, 65536), default=None, help="override hardware.num_gpus")
 @click.option("--all", "show_all", is_flag=True, help="also rows that are not on the front")
-@click.option("--time-limit", type=FiniteFloatRange(0.05, 86400), default=None, help="seconds per solve")
+@click.option("--time-limit", type=FiniteFloatRange(0.05, 86400), default=None,
+              help="seconds for the whole command, start-up aside: every build and CP-SAT solve "
+                   "shares it; configurations it leaves no time for are skipped, with a warning "
+                   "(default: search.time_limit_s)")
 @click.option("--workers", type=click.IntRange(1, 64), default=None)
 @click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=None)
 @VERBOSE
 def command(instance, format_, output, gpus, show_all, time_limit, workers, seed, verbose):
     def body():
         from optimizer.search.pareto import pareto_table
-        from optimizer.cpsat.solve import SolverSettings
+        from optimizer.cpsat.search import SolverSettings
         from optimizer.search.sweep import with_gpus
         inst = load_instance(instance)
         if gpus is not None:
             if gpus > inst.hardware.num_gpus:
                 raise InputError(f"--gpus={gpus}: exceeds hardware.num_gpus={inst.hardware.num_gpus}")
             inst = with_gpus(inst, gpus)
-        df = pareto_table(inst, None, SolverSettings.of(inst, time_limit, workers, seed))
+        settings = SolverSettings.of(inst, time_limit, workers, seed)
+        df = pareto_table(inst, None, settings)
+        if df.attrs.get("unsolved"):
+            click.echo(f"moeopt: warning: the time limit of {settings.time_limit_s:g} s left "
+                       f"{df.attrs['unsolved']} configuration(s) unsolved; the front may miss points", err=True)
         if not show_all:
             df = df[df["pareto"]].reset_index(drop=True)
         text = render(df, format_)

@@ -24,7 +24,7 @@ from optimizer.errors import InputError
 def command(plan, instance_path, output, verbose):
     def body():
         from optimizer.inputs.files import read_json
-        from optimizer.output.html_report import default_report_path, render_report, write_report
+        from optimizer.output.html import default_report_path, render_report, write_report
 
         doc = read_json(plan, "plan")
         if not isinstance(doc, dict):

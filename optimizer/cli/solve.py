@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
@@ -10,7 +9,6 @@ import click
 from optimizer.cli.common import DEFINITIONS, FORMAT, VERBOSE, FiniteFloatRange, dump, load_instance, run
 from optimizer.errors import InfeasibleError, InputError, NoSolutionError
 from optimizer.inputs.files import write_atomic
-from optimizer.inputs.schema import Instance
 
 
 @click.command(name="solve", help=f"Best deployment for INSTANCE; writes results/<name>/plan.json. {DEFINITIONS}")
@@ -18,12 +16,18 @@ from optimizer.inputs.schema import Instance
 @FORMAT
 @click.option("--output", default=None, help="plan JSON path ('-' = stdout); default results/<name>/plan.json")
 @click.option("--gpus", type=click.IntRange(1, 65536), default=None, help="override hardware.num_gpus")
-@click.option("--time-limit", type=FiniteFloatRange(0.05, 86400), default=None, help="seconds")
+@click.option("--time-limit", type=FiniteFloatRange(0.05, 86400), default=None,
+              help="seconds for the whole command, start-up aside: model builds, both CP-SAT phases "
+                   "and any infeasibility explanation share it (default: search.time_limit_s)")
 @click.option("--workers", type=click.IntRange(1, 64), default=None, help="CP-SAT workers")
 @click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=None, help="CP-SAT random seed")
 @click.option("--report", is_flag=True, help="also write results/<name>/report.html")
+@click.option("--log-solver", is_flag=True, help="CP-SAT's search log of every solve to stderr")
+@click.option("--dump-model", "dump_model", default=None, metavar="FILE",
+              help="write the phase-1 CP-SAT model (protobuf text format) to FILE once built, "
+                   "before any search")
 @VERBOSE
-def solve(instance, format_, output, gpus, time_limit, workers, seed, report, verbose):
+def solve(instance, format_, output, gpus, time_limit, workers, seed, report, log_solver, dump_model, verbose):
     def body():
         from optimizer.plan.files import plan_to_json
         from optimizer.output.text import plan_text
@@ -33,7 +37,8 @@ def solve(instance, format_, output, gpus, time_limit, workers, seed, report, ve
         if gpus is not None and gpus > inst.hardware.num_gpus:
             raise InputError(f"--gpus={gpus}: exceeds hardware.num_gpus={inst.hardware.num_gpus}")
         try:
-            result = run_solve(inst, gpus, time_limit, workers, seed, interruptible=True)
+            result = run_solve(inst, gpus, time_limit, workers, seed, interruptible=True,
+                               log_search=log_solver, on_model=model_writer(dump_model))
         except (InfeasibleError, NoSolutionError) as exc:
             if format_ == "json":
                 payload = {"schema_version": 1, "instance": inst.name, **exc.payload}
@@ -48,7 +53,7 @@ def solve(instance, format_, output, gpus, time_limit, workers, seed, report, ve
         if target != "-":
             write_atomic(target, dump(doc), "--output" if output else "output")
         if report:
-            from optimizer.output.html_report import write_report
+            from optimizer.output.html import write_report
             report_path = Path("results") / inst.name / "report.html"
             write_report(inst, doc, report_path)
             click.echo(f"report written to {report_path}", err=format_ == "json" or target == "-")
@@ -58,6 +63,16 @@ def solve(instance, format_, output, gpus, time_limit, workers, seed, report, ve
             click.echo(plan_text(inst, result.plan, result.evaluation, result.status, solver), nl=False)
             click.echo(f"plan written to {target}")
     run(verbose, body)
+
+
+def model_writer(path: str | None):
+    """None, or a callback writing a CP-SAT model to ``path`` (protobuf text, atomically)."""
+    if path is None:
+        return None
+
+    def write(model) -> None:
+        write_atomic(path, str(model.proto), "--dump-model")
+    return write
 
 
 def solver_dict(result) -> dict:

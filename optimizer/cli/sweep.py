@@ -23,14 +23,17 @@ from optimizer.errors import InputError
 @click.option("--resume", is_flag=True, help="skip counts whose point is already written")
 @click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True)
 @click.option("--address", default=None, help="Ray cluster address (with --backend ray)")
-@click.option("--time-limit", type=FiniteFloatRange(0.05, 86400), default=None, help="seconds per solve")
+@click.option("--time-limit", type=FiniteFloatRange(0.05, 86400), default=None,
+              help="seconds for the whole sweep, start-up aside: shared among the GPU counts to "
+                   "compute (as many at a time as --jobs runs); per count, half for the solve and "
+                   "the rest for its Pareto rows (default: search.time_limit_s)")
 @click.option("--workers", type=click.IntRange(1, 64), default=None)
 @click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=None)
 @VERBOSE
 def command(instance, gpus_text, format_, output, jobs, resume, backend, address, time_limit,
             workers, seed, verbose):
     def body():
-        from optimizer.cpsat.solve import SolverSettings
+        from optimizer.cpsat.search import SolverSettings
         from optimizer.search.sweep import (parse_counts, run_points, smallest_feasible, summary,
                                      sweep_table, write_outputs)
         inst = load_instance(instance)
@@ -41,6 +44,10 @@ def command(instance, gpus_text, format_, output, jobs, resume, backend, address
         settings = SolverSettings.of(inst, time_limit, workers, seed)
         points = run_points(inst, counts, out_dir, settings, jobs, resume, backend, address)
         table, summ = sweep_table(points), summary(points)
+        short = sorted(g for g, point in points.items() if point.get("unsolved"))
+        if short:
+            click.echo(f"moeopt: warning: the time limit left configurations unsolved for "
+                       f"{', '.join(map(str, short))} GPUs; the front may miss points", err=True)
         files = write_outputs(table, summ, out_dir)
         smallest = smallest_feasible(points)
         if format_ == "table":

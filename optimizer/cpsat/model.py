@@ -2,7 +2,7 @@
 
 Reading order: ``build_context`` gathers the data (candidate configurations with their
 integer cost tables, expert loads, limits); ``DeploymentModel.__init__`` creates the
-requirement literals, runs ``constraints.MODULES`` in order and defines the objective
+requirement literals, runs ``constraints.FAMILIES`` in order (``run_families``) and defines the objective
 
     objective_ns = average time a GPU loses over the batch to communication (TP all-reduce,
                    EP all-to-all and ETP collectives, pipeline sends) and to expert
@@ -21,7 +21,7 @@ from dataclasses import replace
 from optimizer.cpsat.pruning import exact_hot_loads
 from optimizer.costs.config_bounds import config_bounds, greedy_plan, hot_load_lower_bound
 from optimizer.costs.candidates import admissible_degrees
-from optimizer.cpsat.context import Context
+from optimizer.cpsat.context import Context, FamilyOrderError, ModelData
 from optimizer.errors import InputError
 from optimizer.costs.timing import makespan_limit_ns
 from optimizer.costs.layout import megatron_layout
@@ -66,141 +66,180 @@ def no_tuple_message(inst: Instance, num_gpus: int) -> str:
             f"tp*pp*dp = {num_gpus}")
 
 
-def build_context(inst: Instance, num_gpus: int) -> Context:
-    """Data of one build: candidate tables, loads, makespan limits, memory cap."""
-    return Context(inst=inst, num_gpus=num_gpus, cfgs=candidate_costs(inst, num_gpus),
-                   loads=expert_loads(inst), limits_ns=makespan_limit_ns(inst, num_gpus),
-                   memory_cap_bytes=gb_to_bytes_floor(inst.memory_limit_gb))
+def build_context(inst: Instance, num_gpus: int, cfgs: tuple[StageCosts, ...] | None = None) -> ModelData:
+    """Data of one build: candidate tables (``cfgs`` when already computed), loads,
+    makespan limits, memory cap."""
+    cfgs = tuple(cfgs if cfgs is not None else candidate_costs(inst, num_gpus))
+    return ModelData(inst=inst, num_gpus=num_gpus, cfgs=cfgs, loads=expert_loads(inst),
+                     limits_ns=makespan_limit_ns(inst, num_gpus),
+                     memory_cap_bytes=gb_to_bytes_floor(inst.memory_limit_gb))
+
+
+def run_families(ctx: Context, families=None) -> None:
+    """Run the constraint families in order (default ``constraints.FAMILIES``), storing
+    what each provides; FamilyOrderError when one needs variables not yet provided."""
+    for family in constraints.FAMILIES if families is None else families:
+        ctx.running = family.__name__
+        missing = [name for name in family.NEEDS if name not in ctx.provided]
+        if missing:
+            raise FamilyOrderError(f"constraint family {family.__name__!r} needs {missing}, which no "
+                                   f"earlier family provides: put it after the families providing them")
+        variables = family.build(ctx)
+        if family.PROVIDES is not None:
+            ctx.provide(family.PROVIDES, variables)
+    ctx.running = "?"
 
 
 class DeploymentModel:
-    """CP-SAT model of one instance on ``num_gpus`` GPUs.
+    """CP-SAT model of one instance on ``data.num_gpus`` GPUs.
 
     ``explain=True`` leaves the requirement literals free and passes them as assumptions,
     so an infeasible solve names a sufficient set of conflicting requirements. ``relax``
     drops requirements. ``cutoff`` ("objective" or "makespan": what will be minimized)
     drops configurations whose lower bound on it exceeds a feasible greedy plan's value:
     they cannot hold an optimum.
+
+    After construction: ``data`` (the configurations kept, with pruning's results),
+    ``model``, ``ctx`` (the variables of every family), ``objective``, ``bounds`` (per kept
+    configuration) and ``greedy`` (a feasible greedy plan or None).
     """
 
-    def __init__(self, ctx: Context, explain: bool = False, relax: tuple[str, ...] = (),
+    def __init__(self, data: ModelData, explain: bool = False, relax: tuple[str, ...] = (),
                  cutoff: str | None = None):
-        self.ctx = ctx
-        model = ctx.model
-        ctx.req = {r: model.new_bool_var(f"require_{r}") for r in REQUIREMENTS}
+        model = cp_model.CpModel()
+        requirement = {name: model.new_bool_var(f"require_{name}") for name in REQUIREMENTS}
         for name in REQUIREMENTS:
             if name in relax:
-                model.add(ctx.req[name] == 0)
+                model.add(requirement[name] == 0)
             elif not explain:
-                model.add(ctx.req[name] == 1)
+                model.add(requirement[name] == 1)
         if explain:
-            model.add_assumptions([ctx.req[r] for r in REQUIREMENTS if r not in relax])
-        self.greedy = self._filter(explain, relax, cutoff)
-        if not ctx.cfgs:  # every configuration is ruled out by a bound: nothing to model
-            constraints.degrees.build(ctx)
+            model.add_assumptions([requirement[name] for name in REQUIREMENTS if name not in relax])
+        self.model = model
+        self.data, self.bounds, self.greedy = self._filter(data, explain, relax, cutoff)
+        self.ctx = Context(self.data, model, requirement)
+        self.objective: cp_model.IntVar | None = None
+        if not self.data.cfgs:  # every configuration is ruled out by a bound: nothing to model
+            run_families(self.ctx, [constraints.degrees])
             return
-        for module in constraints.MODULES:
-            module.build(ctx)
+        run_families(self.ctx)
         self._objective()
         self._bound_rows()
         self._hint()
 
-    def _filter(self, explain: bool, relax: tuple[str, ...], cutoff: str | None):
-        """Split candidates into those modelled in full and those a requirement rules out
-        by a lower bound (kept as blocked literals in explain mode, dropped otherwise);
-        with ``cutoff``, also drop those that cannot beat a feasible greedy plan. Cheap
-        hot-load bounds first, then proven per-layer optima for the EP degrees left."""
-        ctx = self.ctx
-        limits = {r: v for r, v in ctx.limits_ns.items() if r not in relax}
-        cap = ctx.memory_cap_bytes if "memory" not in relax else 1 << 62
-        cheap = {ep: [hot_load_lower_bound(row, ep) for row in ctx.loads] for ep in ctx.values_of("ep")}
-        kept, greedy = self._survivors(ctx.cfgs, cheap, limits, cap, explain, cutoff, {})
-        ctx.hot_exact = exact_hot_loads(ctx.loads, sorted({c.deg.ep for c, _ in kept}))
-        lower = {ep: [h.lower for h in rows] for ep, rows in ctx.hot_exact.items()}
-        placements = {ep: [h.ranks for h in rows] for ep, rows in ctx.hot_exact.items()}
-        kept, greedy = self._survivors([c for c, _ in kept], lower, limits, cap, False,
-                                       cutoff, placements)
-        ctx.cfgs, self.bounds = [c for c, _ in kept], [b for _, b in kept]
-        return greedy
+    @staticmethod
+    def _filter(data: ModelData, explain: bool, relax: tuple[str, ...], cutoff: str | None):
+        """(data, bounds, greedy): the candidates modelled in full, with their bounds, and
+        the greedy plan. Candidates a requirement rules out by a lower bound are kept as
+        ``blocked`` in explain mode and dropped otherwise; with ``cutoff``, also those that
+        cannot beat a feasible greedy plan. Cheap hot-load bounds first, then proven
+        per-layer optima for the EP degrees left."""
+        limits = {name: v for name, v in data.limits_ns.items() if name not in relax}
+        cap_bytes = data.memory_cap_bytes if "memory" not in relax else 1 << 62
+        cheap = {ep: [hot_load_lower_bound(row, ep) for row in data.loads] for ep in data.values_of("ep")}
+        kept, greedy, blocked = _survivors(data, data.cfgs, cheap, limits, cap_bytes, explain, cutoff, {})
+        hot_exact = exact_hot_loads(data.loads, sorted({config.deg.ep for config, _ in kept}))
+        lower = {ep: [h.lower for h in rows] for ep, rows in hot_exact.items()}
+        placements = {ep: [h.ranks for h in rows] for ep, rows in hot_exact.items()}
+        kept, greedy, _ = _survivors(data, [config for config, _ in kept], lower, limits, cap_bytes, False,
+                                     cutoff, placements)
+        data = replace(data, cfgs=tuple(config for config, _ in kept), blocked=tuple(blocked),
+                       hot_exact=hot_exact)
+        return data, [bound for _, bound in kept], greedy
 
-    def _survivors(self, cfgs, hot_lb, limits, cap, explain, cutoff, placements):
-        """(configuration, bounds) pairs that may hold an optimum, and the greedy plan."""
-        ctx = self.ctx
-        kept = []
-        for c in cfgs:
-            b = config_bounds(c, hot_lb[c.deg.ep], ctx.moe_ids, cap)
-            reasons = tuple(r for r in REQUIREMENTS if (r == "memory" and not b.memory_fits)
-                            or (r in limits and b.timing_ns(r) > limits[r]))
-            if not reasons:
-                kept.append((c, b))
-            elif explain:
-                ctx.blocked.append((c.deg, reasons))
-        if not kept:
-            return [], None
-        greedy = greedy_plan([c for c, _ in kept], ctx.loads, ctx.moe_ids, limits, cap,
-                             cutoff or "objective", placements)
-        if cutoff and greedy is not None:
-            chosen = kept[greedy.index][0]
-            best = getattr(greedy, f"{cutoff}_ns")
-            kept = [(c, b) for c, b in kept if getattr(b, f"{cutoff}_ns") <= best]
-            greedy = replace(greedy, index=[c for c, _ in kept].index(chosen))
-        return kept, greedy
+    @property
+    def makespan(self) -> cp_model.IntVar:
+        return self.ctx.timing.makespan
+
+    @property
+    def ttft(self) -> cp_model.IntVar:
+        return self.ctx.timing.ttft
+
+    @property
+    def requirement(self) -> dict[str, cp_model.IntVar]:
+        return self.ctx.requirement
 
     def _bound_rows(self) -> None:
         """Redundant rows: objective and makespan >= the chosen configuration's lower
         bounds (linear in the one-hot choice; they make the LP relaxation tight)."""
-        ctx = self.ctx
-        ctx.model.add(ctx.objective >= sum(b.objective_ns * v for b, v in zip(self.bounds, ctx.cfg)))
-        ctx.model.add(ctx.makespan >= sum(b.makespan_ns * v for b, v in zip(self.bounds, ctx.cfg)))
-        ctx.model.add(ctx.ttft >= sum(b.ttft_ns * v for b, v in zip(self.bounds, ctx.cfg)))
+        model, chosen = self.model, self.ctx.choice.config
+        model.add(self.objective >= sum(b.objective_ns * v for b, v in zip(self.bounds, chosen)))
+        model.add(self.makespan >= sum(b.makespan_ns * v for b, v in zip(self.bounds, chosen)))
+        model.add(self.ttft >= sum(b.ttft_ns * v for b, v in zip(self.bounds, chosen)))
 
     def _hint(self) -> None:
         """Hint the greedy plan's configuration and layer split (placement hints are set
         by the placement module with the same greedy rule)."""
-        g, ctx = self.greedy, self.ctx
-        if g is None:
+        greedy, model = self.greedy, self.model
+        if greedy is None:
             return
-        for k, v in enumerate(ctx.cfg):
-            ctx.model.add_hint(v, k == g.index)
-        p = ctx.cfgs[g.index].deg.pp
-        if p > 1:
-            stage_of = [j for j, n in enumerate(g.counts) for _ in range(n)]
-            for l, row in enumerate(ctx.in_stage[p]):
-                for j, v in enumerate(row):
-                    if v is not None:
-                        ctx.model.add_hint(v, stage_of[l] == j)
+        for k, var in enumerate(self.ctx.choice.config):
+            model.add_hint(var, k == greedy.index)
+        pp = self.data.cfgs[greedy.index].deg.pp
+        if pp > 1:
+            stage_of = [j for j, count in enumerate(greedy.counts) for _ in range(count)]
+            for layer, row in enumerate(self.ctx.timing.in_stage[pp]):
+                for j, var in enumerate(row):
+                    if var is not None:
+                        model.add_hint(var, stage_of[layer] == j)
 
     def _objective(self) -> None:
         """objective = time lost per GPU over the batch (communication, expert imbalance,
         pipeline idling): per phase p * lost >= p * T - m * U + m (p-1) t_p2p for the chosen
         configuration, T the prefill makespan or one decode step, U its useful work per
         pass (``evaluate.lost_ns``); prefill once plus every decode step."""
-        ctx, model = self.ctx, self.ctx.model
-        n_moe = len(ctx.moe_ids)
-        phases = [(0, ctx.ttft, 1)]
-        if ctx.decoding:
-            phases.append((1, ctx.tpot, ctx.inst.workload.output_tokens))
+        data, model, timing = self.data, self.model, self.ctx.timing
+        n_moe = len(data.moe_ids)
+        phases = [(0, timing.ttft, 1)]
+        if data.decoding:
+            phases.append((1, timing.tpot, data.inst.workload.output_tokens))
         terms, top_total = [], 0
+        full = {layer: LOAD_SCALE for layer in data.moe_ids}
         for phase, span, weight in phases:
-            full = {l: LOAD_SCALE for l in ctx.moe_ids}
-            top = max((phase_of(c, phase).stage_ns(range(ctx.num_layers), full, True, True)
-                       + phase_of(c, phase).p2p_ns) * (c.deg.micro_batches + c.deg.pp)
-                      for c in ctx.cfgs)  # >= T + m (p-1) t_p2p / p >= lost
+            top = max((phase_of(config, phase).stage_ns(range(data.num_layers), full, True, True)
+                       + phase_of(config, phase).p2p_ns) * (config.deg.micro_batches + config.deg.pp)
+                      for config in data.cfgs)  # >= T + m (p-1) t_p2p / p >= lost
             lost = model.new_int_var(0, top, f"lost_ns[{phase}]")
-            for k, c in enumerate(ctx.cfgs):
-                ph, p, m = phase_of(c, phase), c.deg.pp, c.deg.micro_batches
-                model.add(p * lost >= p * span - m * ph.useful_pass_ns(n_moe)
-                          + m * (p - 1) * ph.p2p_ns).only_enforce_if(ctx.cfg[k])
+            for k, config in enumerate(data.cfgs):
+                costs, p, m = phase_of(config, phase), config.deg.pp, config.deg.micro_batches
+                model.add(p * lost >= p * span - m * costs.useful_pass_ns(n_moe)
+                          + m * (p - 1) * costs.p2p_ns).only_enforce_if(self.ctx.choice.config[k])
             terms.append(weight * lost)
             top_total += weight * top
-        ctx.objective = model.new_int_var(0, top_total, "objective_ns")
-        model.add(ctx.objective == sum(terms))
+        self.objective = model.new_int_var(0, top_total, "objective_ns")
+        model.add(self.objective == sum(terms))
 
     @property
     def empty(self) -> bool:
         """True when no configuration survived the bounds (the instance is infeasible)."""
-        return not self.ctx.cfgs
+        return not self.data.cfgs
 
     def chosen(self, solver: cp_model.CpSolver) -> StageCosts:
         """The configuration the solver selected."""
-        return next(c for c, v in zip(self.ctx.cfgs, self.ctx.cfg) if solver.boolean_value(v))
+        return next(config for config, var in zip(self.data.cfgs, self.ctx.choice.config)
+                    if solver.boolean_value(var))
+
+
+def _survivors(data: ModelData, cfgs, hot_lb, limits, cap_bytes, explain, cutoff, placements):
+    """(kept, greedy, blocked): the (configuration, bounds) pairs that may hold an optimum,
+    the greedy plan over them, and (explain mode) the configurations a requirement rules
+    out by a bound, with those requirements."""
+    kept, blocked = [], []
+    for config in cfgs:
+        bound = config_bounds(config, hot_lb[config.deg.ep], data.moe_ids, cap_bytes)
+        reasons = tuple(name for name in REQUIREMENTS if (name == "memory" and not bound.memory_fits)
+                        or (name in limits and bound.timing_ns(name) > limits[name]))
+        if not reasons:
+            kept.append((config, bound))
+        elif explain:
+            blocked.append((config.deg, reasons))
+    if not kept:
+        return [], None, blocked
+    greedy = greedy_plan([config for config, _ in kept], data.loads, data.moe_ids, limits, cap_bytes,
+                         cutoff or "objective", placements)
+    if cutoff and greedy is not None:
+        chosen = kept[greedy.index][0]
+        best = getattr(greedy, f"{cutoff}_ns")
+        kept = [(config, bound) for config, bound in kept if getattr(bound, f"{cutoff}_ns") <= best]
+        greedy = replace(greedy, index=[config for config, _ in kept].index(chosen))
+    return kept, greedy, blocked

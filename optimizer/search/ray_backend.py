@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from optimizer.errors import InputError
-from optimizer.cpsat.solve import SolverSettings
+from optimizer.cpsat.search import SolverSettings
 
 
-def run_on_ray(point: Callable[[str, int, SolverSettings], dict], inst_json: str, counts: list[int],
-               settings: SolverSettings, address: str | None) -> Iterator[dict]:
-    """Yield ``point(inst_json, gpus, settings)`` for each GPU count as its Ray task finishes
-    (so it can be written at once)."""
+def run_on_ray(point: Callable[[str, int, SolverSettings, float], dict], inst_json: str, counts: list[int],
+               settings: SolverSettings, address: str | None, seconds: float) -> Iterator[dict]:
+    """Yield ``point(inst_json, gpus, settings, seconds)`` for each GPU count as its Ray task
+    finishes (so it can be written at once)."""
     try:
         import ray
     except ImportError:
@@ -22,7 +22,7 @@ def run_on_ray(point: Callable[[str, int, SolverSettings], dict], inst_json: str
         ray.init(address=address, ignore_reinit_error=True, log_to_driver=False,
                  include_dashboard=False)
     task = ray.remote(point)
-    pending = [task.remote(inst_json, gpus, settings) for gpus in counts]
+    pending = [task.remote(inst_json, gpus, settings, seconds) for gpus in counts]
     while pending:
         done, pending = ray.wait(pending, num_returns=1)
         yield ray.get(done[0])

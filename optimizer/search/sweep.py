@@ -4,6 +4,10 @@ Each count is a *point*: the best plan (or why there is none) and the count's Pa
 A finished point is written atomically to ``results/<name>/sweep-points/<gpus>.json`` as
 soon as it is done, so an interrupted sweep keeps every finished point and ``--resume``
 skips them. Points run in this process, in ``jobs`` worker processes, or as Ray tasks.
+
+The time limit bounds the whole sweep (process start-up aside): ``point_seconds`` shares it
+among the points still to compute, as many at a time as run in parallel; within a point the
+solve gets half of the point's time and the Pareto table what is left of it.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ from optimizer.errors import InfeasibleError, InputError, MoeoptError
 from optimizer.inputs.files import write_atomic
 from optimizer.search.pareto import COLUMNS, OBJECTIVES, finish_table, pareto_table
 from optimizer.inputs.schema import Instance
-from optimizer.cpsat.solve import SolverSettings, solve
+from optimizer.cpsat.budget import Budget
+from optimizer.cpsat.search import SolverSettings
+from optimizer.cpsat.solve import solve
 
 SWEEP_OBJECTIVES = {**OBJECTIVES, "num_gpus": "min"}
 
@@ -39,12 +45,23 @@ def point_key(inst_json: str, settings: SolverSettings) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def sweep_point(inst_json: str, gpus: int, settings: SolverSettings) -> dict:
-    """Solve and Pareto rows for one GPU count (JSON-ready; runs in any process)."""
+def point_seconds(time_limit_s: float, todo: int, parallel: int) -> float:
+    """Seconds of one point when ``todo`` points share ``time_limit_s``, ``parallel`` at a
+    time: the limit over the number of rounds."""
+    rounds = -(-max(todo, 1) // max(parallel, 1))
+    return time_limit_s / rounds
+
+
+def sweep_point(inst_json: str, gpus: int, settings: SolverSettings, seconds: float | None = None) -> dict:
+    """Solve and Pareto rows for one GPU count (JSON-ready; runs in any process), within
+    ``seconds`` (default: the settings' time limit): half for the solve, the rest of it
+    for the Pareto table."""
+    seconds = settings.time_limit_s if seconds is None else seconds
+    budget = Budget(seconds)
     inst = with_gpus(Instance.model_validate_json(inst_json), gpus)
     point: dict = {"num_gpus": gpus, "key": point_key(inst_json, settings)}
     try:
-        result = solve(inst, gpus, settings.time_limit_s, settings.workers, settings.seed)
+        result = solve(inst, gpus, seconds / 2, settings.workers, settings.seed)
         d = result.plan.deg
         point["best"] = {"status": result.status, "degrees": {"tp": d.tp, "pp": d.pp, "dp": d.dp, "ep": d.ep,
                                                             "etp": d.etp, "edp": d.edp,
@@ -58,9 +75,11 @@ def sweep_point(inst_json: str, gpus: int, settings: SolverSettings) -> dict:
     except MoeoptError as exc:
         point["best"] = {"status": "unknown", "explanation": str(exc)}
     try:
-        rows = pareto_table(inst, gpus, settings)
-    except InputError:
+        rows = pareto_table(inst, gpus, settings, budget)
+    except MoeoptError:  # no admissible configuration, or no time left for any
         rows = pd.DataFrame(columns=COLUMNS)
+    if rows.attrs.get("unsolved"):
+        point["unsolved"] = rows.attrs["unsolved"]
     point["rows"] = [{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
                      for row in rows.to_dict(orient="records")]
     return point
@@ -123,18 +142,21 @@ def run_points(inst: Instance, counts: list[int], out_dir: Path, settings: Solve
         write_atomic(point_path(out_dir, point["num_gpus"]), json.dumps(point, indent=1) + "\n")
         _progress(len(points), len(counts), point["num_gpus"])
 
-    if backend == "ray":
+    if backend == "ray":  # how many tasks run at once is Ray's choice: assume one
         from optimizer.search.ray_backend import run_on_ray
-        for point in run_on_ray(sweep_point, payload, todo, settings, address):
+        seconds = point_seconds(settings.time_limit_s, len(todo), 1)
+        for point in run_on_ray(sweep_point, payload, todo, settings, address, seconds):
             keep(point)
     elif jobs > 1 and len(todo) > 1:
+        seconds = point_seconds(settings.time_limit_s, len(todo), jobs)
         with ProcessPoolExecutor(max_workers=jobs, initializer=_die_with_parent) as pool:
-            futures = [pool.submit(sweep_point, payload, g, settings) for g in todo]
+            futures = [pool.submit(sweep_point, payload, g, settings, seconds) for g in todo]
             for fut in as_completed(futures):
                 keep(fut.result())
     else:
+        seconds = point_seconds(settings.time_limit_s, len(todo), 1)
         for gpus in todo:
-            keep(sweep_point(payload, gpus, settings))
+            keep(sweep_point(payload, gpus, settings, seconds))
     return points
 
 

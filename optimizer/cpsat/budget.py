@@ -1,0 +1,126 @@
+"""The deadline of one command, shared by every CP-SAT solve and model build in it, and Ctrl-C.
+
+One ``Budget`` per command holds its time limit as a deadline: each CP-SAT solve gets what is
+left of it (``Budget.left``), never the full limit afresh. A model build (Python, which
+CP-SAT's own limit cannot stop) runs inside ``building``, which abandons it with OutOfTime
+once the deadline plus a grace has passed. Under ``stop_on_sigint`` the first SIGINT stops the
+search in progress (which returns its best solution) and starts no further solve.
+
+``clock`` is the one time source of budgets and builds (monotonic seconds); tests replace it
+to check deadlines deterministically.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+from ortools.sat.python import cp_model
+
+# The shortest CP-SAT run worth starting (s); also the least phase 1 gets when the model
+# build already used up the time limit (it then usually finds the hinted greedy plan).
+MIN_SOLVE_S = 0.05
+
+
+def clock() -> float:
+    """Monotonic seconds (``time.monotonic``); the time source of every Budget."""
+    return time.monotonic()
+
+
+class OutOfTime(Exception):
+    """Raised into a model build (pure Python, which CP-SAT's limit cannot stop) when the
+    deadline plus its grace passes, or on Ctrl-C."""
+
+
+class Budget:
+    """The time limit of one command as a deadline shared by all its CP-SAT solves, and its
+    Ctrl-C state. ``interrupt()`` (called by the SIGINT handler of ``stop_on_sigint``) stops
+    the active search and leaves no time for any later one. Model builds (``building``) may
+    run ``grace`` seconds past the deadline."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.deadline = clock() + seconds
+        self.grace = 1.0 + 0.1 * seconds
+        self.interrupted = False
+        self.building = False
+        self.active: cp_model.CpSolver | None = None
+
+    def left(self) -> float:
+        """Seconds left before the deadline (0 once interrupted)."""
+        return 0.0 if self.interrupted else max(0.0, self.deadline - clock())
+
+    @property
+    def expired(self) -> bool:
+        """True when less than the shortest useful solve (MIN_SOLVE_S) is left."""
+        return self.left() < MIN_SOLVE_S
+
+    def interrupt(self) -> None:
+        """Stop the active search (it returns its best solution) and any later one."""
+        self.interrupted = True
+        solver = self.active
+        if solver is not None:
+            solver.stop_search()  # thread-safe; the search returns its best solution
+
+
+def in_main_thread() -> bool:
+    """True in the main thread, the only one where Python delivers signals."""
+    return threading.current_thread() is threading.main_thread()
+
+
+@contextmanager
+def stop_on_sigint(budget: Budget) -> Iterator[Budget]:
+    """Within the block, the first SIGINT (Ctrl-C) calls ``budget.interrupt()``: the CP-SAT
+    search in progress stops and returns its best solution, and no further solve starts
+    (a model build in progress is abandoned: OutOfTime). A second SIGINT raises
+    KeyboardInterrupt as usual. The previous handler is restored on leaving. Signals can
+    only be handled in the main thread; elsewhere this does nothing."""
+    if not in_main_thread():
+        yield budget
+        return
+
+    def on_sigint(signum, frame):
+        if budget.interrupted:
+            raise KeyboardInterrupt
+        budget.interrupt()
+        if budget.building:
+            raise OutOfTime("interrupted")
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield budget
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextmanager
+def building(budget: Budget) -> Iterator[None]:
+    """A model build that raises OutOfTime once the deadline plus the grace has passed
+    (a SIGALRM timer: Python code stops at its next bytecode). The timer is armed only in
+    the main thread and only when nobody else uses SIGALRM; it is disarmed on leaving."""
+    left = budget.deadline + budget.grace - clock()
+    if budget.interrupted or left <= 0:
+        raise OutOfTime("no time left")
+    armed = False
+    if in_main_thread() and hasattr(signal, "setitimer"):
+        previous = signal.getsignal(signal.SIGALRM)
+        if previous in (signal.SIG_DFL, signal.SIG_IGN, None) and signal.getitimer(signal.ITIMER_REAL)[0] == 0:
+
+            def on_alarm(signum, frame):
+                if budget.building:
+                    raise OutOfTime("time limit")
+
+            signal.signal(signal.SIGALRM, on_alarm)
+            signal.setitimer(signal.ITIMER_REAL, left)
+            armed = True
+    budget.building = True
+    try:
+        yield
+    finally:
+        budget.building = False
+        if armed:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
