@@ -269,7 +269,7 @@ def test_report_escapes_text_and_rejects_bad_input(plans, tmp_path, monkeypatch)
     """Text from files is escaped; bad plans exit 2 with one line naming the problem."""
     monkeypatch.chdir(tmp_path)
     doc = json.loads(plans["p8"].read_text())
-    doc["instance"] = "<script>alert(1)</script>"
+    doc["status"] = "<script>alert(1)</script>"   # free text: printable, shown escaped
     doc["metrics"]["<b>odd</b>"] = "<i>x</i>"
     evil = tmp_path / "evil.json"
     evil.write_text(json.dumps(doc))
@@ -279,8 +279,13 @@ def test_report_escapes_text_and_rejects_bad_input(plans, tmp_path, monkeypatch)
     assert page.count("script") == page.count("b") == page.count("i") == 0
     assert "<script>alert(1)</script>" in page.text
     assert lookup(page, "Metrics", "<b>odd</b>")[1:3] == ["<i>x</i>", '"<i>x</i>"']
-    bad = run(["report", str(evil)], code=2)  # that name cannot be a results folder
-    assert "not a usable results folder name" in bad.stderr and len(bad.stderr.splitlines()) == 1
+    # the plan's instance names a results folder: a ResultName, refused otherwise (one reader)
+    doc["instance"] = "<script>alert(1)</script>"
+    evil.write_text(json.dumps(doc))
+    for args in ([], ["--output", str(tmp_path / "evil2.html")]):
+        bad = run(["report", str(evil), *args], code=2)
+        assert "instance=" in bad.stderr and len(bad.stderr.splitlines()) == 1, bad.stderr
+    assert not (tmp_path / "evil2.html").exists()
     cases = {"missing.json": None, "list.json": "[1, 2]", "degrees.json": '{"degrees": {"tp": "x"}}',
              "infeasible.json": '{"instance": "a", "status": "infeasible", "explanation": "too slow"}'}
     expected = {"missing.json": "no such file", "list.json": "expected a JSON object",
