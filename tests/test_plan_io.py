@@ -336,3 +336,17 @@ def test_local_rank_cap_without_instance(tmp_path):
     write(tmp_path / "p.json", doc)
     one_line_exit_2(invoke("export", tmp_path / "p.json", "--to", "csv", "--output", tmp_path / "o"),
                     "local_rank 1000000", "4096 GPUs per node")
+
+
+def test_hostile_instance_name_refused(tmp_path, monkeypatch):
+    """An instance named like a path and a command: refused with one line, nothing written."""
+    monkeypatch.chdir(tmp_path)
+    data = json.loads(INSTANCE.read_text())
+    data["name"] = "../../escaped\n$(touch PWNED)"
+    inst_path = write(tmp_path / "inst.json", data)
+    doc = hand_plan(tp=1, pp=2, dp=4, ep=4, layers=16, experts=16)
+    del doc["instance"]
+    write(tmp_path / "myplan.json", doc)
+    one_line_exit_2(invoke("export", "myplan.json", "--to", "sglang", "--instance", inst_path), "name=")
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["inst.json", "myplan.json"]
+    assert not (tmp_path.parent / "escaped").exists()

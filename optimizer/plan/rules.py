@@ -175,7 +175,8 @@ def read(f: BaseModel, inst: Instance | None = None, source: str = "(in memory)"
         return None, r.problems + unread
     memory = {g.rank: g.memory_gb.model_dump(exclude_none=True) for g in f.gpus or []
               if g.memory_gb is not None}
-    name = f.instance or (inst.name if inst is not None else _stem_name(source))
+    name = f.instance or (inst.name if inst is not None and _is_result_name(inst.name)
+                          else _stem_name(source))
     if inst is not None and f.instance and f.instance != inst.name:
         r.notes.append(f"the plan names instance {f.instance!r}, --instance is {inst.name!r}")
     data = PlanData(name, source, deg, stages, experts, gpus, memory, gpn, dict(f.metrics or {}),
@@ -188,6 +189,14 @@ def printable(text: str) -> str:
     that free text from a file prints as one line and cannot drive a terminal."""
     return "".join(ch if unicodedata.category(ch)[0] != "C" else ch.encode("unicode_escape").decode()
                    for ch in text)
+
+
+def _is_result_name(name: str) -> bool:
+    try:
+        check_result_name(name)
+    except ValueError:
+        return False
+    return True
 
 
 def _stem_name(source: str) -> str:
