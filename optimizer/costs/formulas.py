@@ -184,30 +184,59 @@ def mean_attended(context_tokens: int, window: int | None) -> float:
     return window - window * window / (2 * s)
 
 
-def attention_core_flops_per_token(m: ModelSpec, prompt_tokens: int, layer: int = 0) -> float:
-    """Scores + context of one prompt token in one layer, causal average:
-    2 * n_h * (d_qk + d_v) * mean attended keys (= 2 * n_h*d_h * s for full MHA)."""
+def attention_core_flops_per_key(m: ModelSpec) -> float:
+    """Scores + context of one query position against one key in one layer:
+    2 * n_h * (d_qk + d_v) (= 4 * n_h * d_h for MHA/GQA)."""
     if m.attention == "mla":
         width = m.num_attention_heads * (m.qk_nope_head_dim + m.qk_rope_head_dim + m.head_dim)
     else:
         width = 2 * m.num_attention_heads * m.head_dim
+    return 2.0 * width
+
+
+def attention_core_flops_per_token(m: ModelSpec, prompt_tokens: int, layer: int = 0) -> float:
+    """Scores + context of one prompt token in one layer, causal average:
+    2 * n_h * (d_qk + d_v) * mean attended keys (= 2 * n_h*d_h * s for full MHA)."""
     window = m.sliding_window if m.is_sliding(layer) else None
-    return 2.0 * width * mean_attended(prompt_tokens, window)
+    return attention_core_flops_per_key(m) * mean_attended(prompt_tokens, window)
+
+
+def attended_keys(start: int, tokens: int, window: int | None) -> float:
+    """Keys that prompt positions start .. start+tokens-1 attend to in all, causal, with the
+    continuous count of ``mean_attended``: position x attends to min(x, window) keys, so
+    the sum is G(start+tokens) - G(start) with G(x) = x^2/2, or x*w - w^2/2 past the window
+    (for start = 0 this is tokens * mean_attended(tokens, window))."""
+    def cumulative(x: int) -> float:
+        if window is None or x <= window:
+            return x * x / 2
+        return x * window - window * window / 2
+    return cumulative(start + tokens) - cumulative(start)
+
+
+def _ffn_router_flops_per_token_layer(m: ModelSpec, layer: int) -> float:
+    """Router and shared expert (MoE layer) or the dense FFN (dense layer), one token."""
+    if is_moe_layer(m, layer):
+        return 2.0 * m.hidden_size * m.num_experts + 2.0 * m.ffn_matrices * m.hidden_size * m.shared_expert_ffn_size
+    return 2.0 * dense_ffn_params(m)
+
+
+def linear_flops_per_token_layer(m: ModelSpec, layer: int = 0) -> float:
+    """Non-routed FLOPs of one token in one layer without the attention core: projections,
+    router, shared expert or dense FFN (the same for prompt and generated tokens)."""
+    return 2.0 * attention_matrix_params(m) + _ffn_router_flops_per_token_layer(m, layer)
 
 
 def dense_flops_per_token_layer(m: ModelSpec, prompt_tokens: int, layer: int = 0) -> float:
     """Non-routed FLOPs of one prompt token in one layer: projections, core, router,
     shared expert (MoE layers) or the dense FFN (dense layers)."""
     flops = 2.0 * attention_matrix_params(m) + attention_core_flops_per_token(m, prompt_tokens, layer)
-    if is_moe_layer(m, layer):
-        return flops + 2.0 * m.hidden_size * m.num_experts + 2.0 * m.ffn_matrices * m.hidden_size * m.shared_expert_ffn_size
-    return flops + 2.0 * dense_ffn_params(m)
+    return flops + _ffn_router_flops_per_token_layer(m, layer)
 
 
 def decode_attention_flops_per_token(m: ModelSpec, context_tokens: int) -> float:
     """Scores + context of one generated token against ``context_tokens`` cached keys:
     4 * n_h * d_h * c (MHA/GQA); MLA with weight absorption 2 * n_h * (2 d_c + d_rope) * c
-    (cost-model §1.2)."""
+    (cost-model §1.2). Linear in c, so a sum of contexts gives the sum of FLOPs."""
     if m.attention == "mla":
         return 2.0 * m.num_attention_heads * (2 * m.kv_lora_rank + m.qk_rope_head_dim) * context_tokens
     return 4.0 * m.num_attention_heads * m.head_dim * context_tokens
@@ -216,9 +245,7 @@ def decode_attention_flops_per_token(m: ModelSpec, context_tokens: int) -> float
 def decode_dense_flops_per_token_layer(m: ModelSpec, context_tokens: int, layer: int = 0) -> float:
     """Non-routed FLOPs of one generated token in one layer (context already window-capped)."""
     flops = 2.0 * attention_matrix_params(m) + decode_attention_flops_per_token(m, context_tokens)
-    if is_moe_layer(m, layer):
-        return flops + 2.0 * m.hidden_size * m.num_experts + 2.0 * m.ffn_matrices * m.hidden_size * m.shared_expert_ffn_size
-    return flops + 2.0 * dense_ffn_params(m)
+    return flops + _ffn_router_flops_per_token_layer(m, layer)
 
 
 def expected_experts_hit_fraction(m: ModelSpec, tokens: float) -> float:

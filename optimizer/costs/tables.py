@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from optimizer.costs import formulas as cm
 from optimizer.costs.layout import (Degrees, GpuSlot, ep_groups, etp_groups, min_local_peers,
                               spans_nodes, stage_boundary_inter_node, tp_groups)
@@ -93,6 +95,14 @@ class PhaseCosts:
                                                       LOAD_SCALE)
         return max(compute_bound, memory_bound) + self.moe_latency_ns
 
+    def moe_total_ns(self, loads: np.ndarray) -> int:
+        """sum(moe_ns(x) for x in loads) for an int64 array of loads, vectorised (the same
+        integer arithmetic), ns."""
+        comm = self.moe_comm_full_ns
+        compute_bound = -((-(self.moe_compute_full_ns + comm) * loads) // LOAD_SCALE)
+        memory_bound = self.moe_weights_ns - ((-(self.moe_act_full_ns + comm) * loads) // LOAD_SCALE)
+        return int(np.maximum(compute_bound, memory_bound).sum()) + len(loads) * self.moe_latency_ns
+
     def moe_comm_ns(self, load: int) -> int:
         """The communication part of ``moe_ns``, ns."""
         return ceil_div(self.moe_comm_full_ns * load, LOAD_SCALE) + self.moe_latency_ns
@@ -150,13 +160,9 @@ def decode_context(inst: Instance) -> float:
 
 def _dense_layer(inst: Instance, deg: Degrees, layer: int, tokens: int, decode: bool,
                  facts: LinkFacts) -> tuple[int, int]:
-    """(attention, router, shared or dense FFN roofline + TP all-reduces, the all-reduces
-    alone) of one layer, ns. Prefill: ``tokens`` prompt tokens; decode: ``tokens`` tokens
-    at the mean decode context."""
-    m, gpu, hw = inst.model, inst.hardware.gpu, inst.hardware
-    b = DTYPE_BYTES[m.weight_dtype]
-    moe = cm.is_moe_layer(m, layer)
-    ffn_params = (cm.shared_expert_params(m) if moe else cm.dense_ffn_params(m))
+    """``dense_layer_ns`` of a static-batch phase. Prefill: ``tokens`` prompt tokens; decode:
+    ``tokens`` tokens at the mean decode context."""
+    m = inst.model
     if decode:
         ctx = cm.kv_tokens(m, layer, int(decode_context(inst)))
         per_token = cm.decode_dense_flops_per_token_layer(m, ctx, layer)
@@ -164,9 +170,21 @@ def _dense_layer(inst: Instance, deg: Degrees, layer: int, tokens: int, decode: 
     else:
         per_token = cm.dense_flops_per_token_layer(m, inst.workload.prompt_tokens, layer)
         kv_read = tokens * cm.kv_bytes_per_token_layer(m, deg.tp)  # written once
-    flops = tokens * per_token / deg.tp  # every TP rank works on its share of heads / tokens
+    return dense_layer_ns(inst, deg, layer, tokens, tokens * per_token, kv_read, facts)
+
+
+def dense_layer_ns(inst: Instance, deg: Degrees, layer: int, tokens: int, flops: float,
+                   kv_bytes: float, facts: LinkFacts) -> tuple[int, int]:
+    """(attention, router, shared or dense FFN roofline + TP all-reduces, the all-reduces
+    alone) of one layer for ``tokens`` tokens, ns. ``flops``: their non-routed FLOPs over
+    all heads; ``kv_bytes``: KV cache bytes one TP rank reads or writes."""
+    m, gpu, hw = inst.model, inst.hardware.gpu, inst.hardware
+    b = DTYPE_BYTES[m.weight_dtype]
+    moe = cm.is_moe_layer(m, layer)
+    ffn_params = (cm.shared_expert_params(m) if moe else cm.dense_ffn_params(m))
+    flops = flops / deg.tp  # every TP rank works on its share of heads / tokens
     qkv_width = (m.num_attention_heads + 2 * m.num_kv_heads) * m.head_dim / deg.tp
-    num_bytes = ((cm.attention_params(m) + ffn_params) / deg.tp * b + kv_read
+    num_bytes = ((cm.attention_params(m) + ffn_params) / deg.tp * b + kv_bytes
                  + tokens * ACT_BYTES * (2 * m.hidden_size + qkv_width))
     bw, lat = cm.link(hw, facts.tp_inter_node)
     reductions = 1 if moe else 2  # attention output; a dense FFN output too
@@ -174,13 +192,15 @@ def _dense_layer(inst: Instance, deg: Degrees, layer: int, tokens: int, decode: 
     return seconds_to_ns(cm.roofline_s(flops, num_bytes, gpu)) + tp_comm, tp_comm
 
 
-def _moe_terms(inst: Instance, deg: Degrees, tokens: int, decode: bool, facts: LinkFacts) -> tuple[int, ...]:
-    """(F, W, A, K, alpha) of ``PhaseCosts`` in ns."""
+def moe_terms(inst: Instance, deg: Degrees, tokens: int, touched_only: bool,
+              facts: LinkFacts) -> tuple[int, ...]:
+    """(F, W, A, K, alpha) of ``PhaseCosts`` in ns for ``tokens`` tokens per attention
+    replica; ``touched_only``: W reads only the experts they are expected to reach."""
     m, gpu, hw = inst.model, inst.hardware.gpu, inst.hardware
     full_copies = tokens * m.top_k * deg.etp * deg.ep / deg.tp  # routed rows of one EP group
     f_ns = seconds_to_ns(cm.compute_s(full_copies * cm.expert_flops_per_routed_token(m) / deg.etp, gpu))
     touched = m.num_experts // deg.ep
-    if decode:  # few tokens: only the experts they are expected to reach are read
+    if touched_only:  # few tokens: only the experts they are expected to reach are read
         touched *= cm.expected_experts_hit_fraction(m, full_copies / m.top_k)
     w_ns = seconds_to_ns(cm.hbm_s(touched * cm.expert_bytes(m) / deg.etp, gpu))
     a_ns = seconds_to_ns(cm.hbm_s(full_copies * ACT_BYTES * 2 * (m.hidden_size + m.expert_ffn_size / deg.etp), gpu))
@@ -197,20 +217,34 @@ def _moe_terms(inst: Instance, deg: Degrees, tokens: int, decode: bool, facts: L
 def _phase(inst: Instance, deg: Degrees, tokens: int, seqs: int, decode: bool,
            facts: LinkFacts) -> PhaseCosts:
     """Costs of one phase: ``tokens`` per micro-batch (prefill) or per decode step."""
+    dense = [_dense_layer(inst, deg, l, tokens, decode, facts) for l in range(inst.model.num_layers)]
+    logits = tokens if decode else seqs  # prefill: the last position of each sequence
+    return assemble_phase(inst, deg, facts, dense, moe_terms(inst, deg, tokens, decode, facts),
+                          tokens, logits)
+
+
+def assemble_phase(inst: Instance, deg: Degrees, facts: LinkFacts, dense: list[tuple[int, int]],
+                   moe: tuple[int, ...], tokens: int, logits: int) -> PhaseCosts:
+    """``PhaseCosts`` from per-layer ``dense_layer_ns`` pairs and ``moe_terms``, adding the
+    embedding, the LM head over ``logits`` positions and the pipeline send of ``tokens``."""
+    f_ns, w_ns, a_ns, k_ns, alpha_ns = moe
+    embed_ns, head_ns, p2p_ns = edge_costs(inst, deg, facts, tokens, logits)
+    return PhaseCosts(tuple(d for d, _ in dense), tuple(c for _, c in dense), f_ns, w_ns, a_ns,
+                      k_ns, alpha_ns, embed_ns, head_ns, p2p_ns, deg.ep)
+
+
+def edge_costs(inst: Instance, deg: Degrees, facts: LinkFacts, tokens: int,
+               logits: int) -> tuple[int, int, int]:
+    """(embedding, LM head over ``logits`` positions, pipeline send of ``tokens``), ns."""
     m, hw, gpu = inst.model, inst.hardware, inst.hardware.gpu
-    dense = [_dense_layer(inst, deg, l, tokens, decode, facts) for l in range(m.num_layers)]
-    f_ns, w_ns, a_ns, k_ns, alpha_ns = _moe_terms(inst, deg, tokens, decode, facts)
     hidden_bytes = tokens * m.hidden_size * ACT_BYTES
     tp_bw, tp_lat = cm.link(hw, facts.tp_inter_node)
     embed_s = cm.hbm_s(hidden_bytes, gpu) + cm.allreduce_s(hidden_bytes, deg.tp, tp_bw, tp_lat)
-    logits = tokens if decode else seqs  # prefill: the last position of each sequence
     head_s = cm.roofline_s(logits * cm.lm_head_flops_per_sequence(m) / deg.tp,
                            cm.embedding_params(m) / deg.tp * DTYPE_BYTES[m.weight_dtype], gpu)
     pp_bw, pp_lat = cm.link(hw, facts.pp_inter_node)
     p2p_s = hidden_bytes / deg.tp / pp_bw + pp_lat if deg.pp > 1 else 0.0
-    return PhaseCosts(tuple(d for d, _ in dense), tuple(c for _, c in dense), f_ns, w_ns, a_ns,
-                      k_ns, alpha_ns, seconds_to_ns(embed_s), seconds_to_ns(head_s),
-                      seconds_to_ns(p2p_s), deg.ep)
+    return seconds_to_ns(embed_s), seconds_to_ns(head_s), seconds_to_ns(p2p_s)
 
 
 def _layer_weight_bytes(inst: Instance, deg: Degrees, layer: int) -> float:
@@ -227,12 +261,19 @@ def _layer_weight_bytes(inst: Instance, deg: Degrees, layer: int) -> float:
 
 def _memory(inst: Instance, deg: Degrees, seqs: int, tokens: int) -> MemoryParts:
     """Per-GPU memory parts (cost-model §1.3), bytes; KV at the end of the batch."""
-    m, hw, wl = inst.model, inst.hardware, inst.workload
-    b = DTYPE_BYTES[m.weight_dtype]
-    h = m.hidden_size
+    m, wl = inst.model, inst.workload
     final_context = wl.prompt_tokens + wl.output_tokens
     layer_kv = [seqs * cm.kv_tokens(m, l, final_context) * cm.kv_bytes_per_token_layer(m, deg.tp)
                 for l in range(m.num_layers)]
+    return memory_parts(inst, deg, tokens, layer_kv)
+
+
+def memory_parts(inst: Instance, deg: Degrees, tokens: int, layer_kv: list[float]) -> MemoryParts:
+    """Per-GPU memory parts, bytes: activations and buffers of ``tokens`` tokens per
+    micro-batch (a static batch's, or one engine step's), weights, and ``layer_kv``."""
+    m, hw, wl = inst.model, inst.hardware, inst.workload
+    b = DTYPE_BYTES[m.weight_dtype]
+    h = m.hidden_size
     mean_copies = tokens * m.top_k * deg.etp / deg.tp  # routed rows one GPU computes
     qkv_width = (m.num_attention_heads + 2 * m.num_kv_heads) * m.head_dim / deg.tp
     inter = (m.ffn_matrices - 1) * max(m.expert_ffn_size / deg.etp,

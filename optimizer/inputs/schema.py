@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, PositiveInt, TypeAdapter, WrapValidator,
+                      model_serializer, model_validator)
 
 from optimizer.inputs.names import RESULT_NAME, Label
 
@@ -146,6 +147,8 @@ class Workload(_Strict):
     """A static batch: all sequences arrive together, are prefilled as one batch, then
     (with output_tokens > 0) decode together, one token per sequence per step."""
 
+    # excluded from dumps: a batch workload serialises exactly as before "kind" existed
+    kind: Literal["batch"] = Field("batch", exclude=True, description="a static batch (default)")
     batch_sequences: Annotated[int, Field(gt=0, le=10**7)] = Field(..., description="sequences")
     prompt_tokens: Annotated[int, Field(gt=0, le=10**7)] = Field(..., description="per sequence")
     output_tokens: Annotated[int, Field(ge=0, le=10**7)] = Field(
@@ -154,6 +157,121 @@ class Workload(_Strict):
         None, description="allowed micro-batch counts; None = every divisor the solver likes")
     moe_buffer_factor: Annotated[float, Field(ge=1, le=64, allow_inf_nan=False)] = Field(
         1.25, description="MoE dispatch buffers are sized at this multiple of the mean load")
+
+
+TokenCount = Annotated[int, Field(gt=0, le=10**7)]
+
+
+class UniformTokens(_Strict):
+    """Lengths drawn uniformly from the integers min_tokens..max_tokens."""
+
+    kind: Literal["uniform"]
+    min_tokens: TokenCount
+    max_tokens: TokenCount
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "UniformTokens":
+        if self.min_tokens > self.max_tokens:
+            raise ValueError(f"min_tokens={self.min_tokens} exceeds max_tokens={self.max_tokens}")
+        return self
+
+
+class LogNormalTokens(_Strict):
+    """Lengths round(X), X lognormal with mean mean_tokens and log-space deviation sigma,
+    clipped to min_tokens..max_tokens."""
+
+    kind: Literal["lognormal"]
+    mean_tokens: Annotated[float, Field(ge=1, le=1e7, allow_inf_nan=False)]
+    sigma: Annotated[float, Field(gt=0, le=4, allow_inf_nan=False)] = 1.0
+    min_tokens: TokenCount = 1
+    max_tokens: TokenCount = 10**7
+
+
+class ExponentialTokens(_Strict):
+    """Lengths round(X), X exponential with mean mean_tokens, clipped to min..max_tokens."""
+
+    kind: Literal["exponential"]
+    mean_tokens: Annotated[float, Field(ge=1, le=1e7, allow_inf_nan=False)]
+    min_tokens: TokenCount = 1
+    max_tokens: TokenCount = 10**7
+
+
+_DISTRIBUTIONS = {"uniform": UniformTokens, "lognormal": LogNormalTokens,
+                  "exponential": ExponentialTokens}
+_TOKEN_COUNT = TypeAdapter(TokenCount, config=ConfigDict(strict=True))
+
+
+def _length(value, handler):
+    """A token count, or a distribution chosen by its ``kind`` (errors keep the field's
+    own path: no union member names in them)."""
+    if isinstance(value, (int, *_DISTRIBUTIONS.values())) and not isinstance(value, bool):
+        return _TOKEN_COUNT.validate_python(value) if isinstance(value, int) else value
+    if isinstance(value, dict):
+        cls = _DISTRIBUTIONS.get(value.get("kind"))
+        if cls is None:
+            raise ValueError(f"kind={value.get('kind')!r}: expected one of "
+                             f"{', '.join(_DISTRIBUTIONS)}")
+        return cls.model_validate(value)
+    raise ValueError("expected a token count or a distribution object")
+
+
+TokenLength = Annotated[Union[TokenCount, UniformTokens, LogNormalTokens, ExponentialTokens],
+                        WrapValidator(_length)]
+
+
+class ServiceWorkload(_Strict):
+    """A service: requests arrive over time (Poisson at arrival_rate_rps, a closed loop of
+    concurrency users, or the times of a trace), each with its own prompt and output length.
+    A trace (CSV or JSONL rows of arrival_s, prompt_tokens, output_tokens; path relative
+    to the instance file) replaces the two lengths; with arrival_rate_rps its times are
+    rescaled to that mean rate, with concurrency they are ignored."""
+
+    kind: Literal["service"]
+    arrival_rate_rps: Annotated[float, Field(gt=0, le=1e7, allow_inf_nan=False)] | None = Field(
+        None, description="mean request arrival rate, requests/s (Poisson)")
+    concurrency: Annotated[int, Field(gt=0, le=10**7)] | None = Field(
+        None, description="closed loop: this many users, each sending on the last reply")
+    prompt_tokens: TokenLength | None = Field(None, description="prompt length, tokens")
+    output_tokens: TokenLength | None = Field(
+        None, description="generated tokens per request (the first one included)")
+    trace: Annotated[str, Field(min_length=1, max_length=4096)] | None = Field(
+        None, description="CSV/JSONL file of arrival_s, prompt_tokens, output_tokens rows")
+    moe_buffer_factor: Annotated[float, Field(ge=1, le=64, allow_inf_nan=False)] = Field(
+        1.25, description="MoE dispatch buffers are sized at this multiple of the mean load")
+
+    @model_validator(mode="after")
+    def _complete(self) -> "ServiceWorkload":
+        if self.arrival_rate_rps is not None and self.concurrency is not None:
+            raise ValueError("give arrival_rate_rps or concurrency, not both")
+        if self.trace is None:
+            if self.arrival_rate_rps is None and self.concurrency is None:
+                raise ValueError("a service needs arrival_rate_rps, concurrency or a trace")
+            missing = [k for k in ("prompt_tokens", "output_tokens") if getattr(self, k) is None]
+            if missing:
+                raise ValueError(f"{missing[0]} is missing (an integer, a distribution, or a trace)")
+        elif self.prompt_tokens is not None or self.output_tokens is not None:
+            raise ValueError("a trace gives the lengths: drop prompt_tokens/output_tokens")
+        return self
+
+
+def _workload(value, handler):
+    """A batch when ``kind`` is absent (every instance written before services), else the
+    class its ``kind`` names (errors keep the field's own path)."""
+    if isinstance(value, (Workload, ServiceWorkload)):
+        return value
+    if isinstance(value, dict):
+        kind = value.get("kind", "batch")
+        if kind not in ("batch", "service"):
+            raise ValueError(f"kind={kind!r}: expected 'batch' or 'service'")
+        return (ServiceWorkload if kind == "service" else Workload).model_validate(value)
+    return Workload.model_validate(value)  # its own error: not an object
+
+
+AnyWorkload = Annotated[Union[Workload, ServiceWorkload], WrapValidator(_workload)]
+
+# Requirements of a service only; absent ones are left out of dumps (batch instances
+# serialise exactly as before).
+SERVICE_REQUIREMENTS = ("latency_percentile", "max_e2e_latency_s", "min_goodput_rps")
 
 
 class Requirements(_Strict):
@@ -167,6 +285,25 @@ class Requirements(_Strict):
         None, description="time per output token (one decode step) must be at most this")
     max_memory_gb: PositiveFloat | None = Field(
         None, description="memory per GPU; default: the GPU's memory_gb")
+    latency_percentile: Literal[50, 90, 99] | None = Field(
+        None, description="service: TTFT/TPOT/E2E targets hold at this percentile (default 90)")
+    max_e2e_latency_s: PositiveFloat | None = Field(
+        None, description="service: request latency, arrival to last token, s")
+    min_goodput_rps: PositiveFloat | None = Field(
+        None, description="service: requests/s that meet every latency target")
+
+    @property
+    def percentile(self) -> int:
+        """The latency percentile targets are judged at (90 unless given)."""
+        return 90 if self.latency_percentile is None else self.latency_percentile
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_service_fields(self, handler):
+        data = handler(self)
+        for key in SERVICE_REQUIREMENTS:
+            if isinstance(data, dict) and data.get(key) is None:
+                data.pop(key, None)
+        return data
 
 
 class UniformLoad(_Strict):
@@ -216,7 +353,7 @@ class Instance(_Strict):
     name: str = Field(..., description="instance name; results go to results/<name>/")
     model: ModelSpec
     hardware: HardwareSpec
-    workload: Workload
+    workload: AnyWorkload
     requirements: Requirements = Requirements()
     expert_load: ExpertLoad = UniformLoad(kind="uniform")
     search: SearchSpec = SearchSpec()

@@ -29,8 +29,10 @@ ALLOWED = {
     "optimizer.output": {"optimizer.inputs", "optimizer.costs", "optimizer.plan"},
     "optimizer.search": {"optimizer.inputs", "optimizer.costs", "optimizer.plan", "optimizer.cpsat",
                          "optimizer.output.plots"},
+    "optimizer.simulate": {"optimizer.inputs", "optimizer.costs", "optimizer.plan"},
 }
-NO_ORTOOLS = ("optimizer.inputs", "optimizer.costs", "optimizer.plan", "optimizer.output")
+NO_ORTOOLS = ("optimizer.inputs", "optimizer.costs", "optimizer.plan", "optimizer.output",
+              "optimizer.simulate")
 
 
 def module_name(path: Path) -> str:

@@ -22,7 +22,7 @@ MASKS = [
     (re.compile(r"\b[0-9]+\.[0-9]+ s wall\b"), "<t> s wall"),
     (re.compile(r"(in )[0-9.]+( s\b)"), r"\1<t>\2"),
     (re.compile(r"(/tmp/)[^/\s\"']+"), r"\1<tmp>"),
-    (re.compile(r'(<td>wall_s</td><td class="num">)[0-9.]+(</td><td class="num">)[0-9.]+'), r"\1<t>\2<t>"),
+    (re.compile(r'(<td>wall_s</td><td class="num">)[0-9.]+'), r"\1<t>"),
 ]
 INSTANCES = ["10b_moe", "deepseek_v3_fp8_h200", "mixtral_8x7b_bf16_h100", "qwen3_30b_a3b_h200",
              "deepseek_v2_lite_bf16_a100"]

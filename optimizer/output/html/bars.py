@@ -7,23 +7,56 @@ import matplotlib
 from matplotlib.collections import PolyCollection
 from matplotlib.ticker import MaxNLocator
 
+from optimizer.inputs.hf import usable_memory_gb
 from optimizer.output.html.canvas import Picture, figure, fit_ticks
 from optimizer.output.html.data import MEMORY_PARTS, ReportData, requirement_rows
 
 
 
 def memory_bars(data: ReportData) -> Picture:
-    """Stacked memory per GPU against the capacity line; identical neighbours merge beyond 128."""
+    """Stacked memory per GPU; identical neighbours merge beyond 128 GPUs. With an instance the
+    bars leave out the fixed runtime + NCCL reserve and stand against the usable memory (the
+    limit less that reserve, as ``moeopt init`` states it), the reserve drawn as a band above."""
     if data.memory is None:
         return Picture("memory", "Memory per GPU", "The plan gives no memory per GPU and no instance "
                        "was given (--instance) to compute it.")
+    reserve = _reserve_gb(data)
+    memory = [m[:3] + (m[3] - reserve,) for m in data.memory] if reserve else data.memory
     fig = figure(3.6)
     ax = fig.add_subplot()
-    n = len(data.memory)
-    runs = [(i, 1, m) for i, m in enumerate(data.memory)] if n <= 128 else _runs(data.memory)
+    n = len(memory)
+    _stack(ax, [(i, 1, m) for i, m in enumerate(memory)] if n <= 128 else _runs(memory))
+    top = max(sum(m) for m in memory)
+    caption = f"Memory per GPU (GB, {data.memory_source}): weights, KV cache, activations, buffers"
+    if data.inst is not None:
+        top = max(top, _capacity_lines(ax, data, reserve))
+        caption += _capacity_text(data, reserve)
+    else:
+        caption += "; no instance given (--instance), so no capacity line."
+    ax.set_ylim(0, top * 1.12)
+    ax.set_xlim(-0.6, n - 0.4)
+    ax.set_xlabel("GPU (global rank)")
+    ax.set_ylabel("GB per GPU")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    fit_ticks(fig, [(ax, "x", list(range(n)), [str(s.rank) for s in data.slots])])
+    return Picture("memory", "Memory per GPU", caption, fig)
+
+
+def _reserve_gb(data: ReportData) -> float:
+    """The instance's runtime + NCCL reserve per GPU (GB) when every GPU's buffers include it
+    (as the cost model counts them), else 0 (no instance, or a plan stating smaller buffers)."""
+    if data.inst is None:
+        return 0.0
+    hw = data.inst.hardware
+    reserve = hw.runtime_reserve_gb + hw.nccl_buffer_gb
+    return reserve if all(m[3] >= reserve for m in data.memory) else 0.0
+
+
+def _stack(ax, runs: list[tuple[int, int, tuple[float, ...]]]) -> None:
+    """One PolyCollection per memory part (far faster than ax.bar); runs are (first, width, GB)."""
     colors = matplotlib.colormaps["tab10"].colors
     bottoms = [0.0] * len(runs)
-    for k, part in enumerate(MEMORY_PARTS):  # one collection per part: far faster than ax.bar
+    for k, part in enumerate(MEMORY_PARTS):
         verts = []
         for i, (start, width, parts) in enumerate(runs):
             gap = 0.1 if width == 1 else 0.01
@@ -34,27 +67,33 @@ def memory_bars(data: ReportData) -> Picture:
         bars = PolyCollection(verts, facecolors=colors[k], edgecolors="none", label=part)
         bars.set_in_layout(False)
         ax.add_collection(bars)
-    top = max(sum(m) for m in data.memory)
-    caption = (f"Memory per GPU (GB, {data.memory_source}): weights, KV cache, activations, buffers; "
-               f"peak {top:.2f} GB")
-    if data.inst is not None:
-        limit, hbm = data.inst.memory_limit_gb, data.inst.hardware.gpu.memory_gb
-        ax.axhline(limit, color="black", linestyle="--", linewidth=1.6, zorder=5,
-                   label=f"limit {limit:g} GB")
-        if hbm != limit:
-            ax.axhline(hbm, color="dimgrey", linestyle=":", linewidth=1.6, zorder=5,
-                       label=f"HBM {hbm:g} GB")
-        top = max(top, limit, hbm)
-        caption += f" against the {limit:g} GB limit."
-    else:
-        caption += "; no instance given (--instance), so no capacity line."
-    ax.set_ylim(0, top * 1.12)
-    ax.set_xlim(-0.6, n - 0.4)
-    ax.set_xlabel("GPU (global rank)")
-    ax.set_ylabel("GB per GPU")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
-    fit_ticks(fig, [(ax, "x", list(range(n)), [str(s.rank) for s in data.slots])])
-    return Picture("memory", "Memory per GPU", caption, fig)
+
+
+def _capacity_lines(ax, data: ReportData, reserve: float) -> float:
+    """Usable line, reserve band, HBM line (when it is not the limit); returns the top in GB."""
+    limit, hbm = data.inst.memory_limit_gb, data.inst.hardware.gpu.memory_gb
+    usable = usable_memory_gb(limit, data.inst.hardware.runtime_reserve_gb,
+                              data.inst.hardware.nccl_buffer_gb) if reserve else limit
+    ax.axhline(usable, color="black", linestyle="--", linewidth=1.6, zorder=5,
+               label="usable" if reserve else "limit")
+    if reserve:
+        ax.axhspan(usable, limit, color="lightgrey", alpha=0.6, zorder=0, label="runtime + NCCL reserve")
+    if hbm != limit:
+        ax.axhline(hbm, color="dimgrey", linestyle=":", linewidth=1.6, zorder=5, label="HBM capacity")
+    return max(limit, hbm)
+
+
+def _capacity_text(data: ReportData, reserve: float) -> str:
+    """The usable figure with the raw capacity beside it, each number once."""
+    hw = data.inst.hardware
+    limit, hbm = data.inst.memory_limit_gb, hw.gpu.memory_gb
+    raw = f"{hbm:g} GB HBM" if hbm == limit else f"the {limit:g} GB limit (raw HBM {hbm:g} GB)"
+    if not reserve:
+        return (f", as stated, against {raw}: the plan's buffers are smaller than the instance's "
+                f"{hw.runtime_reserve_gb + hw.nccl_buffer_gb:.2f} GB runtime + NCCL reserve.")
+    usable = usable_memory_gb(limit, hw.runtime_reserve_gb, hw.nccl_buffer_gb)
+    return (f" (buffers without the runtime + NCCL reserve), against {usable:.1f} GB usable per GPU: "
+            f"{raw} less the {reserve:.2f} GB reserve, as moeopt init counts it.")
 
 
 def _runs(memory: list[tuple[float, ...]]) -> list[tuple[int, int, tuple[float, ...]]]:
@@ -68,7 +107,8 @@ def _runs(memory: list[tuple[float, ...]]) -> list[tuple[int, int, tuple[float, 
 
 
 def requirement_bars(data: ReportData) -> Picture:
-    """One panel per requirement: the plan's value as a bar, the target as a dashed line."""
+    """One panel per requirement: the plan's value as a bar, the target as a dashed line (the
+    numbers are in the metrics table, so the panels print none)."""
     title = "Requirements"
     if data.inst is None:
         return Picture("requirements", title, "The requirements are in the instance: no instance "
@@ -86,14 +126,10 @@ def requirement_bars(data: ReportData) -> Picture:
         ax.set_xlim(0, right)
         ax.set_ylim(-0.5, 0.5)
         ax.set_yticks([])
-        ax.set_title(f"{name} {rel} {target:g} {unit}")
-        inside = value > 0.5 * right
-        ax.text(value * (0.98 if inside else 1.0) + (0 if inside else 0.02 * right), 0, f"{value:.4g}",
-                va="center", ha="right" if inside else "left", fontsize=8,
-                color="white" if inside else "black", fontweight="bold")
+        ax.set_title(f"{name} ({rel} target)")
         ax.set_xlabel(unit)
         ax.xaxis.set_major_locator(MaxNLocator(4))
     ok = sum(r[5] for r in rows)
     caption = (f"Requirements: the plan's value (bar; green = met, red = violated) against the "
-               f"target (dashed); {ok} of {len(rows)} met.")
+               f"target (dashed); {ok} of {len(rows)} met (values and targets: metrics table).")
     return Picture("requirements", title, caption, fig)

@@ -9,8 +9,9 @@ import matplotlib
 from optimizer.output.html.bars import memory_bars, requirement_bars
 from optimizer.output.html.canvas import RC, Picture
 from optimizer.output.html.data import ReportData
-from optimizer.output.html.maps import cluster_map, load_map, placement_map
+from optimizer.output.html.maps import cluster_map, load_map
 from optimizer.output.html.pareto import pareto_plots
+from optimizer.output.html.placement import placement_map
 
 
 

@@ -1,11 +1,10 @@
-"""Grid pictures: the cluster map (nodes x GPUs by pipeline stage), the expert placement map
-(MoE layers x experts by EP rank) and the routed-load heat map (MoE layers x EP ranks)."""
+"""Grid pictures: the cluster map (nodes x GPUs by pipeline stage) and the routed-load heat map
+(MoE layers x EP ranks); the expert placement pictures are in ``placement``."""
 
 from __future__ import annotations
 
 import math
 
-import matplotlib
 from matplotlib.colors import BoundaryNorm, TwoSlopeNorm
 from matplotlib.patches import Patch
 
@@ -16,7 +15,7 @@ from optimizer.output.html.data import ReportData, range_text, rank_loads
 LABELLED_CELLS = 256             # cluster maps with more GPUs collapse into a heat map
 MIN_LABEL_PT = 5.5               # ... and so do maps whose cell labels would be smaller
 MAX_LEGEND = 16                  # stages named in the cluster map's legend
-MAX_MAP_CELLS = 4_000_000        # layers x experts beyond which no placement map is drawn
+UNIFORM_LOAD = 1e-3              # rank loads within 0.1 % of the mean: "uniform", no heat map
 
 
 def _experts_label(data: ReportData, ep_rank: int) -> str:
@@ -80,49 +79,6 @@ def cluster_map(data: ReportData) -> Picture:
     return Picture("cluster", "Cluster map", caption, fig)
 
 
-def placement_map(data: ReportData) -> Picture:
-    """MoE layers x experts, coloured by the EP rank that holds each expert."""
-    if not data.placement:
-        why = ("it does not fit the instance" if data.inst is not None
-               else "no instance was given (--instance) to derive one")
-        return Picture("placement", "Expert placement", f"The plan gives no expert placement and {why}.")
-    ep = max(len(r) for r in data.placement.values())
-    if ep == 1:
-        return Picture("placement", "Expert placement", "EP = 1: every GPU holds every expert of "
-                       "every MoE layer; no placement map to draw.")
-    layers = list(data.placement)
-    num_experts = max((e for ranks in data.placement.values() for r in ranks for e in r), default=-1) + 1
-    if num_experts * len(layers) > MAX_MAP_CELLS:
-        return Picture("placement", "Expert placement", f"{num_experts} experts x {len(layers)} layers: "
-                       "too large to draw; the expert lists are in the table below.")
-    grid = [[math.nan] * num_experts for _ in layers]
-    for i, layer in enumerate(layers):
-        for rank in reversed(range(len(data.placement[layer]))):  # replicas: lowest rank shown
-            for e in data.placement[layer][rank]:
-                grid[i][e] = rank
-    fig = figure(min(0.22 * len(layers), 9.0) + 1.2)
-    ax = fig.add_subplot()
-    cmap = categorical(ep) if ep <= 20 else matplotlib.colormaps["turbo"]
-    norm = BoundaryNorm([x - 0.5 for x in range(ep + 1)], cmap.N) if ep <= 20 else None
-    im = ax.imshow(grid, cmap=cmap, norm=norm, aspect="auto", interpolation="nearest",
-                   vmin=None if norm else -0.5, vmax=None if norm else ep - 0.5)
-    fig.colorbar(im, ax=ax, label="EP rank", shrink=0.9, ticks=list(range(ep)) if norm else None)
-    ax.set_xlabel("expert")
-    ax.set_ylabel("MoE layer")
-    if num_experts <= 32 and len(layers) <= 40:
-        fs = min(8.0, 0.8 * WIDTH_IN * 72 / num_experts / 2.2)
-        for i, layer in enumerate(layers):
-            for e in range(num_experts):
-                if not math.isnan(grid[i][e]):
-                    ax.text(e, i, str(int(grid[i][e])), ha="center", va="center", fontsize=fs,
-                            in_layout=False)
-    fit_ticks(fig, [(ax, "x", list(range(num_experts)), [str(e) for e in range(num_experts)]),
-                     (ax, "y", list(range(len(layers))), [str(x) for x in layers])])
-    caption = (f"Which EP rank holds each of the {num_experts} experts in each of the {len(layers)} MoE "
-               f"layers (EP {ep}); the expert lists are in the table below.")
-    return Picture("placement", "Expert placement", caption, fig)
-
-
 def load_map(data: ReportData) -> Picture:
     """Heat map of routed load per EP rank / mean, per MoE layer, with balancedness beside it."""
     title = "Routed load per EP rank"
@@ -134,6 +90,14 @@ def load_map(data: ReportData) -> Picture:
         return Picture("loads", title, "The plan does not fit the instance, so its routed loads "
                        "cannot be computed (see the notes above).")
     layers = list(loads)
+    if max(len(v) for v in loads.values()) == 1:
+        return Picture("loads", title, "EP = 1: each GPU routes every token to its own copy of every "
+                       "expert, so there is no load per EP rank to compare.")
+    spread = max(abs(x - 1.0) for v in loads.values() for x in v)
+    if spread <= UNIFORM_LOAD:
+        return Picture("loads", title, f"Loads are uniform: in all {len(layers)} MoE layers every EP "
+                       f"rank gets the mean routed load within {UNIFORM_LOAD:.1%} (largest deviation "
+                       f"{spread:.2%}); no heat map to draw.")
     ep = max(len(v) for v in loads.values())
     grid = [v + [math.nan] * (ep - len(v)) for v in loads.values()]
     bal = [1.0 / max(v) for v in loads.values()]

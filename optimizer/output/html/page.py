@@ -22,8 +22,10 @@ CSS = """
 body { font-family: "DejaVu Sans", Arial, Helvetica, sans-serif; margin: 1.5em auto; max-width: 1160px;
        color: #222; padding: 0 1em; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.6em; border-bottom: 1px solid #ccc; }
-table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.88em; }
+table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.88em; max-width: 100%; }
 th, td { border: 1px solid #ccc; padding: 2px 7px; text-align: left; vertical-align: top; }
+td { overflow-wrap: anywhere; }
+code { overflow-wrap: anywhere; }
 th { background: #f2f2f2; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 figure { margin: 0.8em 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption, p.missing { font-style: italic; color: #444; }
@@ -60,7 +62,7 @@ def _table(headers: list[str], rows: list[list[object]], caption: str = "") -> s
 
 
 def _cell_class(c: object) -> str:
-    if c in ("VIOLATED", "differs"):
+    if isinstance(c, str) and (c.startswith("differs") or c.endswith("VIOLATED")):
         return ' class="bad"'
     numeric = isinstance(c, (int, float)) or (isinstance(c, str) and re.fullmatch(r"-?[0-9.,e+-]+", c))
     return ' class="num"' if numeric else ""
@@ -87,23 +89,54 @@ def _summary_tables(data: ReportData) -> str:
     return "".join(out) + _metric_table(data) + _solver_table(data) + _check_table(data)
 
 
+# requirement check -> the metric it judges (throughput: by the unit's scope)
+REQUIREMENT_METRIC = {"memory_per_gpu": "max_memory_gb", "ttft": "ttft_s", "tpot": "tpot_ms",
+                      "throughput": "throughput_tokens_per_ms"}
+
+
+def _requirement_metric(name: str, unit: str) -> str | None:
+    metric = REQUIREMENT_METRIC.get(name)
+    return metric + "_per_gpu" if metric and unit.endswith("/GPU") else metric
+
+
+def _stated_text(value: object) -> str:
+    """A stated value once: numbers exactly as plan.json writes them, other values readable."""
+    return exact(value) if is_number(value) else readable(value)
+
+
 def _metric_table(data: ReportData) -> str:
+    """Each metric once: the plan's value (else the recomputed one), whether the recomputed
+    figure agrees, and the requirement that judges it."""
     stated = data.doc.get("metrics") if isinstance(data.doc.get("metrics"), dict) else {}
     computed = data.ev.metrics() if data.ev is not None else {}
     names = list(stated) + [k for k in computed if k not in stated]
     if not names:
         return ('<p class="missing">The plan states no metrics and no instance was given to '
                 "compute them.</p>")
-    headers = ["metric", "value", "exact (plan.json)"] + (["recomputed", "verdict"] if computed else [])
+    judged = {_requirement_metric(n, u): f"{rel} {t:g} {u}: {'ok' if ok else 'VIOLATED'}"
+              for n, v, t, u, rel, ok in requirement_rows(data)}
+    headers = (["metric", "value"] + (["check"] if computed else [])
+               + (["requirement"] if judged else []))
     rows = []
     for k in names:
-        row = [k, readable(stated[k]) if k in stated else "-", exact(stated[k]) if k in stated else "-"]
+        row = [k, _stated_text(stated[k]) if k in stated else readable(computed[k])]
         if computed:
-            ref = computed.get(k)
-            row += [readable(ref) if ref is not None else "not derivable", _verdict(stated.get(k), ref)]
+            row.append(_check(stated[k], computed.get(k)) if k in stated else "recomputed")
+        if judged:
+            row.append(judged.get(k, ""))
         rows.append(row)
-    note = (" (recomputed from the plan and the instance, as moeopt check does)" if computed else "")
+    note = (" (value: as plan.json states it; check: recomputed from the plan and the instance, "
+            "as moeopt check does" + ("; requirement: the instance's target, judged on the "
+                                      "recomputed figure)" if judged else ")")
+            if computed else " (as plan.json states them)")
     return _table(headers, rows, "Metrics" + note)
+
+
+def _check(stated: object, ref: float | None) -> str:
+    if ref is None:
+        return "not derivable"
+    verdict = _verdict(stated, ref)
+    return f"differs: recomputed {readable(ref)}" if verdict == "differs" else verdict
 
 
 def _verdict(stated: object, ref: float | None) -> str:
@@ -120,22 +153,24 @@ def _solver_table(data: ReportData) -> str:
         return '<p class="missing">The plan has no solver block (hand-written plan?).</p>'
     keys = ["status", "objective", "bound", "gap", "wall_s"]
     keys += [k for k in solver if k not in keys]
-    rows = [[k, readable(solver.get(k)), exact(solver.get(k)) if k in solver else "-"] for k in keys]
-    return _table(["solver", "value", "exact (plan.json)"], rows, "Solver: status, bound and gap")
+    rows = [[k, _stated_text(solver.get(k))] for k in keys]
+    return _table(["solver", "value"], rows, "Solver: status, bound and gap")
 
 
 def _check_table(data: ReportData) -> str:
-    checks = [c for c in data.structure if not c.ok]
+    """Rules the plan breaks, and requirements on figures the metrics table does not list."""
+    listed = set(data.doc.get("metrics") or {}) | set(data.ev.metrics() if data.ev else {})
     rows = [[n, readable(v), f"{rel} {t:g}", u, "ok" if ok else "VIOLATED"]
-            for n, v, t, u, rel, ok in requirement_rows(data)]
-    rows += [[c.name, "no", "", "rule", "VIOLATED"] for c in checks]
+            for n, v, t, u, rel, ok in requirement_rows(data) if _requirement_metric(n, u) not in listed]
+    rows += [[c.name, "no", "", "rule", "VIOLATED"] for c in data.structure if not c.ok]
     if not rows:
         return ""
     return _table(["requirement", "value", "target", "unit", "verdict"], rows, "Requirements")
 
 
 def _placement_table(data: ReportData) -> str:
-    """Experts per EP rank per MoE layer; consecutive identical layers share one row."""
+    """Experts of each EP rank, one row per rank (the lists wrap, so the page keeps its width);
+    consecutive MoE layers with the same placement share their rows."""
     if not data.placement:
         return ""
     groups: list[tuple[list[int], list[list[int]]]] = []
@@ -145,10 +180,11 @@ def _placement_table(data: ReportData) -> str:
         else:
             groups.append(([layer], ranks))
     ep = max(len(r) for r in data.placement.values())
-    rows = [[range_text(ls)] + [",".join(map(str, r)) for r in ranks] for ls, ranks in groups]
-    table = _table(["MoE layer(s)"] + [f"EP {r}" for r in range(ep)], rows,
+    rows = [[range_text(ls), r, ", ".join(map(str, experts))]
+            for ls, ranks in groups for r, experts in enumerate(ranks)]
+    table = _table(["MoE layer(s)", "EP rank", "experts"], rows,
                    "Experts held by each EP rank, per MoE layer")
-    opened = " open" if len(rows) * ep <= 400 else ""
+    opened = " open" if len(rows) <= 64 else ""
     return (f"<details{opened}><summary>Experts per EP rank and layer ({len(data.placement)} MoE layers, "
             f"EP {ep})</summary>\n{table}</details>\n")
 
@@ -183,15 +219,12 @@ def render_report(inst: Instance | None, plan_json: dict, results_dir: str | Pat
 def page_html(data: ReportData, pics: list[Picture], source: str | None = None) -> str:
     """The page: title, notes, the plan's tables, then each picture (rendered here)."""
     title = f"moeopt report: {data.name or 'plan'}"
-    d = data.deg
-    line = (f"{d.num_gpus} GPUs | TP {d.tp} x DP {d.dp} | EP {d.ep} x ETP {d.etp} x EDP {d.edp} | "
-            f"PP {d.pp} | {d.micro_batches} micro-batches | status {data.doc.get('status', 'n/a')}")
     parts = ["<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n",
              f"<title>{_e(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n",
-             f"<h1>{_e(title)}</h1>\n<p>{_e(line)}</p>\n"]
+             f"<h1>{_e(title)}</h1>\n"]
     if source:
         parts.append(f"<p>plan file: <code>{_e(source)}</code>"
-                     + (f"; instance: <code>{_e(data.inst.name)}</code>" if data.inst else
+                     + ("; with its instance (--instance)" if data.inst else
                         "; no instance given (--instance)") + "</p>\n")
     parts += [f'<p class="note">Note: {_e(n)}</p>\n' for n in data.notes]
     parts.append(_summary_tables(data))

@@ -1,0 +1,190 @@
+"""One replica's continuous-batching scheduler, as vLLM (v1) and SGLang run it.
+
+Each engine step:
+1. decode first: every running request whose prompt is done feeds its last token (one KV
+   slot more); when a KV block is missing, the newest running request is preempted
+   (its blocks freed, back to the head of the queue, recomputed later: its prompt and the
+   tokens it generated are prefilled again) until the older ones fit;
+2. the rest of the step's token budget (``prefill_chunk_tokens`` minus the decode tokens)
+   goes to prompt chunks: first requests already part-way through their prompt, oldest
+   first, then new requests admitted from the FCFS queue while the running count is below
+   ``max_running_requests`` and the chunk's KV blocks are free (no preemption to admit);
+3. a chunk that completes its prompt yields the request's next token (its first one unless
+   it was preempted); a request leaves when it has all its output tokens.
+KV is held in blocks of ``KV_BLOCK_TOKENS`` tokens, allocated as tokens arrive.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from optimizer.costs.step_time import StepBatch
+from optimizer.simulate.deployment import KV_BLOCK_TOKENS, Deployment
+
+
+@dataclass(eq=False)
+class Request:
+    """One request's progress. ``target``: tokens to prefill (the prompt, or prompt plus
+    generated tokens after a preemption); ``done`` of them computed; ``kv`` tokens cached."""
+
+    index: int
+    arrival_ns: int
+    prompt: int
+    output: int
+    target: int = 0
+    done: int = 0
+    kv: int = 0
+    generated: int = 0
+    first_token_ns: int = -1
+    finish_ns: int = -1
+    preemptions: int = 0
+
+    def __post_init__(self):
+        self.target = self.prompt
+
+    @property
+    def decoding(self) -> bool:
+        return self.done == self.target
+
+
+def blocks(tokens: int) -> int:
+    return -(-tokens // KV_BLOCK_TOKENS)
+
+
+@dataclass
+class Step:
+    """What one step runs: (request, chunk tokens) and decoding requests; its duration."""
+
+    chunks: list[tuple[Request, int]]
+    decodes: list[Request]
+    duration_ns: int
+
+
+@dataclass
+class Replica:
+    """Queue, running set and KV blocks of one attention-DP replica."""
+
+    dep: Deployment
+    waiting: deque = field(default_factory=deque)
+    running: list = field(default_factory=list)  # admission order, oldest first
+    used_blocks: int = 0
+    peak_blocks: int = 0
+    preemptions: int = 0
+
+    @property
+    def outstanding(self) -> int:
+        return len(self.waiting) + len(self.running)
+
+    def _preempt_newest(self) -> Request:
+        victim = self.running.pop()
+        self.used_blocks -= blocks(victim.kv)
+        victim.target, victim.done, victim.kv = victim.prompt + victim.generated, 0, 0
+        victim.preemptions += 1
+        self.preemptions += 1
+        self.waiting.appendleft(victim)
+        return victim
+
+    def _grow(self, req: Request, new_tokens: int) -> bool:
+        """Allocate the blocks ``req`` needs for ``new_tokens`` more cached tokens."""
+        need = blocks(req.kv + new_tokens) - blocks(req.kv)
+        if self.used_blocks + need > self.dep.kv_blocks:
+            return False
+        self.used_blocks += need
+        req.kv += new_tokens
+        return True
+
+    def schedule(self) -> Step | None:
+        """Choose the next step (KV allocated for it); None when there is nothing to run."""
+        knobs = self.dep.knobs
+        decodes = [req for req in self.running if req.decoding]
+        need = sum(1 for req in decodes if req.kv % KV_BLOCK_TOKENS == 0)
+        if self.used_blocks + need <= self.dep.kv_blocks:  # the usual case: every decode fits
+            self.used_blocks += need
+            for req in decodes:
+                req.kv += 1
+        else:
+            decodes = self._decodes_with_preemption()
+        budget = knobs.prefill_chunk_tokens - len(decodes)
+        chunks: list[tuple[Request, int]] = []
+        for req in self.running:
+            if budget <= 0:
+                break
+            if not req.decoding:
+                size = min(req.target - req.done, budget, self._fitting_tokens(req))
+                if size > 0:
+                    self._grow(req, size)
+                    chunks.append((req, size))
+                    budget -= size
+        while budget > 0 and self.waiting and len(self.running) < knobs.max_running_requests:
+            req = self.waiting[0]
+            size = min(req.target, budget)
+            if not self._grow(req, size):
+                break  # refuse to admit: wait for KV to free up
+            self.waiting.popleft()
+            self.running.append(req)
+            chunks.append((req, size))
+            budget -= size
+        if not chunks and not decodes:
+            if self.running:  # part-way prompts hold all the KV: free the newest
+                self._preempt_newest()
+                return self.schedule()
+            return None
+        self.peak_blocks = max(self.peak_blocks, self.used_blocks)
+        return Step(chunks, decodes, self._duration(chunks, decodes))
+
+    def _decodes_with_preemption(self) -> list[Request]:
+        """Give each decoding request, oldest first, its next KV slot, preempting the
+        newest running request while a block is missing."""
+        decodes: list[Request] = []
+        preempted: set[int] = set()
+        for req in list(self.running):
+            if req.index in preempted or not req.decoding:
+                continue
+            while not self._grow(req, 1):
+                preempted.add(self._preempt_newest().index)
+                if req.index in preempted:
+                    break
+            else:
+                decodes.append(req)
+        return decodes
+
+    def _fitting_tokens(self, req: Request) -> int:
+        free = (self.dep.kv_blocks - self.used_blocks) * KV_BLOCK_TOKENS
+        return free + (blocks(req.kv) * KV_BLOCK_TOKENS - req.kv)
+
+    def _duration(self, chunks, decodes) -> int:
+        """Step time of the largest micro-batch (requests dealt round-robin)."""
+        knobs = self.dep.knobs
+        m = min(knobs.decode_micro_batches if decodes else knobs.prefill_micro_batches,
+                len(chunks) + len(decodes))
+        if m > 1:  # deal chunks then decodes round-robin; micro-batch 0 is the largest
+            mine = (chunks + decodes)[0::m]
+            chunks = [item for item in mine if isinstance(item, tuple)]
+            decodes = [item for item in mine if not isinstance(item, tuple)]
+        batch: StepBatch = self.dep.timer.batch(
+            [(r.kv - n, n, r.kv == r.target) for r, n in chunks], [r.kv for r in decodes])
+        return self.dep.timer.ns(batch, m)
+
+    def finish(self, step: Step, now_ns: int) -> list[Request]:
+        """Apply a step that ended at ``now_ns``; the requests that completed."""
+        done = []
+        for req, size in step.chunks:
+            req.done += size
+            if req.decoding:
+                self._emit(req, now_ns, done)
+        for req in step.decodes:
+            self._emit(req, now_ns, done)
+        for req in done:
+            self.running.remove(req)
+            self.used_blocks -= blocks(req.kv)
+        return done
+
+    @staticmethod
+    def _emit(req: Request, now_ns: int, done: list) -> None:
+        req.generated += 1
+        if req.first_token_ns < 0:
+            req.first_token_ns = now_ns
+        if req.generated >= req.output:
+            req.finish_ns = now_ns
+            done.append(req)
