@@ -3,7 +3,7 @@
     python -m benchmarks.bench_fuzz [--cases 2400] [--seed N] [--hang-s 120]
 
 Inputs come from ``fuzzkit`` (mutated instance, plan, load and HuggingFace config files,
-and whole command lines), each run in this process through click's CliRunner in a fresh
+whole command lines, and the hostile inputs of ``tests/oracles/hostile.py``), each run in this process through click's CliRunner in a fresh
 folder. Prints, per generator and command, how many inputs it tried and how many ended in
 each exit code, the number of tracebacks and contract violations (both must be zero), and
 the slowest inputs. A run that exceeds ``--hang-s`` seconds dumps every thread's stack and
@@ -27,7 +27,7 @@ from tests.oracles import fuzzkit  # noqa: E402
 
 # Share of the campaign per generator (the slow ones, which solve, get fewer inputs).
 WEIGHTS = {"solve": 2, "inspect": 2, "check-instance": 1, "check-plan": 2, "export": 2, "report": 1,
-           "place": 2, "hf": 2, "cli": 3}
+           "place": 2, "hf": 2, "cli": 3, "hostile": 3}
 
 
 def main() -> int:

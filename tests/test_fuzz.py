@@ -5,7 +5,7 @@ writes, and the hand-written seed plan), load files for ``moeopt place --loads``
 JSON, CSV, ``.npy``), HuggingFace configs and whole command lines: wrong types, negatives
 and zeros, NaN and infinities, enormous numbers, valid values at the schema's edges,
 missing and extra sections, unknown keys, empty, binary, truncated and non-UTF-8 files, a
-directory where a file belongs. The generators live in ``benchmarks/fuzzkit.py`` (shared
+directory where a file belongs; and deliberately hostile inputs (``tests/oracles/hostile.py``). The generators live in ``benchmarks/fuzzkit.py`` (shared
 with ``benchmarks/bench_fuzz.py``, the larger campaign); ``tests/test_bad_input.py`` keeps
 the table of named bad inputs.
 
@@ -115,6 +115,16 @@ def test_import_inspect_init_mutated_hf_configs(rng, root):
 @given(rng=RNG)
 def test_command_lines(rng, root):
     obeys_the_contract(fuzzkit.GENERATORS["cli"], rng, root)
+
+
+@pytest.mark.slow
+@fuzz(80)
+@given(rng=RNG)
+def test_hostile_inputs(rng, root):
+    """Deep nesting, huge integers, lone surrogates, duplicate keys, hostile names, sizes
+    over the caps and hostile output paths (``tests/oracles/hostile.py``): nothing printed
+    raw, nothing created outside the folder."""
+    obeys_the_contract(fuzzkit.GENERATORS["hostile"], rng, root)
 
 
 # ------------------------------------------------------------------ unreadable files

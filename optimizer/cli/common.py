@@ -30,6 +30,28 @@ class FiniteFloatRange(click.FloatRange):
         return number
 
 
+class OutputPath(click.ParamType):
+    """An output file or folder path: ``-`` (stdout, where the command allows it) or a path
+    that ``check_output_path`` accepts (not empty, no control character, names short
+    enough). An empty ``--output ""`` is an error, never the default path."""
+
+    name = "path"
+
+    def convert(self, value, param, ctx):
+        from optimizer.inputs.files import output_path_problem
+        problem = None if value == "-" else output_path_problem(value)
+        if problem is not None:
+            shown = repr(value) if len(value) <= 80 else repr(value[:77]) + "..."
+            self.fail(f"{shown} {problem}", param, ctx)
+        return value
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character (and lone surrogate) written as an escape, so
+    that a message quoting a hostile file cannot drive the terminal."""
+    return "".join(ch if ch.isprintable() or ch == " " else ascii(ch)[1:-1] for ch in text)
+
+
 DEFINITIONS = ("TTFT = prefill makespan of the static batch (every request arrives at once); "
                "TPOT = one decode step; throughput = (prompt + generated tokens) / batch makespan, "
                "the makespan being TTFT + output tokens x TPOT (deployment; per GPU = / GPUs used).")
@@ -49,7 +71,7 @@ def run(verbose: int, fn) -> None:
     try:
         fn()
     except MoeoptError as exc:
-        click.echo(f"moeopt: {exc}", err=True)
+        click.echo(f"moeopt: {printable(str(exc))}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("moeopt: interrupted", err=True)
@@ -57,7 +79,7 @@ def run(verbose: int, fn) -> None:
     except Exception as exc:  # a bug: say so, keep the traceback for -vv
         if verbose >= 2:
             traceback.print_exc()
-        click.echo(f"moeopt: internal error: {type(exc).__name__}: {exc}", err=True)
+        click.echo(f"moeopt: internal error: {type(exc).__name__}: {printable(str(exc))}", err=True)
         sys.exit(1)
 
 

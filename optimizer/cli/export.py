@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from optimizer.cli.common import FORMAT, VERBOSE, dump, load_instance, run
+from optimizer.cli.common import FORMAT, VERBOSE, OutputPath, dump, load_instance, run
 from optimizer.errors import InputError
 
 FORMATS = ("sglang", "vllm", "trtllm", "megatron", "csv")
@@ -19,7 +19,7 @@ FORMATS = ("sglang", "vllm", "trtllm", "megatron", "csv")
     "cannot express the plan."))
 @click.argument("plan", type=click.Path(dir_okay=True))
 @click.option("--to", "to", type=click.Choice(FORMATS), required=True, help="target format")
-@click.option("--output", default=None,
+@click.option("--output", type=OutputPath(), default=None,
               help="output directory; default results/<instance>/export-<format>/")
 @click.option("--instance", "instance_path", default=None, type=click.Path(dir_okay=True),
               help="instance JSON: checks the plan against the model and gives expert loads "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from optimizer.cli.common import VERBOSE, dump, run
+from optimizer.cli.common import VERBOSE, dump, OutputPath, run
 from optimizer.inputs.hf import WEIGHT_DTYPES
 
 DTYPE_CHOICES = ("fp32", "fp16", "bf16", "fp8", "mxfp4")
@@ -16,7 +16,7 @@ DTYPE_CHOICES = ("fp32", "fp16", "bf16", "fp8", "mxfp4")
     "Phi-3.5-MoE, Llama-4, else generic field names. Nothing is downloaded. Weight type from "
     "torch_dtype and quantization_config (fp8; mxfp4 = routed experts), KV type from torch_dtype."))
 @click.argument("config_json", type=click.Path(dir_okay=True))
-@click.option("--output", default="-", show_default=True, help="model JSON path ('-' = stdout)")
+@click.option("--output", type=OutputPath(), default="-", show_default=True, help="model JSON path ('-' = stdout)")
 @click.option("--name", default=None, help="model name (default: _name_or_path or the architecture)")
 @click.option("--weight-dtype", type=click.Choice(WEIGHT_DTYPES), default=None,
               help="override the weight type (mxfp4: routed experts only)")

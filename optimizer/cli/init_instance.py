@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from optimizer.cli.common import VERBOSE, dump, run
+from optimizer.cli.common import VERBOSE, dump, OutputPath, run
 from optimizer.inputs.hf import WEIGHT_DTYPES
 from optimizer.inputs.presets import GPU_PRESETS
 
@@ -98,7 +98,7 @@ def summary(doc: dict) -> str:
               help="HuggingFace config.json, moeopt model JSON or instance JSON")
 @click.option("--gpu", required=True, help=f"GPU preset: {', '.join(GPU_PRESETS)}")
 @click.option("--gpus", type=click.IntRange(1, 65536), required=True, help="number of GPUs")
-@click.option("--output", required=True, help="instance JSON path ('-' = stdout)")
+@click.option("--output", type=OutputPath(), required=True, help="instance JSON path ('-' = stdout)")
 @click.option("--name", default=None, help="instance name (default: the output file's stem)")
 @click.option("--weight-dtype", type=click.Choice(WEIGHT_DTYPES), default=None,
               help="weight type (mxfp4: routed experts only); default: the model's")

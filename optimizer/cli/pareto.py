@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from optimizer.cli.common import VERBOSE, FiniteFloatRange, load_instance, run
+from optimizer.cli.common import VERBOSE, FiniteFloatRange, load_instance, OutputPath, run
 from optimizer.errors import InputError
 from optimizer.inputs.files import write_atomic
 
@@ -26,7 +26,7 @@ def render(df, format_: str) -> str:
                               "num_gpus, ttft_s, load_imbalance, communication_ms.")
 @click.argument("instance", type=click.Path(dir_okay=True))
 @TABLE_FORMAT
-@click.option("--output", default="-", show_default=True, help="file to write ('-' = stdout)")
+@click.option("--output", type=OutputPath(), default="-", show_default=True, help="file to write ('-' = stdout)")
 @click.option("--gpus", type=click.IntRange(1, 65536), default=None, help="override hardware.num_gpus")
 @click.option("--all", "show_all", is_flag=True, help="also rows that are not on the front")
 @click.option("--time-limit", type=FiniteFloatRange(0.05, 86400), default=None,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from optimizer.cli.common import VERBOSE, load_instance, run
+from optimizer.cli.common import VERBOSE, load_instance, OutputPath, run
 from optimizer.errors import InputError
 
 
@@ -18,7 +18,7 @@ from optimizer.errors import InputError
 @click.argument("plan", type=click.Path(dir_okay=True))
 @click.option("--instance", "instance_path", default=None, type=click.Path(dir_okay=True),
               help="instance JSON: adds routed loads, requirements and recomputed metrics")
-@click.option("--output", default=None,
+@click.option("--output", type=OutputPath(), default=None,
               help="HTML path ('-' = stdout); default results/<instance>/report.html")
 @VERBOSE
 def command(plan, instance_path, output, verbose):

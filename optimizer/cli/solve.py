@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from optimizer.cli.common import DEFINITIONS, FORMAT, VERBOSE, FiniteFloatRange, dump, load_instance, run
+from optimizer.cli.common import DEFINITIONS, FORMAT, VERBOSE, FiniteFloatRange, dump, load_instance, OutputPath, run
 from optimizer.errors import InfeasibleError, InputError, NoSolutionError
 from optimizer.inputs.files import write_atomic
 
@@ -14,7 +14,7 @@ from optimizer.inputs.files import write_atomic
 @click.command(name="solve", help=f"Best deployment for INSTANCE; writes results/<name>/plan.json. {DEFINITIONS}")
 @click.argument("instance", type=click.Path(dir_okay=True))
 @FORMAT
-@click.option("--output", default=None, help="plan JSON path ('-' = stdout); default results/<name>/plan.json")
+@click.option("--output", type=OutputPath(), default=None, help="plan JSON path ('-' = stdout); default results/<name>/plan.json")
 @click.option("--gpus", type=click.IntRange(1, 65536), default=None, help="override hardware.num_gpus")
 @click.option("--time-limit", type=FiniteFloatRange(0.05, 86400), default=None,
               help="seconds for the whole command, start-up aside: model builds, both CP-SAT phases "

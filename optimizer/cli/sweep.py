@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from optimizer.cli.common import VERBOSE, FiniteFloatRange, load_instance, run
+from optimizer.cli.common import VERBOSE, FiniteFloatRange, load_instance, OutputPath, run
 from optimizer.cli.pareto import TABLE_FORMAT, render
 from optimizer.errors import InputError
 
@@ -18,7 +18,7 @@ from optimizer.errors import InputError
 @click.argument("instance", type=click.Path(dir_okay=True))
 @click.option("--gpus", "gpus_text", required=True, help="comma-separated GPU counts, e.g. 8,16,32,64")
 @TABLE_FORMAT
-@click.option("--output", default=None, help="results folder (default results/<name>)")
+@click.option("--output", type=OutputPath(), default=None, help="results folder (default results/<name>)")
 @click.option("--jobs", type=click.IntRange(1, 256), default=1, show_default=True, help="parallel processes")
 @click.option("--resume", is_flag=True, help="skip counts whose point is already written")
 @click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True)

@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from optimizer.errors import InputError
 from optimizer.inputs.files import read_json, validation_message
-from optimizer.inputs.schema import DTYPE_BYTES, ModelSpec
+from optimizer.inputs.schema import DTYPE_BYTES, MAX_EXPERTS, MAX_HEADS, MAX_LAYERS, ModelSpec
 
 TORCH_DTYPES: dict[str, str] = {
     "bfloat16": "bf16", "bf16": "bf16",
@@ -36,6 +36,16 @@ TORCH_DTYPES: dict[str, str] = {
 DEFAULT_DTYPE = "bf16"  # when a config names no dtype (GPT-OSS's config.json has none)
 
 WEIGHT_DTYPES = ("bf16", "fp16", "fp8", "mxfp4")
+
+# Fields whose value sizes a list built here (one entry per layer) or a table downstream,
+# capped when read, before anything is built: the schema's caps under every HF spelling.
+HF_INT_CAPS: dict[str, int] = {
+    **dict.fromkeys(("num_hidden_layers", "n_layers", "n_layer", "num_layers"), MAX_LAYERS),
+    **dict.fromkeys(("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts"),
+                    MAX_EXPERTS),
+    **dict.fromkeys(("num_attention_heads", "n_heads", "n_head", "num_heads", "num_key_value_heads",
+                     "num_kv_heads", "kv_n_heads"), MAX_HEADS),
+}
 
 
 class Cfg:
@@ -71,6 +81,9 @@ class Cfg:
             self._bad(key, value, "must be an integer")
         if value < minimum:
             self._bad(key, value, f"must be >= {minimum}")
+        cap = HF_INT_CAPS.get(key)
+        if cap is not None and value > cap:
+            self._bad(key, value, f"must be <= {cap}, moeopt's cap")
         return value
 
     def first_int(self, keys: tuple[str, ...], default: int | None = None, *, minimum: int = 1) -> int:

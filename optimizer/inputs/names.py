@@ -5,7 +5,12 @@ Every string that reaches a path, a shell script, a YAML file or a terminal is o
   plan): letters, digits, ``_``, ``.``, ``-``; starts with a letter or digit; at most 128
   characters. So it has no path separator, cannot be ``..`` and needs no quoting.
 - ``Label``: free text shown to people (a model's or a GPU's name): printable characters only
-  (no control characters, so no newline and no terminal escape), at most 200 characters.
+  (no control characters, so no newline and no terminal escape; no lone surrogate), at most
+  200 characters.
+
+Both are plain pydantic annotated types: use them as field types in any schema (the instance
+schema here, the plan reader in ``optimizer.plan.files``) so that every command validates
+names the same way. Limits are collected in ``docs/input-limits.md``.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import unicodedata
 from typing import Annotated
 
 from pydantic import AfterValidator
+
+__all__ = ["ResultName", "Label", "check_result_name", "check_label", "RESULT_NAME", "MAX_LABEL_CHARS"]
 
 RESULT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 MAX_LABEL_CHARS = 200

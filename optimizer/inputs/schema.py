@@ -7,13 +7,12 @@ its name. Unknown keys are rejected so that a typo never silently falls back to 
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Literal, Union
 
 from pydantic import (BaseModel, ConfigDict, Field, PositiveInt, TypeAdapter, WrapValidator,
                       model_serializer, model_validator)
 
-from optimizer.inputs.names import RESULT_NAME, Label
+from optimizer.inputs.names import Label, ResultName
 
 # MXFP4: 4-bit elements plus one 8-bit scale per 32 elements = 4.25 bits per parameter.
 DTYPE_BYTES: dict[str, float] = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "fp8": 1.0,
@@ -26,6 +25,16 @@ Fraction = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
 NonNegFloat = Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)]
 # Sizes above this are not models of this world and would overflow the integer scaling.
 Big = Annotated[int, Field(gt=0, le=10**9)]
+# Sizes that drive memory and time (lists and tables per layer, per expert, per head) are
+# capped far above real models and far below what would exhaust memory: DeepSeek-V3 has 61
+# layers, 128 heads and 256 experts, Qwen3-235B 94 layers, Kimi-K2 384 experts.
+MAX_LAYERS = 1024
+MAX_EXPERTS = 4096
+MAX_HEADS = 1024
+MAX_MICRO_BATCHES = 4096  # micro-batch counts, and entries of workload.micro_batches
+Layers = Annotated[int, Field(gt=0, le=MAX_LAYERS)]
+Experts = Annotated[int, Field(gt=0, le=MAX_EXPERTS)]
+Heads = Annotated[int, Field(gt=0, le=MAX_HEADS)]
 
 
 class _Strict(BaseModel):
@@ -42,13 +51,14 @@ class ModelSpec(_Strict):
     """
 
     name: Label = Field("", description="free-form model name (printable, at most 200 characters)")
-    num_layers: Big = Field(..., description="transformer layers")
+    num_layers: Layers = Field(..., description=f"transformer layers (at most {MAX_LAYERS})")
     hidden_size: Big = Field(..., description="model width h")
-    num_attention_heads: Big = Field(..., description="query heads n_h")
-    num_kv_heads: Big = Field(..., description="key/value heads n_kv (MHA: = n_h; MLA: = n_h)")
+    num_attention_heads: Heads = Field(..., description=f"query heads n_h (at most {MAX_HEADS})")
+    num_kv_heads: Heads = Field(
+        ..., description=f"key/value heads n_kv (MHA: = n_h; MLA: = n_h; at most {MAX_HEADS})")
     head_dim: Big = Field(..., description="size of one attention head d_h (MLA: v_head_dim)")
-    num_experts: Big = Field(..., description="routed experts per MoE layer E")
-    top_k: Big = Field(..., description="experts chosen per token k")
+    num_experts: Experts = Field(..., description=f"routed experts per MoE layer E (at most {MAX_EXPERTS})")
+    top_k: Experts = Field(..., description="experts chosen per token k (at most num_experts)")
     expert_ffn_size: Big = Field(..., description="FFN hidden size f of one routed expert")
     ffn_matrices: Literal[2, 3] = Field(2, description="2 = plain (up, down), 3 = gated (SwiGLU)")
     vocab_size: Big = Field(..., description="vocabulary size V")
@@ -56,7 +66,7 @@ class ModelSpec(_Strict):
     weight_dtype: Dtype = Field("fp16", description="data type of the weights")
     expert_weight_dtype: Dtype | None = Field(None, description="routed experts' type (default: weight_dtype)")
     kv_dtype: Dtype = Field("fp16", description="data type of the KV cache")
-    moe_layers: list[Annotated[int, Field(ge=0, le=10**6)]] | None = Field(
+    moe_layers: Annotated[list[Annotated[int, Field(ge=0, lt=MAX_LAYERS)]], Field(max_length=MAX_LAYERS)] | None = Field(
         None, description="indices of the MoE layers; None = every layer")
     dense_ffn_size: Annotated[int, Field(ge=0, le=10**9)] = Field(0, description="FFN size of dense layers")
     shared_expert_ffn_size: Annotated[int, Field(ge=0, le=10**9)] = Field(
@@ -74,7 +84,7 @@ class ModelSpec(_Strict):
     qk_norm: Literal["none", "per_head", "full"] = Field("none", description="q/k RMSNorm weights")
     attention_sinks: bool = Field(False, description="one learned sink logit per head and layer")
     sliding_window: Annotated[int, Field(gt=0, le=10**9)] | None = Field(None, description="window, tokens")
-    layer_types: list[Literal["full", "sliding"]] | None = Field(
+    layer_types: Annotated[list[Literal["full", "sliding"]], Field(max_length=MAX_LAYERS)] | None = Field(
         None, description="attention kind per layer; None = every layer full")
     norm: Literal["rmsnorm", "layernorm"] = Field("rmsnorm", description="LayerNorm has a bias too")
     lm_head_bias: bool = Field(False, description="bias on the LM head")
@@ -322,7 +332,8 @@ class CountsLoad(_Strict):
     """Measured routed-token counts: [num_layers][num_experts], non-negative integers."""
 
     kind: Literal["counts"]
-    counts: list[list[Annotated[int, Field(ge=0, le=10**15)]]]
+    counts: Annotated[list[Annotated[list[Annotated[int, Field(ge=0, le=10**15)]],
+                                     Field(max_length=MAX_EXPERTS)]], Field(max_length=MAX_LAYERS)]
 
 
 class FileLoad(_Strict):
@@ -340,7 +351,7 @@ ExpertLoad = Annotated[Union[UniformLoad, PowerLawLoad, CountsLoad, FileLoad], F
 class SearchSpec(_Strict):
     """Solver settings (command-line options override them)."""
 
-    max_micro_batches: Annotated[int, Field(gt=0, le=4096)] = 32
+    max_micro_batches: Annotated[int, Field(gt=0, le=MAX_MICRO_BATCHES)] = 32
     time_limit_s: PositiveFloat = 60.0
     workers: Annotated[int, Field(gt=0, le=64)] = 1
     seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0  # CP-SAT's random_seed is an int32
@@ -350,7 +361,8 @@ class Instance(_Strict):
     """One deployment question. ``hardware`` may name a GPU preset and override any field:
     ``{"preset": "h100-sxm", "num_gpus": 16}``."""
 
-    name: str = Field(..., description="instance name; results go to results/<name>/")
+    name: ResultName = Field(..., description="instance name; results go to results/<name>/ "
+                             "(1-128 letters, digits, '_', '.', '-')")
     model: ModelSpec
     hardware: HardwareSpec
     workload: AnyWorkload
@@ -374,8 +386,11 @@ class Instance(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> "Instance":
-        if not RESULT_NAME.fullmatch(self.name):
-            raise ValueError(f"name={self.name!r} must be letters, digits, '_', '.', '-'")
+        # checked here rather than in Workload: at most MAX_MICRO_BATCHES allowed counts
+        allowed = self.workload.micro_batches
+        if allowed is not None and len(allowed) > MAX_MICRO_BATCHES:
+            raise ValueError(f"workload.micro_batches has {len(allowed)} entries; at most "
+                             f"{MAX_MICRO_BATCHES}")
         if isinstance(self.expert_load, CountsLoad):
             shape = (len(self.expert_load.counts), {len(r) for r in self.expert_load.counts})
             moe = len(self.model.moe_layer_ids)

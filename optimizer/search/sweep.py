@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from optimizer.errors import InfeasibleError, InputError, MoeoptError
-from optimizer.inputs.files import write_atomic
+from optimizer.inputs.files import read_json, write_atomic
 from optimizer.search.pareto import COLUMNS, OBJECTIVES, finish_table, pareto_table
 from optimizer.inputs.schema import Instance
 from optimizer.cpsat.budget import Budget
@@ -129,9 +129,9 @@ def run_points(inst: Instance, counts: list[int], out_dir: Path, settings: Solve
         path = point_path(out_dir, gpus)
         if resume and path.is_file():
             try:
-                point = json.loads(path.read_text())
-            except (OSError, ValueError):
-                point = None  # a damaged point is computed again
+                point = read_json(path, "sweep point")
+            except InputError:
+                point = None  # a damaged (or hostile) point is computed again
             if _usable(point, gpus, key):
                 points[gpus] = point
                 continue

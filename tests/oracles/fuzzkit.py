@@ -259,6 +259,8 @@ class Case:
     args: list[str]
     notes: list[str] = field(default_factory=list)
     hints: list[str] = field(default_factory=list)  # names an exit-2 line may use (paths)
+    # paths that must not exist afterwards ("PATH!TEXT": a file that must still hold TEXT)
+    forbidden: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -604,7 +606,13 @@ GENERATORS = {
     "place": loads_case,
     "hf": hf_case,
     "cli": cli_case,
+    "hostile": lambda rng, folder: _hostile().hostile_case(rng, folder),
 }
+
+
+def _hostile():
+    from tests.oracles import hostile  # imports this module: loaded on first use
+    return hostile
 
 
 # ------------------------------------------------------------------ running and judging
@@ -673,6 +681,10 @@ def violations(case: Case, out: Outcome) -> list[str]:
         problems.append("a traceback was printed")
     if out.exception is not None:
         problems.append(f"exception escaped: {type(out.exception).__name__}: {out.exception}")
+    raw = sorted({ch for ch in out.stdout + out.stderr if ch not in "\n\t\r" and (ord(ch) < 32 or ord(ch) == 127)})
+    if raw:
+        problems.append(f"raw control characters printed: {raw!r}")
+    problems += _hostile().broken_promises(case)
     if out.code == 2:
         lines = out.stderr.splitlines()
         if any(a in ("-v", "-vv", "--verbose") for a in case.args):  # logs asked for: not the error

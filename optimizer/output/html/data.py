@@ -187,12 +187,17 @@ def _flag(text: str | None) -> bool:
     return str(text).strip().lower() in ("true", "1", "yes")
 
 
+# Table values beyond this magnitude are not metrics of a real deployment (and matplotlib
+# cannot lay out an axis from -1e308 to 1e308): they are left out of the plot like text.
+PLOTTABLE_MAX = 1e15
+
+
 def _float(text: str | None) -> float:
     try:
         value = float(text)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return math.nan
-    return value if math.isfinite(value) else math.nan
+    return value if math.isfinite(value) and abs(value) <= PLOTTABLE_MAX else math.nan
 
 
 def _kind(row: dict) -> str:
