@@ -20,7 +20,7 @@ from tests.oracles.eplb_greedy import balancedness as greedy_balancedness
 from tests.oracles.eplb_greedy import greedy_place
 from optimizer.cli import main
 from optimizer.inputs.load_files import read_loads
-from optimizer.place.placer import PlaceSpec, Settings, lower_bound, place, solve_layer
+from optimizer.place import PlaceSpec, Settings, lower_bound, place, solve_layer
 
 REPO = Path(__file__).resolve().parents[1]
 INSTANCE = REPO / "instances" / "10b_moe.json"

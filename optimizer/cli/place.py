@@ -58,11 +58,15 @@ def synthetic_counts(inst) -> list[list[int]]:
     (measured counts as given; otherwise the weights of ``optimizer.costs.expert_loads`` scaled to
     batch_sequences x prompt_tokens x top_k per layer, largest-remainder rounded)."""
     from optimizer.costs.expert_loads import largest_remainder, layer_weights
+    from optimizer.inputs.load_files import MAX_COUNT
     from optimizer.inputs.schema import CountsLoad
 
     if isinstance(inst.expert_load, CountsLoad):
         return [list(row) for row in inst.expert_load.counts]
     tokens = inst.workload.batch_sequences * inst.workload.prompt_tokens * inst.model.top_k
+    if tokens > MAX_COUNT:
+        raise InputError(f"workload: batch_sequences x prompt_tokens x top_k = {tokens} routed token "
+                         f"copies per layer; at most {MAX_COUNT} for moeopt place")
     return [largest_remainder(w, tokens) for w in layer_weights(inst)]
 
 
@@ -114,7 +118,10 @@ def table(doc: dict) -> str:
 @FORMAT
 @click.option("--output", default=None, help="also write the JSON document to PATH ('-' = stdout)")
 @click.option("--time-limit", type=FiniteFloatRange(0.0, 86400), default=None,
-              help="seconds for all layers together (default: INSTANCE's search.time_limit_s, else 30)")
+              help="bound in seconds on the whole search, all layers together (start-up and "
+                   "reading the loads aside): every search stops then and the best plan so far is "
+                   "reported, marked time_limit_reached when not proven (default: INSTANCE's "
+                   "search.time_limit_s, else 30)")
 @click.option("--workers", type=click.IntRange(1, 64), default=None,
               help="CPU workers; layers are solved in that many processes (default: INSTANCE's, else 1)")
 @click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=None, help="random seed")
@@ -123,13 +130,13 @@ def place_cmd(instance, loads_path, ep, redundant, nodes, spread_replicas, forma
               time_limit, workers, seed, verbose):
     def body():
         from optimizer.inputs.files import write_atomic
-        from optimizer.place.placer import PlaceSpec, Settings, place
+        from optimizer.place import PlaceSpec, Settings, place
 
         layer_ids, counts, inst = _loads(instance, loads_path)
         num_experts = int(counts.shape[1])
         ep_, nodes_ = _defaults(inst, num_experts, ep, redundant, nodes)
         spec = PlaceSpec(ep_, redundant, nodes_, spread_replicas)
-        spec.check(num_experts)
+        spec.check(num_experts, len(layer_ids))
         search = inst.search if inst is not None else None
         settings = Settings(
             time_limit_s=time_limit if time_limit is not None else (search.time_limit_s if search else 30.0),

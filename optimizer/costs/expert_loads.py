@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+from optimizer.errors import InputError
 from optimizer.inputs.schema import CountsLoad, FileLoad, Instance, PowerLawLoad, UniformLoad
 from optimizer.costs.units import LOAD_SCALE
 
@@ -36,6 +37,10 @@ def layer_weights(inst: Instance) -> list[list[float]]:
     """[MoE layer][num_experts] relative routed load, before scaling."""
     spec, m = inst.expert_load, inst.model
     moe = len(m.moe_layer_ids)
+    from optimizer.inputs.load_files import MAX_VALUES  # lazy: numpy only when loads are read
+    if moe * m.num_experts > MAX_VALUES:
+        raise InputError(f"model.num_experts={m.num_experts}: {moe} MoE layers x {m.num_experts} experts "
+                         f"= {moe * m.num_experts} expert loads; at most {MAX_VALUES}")
     if isinstance(spec, UniformLoad):
         return [[1.0] * m.num_experts for _ in range(moe)]
     if isinstance(spec, PowerLawLoad):
@@ -49,7 +54,6 @@ def layer_weights(inst: Instance) -> list[list[float]]:
 
 def _file_weights(path: str, num_moe_layers: int, num_experts: int) -> list[list[float]]:
     """Rows of a load file, checked against the model's MoE layers and experts."""
-    from optimizer.errors import InputError
     from optimizer.inputs.load_files import moe_layers, read_loads
     _, counts = moe_layers(*read_loads(path))
     if counts.shape != (num_moe_layers, num_experts):

@@ -19,12 +19,19 @@ Formats
 
 Layers whose counts are all zero are dropped by :func:`moe_layers` (SGLang files carry a
 row for every hidden layer, dense layers included).
+
+Caps (checked before anything large is allocated; each breach is a one-line InputError):
+a count and a count summed over steps <= ``MAX_COUNT``; at most ``MAX_LAYERS`` layers,
+``MAX_EXPERTS`` experts per layer and ``MAX_VALUES`` numbers in a file (steps x layers x
+experts), so a file never needs more than ~256 MiB of int64. Counts are summed over steps in
+chunks small enough that int64 cannot overflow before the cap is checked.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import math
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +39,13 @@ import numpy as np
 from optimizer.errors import InputError
 from optimizer.inputs.files import read_json, read_text
 
-MAX_COUNT = 10**15  # far above any real window; keeps every sum inside int64
+MAX_COUNT = 10**15      # tokens of one expert in one layer (summed over steps)
+MAX_LAYERS = 4096       # rows of a load file (real models have < 200 layers)
+MAX_EXPERTS = 65_536    # experts per layer (real models have <= 1024)
+MAX_VALUES = 1 << 25    # numbers in one file (steps x layers x experts): 256 MiB as int64
+_MAX_ID_DIGITS = 12     # digits of a CSV layer or expert id (checked before int())
+_MAX_LAYER_ID = 10**9
+_STEP_CHUNK = 9000      # 9000 x MAX_COUNT + MAX_COUNT < 2**63: a chunk sum cannot overflow
 
 
 def read_loads(path: str) -> tuple[list[int], np.ndarray]:
@@ -54,7 +67,7 @@ def read_loads(path: str) -> tuple[list[int], np.ndarray]:
 
 def moe_layers(layer_ids: list[int], counts: np.ndarray) -> tuple[list[int], np.ndarray]:
     """Drop the all-zero rows (dense layers); at least one layer must remain."""
-    keep = counts.sum(axis=1) > 0
+    keep = (counts > 0).any(axis=1)  # no sum: a row's total may exceed int64
     if not keep.any():
         raise InputError("loads: every layer's counts are all zero")
     return [lid for lid, k in zip(layer_ids, keep) if k], counts[keep]
@@ -81,6 +94,7 @@ def _from_json(path: str) -> tuple[list[int], np.ndarray]:
     rows = data if depth == 2 else data[0]
     width = len(rows[0])
     expected = (len(data), width) if depth == 2 else (len(data), len(rows), width)
+    check_shape(expected, f"loads {path}: logical_count")
     arr = _fast_array(data, expected)
     if arr is None:  # ragged, or a bad element: walk the lists to name the first problem
         flat: list[int] = []
@@ -154,22 +168,27 @@ def _from_csv(path: str) -> tuple[list[int], np.ndarray]:
         if len(row) != 3:
             raise InputError(f"loads {path}: line {lineno} has {len(row)} fields; expected layer,expert,tokens")
         layer, expert, tokens = (c.strip() for c in row)
-        for name, cell in (("layer", layer), ("expert", expert)):
-            if not _is_int(cell) or int(cell) < 0:
+        for name, cell, cap in (("layer", layer, _MAX_LAYER_ID), ("expert", expert, MAX_EXPERTS - 1)):
+            if not _is_int(cell) or cell.startswith("-"):
                 raise InputError(f"loads {path}: line {lineno}: {name}={cell!r}: must be an integer >= 0")
-        if not _is_int(tokens):
-            raise InputError(f"loads {path}: line {lineno}: tokens={tokens!r}: counts must be non-negative integers")
+            if len(cell.lstrip("+")) > _MAX_ID_DIGITS or int(cell) > cap:
+                raise InputError(f"loads {path}: line {lineno}: {name}={cell[:20]!r}: must be <= {cap}")
+        if not _is_int(tokens) or len(tokens.lstrip("+-")) > 18:
+            if _is_int(tokens) and not tokens.startswith("-"):
+                raise InputError(f"loads {path}: line {lineno}: tokens={tokens[:20]!r}: counts must be <= {MAX_COUNT}")
+            raise InputError(f"loads {path}: line {lineno}: tokens={tokens[:20]!r}: counts must be non-negative integers")
         value = _count(int(tokens), f"line {lineno} tokens", path)
         key = (int(layer), int(expert))
         cells[key] = cells.get(key, 0) + value
     layer_ids = sorted({lay for lay, _ in cells})
     num_experts = 1 + max(x for _, x in cells)
+    check_shape((len(layer_ids), num_experts), f"loads {path}: layers x experts (1 + largest expert id)")
     arr = np.zeros((len(layer_ids), num_experts), dtype=np.int64)
     row_of = {lid: i for i, lid in enumerate(layer_ids)}
     for (lay, x), v in cells.items():
+        if v > MAX_COUNT:  # Python ints: the check comes before int64 could overflow
+            raise InputError(f"loads {path}: layer {lay} expert {x}: summed tokens {v} exceed {MAX_COUNT}")
         arr[row_of[lay], x] = v
-    if (arr > MAX_COUNT).any():
-        raise InputError(f"loads {path}: a summed count exceeds {MAX_COUNT}")
     return layer_ids, arr
 
 
@@ -182,9 +201,44 @@ def _read_text(path: str) -> str:
     return read_text(path, "loads", encoding="utf-8-sig")
 
 
+def check_shape(shape: tuple[int, ...], what: str) -> None:
+    """InputError unless ``shape`` ([steps][layers][experts] or [layers][experts]) is
+    within ``MAX_LAYERS``, ``MAX_EXPERTS`` and ``MAX_VALUES``."""
+    layers, experts = shape[-2], shape[-1]
+    if layers > MAX_LAYERS:
+        raise InputError(f"{what}: {layers} layers; at most {MAX_LAYERS}")
+    if experts > MAX_EXPERTS:
+        raise InputError(f"{what}: {experts} experts per layer; at most {MAX_EXPERTS}")
+    values = math.prod(shape)
+    if values > MAX_VALUES:
+        raise InputError(f"{what}: shape {'x'.join(map(str, shape))} holds {values} numbers; at most {MAX_VALUES}")
+
+
+def _npy_header(p: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype from a .npy header, read without loading the data; the shape is
+    checked against the caps and the file size against the shape."""
+    with open(p, "rb") as fh:
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+        elif version in ((2, 0), (3, 0)):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+        else:
+            raise ValueError(f"unsupported .npy version {version}")
+        offset = fh.tell()
+    if len(shape) not in (2, 3):
+        raise InputError(f"loads {p}: array has shape {shape}; expected [layers][experts] "
+                         "or [steps][layers][experts]")
+    check_shape(shape, f"loads {p}")
+    if dtype.kind in "iuf" and p.stat().st_size < offset + math.prod(shape) * dtype.itemsize:
+        raise InputError(f"loads {p}: file is shorter than its header's shape {shape} of {dtype} needs")
+    return shape, dtype
+
+
 def _from_npy(path: str) -> tuple[list[int], np.ndarray]:
     p = Path(path)
     try:
+        _npy_header(p)
         arr = np.load(p, allow_pickle=False)
     except FileNotFoundError:
         raise InputError(f"loads {p}: no such file") from None
@@ -228,7 +282,12 @@ def _finish(arr: np.ndarray, path: str) -> tuple[list[int], np.ndarray]:
     if (arr > MAX_COUNT).any():
         raise InputError(f"loads {path}: a count exceeds {MAX_COUNT}")
     if arr.ndim == 3:
-        arr = arr.sum(axis=0)
-    if (arr > MAX_COUNT).any():
-        raise InputError(f"loads {path}: a count summed over steps exceeds {MAX_COUNT}")
+        total = np.zeros(arr.shape[1:], dtype=np.int64)
+        for first in range(0, arr.shape[0], _STEP_CHUNK):  # each partial sum stays <= MAX_COUNT
+            total += arr[first:first + _STEP_CHUNK].sum(axis=0)
+            if (total > MAX_COUNT).any():
+                idx = tuple(int(i) for i in np.argwhere(total > MAX_COUNT)[0])
+                raise InputError(f"loads {path}: layer {idx[0]} expert {idx[1]}: count summed over "
+                                 f"steps exceeds {MAX_COUNT}")
+        arr = total
     return list(range(arr.shape[0])), np.ascontiguousarray(arr, dtype=np.int64)
