@@ -7,7 +7,8 @@ second replica), EP 32 over attention DP 32 (TP 1), PP 2 with an uneven 31/30 sp
 onto the least-loaded rank that has a free slot and no copy of that expert yet).
 
 Then times the whole process ``moeopt export PLAN --to FORMAT --output TMP`` (median of
---runs runs, default 3) for each format and checks the 2 s target.
+--runs runs, default 3) for each format and checks the 2 s target; then times the refusal of a
+plan of 2^20 GPUs (exit 2 before any layout, within the same target).
 
     python -m benchmarks.bench_export [--runs 3] [--keep DIR]
 """
@@ -130,9 +131,27 @@ def main() -> int:
         print(f"{fmt:9s} wall median {med:.3f} s (min {min(times):.3f}, max {max(times):.3f}), "
               f"CPU median {statistics.median(cpu):.3f} s, files {size / 1e3:.0f} kB")
     print(f"worst median {worst:.3f} s: {'OK' if worst <= TARGET_S else 'OVER'} (target {TARGET_S} s)")
+    refused = refusal_time(work)
+    worst = max(worst, refused)
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     return 0 if worst <= TARGET_S else 1
+
+
+def refusal_time(work: Path) -> float:
+    """Wall time to refuse a plan of 2^20 GPUs (tp*pp*dp over the cap): the reader must stop
+    before laying out a single GPU (it used to run ~36 s and write 52 MB)."""
+    plan = work / "huge_plan.json"
+    plan.write_text(json.dumps({"instance": "huge", "num_experts": 16, "stages": [
+        {"stage": 0, "layers": [0, 1]}], "degrees": {"tp": 1, "pp": 1, "dp": 1 << 20, "ep": 1}}))
+    t0 = time.perf_counter()
+    proc = subprocess.run(moeopt_command() + ["export", str(plan), "--to", "csv", "--output",
+                                              str(work / "huge")], capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    ok = proc.returncode == 2 and not (work / "huge").exists()
+    print(f"2^20-GPU plan refused in {wall:.3f} s (exit {proc.returncode}: "
+          f"{proc.stderr.strip()[:100]}): {'OK' if ok else 'WRONG'}")
+    return wall if ok else float("inf")
 
 
 if __name__ == "__main__":

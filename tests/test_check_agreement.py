@@ -8,7 +8,7 @@ import pytest
 
 from optimizer.plan.check import check_plan_file
 from optimizer.inputs.files import load_model
-from optimizer.plan.files import plan_to_json
+from optimizer.plan.files import plan_from_doc, plan_to_json
 from optimizer.inputs.schema import Instance
 from optimizer.cpsat.solve import solve
 
@@ -43,6 +43,11 @@ def test_solved_plan_checks_feasible_with_same_metrics(inst, tmp_path, num_gpus)
     assert checked["metrics"] == result.evaluation.metrics()
     assert all(c["verdict"] == "holds" for c in checked["claims"])
     assert doc["num_gpus"] == (num_gpus or inst.hardware.num_gpus)
+    # the reader export and report use gives back exactly the solver's plan
+    read = plan_from_doc(json.loads((tmp_path / "plan.json").read_text()), inst).to_plan()
+    assert (read.deg, read.stages, read.slots) == (result.plan.deg, result.plan.stages, result.plan.slots)
+    assert read.placement == {layer: tuple(tuple(sorted(r)) for r in ranks)
+                              for layer, ranks in result.plan.placement.items()}
 
 
 def test_memory_violation_is_reported_infeasible(inst, tmp_path):
@@ -60,3 +65,15 @@ def test_memory_violation_is_reported_infeasible(inst, tmp_path):
     assert by_name["memory_per_gpu"]["value"] > 190.0
     failed = {name for name, c in by_name.items() if not c["ok"]}
     assert "memory_per_gpu" in failed and "INFEASIBLE" in text
+    assert "claims" not in checked or not checked["claims"]   # it states nothing
+
+
+def test_false_status_does_not_hold(inst, tmp_path):
+    """The same 2-GPU plan saying "optimal": the status verdict is "does not hold"."""
+    plan = {"instance": "10b_moe", "status": "optimal",
+            "degrees": {"tp": 1, "pp": 1, "dp": 2, "ep": 1}}
+    checked, text, feasible = check_plan_file(inst, write(tmp_path / "p.json", plan))
+    assert not feasible
+    assert [(c["name"], c["stated"], c["computed"], c["verdict"]) for c in checked["claims"]] == [
+        ("status", "optimal", "infeasible", "does not hold")]
+    assert "does not hold" in text

@@ -27,6 +27,7 @@ import pytest
 from click.testing import CliRunner
 from matplotlib.image import imread
 
+from optimizer.errors import InputError
 from optimizer.output import html as htmlreport
 from optimizer.output.html.canvas import overlap
 from optimizer.cli import main
@@ -319,7 +320,7 @@ def test_report_escapes_text_and_rejects_bad_input(plans, tmp_path, monkeypatch)
     """Text from files is escaped; bad plans exit 2 with one line naming the problem."""
     monkeypatch.chdir(tmp_path)
     doc = json.loads(plans["p8"].read_text())
-    doc["instance"] = "<script>alert(1)</script>"
+    doc["status"] = "<script>alert(1)</script>"   # free text: printable, shown escaped
     doc["metrics"]["<b>odd</b>"] = "<i>x</i>"
     evil = tmp_path / "evil.json"
     evil.write_text(json.dumps(doc))
@@ -329,8 +330,13 @@ def test_report_escapes_text_and_rejects_bad_input(plans, tmp_path, monkeypatch)
     assert page.count("script") == page.count("b") == page.count("i") == 0
     assert "<script>alert(1)</script>" in page.text
     assert lookup(page, "Metrics", "<b>odd</b>")[1:] == ["<i>x</i>"]
-    bad = run(["report", str(evil)], code=2)  # that name cannot be a results folder
-    assert "not a usable results folder name" in bad.stderr and len(bad.stderr.splitlines()) == 1
+    # the plan's instance names a results folder: a ResultName, refused otherwise (one reader)
+    doc["instance"] = "<script>alert(1)</script>"
+    evil.write_text(json.dumps(doc))
+    for args in ([], ["--output", str(tmp_path / "evil2.html")]):
+        bad = run(["report", str(evil), *args], code=2)
+        assert "instance=" in bad.stderr and len(bad.stderr.splitlines()) == 1, bad.stderr
+    assert not (tmp_path / "evil2.html").exists()
     cases = {"missing.json": None, "list.json": "[1, 2]", "degrees.json": '{"degrees": {"tp": "x"}}',
              "infeasible.json": '{"instance": "a", "status": "infeasible", "explanation": "too slow"}'}
     expected = {"missing.json": "no such file", "list.json": "expected a JSON object",
@@ -545,14 +551,15 @@ def test_hot_expert_view_is_readable_and_right(num_experts):
 
 def test_many_experts_without_loads_count_per_rank():
     """Without loads: equal counts are a sentence (256 / 32 = 8 per rank); unequal counts
-    (rank 0 also holds a replica of expert 1) are drawn as counts per rank."""
+    (rank 0 also holds a replica of expert 9) are refused as every command refuses them."""
     doc = {"instance": "x", "degrees": {"tp": 1, "pp": 1, "dp": 32, "ep": 32},
            "expert_placement": {str(x): [list(range(8 * r, 8 * r + 8)) for r in range(32)]
                                 for x in range(4)}}
     pic = htmlreport.placement_map(htmlreport.collect(None, doc))
     assert pic.fig is None
     assert pic.caption.startswith("Every EP rank holds 8 of the 256 experts in each of the 4 MoE layers")
+    # unequal slot counts per rank break the plan-file contract (rule 3 of docs/plan-file.md):
+    # the one plan reader refuses them in the report as in check and export
     doc["expert_placement"]["2"][0].append(9)
-    pic = htmlreport.placement_map(htmlreport.collect(None, doc))
-    counts = np.asarray(pic.fig.axes[0].images[0].get_array()).tolist()
-    assert counts == [[8] * 32, [8] * 32, [9] + [8] * 31, [8] * 32]
+    with pytest.raises(InputError, match=r"expert_placement\[2\]: EP ranks hold \[8, 9\] slots"):
+        htmlreport.collect(None, doc)

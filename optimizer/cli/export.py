@@ -28,20 +28,26 @@ FORMATS = ("sglang", "vllm", "trtllm", "megatron", "csv")
 @VERBOSE
 def command(plan, to, output, instance_path, format_, verbose):
     def body():
-        from optimizer.output.export import export, load_plan, write_export
+        from optimizer.output.export import export, write_export
+        from optimizer.plan.files import load_plan
 
         inst = load_instance(instance_path) if instance_path else None
         batch_only(inst, "export")
         p = load_plan(plan, inst)
         if output == "-":
             raise InputError("--output=-: export writes several files; give a directory")
-        out_dir = Path(output) if output else Path("results") / p.name / f"export-{to}"
+        if output:  # the folder the user named: written inside it
+            out_dir = root = Path(output)
+        else:       # below ./results/, p.name is a ResultName (no separator, never '..')
+            root = Path("results")
+            out_dir = root / p.name / f"export-{to}"
         loads = None
         if inst is not None and to == "vllm":
             from optimizer.costs.expert_loads import expert_loads
-            loads = expert_loads(inst)
+            # expert_loads has one row per MoE layer in order: key them by layer index
+            loads = dict(zip(inst.model.moe_layer_ids, expert_loads(inst)))
         ex = export(p, to, out_dir, loads)
-        written = write_export(ex, out_dir)
+        written = write_export(ex, out_dir, root)
         if format_ == "json":
             doc = {"plan": p.source, "instance": p.name, **ex.summary(out_dir, written)}
             click.echo(dump(doc), nl=False)
@@ -51,9 +57,10 @@ def command(plan, to, output, instance_path, format_, verbose):
 
 
 def _text(p, ex, out_dir: Path, written: list[Path]) -> str:
+    from optimizer.plan.files import printable
     d = p.deg
     here = str(out_dir.resolve())
-    lines = [f"moeopt export --to {ex.fmt}: {p.source} ({p.name}: {d.num_gpus} GPUs, TP{d.tp} "
+    lines = [f"moeopt export --to {ex.fmt}: {printable(p.source)} ({p.name}: {d.num_gpus} GPUs, TP{d.tp} "
              f"PP{d.pp} DP{d.dp}, EP{d.ep} ETP{d.etp} EDP{d.edp})"]
     lines += [f"wrote {w}" for w in written]
     if ex.launches:

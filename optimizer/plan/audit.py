@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from optimizer.costs import physical_bounds as bounds
 from optimizer.plan.evaluate import Evaluation, Plan
+from optimizer.plan.files import printable
 from optimizer.inputs.schema import Instance
 from optimizer.costs.units import LOAD_SCALE, bytes_to_gb, ns_to_s
 
@@ -77,10 +78,11 @@ def judge_claims(claims: list[dict], figures: dict[str, float], extra: dict | No
         tol = _number(claim.get("tolerance", DEFAULT_TOLERANCE))
         tol = DEFAULT_TOLERANCE if tol is None else tol
         text, note = claim.get("text", name), claim.get("note", "")
-        out.append({"name": name, "text": text if isinstance(text, str) else name, "stated": stated,
+        out.append({"name": name, "text": printable(text if isinstance(text, str) else name),
+                    "stated": stated,
                     "computed": computed, "relation": relation,
                     "verdict": verdict(float(stated), computed, relation, tol),
-                    "note": note if isinstance(note, str) else ""})
+                    "note": printable(note) if isinstance(note, str) else ""})
     return out
 
 
@@ -98,3 +100,60 @@ def metric_claims(metrics: dict) -> list[dict]:
     """A plan's own stated metrics as exact claims (moeopt's plans must reproduce)."""
     return [{"name": k, "stated": v, "relation": "approx", "tolerance": 1e-9, "text": f"metrics.{k}"}
             for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+
+
+# ----------------------------------------------------------------------------------------------
+# Figures a plan file states outside ``metrics`` and ``claims``: status, instance, memory.
+# Each gets a verdict; only those that do not hold are listed (a plan whose statements all hold
+# prints exactly what it printed before these verdicts existed).
+
+STATUSES = ("optimal", "feasible", "infeasible", "unknown")
+MEMORY_PARTS = ("weights", "kv_cache", "activations", "buffers", "total")
+MEMORY_TOLERANCE = 1e-9        # moeopt writes these figures itself: they must reproduce
+
+
+def _stated(name: str, text: str, stated, computed, note: str) -> dict:
+    return {"name": name, "text": text, "stated": stated, "computed": computed,
+            "relation": "approx", "verdict": "does not hold", "note": note}
+
+
+def status_claim(status: str | None, feasible: bool) -> list[dict]:
+    """A verdict on the plan's ``status`` when it is false: an unknown value, "optimal" or
+    "feasible" on a plan that violates a constraint, "infeasible" on one that meets them all.
+    Optimality itself is not re-proved (that needs the solver)."""
+    computed = "feasible" if feasible else "infeasible"
+    if status is None or status == "unknown":
+        return []
+    if status not in STATUSES:
+        return [_stated("status", "status", status, computed,
+                        f"not one of {', '.join(STATUSES)}")]
+    if (status in ("optimal", "feasible")) != feasible:
+        return [_stated("status", "status", status, computed,
+                        "a constraint is violated" if not feasible else "every constraint holds")]
+    return []
+
+
+def instance_claim(stated: str | None, checked: str) -> list[dict]:
+    """A verdict when the plan names another instance than the one it is checked against."""
+    if stated is None or stated == checked:
+        return []
+    return [_stated("instance", "instance", stated, checked,
+                    "the plan names another instance than the one checked")]
+
+
+def memory_claims(stated: dict[int, dict], computed: dict[int, dict]) -> list[dict]:
+    """Per memory part one verdict over all GPUs that state it (``rank -> {part: GB}``), listed
+    when some GPU's figure differs from moeopt's: the first such GPU and how many."""
+    out = []
+    for part in MEMORY_PARTS:
+        ranks = sorted(r for r, m in stated.items() if part in m)
+        wrong = [r for r in ranks
+                 if abs(stated[r][part] - computed[r][part])
+                 > MEMORY_TOLERANCE * max(abs(stated[r][part]), abs(computed[r][part]), 1e-12)]
+        if wrong:
+            r = wrong[0]
+            out.append(_stated(f"memory_gb.{part}",
+                               f"memory_gb.{part}: {len(wrong)}/{len(ranks)} GPUs, rank {r}",
+                               stated[r][part], computed[r][part],
+                               f"{len(wrong)} of {len(ranks)} GPUs state another figure"))
+    return out

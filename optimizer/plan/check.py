@@ -5,12 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict
 
-from optimizer.plan.audit import derived_figures, judge_claims, metric_claims
-from optimizer.plan.evaluate import evaluate
+from optimizer.costs.units import bytes_to_gb
 from optimizer.inputs.files import load_model
-from optimizer.plan.files import PlanFile, plan_from_file
-from optimizer.output.text import check_lines, memory_lines, metric_lines
 from optimizer.inputs.schema import Instance
+from optimizer.output.text import check_lines, memory_lines, metric_lines
+from optimizer.plan.audit import (derived_figures, instance_claim, judge_claims, memory_claims,
+                                  metric_claims, status_claim)
+from optimizer.plan.evaluate import Evaluation, Plan, evaluate
+from optimizer.plan.files import PlanFile, check_structure
+
 
 def check_plan_file(inst: Instance, path: str,
                     smallest_gpu_count: Callable[[Instance], int | None] | None = None) -> tuple[dict, str, bool]:
@@ -19,21 +22,30 @@ def check_plan_file(inst: Instance, path: str,
     that checking a plan never loads the solver unless a claim asks for it); without it that
     claim is "not derivable"."""
     pf = load_model(path, PlanFile, "plan")
-    plan, checks = plan_from_file(inst, pf)
+    plan, checks, problems = check_structure(inst, pf, str(path))
     if plan is None:
+        claims = status_claim(pf.status, False) + instance_claim(pf.instance, inst.name)
         doc = {"feasible": False, "checks": [asdict(c) for c in checks], "metrics": {}}
-        text = "\n".join(["Structure"] + check_lines(checks) + ["plan is not valid"]) + "\n"
-        return doc, text, False
+        if problems:
+            doc["problems"] = [{"rule": p.rule, "message": p.message} for p in problems]
+        if claims:
+            doc["claims"] = claims
+        lines = ["Structure"] + check_lines(checks) + [f"  why: {p.message}" for p in problems]
+        if claims:
+            lines += ["Claims against moeopt's figures"] + claim_lines(claims)
+        return doc, "\n".join(lines + ["plan is not valid"]) + "\n", False
     ev = evaluate(inst, plan)
     checks = checks + ev.checks
     metrics = ev.metrics()
+    feasible = all(c.ok for c in checks)
     extra = pf.model_extra or {}
-    metrics_in, claims_in = extra.get("metrics"), extra.get("claims")  # kept, not trusted: any JSON
-    stated = (metric_claims(metrics_in if isinstance(metrics_in, dict) else {})
+    claims_in = extra.get("claims")  # kept, not trusted: any JSON
+    stated = (metric_claims(pf.metrics or {})
               + (list(claims_in) if isinstance(claims_in, list) else []))
     claims = judge_claims(stated, derived_figures(inst, plan, ev),
                           {"num_gpus_needed": lambda: smallest_gpu_count(inst) if smallest_gpu_count else None})
-    feasible = all(c.ok for c in checks)
+    claims += (status_claim(pf.status, feasible) + instance_claim(pf.instance, inst.name)
+               + memory_claims(_stated_memory(pf), _computed_memory(plan, ev)))
     doc = {"feasible": feasible, "checks": [asdict(c) for c in checks], "metrics": metrics,
            "claims": claims}
     lines = ["Checks"] + check_lines(checks) + ["Memory per GPU"]
@@ -42,6 +54,22 @@ def check_plan_file(inst: Instance, path: str,
         lines += ["Claims against moeopt's figures"] + claim_lines(claims)
     lines.append("feasible: every constraint holds" if feasible else "INFEASIBLE: a constraint is violated")
     return doc, "\n".join(lines) + "\n", feasible
+
+
+def _stated_memory(pf: PlanFile) -> dict[int, dict]:
+    return {g.rank: g.memory_gb.model_dump(exclude_none=True) for g in pf.gpus or []
+            if g.memory_gb is not None}
+
+
+def _computed_memory(plan: Plan, ev: Evaluation) -> dict[int, dict]:
+    """rank -> GB per part, as the plan writer states them."""
+    out = {}
+    for s in plan.slots:
+        m = ev.stage_memory[s.stage]
+        out[s.rank] = {"weights": bytes_to_gb(m.weights), "kv_cache": bytes_to_gb(m.kv_cache),
+                       "activations": bytes_to_gb(m.activations), "buffers": bytes_to_gb(m.buffers),
+                       "total": bytes_to_gb(m.total)}
+    return out
 
 
 def _fmt(value) -> str:

@@ -1,24 +1,65 @@
-"""Plan files: write the contract's JSON, read (possibly partial) plans back for checking.
+"""Plan files: the fields (``PlanFile``), the ONE reader (``read_plan``, ``load_plan``) every
+command uses, and the writer (``plan_to_json``). The rules live in ``optimizer.plan.rules``.
 
-A hand-written plan may leave out ``stages`` (even split, as the runtimes do),
-``expert_placement`` (contiguous blocks per EP rank), ``gpus`` (Megatron's rank order),
-``degrees.etp`` (Megatron's default: ETP = TP) and ``degrees.edp`` (implied by folding).
+``read_plan`` turns a validated ``PlanFile`` into a ``PlanData`` with every optional field
+filled by ONE rule (docs/plan-file.md), with or without an instance:
+
+* ``degrees.etp`` absent: 1 (whole experts per GPU); ``degrees.edp`` absent: ``tp*dp/(etp*ep)``.
+* ``stages`` absent: the even split (first stages one layer longer); present: stage numbers
+  exactly ``0..pp-1``, layers contiguous, each layer once.
+* ``expert_placement`` absent: contiguous blocks per EP rank; present: one entry per MoE layer.
+* ``gpus`` absent: Megatron's rank order; a GPU's absent ``local_rank`` is ``rank % per node``,
+  absent ``etp_rank``/``edp_rank`` are Megatron's.
+* ``dense_layers`` (no instance): layers without MoE; with an instance its ``moe_layers`` rule.
+
+Every inconsistency is a ``Problem`` (the check rule it breaks and a one-line reason): ``check``
+shows them as violated rules (exit 3), ``export`` and ``report`` stop on the first (exit 2).
 """
 
 from __future__ import annotations
 
+import math
+import os
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from optimizer.plan.evaluate import Check, Evaluation, Plan
-from optimizer.costs.layout import Degrees, GpuSlot, megatron_layout, trivial_ranks
-from optimizer.inputs.schema import Instance
+from optimizer.costs.layout import Degrees
 from optimizer.costs.units import bytes_to_gb
+from optimizer.errors import InputError
+from optimizer.inputs.files import read_json, validation_message
+from optimizer.inputs.names import Label, ResultName
+from optimizer.inputs.schema import Instance
+from optimizer.plan import rules
+from optimizer.plan.evaluate import Check, Evaluation, Plan
+from optimizer.plan.rules import (DEFAULT_GPUS_PER_NODE, MAX_PLAN_CELLS, MAX_PLAN_GPUS, RULE_FOLDING,
+                                  RULE_GPUS, RULE_LAYOUT, RULE_PLACEMENT, RULE_STAGES, ExpertMap,
+                                  PlanData, Problem, even_stages, printable)
+
+__all__ = ["DEFAULT_GPUS_PER_NODE", "MAX_PLAN_CELLS", "MAX_PLAN_GPUS", "ExpertMap", "PlanData",
+           "PlanFile", "Problem", "check_structure", "even_stages", "load_plan", "plan_data",
+           "plan_from_doc", "plan_from_file", "plan_to_json", "printable", "read_plan"]
 
 SCHEMA_VERSION = 1
+STATUSES = ("optimal", "feasible", "infeasible", "unknown")
 Pos = Annotated[int, Field(gt=0, le=1 << 20)]
 Idx = Annotated[int, Field(ge=0, le=1 << 20)]
+GB = Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)]
+
+
+def _finite_metric(value: object) -> object:
+    """A metric must be a JSON number a float holds (or null / a boolean / text of a Label)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            ok = math.isfinite(float(value))
+        except OverflowError:
+            ok = False
+        if not ok:
+            raise ValueError("a metric must be a finite number a float can hold")
+    return value
+
+
+Metric = Annotated[float | int | bool | Label | None, AfterValidator(_finite_metric)]
 
 
 class _Loose(BaseModel):
@@ -39,6 +80,16 @@ class StageIn(_Loose):
     layers: list[Idx]
 
 
+class MemoryIn(_Loose):
+    """A GPU's stated memory in GB (each part optional)."""
+
+    weights: GB | None = None
+    kv_cache: GB | None = None
+    activations: GB | None = None
+    buffers: GB | None = None
+    total: GB | None = None
+
+
 class GpuIn(_Loose):
     rank: Idx
     node: Idx
@@ -49,66 +100,96 @@ class GpuIn(_Loose):
     local_rank: Idx | None = None
     etp_rank: Idx | None = None
     edp_rank: Idx | None = None
+    memory_gb: MemoryIn | None = None
 
 
 class PlanFile(_Loose):
-    """What ``moeopt check`` reads; extra keys (metrics, claims) are kept, not trusted."""
+    """A plan file as read; figures it states (metrics, memory, claims) are kept, not trusted."""
 
-    instance: str | None = None
+    instance: ResultName | None = None
+    status: Label | None = None
     num_gpus: Pos | None = None
     degrees: DegreesIn
     micro_batches: Pos = 1
+    sequences_per_micro_batch: Idx | None = None
+    num_experts: Pos | None = None
+    redundant_experts: Idx | None = None
+    dense_layers: list[Idx] | None = None
     stages: list[StageIn] | None = None
     expert_placement: dict[str, list[list[Idx]]] | None = None
     gpus: list[GpuIn] | None = None
+    metrics: dict[str, Metric] | None = None
+
+# ----------------------------------------------------------------------------------------------
+# Reading (the rules are in ``optimizer.plan.rules``)
 
 
-def even_stages(num_layers: int, pp: int) -> tuple[tuple[int, ...], ...]:
-    """Contiguous split with the first ``num_layers % pp`` stages one layer longer."""
-    base, extra = divmod(num_layers, pp)
-    out, start = [], 0
-    for j in range(pp):
-        size = base + (1 if j < extra else 0)
-        out.append(tuple(range(start, start + size)))
-        start += size
-    return tuple(out)
+def read_plan(f: PlanFile, inst: Instance | None = None, source: str = "(in memory)",
+              cap_gpus: bool = True, partial: bool = False) -> tuple[PlanData | None, list[Problem]]:
+    """The plan with every rule applied, or None and the problems found. A rule the reading
+    could not get to (an earlier problem stopped it) counts as a problem too.
+    ``cap_gpus``: more than MAX_PLAN_GPUS GPUs is an InputError (export, report).
+    ``partial`` (the report): no layers or no experts known is read as none, not refused."""
+    return rules.read(f, inst, source, cap_gpus, partial)
 
 
-def plan_from_file(inst: Instance, f: PlanFile) -> tuple[Plan | None, list[Check]]:
-    """A Plan plus structural checks; the Plan is None when the structure is broken."""
-    d, m = f.degrees, inst.model
+def plan_data(f: PlanFile, inst: Instance | None = None, source: str = "(in memory)",
+              partial: bool = False) -> PlanData:
+    """``read_plan`` for commands that stop on the first problem (exit 2, one line)."""
+    data, problems = read_plan(f, inst, source, partial=partial)
+    if data is None:
+        raise InputError(problems[0].message)
+    return data
+
+
+# ----------------------------------------------------------------------------------------------
+# Checking against an instance (``moeopt check``; the report with an instance)
+
+
+def plan_from_file(inst: Instance, f: PlanFile, source: str = "(in memory)"
+                   ) -> tuple[Plan | None, list[Check]]:
+    """A Plan plus the structural checks; the Plan is None when the structure is broken."""
+    plan, checks, _ = check_structure(inst, f, source)
+    return plan, checks
+
+
+def check_structure(inst: Instance, f: PlanFile, source: str = "(in memory)"
+                    ) -> tuple[Plan | None, list[Check], list[Problem]]:
+    """``plan_from_file`` plus the reader's problems (the same rules ``export`` applies, each
+    with its one-line reason)."""
+    data, problems = read_plan(f, inst, source, cap_gpus=False)
+    d = f.degrees
+    etp = d.etp or 1
     per_stage = d.tp * d.dp
-    etp = d.etp or d.tp  # Megatron-Core: expert_tensor_parallel_size defaults to TP
     edp = d.edp or (per_stage // (etp * d.ep) if per_stage % (etp * d.ep) == 0 else 0)
-    deg = Degrees(d.tp, d.pp, d.dp, d.ep, etp, edp, f.micro_batches)
-    checks = _degree_checks(inst, f, deg)
-    if deg.num_gpus > inst.hardware.num_gpus or deg.pp > m.num_layers:
-        return None, checks  # nothing sensible to lay out (and far too many ranks to try)
-    stages = (tuple(tuple(s.layers) for s in sorted(f.stages, key=lambda s: s.stage))
-              if f.stages is not None else even_stages(m.num_layers, d.pp))
-    flat = [layer for s in stages for layer in s]
-    checks.append(_rule("stages_contiguous_all_layers_once", flat == list(range(m.num_layers))
-                        and len(stages) == d.pp and all(stages)))
-    placement = _placement(inst, f, deg)
-    checks.append(_rule("expert_placement_each_expert_once_equal_slots", placement is not None))
-    slots = _slots(inst, f, deg)
-    checks.append(_rule("gpus_match_degrees", slots is not None))
-    if not all(c.ok for c in checks):
-        return None, checks
-    return Plan(f.instance or inst.name, deg, stages, placement, slots), checks
+    deg = data.deg if data else Degrees(d.tp, d.pp, d.dp, d.ep, etp, edp, f.micro_batches)
+    broken = {p.rule for p in problems}
+    checks = _degree_checks(inst, f, deg, broken)
+    if deg.num_gpus > inst.hardware.num_gpus or deg.pp > inst.model.num_layers:
+        return None, checks, problems  # nothing sensible to lay out (far too many ranks to try)
+    checks += [_rule(RULE_STAGES, RULE_STAGES not in broken),
+               _rule(RULE_PLACEMENT, RULE_PLACEMENT not in broken
+                     and (data is None or data.experts.redundant == 0)),
+               _rule(RULE_LAYOUT, RULE_LAYOUT not in broken)]
+    if data is not None and data.experts.redundant:
+        problems.append(Problem(RULE_PLACEMENT, f"plan {source}: {data.experts.redundant} "
+                                "redundant expert slots: check evaluates plans without replicas"))
+    if data is None or not all(c.ok for c in checks):
+        return None, checks, problems
+    return data.to_plan(), checks, problems
 
 
 def _rule(name: str, ok: bool) -> Check:
     return Check(name, 1.0 if ok else 0.0, 1.0, "rule", ok)
 
 
-def _degree_checks(inst: Instance, f: PlanFile, deg: Degrees) -> list[Check]:
+def _degree_checks(inst: Instance, f: PlanFile, deg: Degrees, broken: set[str]) -> list[Check]:
     m, hw = inst.model, inst.hardware
     n = f.num_gpus or deg.num_gpus
     kv_ok = m.num_kv_heads % deg.tp == 0 or deg.tp % m.num_kv_heads == 0
     return [
-        _rule("tp*pp*dp == num_gpus", deg.num_gpus == n),
-        _rule("etp*ep*edp == tp*dp (parallel folding)", deg.etp * deg.ep * deg.edp == deg.gpus_per_stage),
+        _rule(RULE_GPUS, deg.num_gpus == n and RULE_GPUS not in broken),
+        _rule(RULE_FOLDING, deg.etp * deg.ep * deg.edp == deg.gpus_per_stage and RULE_FOLDING not in broken),
         _rule("num_gpus <= hardware.num_gpus", max(n, deg.num_gpus) <= hw.num_gpus),
         _rule("pp <= layers", deg.pp <= m.num_layers),
         _rule("tp divides the attention and KV heads", m.num_attention_heads % deg.tp == 0 and kv_ok),
@@ -121,53 +202,8 @@ def _degree_checks(inst: Instance, f: PlanFile, deg: Degrees) -> list[Check]:
     ]
 
 
-def _placement(inst: Instance, f: PlanFile, deg: Degrees):
-    """MoE layer -> [rank] expert ids, or None when some MoE layer is not a valid placement
-    (every expert exactly once, every rank the same number of experts)."""
-    m = inst.model
-    if m.num_experts % deg.ep:
-        return None
-    moe_ids = m.moe_layer_ids
-    if f.expert_placement is None:
-        ranks = tuple(tuple(r) for r in trivial_ranks(m.num_experts, deg.ep))
-        return {layer: ranks for layer in moe_ids}
-    if set(f.expert_placement) != {str(layer) for layer in moe_ids}:
-        return None
-    out = {}
-    for layer in moe_ids:
-        ranks = f.expert_placement[str(layer)]
-        if len(ranks) != deg.ep or len({len(r) for r in ranks}) != 1:
-            return None
-        if sorted(x for r in ranks for x in r) != list(range(m.num_experts)):
-            return None
-        out[layer] = tuple(tuple(sorted(r)) for r in ranks)
-    return out
-
-
-def _slots(inst: Instance, f: PlanFile, deg: Degrees) -> tuple[GpuSlot, ...] | None:
-    """The plan's layout, or Megatron's when absent; None when it contradicts the degrees
-    or puts more GPUs on a node than it has (each node's local ranks distinct, < per node)."""
-    gpn = inst.hardware.gpus_per_node
-    if f.gpus is None:
-        return megatron_layout(deg, gpn) if deg.edp > 0 else None
-    default = {s.rank: s for s in megatron_layout(deg, gpn)} if deg.edp > 0 else {}
-    slots = []
-    for g in f.gpus:
-        base = default.get(g.rank)
-        etp_rank = g.etp_rank if g.etp_rank is not None else (base.etp_rank if base else 0)
-        edp_rank = g.edp_rank if g.edp_rank is not None else (base.edp_rank if base else 0)
-        slots.append(GpuSlot(g.rank, g.node, g.local_rank if g.local_rank is not None else g.rank % gpn,
-                             g.stage, g.tp_rank, g.dp_rank, g.ep_rank, etp_rank, edp_rank))
-    per_node: dict[int, list[int]] = {}
-    for s in slots:
-        per_node.setdefault(s.node, []).append(s.local_rank)
-    fits = all(len(v) <= gpn and len(set(v)) == len(v) and max(v) < gpn for v in per_node.values())
-    ok = (fits and sorted(s.rank for s in slots) == list(range(deg.num_gpus))
-          and all(s.stage < deg.pp and s.tp_rank < deg.tp and s.dp_rank < deg.dp
-                  and s.ep_rank < deg.ep and s.etp_rank < deg.etp and s.edp_rank < deg.edp for s in slots)
-          and len({(s.stage, s.tp_rank, s.dp_rank) for s in slots}) == deg.num_gpus
-          and len({(s.stage, s.etp_rank, s.ep_rank, s.edp_rank) for s in slots}) == deg.num_gpus)
-    return tuple(sorted(slots, key=lambda s: s.rank)) if ok else None
+# ----------------------------------------------------------------------------------------------
+# Writing
 
 
 def plan_to_json(plan: Plan, ev: Evaluation, status: str, solver: dict) -> dict:
@@ -199,3 +235,26 @@ def plan_to_json(plan: Plan, ev: Evaluation, status: str, solver: dict) -> dict:
         "metrics": ev.metrics(),
         "solver": solver,
     }
+
+
+# ----------------------------------------------------------------------------------------------
+# From a file or a parsed document (export, report)
+
+
+def plan_from_doc(doc: object, inst: Instance | None = None, source: str = "(in memory)") -> PlanData:
+    """Validate a parsed plan document and read it (InputError, exit 2, on the first problem)."""
+    what = f"plan {source}"
+    if not isinstance(doc, dict):
+        raise InputError(f"{what}: the top level must be a JSON object")
+    if doc.get("status") in ("infeasible", "unknown") and "degrees" not in doc:
+        raise InputError(f"{what}: status={doc['status']!r}: the file holds no plan")
+    try:
+        f = PlanFile.model_validate(doc)
+    except ValidationError as exc:
+        raise InputError(validation_message(what, exc)) from None
+    return plan_data(f, inst, source)
+
+
+def load_plan(path: str | os.PathLike, inst: Instance | None = None) -> PlanData:
+    """Read, validate and fill in the plan file at ``path`` (``inst`` adds the model's facts)."""
+    return plan_from_doc(read_json(path, "plan"), inst, str(path))

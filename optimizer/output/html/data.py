@@ -1,6 +1,6 @@
 """What the report shows, gathered from a plan (+ instance) and the sweep tables: ``collect``
-builds a ``ReportData``; the plan readers (``_degrees``, ``_plan_slots``, ``_plan_placement``,
-``_doc_stages``) read a plan that does not fit or lacks an instance; ``rank_loads`` and
+builds a ``ReportData`` from the one plan reader (``optimizer.plan.files``: with the instance
+when the plan fits it, else the plan on its own, partially); ``rank_loads`` and
 ``requirement_rows`` derive the figures the pictures and tables share; ``read_table`` and
 ``sweep_points`` read ``results/<instance>/sweep.csv`` / ``pareto.csv``. No drawing, no HTML.
 """
@@ -16,16 +16,14 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from optimizer.costs.expert_loads import expert_loads
-from optimizer.costs.layout import Degrees, GpuSlot, megatron_layout
+from optimizer.costs.layout import Degrees, GpuSlot
 from optimizer.costs.units import LOAD_SCALE, bytes_to_gb
 from optimizer.errors import InputError
 from optimizer.inputs.files import validation_message
 from optimizer.inputs.schema import Instance
 from optimizer.plan.evaluate import RELATION, Check, Evaluation, evaluate
-from optimizer.plan.files import PlanFile, plan_from_file
+from optimizer.plan.files import PlanFile, plan_data, plan_from_file
 
-MAX_GPUS = 65536                 # the schema's hardware.num_gpus limit
-DEFAULT_GPUS_PER_NODE = 8        # assumed when neither the plan nor an instance says
 MEMORY_PARTS = ("weights", "kv_cache", "activations", "buffers")
 TABLE_FILES = ("sweep.csv", "pareto.csv")
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
@@ -54,7 +52,10 @@ class ReportData:
 
 
 def collect(inst: Instance | None, doc: dict) -> ReportData:
-    """Validate the plan (structure only) and gather what the pictures need."""
+    """Validate the plan (structure only) and gather what the pictures need. The plan is read
+    by the one plan reader (``optimizer.plan.files``): against the instance when it fits, else
+    on its own (partially: a plan may state no layers or experts); an inconsistent plan is
+    refused (exit 2) as ``export`` refuses it."""
     if not isinstance(doc, dict):
         raise InputError(f"plan: expected a JSON object, got {type(doc).__name__}")
     if doc.get("status") in ("infeasible", "unknown") and "degrees" not in doc:
@@ -64,91 +65,50 @@ def collect(inst: Instance | None, doc: dict) -> ReportData:
         pf = PlanFile.model_validate(doc)
     except ValidationError as exc:
         raise InputError(validation_message("plan", exc)) from None
-    deg = _degrees(pf)
-    name = inst.name if inst else str(pf.instance or "")
-    data = ReportData(doc, name, deg, (), {}, None, inst)
-    if inst is not None and pf.instance not in (None, inst.name):
-        data.notes.append(f"the plan names instance {pf.instance!r} but the instance given is "
-                          f"{inst.name!r}")
-    plan = None
+    notes: list[str] = []
+    plan, structure = None, []
     if inst is not None:
-        plan, data.structure = plan_from_file(inst, pf)
+        if pf.instance not in (None, inst.name):
+            notes.append(f"the plan names instance {pf.instance!r} but the instance given is "
+                         f"{inst.name!r}")
+        plan, structure = plan_from_file(inst, pf, "plan")
         if plan is None:
-            bad = ", ".join(c.name for c in data.structure if not c.ok)
-            data.notes.append(f"the plan does not fit instance {inst.name!r} ({bad}); loads, "
-                              "requirements and recomputed figures are left out")
+            bad = ", ".join(c.name for c in structure if not c.ok)
+            notes.append(f"the plan does not fit instance {inst.name!r} ({bad}); loads, "
+                         "requirements and recomputed figures are left out")
+    read = plan_data(pf, None, "plan", partial=True) if plan is None else None
+    deg = plan.deg if plan is not None else read.deg
+    name = inst.name if inst else str(pf.instance or "")
+    data = ReportData(doc, name, deg, (), {}, None, inst, structure=structure, notes=notes)
+    if pf.gpus is None and plan is None:
+        data.notes.append("the plan lists no GPUs: Megatron's default rank order with "
+                          f"{read.gpus_per_node} GPUs per node is shown")
     if plan is not None:
         data.ev = evaluate(inst, plan)
         data.slots = plan.slots
-        placed = (plan.placement.items() if isinstance(plan.placement, dict)
-                  else enumerate(plan.placement))
-        data.placement = {layer: [list(r) for r in ranks] for layer, ranks in sorted(placed)}
-        moe_ids = getattr(inst.model, "moe_layer_ids", range(inst.model.num_layers))
-        data.loads = dict(zip(moe_ids, expert_loads(inst)))  # expert_loads: MoE layers in order
+        data.placement = {layer: [list(r) for r in ranks] for layer, ranks in sorted(plan.placement.items())}
+        data.loads = dict(zip(inst.model.moe_layer_ids, expert_loads(inst)))  # MoE layers in order
         data.stages = [(j, list(layers)) for j, layers in enumerate(plan.stages)]
         if pf.gpus is None:
             data.notes.append("the plan lists no GPUs: Megatron's default rank order is shown")
         if pf.expert_placement is None:
             data.notes.append("the plan gives no expert placement: contiguous blocks are shown")
     else:
-        data.slots = _plan_slots(pf, deg, inst, data.notes)
-        data.placement = _plan_placement(pf)
-        data.stages = _doc_stages(doc)
-    data.memory = _memory(doc, data)
+        data.slots = read.gpus
+        data.placement = {layer: [list(r) for r in read.experts.ranks(layer)]
+                          for layer in read.experts.moe_layers} if pf.expert_placement else {}
+        data.stages = [(j, list(layers)) for j, layers in enumerate(read.stages)] if pf.stages else []
+    data.memory = _memory(pf, data)
     return data
 
 
-def _degrees(pf: PlanFile) -> Degrees:
-    d = pf.degrees
-    etp = d.etp or 1
-    per_stage = d.tp * d.dp
-    edp = d.edp or max(1, per_stage // (etp * d.ep))
-    deg = Degrees(d.tp, d.pp, d.dp, d.ep, etp, edp, pf.micro_batches)
-    if deg.num_gpus > MAX_GPUS:
-        raise InputError(f"plan: degrees tp*pp*dp={deg.num_gpus}: more than {MAX_GPUS} GPUs")
-    return deg
-
-
-def _plan_slots(pf: PlanFile, deg: Degrees, inst: Instance | None,
-                notes: list[str]) -> tuple[GpuSlot, ...]:
-    """The plan's own GPU list, else Megatron's order (instance's GPUs per node, else 8)."""
-    gpn = inst.hardware.gpus_per_node if inst else DEFAULT_GPUS_PER_NODE
-    if not pf.gpus:
-        notes.append("the plan lists no GPUs: Megatron's default rank order with "
-                     f"{gpn} GPUs per node is shown")
-        return megatron_layout(deg, gpn)
-    if len(pf.gpus) > MAX_GPUS or any((g.local_rank or 0) >= 4096 or g.stage >= 4096 for g in pf.gpus):
-        raise InputError(f"plan: gpus: more than {MAX_GPUS} GPUs, or a local_rank or stage above 4095")
-    slots = (GpuSlot(g.rank, g.node, g.local_rank if g.local_rank is not None else g.rank % gpn,
-                     g.stage, g.tp_rank, g.dp_rank, g.ep_rank, g.etp_rank or 0, g.edp_rank or 0)
-             for g in pf.gpus)
-    return tuple(sorted(slots, key=lambda s: s.rank))
-
-
-def _plan_placement(pf: PlanFile) -> dict[int, list[list[int]]]:
-    out = {}
-    for key, ranks in (pf.expert_placement or {}).items():
-        if not key.isdigit():
-            raise InputError(f"plan: expert_placement key {key!r}: must be a layer index")
-        out[int(key)] = [list(r) for r in ranks]
-    return dict(sorted(out.items()))
-
-
-def _doc_stages(doc: dict) -> list[tuple[int, list[int]]]:
-    """The plan's ``stages`` list as (stage, layers), skipping malformed entries."""
-    stages = doc.get("stages") if isinstance(doc.get("stages"), list) else []
-    return sorted((s["stage"], list(s["layers"])) for s in stages
-                  if isinstance(s, dict) and isinstance(s.get("stage"), int)
-                  and isinstance(s.get("layers"), list) and s["layers"])
-
-
-def _memory(doc: dict, data: ReportData) -> list[tuple[float, float, float, float]] | None:
+def _memory(pf: PlanFile, data: ReportData) -> list[tuple[float, float, float, float]] | None:
     """GB per GPU and part, from the plan's ``gpus`` list, else from the evaluation."""
     by_rank = {}
-    for g in doc.get("gpus") or []:
-        mem = g.get("memory_gb") if isinstance(g, dict) else None
-        if isinstance(mem, dict) and all(is_number(mem.get(k)) for k in MEMORY_PARTS):
-            by_rank[g.get("rank")] = tuple(float(mem[k]) for k in MEMORY_PARTS)
+    for g in pf.gpus or []:
+        mem = g.memory_gb.model_dump() if g.memory_gb is not None else {}
+        if all(mem.get(k) is not None for k in MEMORY_PARTS):
+            by_rank[g.rank] = tuple(float(mem[k]) for k in MEMORY_PARTS)
     if data.slots and all(s.rank in by_rank for s in data.slots):
         data.memory_source = "as the plan states"
         return [by_rank[s.rank] for s in data.slots]

@@ -1,0 +1,100 @@
+"""TensorRT-LLM: ``trtllm-serve`` and the extra LLM API options YAML (WideEP load balancer)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from optimizer.costs.layout import GpuSlot
+from optimizer.errors import InputError
+from optimizer.output.export.common import (Export, Launch, Split, comment, instance_devices,
+                                            launch_sh, node_count, node_fill_notes, rank_map_text,
+                                            readme, seat_warnings, seats, shell_command,
+                                            split_instances)
+from optimizer.plan.files import ExpertMap, PlanData
+
+# ----------------------------------------------------------------------------------------------
+# TensorRT-LLM
+
+
+def _trtllm_rule(g: GpuSlot, split: Split, p: PlanData) -> tuple[int, int]:
+    # Mapping: pp_rank = rank // tp; moe_ep_rank = tp_rank % moe_ep (EP fastest, mapping.py).
+    world = split.moe_world
+    tp_rank = split.local_dp[g.rank] if split.dp > 1 else g.tp_rank
+    return g.stage * world + tp_rank, tp_rank % p.deg.ep
+
+
+def export_trtllm(p: PlanData, out_dir: Path) -> Export:
+    split = split_instances(p, "trtllm")
+    d, e = p.deg, p.experts
+    if split.tp > 1 and split.dp > 1:
+        raise InputError(
+            f"trtllm: attention TP{split.tp} x DP{split.dp} per instance cannot be expressed: "
+            "enable_attention_dp gives each of the tensor_parallel_size ranks its own attention "
+            "(attention TP 1), without it attention is TP over all ranks")
+    tp = split.moe_world
+    if d.etp * d.ep != tp:
+        raise InputError(f"trtllm: moe_tp*moe_ep = {d.etp}*{d.ep} != tensor_parallel_size={tp}")
+    if e.num_slots % d.ep or e.num_slots < e.num_experts:
+        raise InputError(f"trtllm: num_slots={e.num_slots} must be >= {e.num_experts} experts and "
+                         f"divisible by moe_expert_parallel_size={d.ep}")
+    placed = seats(p, split, _trtllm_rule)
+    note = (f" (TensorRT-LLM orders MoE ranks EP-fastest, moe_ep_rank = tp_rank % {d.ep}, "
+            "the plan ETP-fastest)") if d.etp > 1 else ""
+    warnings = seat_warnings(p, split, placed, "trtllm", note)
+    settings = {"tensor_parallel_size": tp, "pipeline_parallel_size": d.pp,
+                "moe_expert_parallel_size": d.ep, "moe_tensor_parallel_size": d.etp,
+                "enable_attention_dp": split.dp > 1, "pp_partition": [len(s) for s in p.stages]}
+    balancer = d.ep > 1 or e.redundant > 0
+    yaml = trtllm_yaml(settings, e if balancer else None,
+                       f"plan {p.name}: one instance of {tp * d.pp} GPUs, launch {split.count}")
+    world = tp * d.pp
+    args: list[tuple[str, object | None]] = [
+        ("--tp_size", tp), ("--pp_size", d.pp), ("--ep_size", d.ep),
+        ("--extra_llm_api_options", '"$HERE/extra_llm_api_options.yaml"')]
+    if split.count > 1:
+        args.append(("--port", '"$PORT"'))
+    nnodes = node_count(world, p.gpus_per_node)
+    prog = ["trtllm-serve", '"$MODEL"']
+    if nnodes > 1:
+        prog = ["srun", f"-N {nnodes}", f"--ntasks {world}",
+                f"--ntasks-per-node {min(world, p.gpus_per_node)}", "trtllm-llmapi-launch"] + prog
+    notes = list(p.notes)
+    notes += node_fill_notes(world, p.gpus_per_node)
+    if balancer:
+        notes.append("moe_config.backend WIDEEP: the static load balancer (num_slots + "
+                     "initial_global_assignments) is the WideEP EPLB path of examples/wide_ep")
+    else:
+        notes.append("EP1 without replicas: every GPU holds all experts, no moe_config written")
+    if split.count > 1:
+        notes.append(f"TensorRT-LLM has no DP degree: launch {split.count} separate instances "
+                     "(the plan's EDP copies) behind a load balancer")
+    ex = Export("trtllm", {}, [Launch(shell_command(prog, args))], {}, split.count, world, settings,
+                warnings, notes, (), instance_devices(p, split, placed))
+    ex.files["extra_llm_api_options.yaml"] = yaml
+    ex.files["launch.sh"] = launch_sh(ex, f"TensorRT-LLM launch for plan {p.name}")
+    body = ["files:",
+            "  extra_llm_api_options.yaml  degrees, pp_partition and (EP > 1) moe_config.load_balancer "
+            f"(num_slots {e.num_slots}, initial_global_assignments for {len(e.moe_layers)} MoE "
+            f"layers keyed by layer index, layer_updates_per_iter 0 = static); slots "
+            f"[r*{e.slots_per_rank}, (r+1)*{e.slots_per_rank}) belong to EP rank r",
+            "", "mapping: world = tensor_parallel_size * pipeline_parallel_size; MoE world = "
+            "tensor_parallel_size = moe_tp * moe_ep; attention DP = enable_attention_dp over the "
+            "tp ranks; the plan's EDP copies are separate instances."]
+    ex.files["README.txt"] = readme(p, ex, f"TensorRT-LLM export of {p.name}", body,
+                                     rank_map_text(p, split, placed))
+    return ex
+
+
+def trtllm_yaml(settings: dict, e: ExpertMap | None, note: str) -> str:
+    """The YAML document (written by PyYAML's safe dumper, never by hand) under one comment
+    line (``note`` quoted like a shell comment: no line break can get through)."""
+    doc = dict(settings)
+    if e is not None:
+        doc["moe_config"] = {"backend": "WIDEEP", "load_balancer": {
+            "num_slots": e.num_slots, "layer_updates_per_iter": 0,
+            "initial_global_assignments": {layer: list(e.slots[layer]) for layer in e.moe_layers}}}
+    body = yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=1 << 30)
+    return (f"# TensorRT-LLM extra LLM API options written by moeopt export ({comment(note)})\n"
+            + body)
