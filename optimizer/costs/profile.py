@@ -29,6 +29,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from optimizer.errors import InputError
 from optimizer.inputs.schema import GpuSpec, HardwareSpec, Instance
 
 PROFILE_DIR = Path(__file__).resolve().parents[1] / "profiles"
@@ -127,8 +128,8 @@ class Profile(_Strict):
         return not (self.gemm or self.grouped_gemm or self.attention or self.collectives)
 
 
-class ProfileError(ValueError):
-    """A profile file that cannot be used; the message is one line."""
+class ProfileError(InputError):
+    """A profile file that cannot be used; the message is one line (exit 2)."""
 
 
 def read_profile(path: Path) -> Profile:
@@ -145,7 +146,7 @@ def read_profile(path: Path) -> Profile:
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "(top)"
-        raise ProfileError(f"{path}: {where}: {err['msg']}") from None
+        raise ProfileError(f"hardware.profile={str(path)!r}: {where}: {err['msg']}") from None
 
 
 def profile_path(name_or_path: str) -> Path:
