@@ -179,6 +179,7 @@ class Efficiency:
         self.gpu, self.profile, self.compute_dtype = gpu, profile, compute_dtype
         self.flat = profile is None or profile.is_flat
         self.eta_c, self.eta_m = gpu.compute_efficiency, gpu.hbm_efficiency
+        self._memo: dict[tuple, object] = {}  # every lookup is pure: answer each once
 
     # ------------------------------------------------------------ flat defaults
     def flop_rate(self, op_dtype: str | None = None) -> float:
@@ -202,9 +203,17 @@ class Efficiency:
         return max(flops / self.flop_rate(op_dtype), num_bytes / self.byte_rate())
 
     # ------------------------------------------------------------ lookups (None = no table)
+    def _cached(self, key: tuple, compute):
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
+
     def gemm_eta(self, dtype: str, m: float, n: float, k: float) -> float | None:
         if self.flat:
             return None
+        return self._cached(("gemm", dtype, m, n, k), lambda: self._gemm_eta(dtype, m, n, k))
+
+    def _gemm_eta(self, dtype, m, n, k):
         rows = [((t.n, t.k), t) for t in self.profile.gemm if t.dtype == dtype]
         table = _near(rows, (max(n, 1), max(k, 1)))
         return table.over_m.at(max(m, 1)) if table else None
@@ -212,6 +221,10 @@ class Efficiency:
     def grouped_eta(self, dtype: str, tokens_per_expert: float, hidden: int, inter: float) -> float | None:
         if self.flat:
             return None
+        return self._cached(("grouped", dtype, tokens_per_expert, hidden, inter),
+                            lambda: self._grouped_eta(dtype, tokens_per_expert, hidden, inter))
+
+    def _grouped_eta(self, dtype, tokens_per_expert, hidden, inter):
         rows = [((t.hidden, t.inter), t) for t in self.profile.grouped_gemm if t.dtype == dtype]
         table = _near(rows, (hidden, max(inter, 1)))
         return table.over_tokens_per_expert.at(max(tokens_per_expert, 1e-3)) if table else None
@@ -219,6 +232,10 @@ class Efficiency:
     def attention_eta(self, kind: str, sliding: bool, phase: str, context: float) -> float | None:
         if self.flat:
             return None
+        return self._cached(("attention", kind, sliding, phase, context),
+                            lambda: self._attention_eta(kind, sliding, phase, context))
+
+    def _attention_eta(self, kind, sliding, phase, context):
         kinds = [kind] + {"mha": ["gqa"], "gqa": ["mha"]}.get(kind, [])
         for want in kinds:
             rows = [t for t in self.profile.attention if t.kind == want and t.phase == phase]
@@ -232,6 +249,10 @@ class Efficiency:
         """(per-message latency s, eta of the link bandwidth) for one message, or None."""
         if self.flat:
             return None
+        return self._cached(("collective", op, link, peers, num_bytes, family),
+                            lambda: self._collective(op, link, peers, num_bytes, family))
+
+    def _collective(self, op, link, peers, num_bytes, family):
         rows = [((t.peers,), t) for t in self.profile.collectives
                 if t.op == op and t.link == link and (family is None or t.family == family)]
         table = _near(rows, (peers,))
@@ -246,14 +267,28 @@ def compute_dtype_of(inst: Instance) -> str:
     return {"fp8": "fp8", "mxfp4": "mxfp4"}.get(dtype, "bf16")
 
 
-@lru_cache(maxsize=256)
-def _efficiency(gpu: GpuSpec, name: str | None, compute_dtype: str) -> Efficiency:
+@lru_cache(maxsize=64)
+def _efficiency(gpu: GpuSpec, model_json: str, name: str | None, compute_dtype: str) -> Efficiency:
+    """One lookup object per (GPU, model, profile): its memo holds model-specific answers."""
     return Efficiency(gpu, load_profile(name) if name else None, compute_dtype)
 
 
+_BY_INSTANCE: dict[tuple[int, int], tuple[object, object, Efficiency]] = {}
+
+
 def efficiency_of(inst: Instance) -> Efficiency:
-    """The efficiency lookup of ``inst`` (its ``hardware.profile``, else flat)."""
-    return _efficiency(inst.hardware.gpu, inst.hardware.profile, compute_dtype_of(inst))
+    """The efficiency lookup of ``inst`` (its ``hardware.profile``, else flat); remembered per
+    (hardware, model) object, so the cost tables' many calls cost one dict lookup."""
+    key = (id(inst.hardware), id(inst.model))
+    hit = _BY_INSTANCE.get(key)
+    if hit is not None and hit[0] is inst.hardware and hit[1] is inst.model:
+        return hit[2]
+    if len(_BY_INSTANCE) > 256:
+        _BY_INSTANCE.clear()
+    eff = _efficiency(inst.hardware.gpu, inst.model.model_dump_json(), inst.hardware.profile,
+                      compute_dtype_of(inst))
+    _BY_INSTANCE[key] = (inst.hardware, inst.model, eff)
+    return eff
 
 
 def hardware_profile(hw: HardwareSpec) -> Profile | None:

@@ -32,10 +32,19 @@ def dense_parts_s(inst: Instance, tp: int, layer: int, tokens: int, flops: float
     projections, router, shared expert or dense FFN as one GEMM of the same FLOPs with
     k = h), ``attention`` (the core: scores + context and the KV traffic). ``flops``: all
     non-routed FLOPs of the ``tokens`` over all heads; ``decode_tokens``: how many of the
-    tokens are decode requests (the phase with the majority sets the attention table)."""
+    tokens are decode requests (the phase with the majority sets the attention table).
+    Layers of one kind (MoE or dense, sliding or not) share the answer (memoised in ``eff``)."""
+    m = inst.model
+    moe = cm.is_moe_layer(m, layer)
+    sliding = m.is_sliding(layer)
+    key = ("dense_parts", tp, moe, sliding, tokens, flops, kv_bytes, decode_tokens)
+    return eff._cached(key, lambda: _dense_parts_s(inst, tp, layer, moe, sliding, tokens, flops,
+                                                   kv_bytes, decode_tokens, eff))
+
+
+def _dense_parts_s(inst, tp, layer, moe, sliding, tokens, flops, kv_bytes, decode_tokens, eff):
     m = inst.model
     b = DTYPE_BYTES[m.weight_dtype]
-    moe = cm.is_moe_layer(m, layer)
     linear_flops = tokens * cm.linear_flops_per_token_layer(m, layer)
     core_flops = max(flops - linear_flops, 0.0) / tp
     ffn = cm.shared_expert_params(m) if moe else cm.dense_ffn_params(m)
@@ -53,7 +62,7 @@ def dense_parts_s(inst: Instance, tp: int, layer: int, tokens: int, flops: float
         context = kv_bytes / max(tokens * kv_per_token, 1e-9)
     else:
         context = 2 * core_flops * tp / max(tokens * cm.attention_core_flops_per_key(m), 1e-9)
-    eta_a = eff.attention_eta(attention_kind(inst), m.is_sliding(layer), "decode" if decode else "prefill",
+    eta_a = eff.attention_eta(attention_kind(inst), sliding, "decode" if decode else "prefill",
                               context)
     attention_s = cm.roofline_s(core_flops, kv_bytes, inst.hardware.gpu, eff, eta_a, "bf16")
     return {"linear": linear_s, "attention": attention_s}
