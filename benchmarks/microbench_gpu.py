@@ -43,7 +43,7 @@ def grouped_row(dtype: str, experts: int, tokens_per_expert: float, hidden: int,
     rows: FLOP 2*g*h*f per row; bytes = the weights + rows in and out of h and f."""
     rows = experts * tokens_per_expert
     return _row(op="grouped_gemm", dtype=dtype, tokens_per_expert=tokens_per_expert, hidden=hidden,
-                inter=inter, flops=2.0 * matrices * hidden * inter * rows,
+                inter=inter, experts_per_gpu=experts, flops=2.0 * matrices * hidden * inter * rows,
                 hbm_bytes=experts * matrices * hidden * inter * BYTES[dtype] + rows * 2 * 2 * (hidden + inter),
                 latency_s=latency_s)
 
@@ -51,7 +51,8 @@ def grouped_row(dtype: str, experts: int, tokens_per_expert: float, hidden: int,
 def attention_row(phase: str, batch: int, context: int, heads: int, kv_heads: int, head_dim: int,
                   latency_s: float) -> dict:
     """Causal prefill of ``context`` tokens (FLOP 2*n*d*s^2 per sequence, q/k/v/o bytes) or one
-    decode token against ``context`` cached keys (FLOP 4*n*d*c, the K and V read)."""
+    decode token against ``context`` cached keys (FLOP 4*n*d*c, the K and V read); the CSV's
+    context is the prompt length (prefill) or the KV tokens read, batch x context (decode)."""
     kind = "mha" if heads == kv_heads else "gqa"
     if phase == "prefill":
         flops = batch * 2.0 * heads * head_dim * context * context
@@ -59,7 +60,8 @@ def attention_row(phase: str, batch: int, context: int, heads: int, kv_heads: in
     else:
         flops = batch * 4.0 * heads * head_dim * context
         num_bytes = batch * context * 2 * kv_heads * head_dim * 2
-    return _row(op="attention", kind=kind, phase=phase, sliding=0, context=context, flops=flops,
+    x = context if phase == "prefill" else batch * context
+    return _row(op="attention", kind=kind, phase=phase, sliding=0, context=x, flops=flops,
                 hbm_bytes=num_bytes, latency_s=latency_s)
 
 

@@ -117,7 +117,7 @@ def _constant_profile(tmp_path, eta_experts: float, eta_gemm: float, eta_attenti
     doc = json.loads((PROFILE_DIR / "seed-gpu.json").read_text())
     doc.update({
         "gemm": [{"dtype": "bf16", "n": 4096, "k": 4096, "over_m": flat_curve(eta_gemm)}],
-        "grouped_gemm": [{"dtype": "bf16", "hidden": 4096, "inter": 4096,
+        "grouped_gemm": [{"dtype": "bf16", "hidden": 4096, "inter": 4096, "experts_per_gpu": 2,
                           "over_tokens_per_expert": flat_curve(eta_experts)}],
         "attention": [{"kind": "mha", "phase": phase, "over_context": flat_curve(eta_attention)}
                       for phase in ("prefill", "decode")],
@@ -203,7 +203,7 @@ def test_fit_recovers_known_efficiencies(tmp_path):
     eff = Efficiency(Instance.model_validate(json.loads(
         (REPO / "instances" / "deepseek_v3_fp8_h100.json").read_text())).hardware.gpu, profile, "fp8")
     assert eff.gemm_eta("bf16", 100, 4096, 4096) == pytest.approx(KNOWN["gemm"], abs=1e-5)
-    assert eff.grouped_eta("fp8", 20, 7168, 2048) == pytest.approx(KNOWN["grouped"], abs=1e-5)
+    assert eff.grouped_eta("fp8", 20, 7168, 2048, 32) == pytest.approx(KNOWN["grouped"], abs=1e-5)
     assert eff.attention_eta("gqa", False, "decode", 2000) == pytest.approx(KNOWN["decode"], abs=1e-5)
     assert eff.attention_eta("gqa", False, "prefill", 2000) == pytest.approx(KNOWN["prefill"], abs=1e-5)
     latency_s, eta = eff.collective("all_reduce", "intra", 8, 2 ** 24)
@@ -234,3 +234,65 @@ def test_microbench_without_torch_says_so_and_writes_nothing(tmp_path, capsys):
     assert mb.main(["-o", str(out)]) == 0
     assert "PyTorch is not installed" in capsys.readouterr().err
     assert not out.exists()
+
+
+# ---------------------------------------------------------------- the commands
+def _moeopt(*args, cwd=REPO):
+    return subprocess.run([MOEOPT, *map(str, args)], capture_output=True, text=True, cwd=cwd)
+
+
+def test_calibrate_from_csv_writes_a_profile_the_costs_use(tmp_path):
+    csv_path, out = tmp_path / "m.csv", tmp_path / "fitted.json"
+    mb.write_csv(_synthetic_rows(), str(csv_path))
+    result = _moeopt("calibrate", "--from", csv_path, "--preset", "h100-sxm", "-o", out)
+    assert result.returncode == 0, result.stderr
+    profile = read_profile(out)
+    assert len(profile.gemm) == 1 and len(profile.grouped_gemm) == 1 and len(profile.attention) == 2
+    assert profile.gemm[0].over_m.at(64) == pytest.approx(KNOWN["gemm"], abs=1e-5)
+
+
+def test_calibrate_bad_input_is_one_line_exit_2(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("op,latency_s\nconvolution,1e-3\n")
+    out = tmp_path / "p.json"
+    result = _moeopt("calibrate", "--from", bad, "--preset", "h100-sxm", "-o", out)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "op='convolution'" in result.stderr and not out.exists()
+    result = _moeopt("calibrate", "--from", bad, "--preset", "tpu", "-o", out)
+    assert result.returncode == 2 and "--preset='tpu'" in result.stderr
+    result = _moeopt("calibrate", "--preset", "h100-sxm", "-o", out)
+    assert result.returncode == 2 and "exactly one" in result.stderr
+
+
+def test_calibrate_from_aiconfigurator_needs_the_extra(tmp_path):
+    try:
+        import aiconfigurator_core  # noqa: F401
+        pytest.skip("aiconfigurator-core is installed here")
+    except ImportError:
+        pass
+    result = _moeopt("calibrate", "--from-aiconfigurator", "--preset", "h100-sxm", "-o", tmp_path / "p.json")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "moeopt[calibrate]" in result.stderr
+
+
+def test_explain_breakdown_adds_up_to_the_evaluated_stage_times():
+    result = _moeopt("explain", REPO / "instances" / "10b_moe.json", REPO / "instances" / "seed_plan.json",
+                     "--format", "json")
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    prefill = doc["phases"]["prefill"]
+    # the seed plan (cost-model §1.6 worked example, Megatron layout here): stage 0 + stage 1
+    # of one micro-batch plus one pipeline send; the parts must add to the whole
+    assert sum(op["time_ms"] for op in prefill["operators"]) == pytest.approx(prefill["total_ms"])
+    from optimizer.plan.evaluate import evaluate
+    from optimizer.plan.files import PlanFile, plan_from_file
+    from optimizer.inputs.files import load_model
+    inst = Instance.model_validate(SEED)
+    plan, _ = plan_from_file(inst, load_model(str(REPO / "instances" / "seed_plan.json"), PlanFile, "plan"))
+    ev = evaluate(inst, plan)
+    assert prefill["total_ms"] * 1e6 == pytest.approx(sum(ev.stage_ns) + ev.costs.prefill.p2p_ns, abs=2)
+    assert all(op["source"].startswith(("flat", "alpha-beta")) for op in prefill["operators"])
+    experts = next(op for op in prefill["operators"] if op["operator"] == "routed_experts")
+    assert experts["sol_fraction"] == pytest.approx(0.5, abs=0.01)  # flat 50 % of peak, compute-bound
+    memory = doc["memory"]
+    assert sum(p["gb"] for p in memory["parts"]) == pytest.approx(memory["total_gb"])

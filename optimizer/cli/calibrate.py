@@ -3,7 +3,6 @@ measured database (optional extra ``calibrate``) or from a CSV of the user's own
 
 from __future__ import annotations
 
-import json
 
 import click
 
@@ -31,6 +30,7 @@ def command(csv_path, from_aic, preset, runtime, output, verbose):
         from optimizer.errors import InputError
         from optimizer.inputs.files import write_atomic
         from optimizer.inputs.presets import GPU_PRESETS
+        from optimizer.profiles.fit import profile_json
         if (csv_path is None) == (not from_aic):
             raise InputError("give exactly one of --from CSV and --from-aiconfigurator")
         if preset not in GPU_PRESETS:
@@ -50,7 +50,7 @@ def command(csv_path, from_aic, preset, runtime, output, verbose):
                 profile = fit_csv(csv_path, preset)
             except CsvError as exc:
                 raise InputError(f"--from: {exc}") from None
-        write_atomic(output, json.dumps(profile.model_dump(), indent=1) + "\n", "--output")
+        write_atomic(output, profile_json(profile), "--output")
         click.echo(f"wrote {output}: {len(profile.gemm)} GEMM, {len(profile.grouped_gemm)} grouped-GEMM, "
                    f"{len(profile.attention)} attention, {len(profile.collectives)} collective tables")
     run(verbose, body)

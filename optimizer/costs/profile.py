@@ -6,10 +6,11 @@ with SOL time = max(FLOP / peak of the operator's compute type, bytes / HBM band
 figures the profile's own (``peak_tflops_by_dtype``, ``hbm_bandwidth_gb_s``). Tables:
 
 - ``gemm``: dense GEMMs of one dtype and weight shape (n, k), eta over m (tokens);
-- ``grouped_gemm``: routed-expert GEMMs of one dtype and expert shape (hidden, inter per
-  GPU), eta over tokens per expert;
+- ``grouped_gemm``: routed-expert GEMMs of one dtype, expert shape (hidden, inter per GPU)
+  and experts per GPU, eta over tokens per expert;
 - ``attention``: the attention core of one kind (mha, gqa, mla), sliding or not, phase
-  (prefill, decode), eta over context tokens;
+  (prefill, decode), eta over context tokens (prefill: the prompt length; decode: the KV
+  tokens the whole step reads, sequences x context);
 - ``collectives``: one operation (all_reduce, all_gather, all_to_all) over one link (intra,
   inter) with a kernel family (nccl, custom, deepep_normal, deepep_ll): a per-message latency
   and eta of the link's bandwidth over message bytes.
@@ -82,6 +83,7 @@ class GroupedGemmTable(_Strict):
     dtype: Literal["bf16", "fp8", "mxfp4"]
     hidden: Annotated[int, Field(gt=0)]
     inter: Annotated[int, Field(gt=0)] = Field(..., description="expert FFN width on one GPU")
+    experts_per_gpu: Annotated[int, Field(gt=0)] = Field(..., description="routed experts one GPU holds")
     over_tokens_per_expert: Curve
 
 
@@ -218,15 +220,18 @@ class Efficiency:
         table = _near(rows, (max(n, 1), max(k, 1)))
         return table.over_m.at(max(m, 1)) if table else None
 
-    def grouped_eta(self, dtype: str, tokens_per_expert: float, hidden: int, inter: float) -> float | None:
+    def grouped_eta(self, dtype: str, tokens_per_expert: float, hidden: int, inter: float,
+                    experts_per_gpu: int) -> float | None:
         if self.flat:
             return None
-        return self._cached(("grouped", dtype, tokens_per_expert, hidden, inter),
-                            lambda: self._grouped_eta(dtype, tokens_per_expert, hidden, inter))
+        key = ("grouped", dtype, tokens_per_expert, hidden, inter, experts_per_gpu)
+        return self._cached(key, lambda: self._grouped_eta(dtype, tokens_per_expert, hidden, inter,
+                                                           experts_per_gpu))
 
-    def _grouped_eta(self, dtype, tokens_per_expert, hidden, inter):
-        rows = [((t.hidden, t.inter), t) for t in self.profile.grouped_gemm if t.dtype == dtype]
-        table = _near(rows, (hidden, max(inter, 1)))
+    def _grouped_eta(self, dtype, tokens_per_expert, hidden, inter, experts_per_gpu):
+        rows = [((t.hidden, t.inter, t.experts_per_gpu), t) for t in self.profile.grouped_gemm
+                if t.dtype == dtype]
+        table = _near(rows, (hidden, max(inter, 1), max(experts_per_gpu, 1)))
         return table.over_tokens_per_expert.at(max(tokens_per_expert, 1e-3)) if table else None
 
     def attention_eta(self, kind: str, sliding: bool, phase: str, context: float) -> float | None:

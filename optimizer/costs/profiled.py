@@ -58,8 +58,8 @@ def _dense_parts_s(inst, tp, layer, moe, sliding, tokens, flops, kv_bytes, decod
     linear_s = cm.roofline_s(linear_flops / tp, lin_bytes, inst.hardware.gpu, eff, eta, dtype)
     decode = 2 * decode_tokens > tokens
     kv_per_token = cm.kv_bytes_per_token_layer(m, tp)
-    if decode:
-        context = kv_bytes / max(tokens * kv_per_token, 1e-9)
+    if decode:  # the KV tokens the step reads (sequences x context)
+        context = kv_bytes / max(kv_per_token, 1e-9)
     else:
         context = 2 * core_flops * tp / max(tokens * cm.attention_core_flops_per_key(m), 1e-9)
     eta_a = eff.attention_eta(attention_kind(inst), sliding, "decode" if decode else "prefill",
@@ -68,13 +68,14 @@ def _dense_parts_s(inst, tp, layer, moe, sliding, tokens, flops, kv_bytes, decod
     return {"linear": linear_s, "attention": attention_s}
 
 
-def expert_eta(inst: Instance, routed_rows: float, etp: int, eff) -> float | None:
-    """Grouped-GEMM efficiency of the routed experts when an EP group computes
-    ``routed_rows`` token copies (rows / E tokens per expert), expert width f / ETP."""
+def expert_eta(inst: Instance, routed_rows: float, etp: int, ep: int, eff) -> float | None:
+    """Grouped-GEMM efficiency of the routed experts when an EP group of ``ep`` ranks computes
+    ``routed_rows`` token copies (rows / E tokens per expert), expert width f / ETP, E / EP
+    experts per GPU."""
     m = inst.model
     dtype = gemm_dtype(m.expert_weight_dtype or m.weight_dtype)
     return eff.grouped_eta(dtype, routed_rows / etp / m.num_experts, m.hidden_size,
-                           m.expert_ffn_size / etp)
+                           m.expert_ffn_size / etp, m.num_experts // ep)
 
 
 def expert_dtype(inst: Instance) -> str:
@@ -90,10 +91,15 @@ def a2a_family(tokens_per_rank: float) -> str:
 def a2a_measured(eff, tokens_per_rank: float, ep: int, local_bytes: float,
                  remote_bytes: float) -> tuple[float, float, float] | None:
     """(per-message latency s, intra eta, inter eta) of one all-to-all direction, from the
-    profile's kernel family for this batch size; None when the profile has no table."""
+    profile's kernel family for this batch size; None when the profile has no table. Byte
+    counts are the balanced per-rank shares; a profile without inter-node measurements lends
+    the family's intra-node efficiency curve to the inter-node link (docs/calibration.md)."""
     family = a2a_family(tokens_per_rank)
     intra = eff.collective("all_to_all", "intra", ep, local_bytes, family)
-    inter = eff.collective("all_to_all", "inter", ep, remote_bytes, family) if remote_bytes else None
+    inter = None
+    if remote_bytes:  # no inter-node table: the family's intra-node curve against the inter link
+        inter = (eff.collective("all_to_all", "inter", ep, remote_bytes, family)
+                 or eff.collective("all_to_all", "intra", ep, remote_bytes, family))
     if intra is None and inter is None:
         return None
     latency = max(x[0] for x in (intra, inter) if x is not None)

@@ -211,7 +211,7 @@ def moe_terms(inst: Instance, deg: Degrees, tokens: int, touched_only: bool,
     m, gpu, hw = inst.model, inst.hardware.gpu, inst.hardware
     eff = efficiency_of(inst)
     full_copies = tokens * m.top_k * deg.etp * deg.ep / deg.tp  # routed rows of one EP group
-    eta = None if eff.flat else profiled.expert_eta(inst, full_copies, deg.etp, eff)
+    eta = None if eff.flat else profiled.expert_eta(inst, full_copies, deg.etp, deg.ep, eff)
     dtype = profiled.expert_dtype(inst)
     f_ns = seconds_to_ns(cm.compute_s(full_copies * cm.expert_flops_per_routed_token(m) / deg.etp, gpu,
                                       eff, eta, dtype))
@@ -225,8 +225,8 @@ def moe_terms(inst: Instance, deg: Degrees, tokens: int, touched_only: bool,
     _, ep_lat = cm.link(hw, facts.ep_remote_peers > 0)
     a2a_eta = (1.0, 1.0)
     measured = None if eff.flat or deg.ep == 1 else profiled.a2a_measured(
-        eff, tokens / deg.tp, deg.ep, from_each_peer * facts.ep_local_peers,
-        from_each_peer * facts.ep_remote_peers)
+        eff, tokens / deg.tp, deg.ep, from_each_peer * facts.ep_local_peers / deg.ep,
+        from_each_peer * facts.ep_remote_peers / deg.ep)
     if measured is not None:
         ep_lat, a2a_eta = measured[0], measured[1:]
     a2a = 2 * cm.all_to_all_hot_s(from_each_peer, facts.ep_local_peers, facts.ep_remote_peers, hw,

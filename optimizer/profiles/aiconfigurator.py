@@ -21,8 +21,10 @@ from optimizer.inputs.presets import GPU_PRESETS
 SYSTEM_OF_PRESET = {"a100-80gb": "a100_sxm", "h100-sxm": "h100_sxm", "h200-sxm": "h200_sxm",
                     "b200": "b200_sxm"}
 RUNTIMES = ("trtllm", "sglang", "vllm", "nccl")  # preference order (aiconfigurator's default backend first)
-DTYPES = {"bfloat16": "bf16", "fp8": "fp8", "fp8_block": "fp8"}
-SHAPES = {512, 1024, 1536, 2048, 3072, 4096, 6144, 7168, 8192, 12288, 16384, 24576, 32768}
+# The public FP8 MoE checkpoints (DeepSeek-V3, Qwen3-*-FP8) are block-scaled: moeopt's "fp8"
+# is aiconfigurator's fp8_block (per-tensor fp8 rows are left out).
+DTYPES = {"bfloat16": "bf16", "fp8_block": "fp8"}
+SHAPES = {1024, 2048, 4096, 7168, 8192, 16384}  # GEMM weight sides kept (n, k)
 
 
 class AiconfiguratorMissing(RuntimeError):
@@ -66,7 +68,7 @@ def _read(path: Path):
 
 
 def fit_gemm(df, sol) -> list[dict]:
-    df = df[df.gemm_dtype.isin(["bfloat16", "fp8"]) & df.n.isin(SHAPES) & df.k.isin(SHAPES)]
+    df = df[df.gemm_dtype.isin(list(DTYPES)) & df.n.isin(SHAPES) & df.k.isin(SHAPES)]
     df = df.groupby(["gemm_dtype", "m", "n", "k"], as_index=False).latency.min()
     out = []
     for (dtype, n, k), g in df.groupby(["gemm_dtype", "n", "k"]):
@@ -86,9 +88,9 @@ def fit_grouped(df, sol) -> list[dict]:
     keys = ["moe_dtype", "num_tokens", "hidden_size", "inter_size", "topk", "num_experts",
             "moe_tp_size", "moe_ep_size"]
     df = df.groupby(keys, as_index=False).latency.min()
-    df = df.assign(inter_gpu=df.inter_size // df.moe_tp_size)
+    df = df.assign(inter_gpu=df.inter_size // df.moe_tp_size, local=df.num_experts // df.moe_ep_size)
     out = []
-    for (dtype, h, f), g in df.groupby(["moe_dtype", "hidden_size", "inter_gpu"]):
+    for (dtype, h, f, local), g in df.groupby(["moe_dtype", "hidden_size", "inter_gpu", "local"]):
         d = DTYPES[dtype]
         b = 1 if d == "fp8" else 2
         xs, etas = [], []
@@ -102,7 +104,8 @@ def fit_grouped(df, sol) -> list[dict]:
             etas.append(sol(flops, num_bytes, d) / (r.latency * 1e-3))
         curve = _median_curve(xs, etas)
         if curve:
-            out.append({"dtype": d, "hidden": int(h), "inter": int(f), "over_tokens_per_expert": curve})
+            out.append({"dtype": d, "hidden": int(h), "inter": int(f), "experts_per_gpu": int(local),
+                        "over_tokens_per_expert": curve})
     return out
 
 
@@ -131,10 +134,10 @@ def fit_attention(ctx, gen, sol) -> list[dict]:
                         num_bytes = b * s * (2 * n + 2 * kv) * d * 2
                         x = s
                     else:
-                        x = r.isl + r.step
-                        c = min(x, w) if w else x
+                        c = min(r.isl + r.step, w) if w else r.isl + r.step
                         flops = b * 4 * n * d * c
                         num_bytes = b * c * 2 * kv * d * 2
+                        x = b * c  # KV tokens the step reads
                     xs.append(x)
                     etas.append(sol(flops, num_bytes, "bf16") / (r.latency * 1e-3))
                 curve = _median_curve(xs, etas)
@@ -160,9 +163,10 @@ def fit_mla(ctx, gen, sol) -> list[dict]:
                 num_bytes = b * s * n * (192 + 192 + 128) * 2
                 x = s
             else:
-                x = r.isl + r.step
-                flops = b * 2 * n * (2 * 512 + 64) * x
-                num_bytes = b * x * 576 * 2
+                c = r.isl + r.step
+                flops = b * 2 * n * (2 * 512 + 64) * c
+                num_bytes = b * c * 576 * 2
+                x = b * c  # KV tokens the step reads
             xs.append(x)
             etas.append(sol(flops, num_bytes, "bf16") / (r.latency * 1e-3))
         curve = _median_curve(xs, etas)
@@ -230,8 +234,19 @@ def fit_profile(preset: str, root: Path | None = None, today: str | None = None,
         used.append(f"{op}/{filename} ({found[1]})")
         return _read(found[0])
 
-    gemm = table("gemm", "gemm_perf.parquet")
-    moe = table("moe", "moe_perf.parquet")
+    def fitted(op, filename, fit):
+        """The first runtime (in preference order) whose table ``fit`` turns into tables."""
+        for rt in runtimes:
+            found = find_table(root, system, op, filename, (rt,))
+            if found is not None:
+                out = fit(_read(found[0]), sol)
+                if out:
+                    used.append(f"{op}/{filename} ({found[1]})")
+                    return out
+        return []
+
+    gemm = fitted("gemm", "gemm_perf.parquet", fit_gemm)
+    grouped = fitted("moe", "moe_perf.parquet", fit_grouped)  # balanced routing rows only
     attention = fit_attention(table("attention", "context_attention_perf.parquet"),
                               table("attention", "generation_attention_perf.parquet"), sol)
     attention += fit_mla(table("mla", "context_mla_perf.parquet"),
@@ -255,6 +270,5 @@ def fit_profile(preset: str, root: Path | None = None, today: str | None = None,
             "notes": "operators without a table use the instance's flat efficiencies"},
         "peak_tflops_by_dtype": spec["gpu"]["peak_tflops_by_dtype"],
         "hbm_bandwidth_gb_s": spec["gpu"]["hbm_bandwidth_gb_s"],
-        "gemm": fit_gemm(gemm, sol) if gemm is not None else [],
-        "grouped_gemm": fit_grouped(moe, sol) if moe is not None else [],
+        "gemm": gemm, "grouped_gemm": grouped,
         "attention": attention, "collectives": collectives})

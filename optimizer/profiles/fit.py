@@ -5,8 +5,10 @@ One row per measurement; the columns (a row fills those of its ``op``):
     op            gemm | grouped_gemm | attention | all_reduce | all_gather | all_to_all
     dtype         bf16 | fp8 | mxfp4            (gemm, grouped_gemm; attention computes in bf16)
     m, n, k       GEMM shape: m tokens, weight n x k                 (gemm)
-    tokens_per_expert, hidden, inter   rows per expert, expert shape on the GPU (grouped_gemm)
-    kind, phase, sliding, context      mha|gqa|mla, prefill|decode, 0|1, context tokens (attention)
+    tokens_per_expert, hidden, inter, experts_per_gpu
+                                       rows per expert, expert shape and experts on the GPU (grouped_gemm)
+    kind, phase, sliding, context      mha|gqa|mla, prefill|decode, 0|1; context: prefill the prompt
+                                       length, decode the KV tokens the call reads (batch x context)
     flops, hbm_bytes                   the operator's FLOP and HBM bytes (gemm, grouped_gemm, attention)
     peers, link, family, message_bytes collective group size, intra|inter, nccl|custom|deepep_normal|
                                        deepep_ll, bytes per message (per rank received for all_to_all)
@@ -20,6 +22,7 @@ Collectives: latency = the smallest message's time, eta(S) = factor * S / (BW * 
 from __future__ import annotations
 
 import csv
+import json
 import datetime
 import math
 from pathlib import Path
@@ -27,7 +30,8 @@ from pathlib import Path
 from optimizer.costs.profile import FORMAT_VERSION, Profile
 from optimizer.inputs.presets import GPU_PRESETS
 
-COLUMNS = ("op", "dtype", "m", "n", "k", "tokens_per_expert", "hidden", "inter", "kind", "phase",
+COLUMNS = ("op", "dtype", "m", "n", "k", "tokens_per_expert", "hidden", "inter", "experts_per_gpu",
+           "kind", "phase",
            "sliding", "context", "flops", "hbm_bytes", "peers", "link", "family", "message_bytes",
            "latency_s")
 OPS = ("gemm", "grouped_gemm", "attention", "all_reduce", "all_gather", "all_to_all")
@@ -54,7 +58,7 @@ def curve_of(xs: list[float], etas: list[float]) -> dict:
     return {"x": [float(x) for x in xs], "efficiency": [round(min(max(e, 1e-4), ETA_MAX), 5) for e in etas]}
 
 
-def median_curve(xs, etas, points: int = 24) -> dict | None:
+def median_curve(xs, etas, points: int = 16) -> dict | None:
     """A curve through the medians of eta in half-octave bins of x (at most ``points``)."""
     import statistics
     bins: dict[float, list[float]] = {}
@@ -117,7 +121,8 @@ def fit_rows(rows: list[tuple[int, dict]], preset: str, source: str, today: str 
             if op == "gemm":
                 key, x = (op, dtype, int(_num(r, "n", line)), int(_num(r, "k", line))), _num(r, "m", line)
             elif op == "grouped_gemm":
-                key = (op, dtype, int(_num(r, "hidden", line)), int(_num(r, "inter", line)))
+                key = (op, dtype, int(_num(r, "hidden", line)), int(_num(r, "inter", line)),
+                       int(_num(r, "experts_per_gpu", line)))
                 x = _num(r, "tokens_per_expert", line)
             else:
                 key = (op, r["kind"], str(r.get("sliding", "0")).strip() in ("1", "true", "True"), r["phase"])
@@ -133,6 +138,7 @@ def fit_rows(rows: list[tuple[int, dict]], preset: str, source: str, today: str 
             doc["gemm"].append({"dtype": key[1], "n": key[2], "k": key[3], "over_m": median_curve(xs, ys)})
         elif key[0] == "grouped_gemm":
             doc["grouped_gemm"].append({"dtype": key[1], "hidden": key[2], "inter": key[3],
+                                        "experts_per_gpu": key[4],
                                         "over_tokens_per_expert": median_curve(xs, ys)})
         elif key[0] == "attention":
             doc["attention"].append({"kind": key[1], "sliding": key[2], "phase": key[3],
@@ -154,3 +160,15 @@ def fit_rows(rows: list[tuple[int, dict]], preset: str, source: str, today: str 
 
 def fit_csv(path: Path, preset: str, today: str | None = None) -> Profile:
     return fit_rows(read_measurements(path), preset, f"measurements {Path(path).name}", today)
+
+
+def profile_json(profile: Profile) -> str:
+    """A profile as JSON text: the header indented, one table per line (diffable, compact)."""
+    doc = profile.model_dump()
+    tables = {k: doc.pop(k) for k in ("gemm", "grouped_gemm", "attention", "collectives")}
+    head = json.dumps(doc, indent=1)[:-2]
+    parts = [head]
+    for key, rows in tables.items():
+        body = ",\n".join("  " + json.dumps(r, separators=(",", ":")) for r in rows)
+        parts.append(f',\n "{key}": [\n{body}\n ]' if rows else f',\n "{key}": []')
+    return "".join(parts) + "\n}\n"
