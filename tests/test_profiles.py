@@ -296,3 +296,26 @@ def test_explain_breakdown_adds_up_to_the_evaluated_stage_times():
     assert experts["sol_fraction"] == pytest.approx(0.5, abs=0.01)  # flat 50 % of peak, compute-bound
     memory = doc["memory"]
     assert sum(p["gb"] for p in memory["parts"]) == pytest.approx(memory["total_gb"])
+
+
+def test_engine_steps_equal_static_phases_with_a_fitted_profile():
+    """As tests/test_step_time.py's check, under the H100 profile: a step of whole prompts
+    is the static prefill makespan and a decode step at the mean context the static decode
+    step (the profile is looked up with the same shapes on both paths)."""
+    from optimizer.costs.step_time import step_batch, step_ns
+    from optimizer.costs.timing import batch_times
+    from optimizer.costs.units import LOAD_SCALE
+    doc = copy.deepcopy(SEED)
+    doc["workload"]["output_tokens"] = 64
+    inst = _instance(doc, profile="h100-sxm")
+    deg = Degrees(tp=2, pp=2, dp=2, ep=4, etp=1, edp=1, micro_batches=2)
+    facts = tables.LinkFacts.of(megatron_layout(deg, 8))
+    costs = tables.stage_costs(inst, deg, facts)
+    assert costs != tables.stage_costs(_instance(doc), deg, facts)  # the profile is in use
+    stages = [tuple(range(0, 8)), tuple(range(8, 16))]
+    hot = {l: LOAD_SCALE // deg.ep for l in range(16)}
+    _, ttft, tpot, _ = batch_times(costs, stages, hot)
+    seqs, prompt = costs.seqs_per_micro_batch, inst.workload.prompt_tokens
+    assert step_ns(inst, deg, facts, stages, hot, step_batch(inst, [(0, prompt, True)] * seqs, []), 2) == ttft
+    context = int(tables.decode_context(inst))
+    assert step_ns(inst, deg, facts, stages, hot, step_batch(inst, [], [context] * seqs), 2) == tpot
