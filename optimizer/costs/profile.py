@@ -31,7 +31,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from optimizer.errors import InputError
-from optimizer.inputs.schema import GpuSpec, HardwareSpec, Instance
+from optimizer.inputs.schema import GpuSpec, Instance
 
 PROFILE_DIR = Path(__file__).resolve().parents[1] / "profiles"
 FORMAT_VERSION = 1
@@ -294,7 +294,3 @@ def efficiency_of(inst: Instance) -> Efficiency:
                       compute_dtype_of(inst))
     _BY_INSTANCE[key] = (inst.hardware, inst.model, eff)
     return eff
-
-
-def hardware_profile(hw: HardwareSpec) -> Profile | None:
-    return load_profile(hw.profile) if hw.profile else None

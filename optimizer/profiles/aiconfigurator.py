@@ -11,7 +11,6 @@ of light with moeopt's own FLOP and byte counts (docs/calibration.md §C2), and 
 from __future__ import annotations
 
 import datetime
-import math
 from pathlib import Path
 
 from optimizer.costs.profile import FORMAT_VERSION, Profile
@@ -266,7 +265,7 @@ def fit_profile(preset: str, root: Path | None = None, today: str | None = None,
             "measured_on": f"{system} inside the runtimes' containers (aiconfigurator collectors)",
             "fitted": today or datetime.date.today().isoformat(),
             "method": "eta = speed-of-light time (moeopt's FLOP and byte counts, preset peaks) / "
-                      "measured time; median per log2 bin of the curve's x (docs/calibration.md)",
+                      "measured time; median per half-octave of the curve's x (docs/calibration.md)",
             "notes": "operators without a table use the instance's flat efficiencies"},
         "peak_tflops_by_dtype": spec["gpu"]["peak_tflops_by_dtype"],
         "hbm_bandwidth_gb_s": spec["gpu"]["hbm_bandwidth_gb_s"],
