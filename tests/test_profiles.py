@@ -319,3 +319,40 @@ def test_engine_steps_equal_static_phases_with_a_fitted_profile():
     assert step_ns(inst, deg, facts, stages, hot, step_batch(inst, [(0, prompt, True)] * seqs, []), 2) == ttft
     context = int(tables.decode_context(inst))
     assert step_ns(inst, deg, facts, stages, hot, step_batch(inst, [], [context] * seqs), 2) == tpot
+
+
+def test_aiconfigurator_fitters_recover_known_efficiencies():
+    """The aiconfigurator readers on tables shaped like its parquet files (latency in ms),
+    made from known efficiencies with the preset's peaks: the fitted curves give them back."""
+    import pandas as pd
+    from optimizer.profiles import aiconfigurator as aic
+    from optimizer.profiles.fit import Sol
+    spec = GPU_PRESETS["h100-sxm"]
+    sol = Sol(spec["gpu"]["peak_tflops_by_dtype"], spec["gpu"]["hbm_bandwidth_gb_s"])
+    gemm = pd.DataFrame([{"gemm_dtype": "fp8_block", "m": m, "n": 4096, "k": 7168,
+                          "latency": sol(2.0 * m * 4096 * 7168, 4096 * 7168 + 2 * m * (4096 + 7168), "fp8") / 0.3 * 1e3}
+                         for m in (1, 8, 64, 512, 4096)])
+    (table,) = aic.fit_gemm(gemm, sol)
+    assert (table["dtype"], table["n"], table["k"]) == ("fp8", 4096, 7168)
+    assert all(e == pytest.approx(0.3, abs=1e-5) for e in table["over_m"]["efficiency"])
+    rows = []
+    for tokens in (16, 256, 4096):
+        # DeepSeek-V3's experts on EP 8: per GPU T*k/EP rows through 3 h x f matrices
+        flops = tokens * 8 * 2 * 3 * 7168 * 2048 / 8
+        hit = 1 - (1 - 8 / 256) ** tokens
+        num_bytes = 256 / 8 * hit * 3 * 7168 * 2048 + tokens * 8 / 8 * 2 * 2 * (7168 + 2048)
+        rows.append({"moe_dtype": "fp8_block", "num_tokens": tokens, "hidden_size": 7168, "inter_size": 2048,
+                     "topk": 8, "num_experts": 256, "moe_tp_size": 1, "moe_ep_size": 8,
+                     "distribution": "balanced", "kernel_source": "cutlass",
+                     "latency": sol(flops, num_bytes, "fp8") / 0.18 * 1e3})
+    (grouped,) = aic.fit_grouped(pd.DataFrame(rows), sol)
+    assert (grouped["hidden"], grouped["inter"], grouped["experts_per_gpu"]) == (7168, 2048, 32)
+    assert grouped["over_tokens_per_expert"]["x"] == [0.5, 8.0, 128.0]  # T * 8 / 256
+    assert all(e == pytest.approx(0.18, abs=1e-5) for e in grouped["over_tokens_per_expert"]["efficiency"])
+    # all-reduce over 8 GPUs: 4 us per message + 2*7/8 * S / (450 GB/s * 0.7); sizes in bf16 elements
+    custom = pd.DataFrame([{"allreduce_dtype": "bfloat16", "num_gpus": 8, "message_size": e,
+                            "latency": (4e-6 + 2 * 7 / 8 * e * 2 / (450e9 * 0.7)) * 1e3}
+                           for e in (1, 2 ** 16, 2 ** 22)])
+    (ar,) = aic.fit_collectives(custom, None, None, None, 450.0, 50.0)
+    assert ar["latency_us"] == pytest.approx(4.0, abs=0.01)
+    assert ar["over_bytes"]["efficiency"][-1] == pytest.approx(0.7, rel=1e-3)
