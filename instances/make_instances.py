@@ -217,13 +217,16 @@ INSTANCES: dict[str, dict] = {
     "mixtral_8x7b_bf16_h100": dict(config="mixtral_8x7b", weight_dtype="bf16", kv_dtype=None,
                                    gpu="h100-sxm", gpus=8, batch=32, max_ttft_s=10.0, max_tpot_ms=50.0),
     # 61 GB of BF16 weights fit one H200; 128 small experts over a node, with a throughput target
+    # (35 tokens/ms: the H200 hardware profile's measured kernel efficiencies cap this batch at
+    # 39.9; the flat 50 %/80 % model allowed 42.6)
     "qwen3_30b_a3b_h200": dict(config="qwen3_30b_a3b", weight_dtype="bf16", kv_dtype=None,
                                gpu="h200-sxm", gpus=8, batch=64, max_ttft_s=5.0, max_tpot_ms=20.0,
-                               min_throughput_tokens_per_ms=40.0),
-    # 31.4 GB of BF16 weights: one GPU
+                               min_throughput_tokens_per_ms=35.0),
+    # 31.4 GB of BF16 weights: one GPU (TPOT <= 60 ms: with the A100 hardware profile's
+    # measured MLA decode, at 17 % of its speed of light, the best plan takes about 52 ms)
     "deepseek_v2_lite_bf16_a100": dict(config="deepseek_v2_lite", weight_dtype="bf16", kv_dtype=None,
                                        gpu="a100-80gb", gpus=1, batch=32, max_ttft_s=15.0,
-                                       max_tpot_ms=50.0),
+                                       max_tpot_ms=60.0),
 }
 PROMPT_TOKENS, OUTPUT_TOKENS = 4000, 1000
 

@@ -40,13 +40,15 @@ def main() -> None:
     pass
 
 
-from optimizer.cli import (check, export, import_hf, init_instance, inspect_model,  # noqa: E402
-                          pareto, place, report, schema, simulate, solve, sweep)
+from optimizer.cli import (calibrate, check, explain, export, import_hf,  # noqa: E402
+                          init_instance, inspect_model, pareto, place, report, schema, simulate,
+                          solve, sweep)
 
 # Every command, registered statically: one module per command, each defining ``command``.
 for _command in (solve.command, check.command, schema.command, pareto.command, sweep.command,
                  export.command, report.command, import_hf.command, inspect_model.command,
-                 init_instance.command, place.command, simulate.command):
+                 init_instance.command, place.command, simulate.command, calibrate.command,
+                 explain.command):
     main.add_command(_command)
 
 if __name__ == "__main__":  # pragma: no cover

@@ -273,19 +273,29 @@ def lm_head_flops_per_sequence(m: ModelSpec) -> float:
 
 
 # ---------------------------------------------------------------- time (§1.4, §1.5)
-def compute_s(flops: float, gpu: GpuSpec) -> float:
+# ``eta`` (optional): an operator's achieved fraction of speed of light from a hardware
+# profile (``costs/profile.py``); then time = SOL time / eta with ``eff`` giving the peak of
+# the operator's compute type. Without it the flat instance efficiencies apply (§1.4).
+def compute_s(flops: float, gpu: GpuSpec, eff=None, eta: float | None = None,
+              op_dtype: str | None = None) -> float:
     """Seconds to execute ``flops`` at the achieved FLOP/s."""
+    if eta is not None:
+        return flops / (eff.flop_rate(op_dtype) * eta)
     return flops / (gpu.peak_tflops * 1e12 * gpu.compute_efficiency)
 
 
-def hbm_s(num_bytes: float, gpu: GpuSpec) -> float:
+def hbm_s(num_bytes: float, gpu: GpuSpec, eta: float | None = None) -> float:
     """Seconds to stream ``num_bytes`` from HBM at the achieved bandwidth."""
+    if eta is not None:
+        return num_bytes / (gpu.hbm_bandwidth_gb_s * 1e9 * eta)
     return num_bytes / (gpu.hbm_bandwidth_gb_s * 1e9 * gpu.hbm_efficiency)
 
 
-def roofline_s(flops: float, num_bytes: float, gpu: GpuSpec) -> float:
-    """max(compute time, memory time) of one operator."""
-    return max(compute_s(flops, gpu), hbm_s(num_bytes, gpu))
+def roofline_s(flops: float, num_bytes: float, gpu: GpuSpec, eff=None, eta: float | None = None,
+               op_dtype: str | None = None) -> float:
+    """max(compute time, memory time) of one operator (flat: each at its own efficiency;
+    profiled: the speed-of-light time over ``eta``)."""
+    return max(compute_s(flops, gpu, eff, eta, op_dtype), hbm_s(num_bytes, gpu, eta))
 
 
 def link(hw: HardwareSpec, inter_node: bool) -> tuple[float, float]:
@@ -295,29 +305,39 @@ def link(hw: HardwareSpec, inter_node: bool) -> tuple[float, float]:
     return hw.intra_node_bandwidth_gb_s * 1e9, hw.intra_node_latency_us * 1e-6
 
 
-def allreduce_s(num_bytes: float, n: int, bandwidth_b_s: float, latency_s: float) -> float:
-    """Ring all-reduce of ``num_bytes`` over ``n`` GPUs: 2(n-1)/n * S / BW + 2(n-1) * alpha."""
+def allreduce_s(num_bytes: float, n: int, bandwidth_b_s: float, latency_s: float,
+                measured: tuple[float, float] | None = None) -> float:
+    """Ring all-reduce of ``num_bytes`` over ``n`` GPUs: 2(n-1)/n * S / BW + 2(n-1) * alpha.
+    ``measured`` = (per-message latency s, bandwidth eta) from a profile replaces the
+    per-step latencies by one per-message latency and scales BW by eta."""
     if n <= 1:
         return 0.0
+    if measured is not None:
+        return 2 * (n - 1) / n * num_bytes / (bandwidth_b_s * measured[1]) + measured[0]
     return 2 * (n - 1) / n * num_bytes / bandwidth_b_s + 2 * (n - 1) * latency_s
 
 
-def allgather_s(num_bytes: float, n: int, bandwidth_b_s: float, latency_s: float) -> float:
-    """Ring all-gather (or reduce-scatter) of ``num_bytes`` in all: (n-1)/n * S / BW."""
+def allgather_s(num_bytes: float, n: int, bandwidth_b_s: float, latency_s: float,
+                measured: tuple[float, float] | None = None) -> float:
+    """Ring all-gather (or reduce-scatter) of ``num_bytes`` in all: (n-1)/n * S / BW
+    (``measured``: as in ``allreduce_s``; its latency is added only with ``latency_s`` > 0)."""
     if n <= 1:
         return 0.0
+    if measured is not None:
+        return (n - 1) / n * num_bytes / (bandwidth_b_s * measured[1]) + (measured[0] if latency_s else 0.0)
     return (n - 1) / n * num_bytes / bandwidth_b_s + (n - 1) * latency_s
 
 
 def all_to_all_hot_s(bytes_from_each_peer: float, local_peers: int, remote_peers: int,
-                     hw: HardwareSpec) -> float:
+                     hw: HardwareSpec, intra_eta: float = 1.0, inter_eta: float = 1.0) -> float:
     """Receive time of one rank in an all-to-all: intra- and inter-node shares each over
     its own link, the slower sets the time (cost-model decision 5). ``local_peers``
-    excludes the rank itself."""
+    excludes the rank itself; ``intra_eta``/``inter_eta``: achieved fractions of each link
+    (1 = the flat alpha-beta model; a profile's all-to-all kernel family otherwise)."""
     intra_bw, _ = link(hw, False)
     inter_bw, _ = link(hw, True)
-    return max(bytes_from_each_peer * local_peers / intra_bw,
-               bytes_from_each_peer * remote_peers / inter_bw)
+    return max(bytes_from_each_peer * local_peers / (intra_bw * intra_eta),
+               bytes_from_each_peer * remote_peers / (inter_bw * inter_eta))
 
 
 # ---------------------------------------------------------------- pipeline (§1.6)

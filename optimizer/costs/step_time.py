@@ -143,7 +143,8 @@ class StepTimer:
                      + cm.decode_attention_flops_per_token(m, batch.decode_kv_tokens[w]))
             kv_bytes = ((batch.prefill_tokens + batch.prefix_kv_tokens[w]) * self.kv_per_token
                         + batch.decode_kv_tokens[w] * self.kv_per_token)
-            dense.append(dense_layer_ns(inst, deg, layer, batch.tokens, flops, kv_bytes, facts)[0])
+            dense.append(dense_layer_ns(inst, deg, layer, batch.tokens, flops, kv_bytes, facts,
+                                        batch.decode_requests)[0])
         embed_ns, head_ns, p2p_ns = self._edges(batch.tokens, batch.logits)
         moe_ns = self._moe(batch.tokens)
         p = len(self.stage_counts)

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from optimizer.costs import formulas as cm
+from optimizer.costs import profiled
+from optimizer.costs.profile import efficiency_of
 from optimizer.costs.layout import (Degrees, GpuSlot, ep_groups, etp_groups, min_local_peers,
                               spans_nodes, stage_boundary_inter_node, tp_groups)
 from optimizer.inputs.schema import DTYPE_BYTES, Instance
@@ -170,14 +172,17 @@ def _dense_layer(inst: Instance, deg: Degrees, layer: int, tokens: int, decode: 
     else:
         per_token = cm.dense_flops_per_token_layer(m, inst.workload.prompt_tokens, layer)
         kv_read = tokens * cm.kv_bytes_per_token_layer(m, deg.tp)  # written once
-    return dense_layer_ns(inst, deg, layer, tokens, tokens * per_token, kv_read, facts)
+    return dense_layer_ns(inst, deg, layer, tokens, tokens * per_token, kv_read, facts,
+                          tokens if decode else 0)
 
 
 def dense_layer_ns(inst: Instance, deg: Degrees, layer: int, tokens: int, flops: float,
-                   kv_bytes: float, facts: LinkFacts) -> tuple[int, int]:
+                   kv_bytes: float, facts: LinkFacts, decode_tokens: int = 0) -> tuple[int, int]:
     """(attention, router, shared or dense FFN roofline + TP all-reduces, the all-reduces
     alone) of one layer for ``tokens`` tokens, ns. ``flops``: their non-routed FLOPs over
-    all heads; ``kv_bytes``: KV cache bytes one TP rank reads or writes."""
+    all heads; ``kv_bytes``: KV cache bytes one TP rank reads or writes; ``decode_tokens``:
+    how many tokens are decode requests (a hardware profile picks its attention table by it)."""
+    eff = efficiency_of(inst)
     m, gpu, hw = inst.model, inst.hardware.gpu, inst.hardware
     b = DTYPE_BYTES[m.weight_dtype]
     moe = cm.is_moe_layer(m, layer)
@@ -188,8 +193,15 @@ def dense_layer_ns(inst: Instance, deg: Degrees, layer: int, tokens: int, flops:
                  + tokens * ACT_BYTES * (2 * m.hidden_size + qkv_width))
     bw, lat = cm.link(hw, facts.tp_inter_node)
     reductions = 1 if moe else 2  # attention output; a dense FFN output too
-    tp_comm = seconds_to_ns(reductions * cm.allreduce_s(tokens * m.hidden_size * ACT_BYTES, deg.tp, bw, lat))
-    return seconds_to_ns(cm.roofline_s(flops, num_bytes, gpu)) + tp_comm, tp_comm
+    reduce_bytes = tokens * m.hidden_size * ACT_BYTES
+    measured = None if eff.flat else eff.collective(
+        "all_reduce", "inter" if facts.tp_inter_node else "intra", deg.tp, reduce_bytes)
+    tp_comm = seconds_to_ns(reductions * cm.allreduce_s(reduce_bytes, deg.tp, bw, lat, measured))
+    if eff.flat:
+        return seconds_to_ns(cm.roofline_s(flops, num_bytes, gpu)) + tp_comm, tp_comm
+    parts = profiled.dense_parts_s(inst, deg.tp, layer, tokens, flops * deg.tp, kv_bytes,
+                                   decode_tokens, eff)
+    return seconds_to_ns(sum(parts.values())) + tp_comm, tp_comm
 
 
 def moe_terms(inst: Instance, deg: Degrees, tokens: int, touched_only: bool,
@@ -197,19 +209,34 @@ def moe_terms(inst: Instance, deg: Degrees, tokens: int, touched_only: bool,
     """(F, W, A, K, alpha) of ``PhaseCosts`` in ns for ``tokens`` tokens per attention
     replica; ``touched_only``: W reads only the experts they are expected to reach."""
     m, gpu, hw = inst.model, inst.hardware.gpu, inst.hardware
+    eff = efficiency_of(inst)
     full_copies = tokens * m.top_k * deg.etp * deg.ep / deg.tp  # routed rows of one EP group
-    f_ns = seconds_to_ns(cm.compute_s(full_copies * cm.expert_flops_per_routed_token(m) / deg.etp, gpu))
+    eta = None if eff.flat else profiled.expert_eta(inst, full_copies, deg.etp, deg.ep, eff)
+    dtype = profiled.expert_dtype(inst)
+    f_ns = seconds_to_ns(cm.compute_s(full_copies * cm.expert_flops_per_routed_token(m) / deg.etp, gpu,
+                                      eff, eta, dtype))
     touched = m.num_experts // deg.ep
     if touched_only:  # few tokens: only the experts they are expected to reach are read
         touched *= cm.expected_experts_hit_fraction(m, full_copies / m.top_k)
-    w_ns = seconds_to_ns(cm.hbm_s(touched * cm.expert_bytes(m) / deg.etp, gpu))
-    a_ns = seconds_to_ns(cm.hbm_s(full_copies * ACT_BYTES * 2 * (m.hidden_size + m.expert_ffn_size / deg.etp), gpu))
+    w_ns = seconds_to_ns(cm.hbm_s(touched * cm.expert_bytes(m) / deg.etp, gpu, eta))
+    a_ns = seconds_to_ns(cm.hbm_s(full_copies * ACT_BYTES * 2 * (m.hidden_size + m.expert_ffn_size / deg.etp),
+                                  gpu, eta))
     from_each_peer = tokens / deg.tp * m.top_k * m.hidden_size * ACT_BYTES
-    a2a = 2 * cm.all_to_all_hot_s(from_each_peer, facts.ep_local_peers, facts.ep_remote_peers, hw)
-    etp_bw, etp_lat = cm.link(hw, facts.etp_inter_node)
-    gathers = 2 * cm.allgather_s(full_copies * m.hidden_size * ACT_BYTES, deg.etp, etp_bw, 0.0)
-    k_ns = seconds_to_ns(a2a + gathers)
     _, ep_lat = cm.link(hw, facts.ep_remote_peers > 0)
+    a2a_eta = (1.0, 1.0)
+    measured = None if eff.flat or deg.ep == 1 else profiled.a2a_measured(
+        eff, tokens / deg.tp, deg.ep, from_each_peer * facts.ep_local_peers / deg.ep,
+        from_each_peer * facts.ep_remote_peers / deg.ep)
+    if measured is not None:
+        ep_lat, a2a_eta = measured[0], measured[1:]
+    a2a = 2 * cm.all_to_all_hot_s(from_each_peer, facts.ep_local_peers, facts.ep_remote_peers, hw,
+                                  *a2a_eta)
+    etp_bw, etp_lat = cm.link(hw, facts.etp_inter_node)
+    gather_bytes = full_copies * m.hidden_size * ACT_BYTES
+    gather_measured = None if eff.flat else eff.collective(
+        "all_gather", "inter" if facts.etp_inter_node else "intra", deg.etp, gather_bytes)
+    gathers = 2 * cm.allgather_s(gather_bytes, deg.etp, etp_bw, 0.0, gather_measured)
+    k_ns = seconds_to_ns(a2a + gathers)
     alpha = (2 * ep_lat if deg.ep > 1 else 0.0) + (2 * (deg.etp - 1) * etp_lat)
     return f_ns, w_ns, a_ns, k_ns, seconds_to_ns(alpha)
 
@@ -240,8 +267,12 @@ def edge_costs(inst: Instance, deg: Degrees, facts: LinkFacts, tokens: int,
     hidden_bytes = tokens * m.hidden_size * ACT_BYTES
     tp_bw, tp_lat = cm.link(hw, facts.tp_inter_node)
     embed_s = cm.hbm_s(hidden_bytes, gpu) + cm.allreduce_s(hidden_bytes, deg.tp, tp_bw, tp_lat)
+    eff = efficiency_of(inst)
+    dtype = profiled.gemm_dtype(m.weight_dtype)
+    head_eta = None if eff.flat else eff.gemm_eta(dtype, logits, m.vocab_size / deg.tp, m.hidden_size)
     head_s = cm.roofline_s(logits * cm.lm_head_flops_per_sequence(m) / deg.tp,
-                           cm.embedding_params(m) / deg.tp * DTYPE_BYTES[m.weight_dtype], gpu)
+                           cm.embedding_params(m) / deg.tp * DTYPE_BYTES[m.weight_dtype], gpu,
+                           eff, head_eta, dtype)
     pp_bw, pp_lat = cm.link(hw, facts.pp_inter_node)
     p2p_s = hidden_bytes / deg.tp / pp_bw + pp_lat if deg.pp > 1 else 0.0
     return seconds_to_ns(embed_s), seconds_to_ns(head_s), seconds_to_ns(p2p_s)

@@ -47,6 +47,11 @@ GPU_PRESETS: dict[str, dict] = {
                  "inter_node_bandwidth_gb_s": 100.0},
 }
 
+# Each preset selects its hardware profile, optimizer/profiles/NAME.json (docs/calibration.md):
+# fitted from measured kernel timings where they exist, flat 50 % / 80 % otherwise.
+for _name, _preset in GPU_PRESETS.items():
+    _preset["profile"] = _name
+
 
 def compute_dtype(weight_dtype: str) -> str:
     """The tensor-core type a weight type computes in: FP8 weights on FP8 cores, MXFP4 on

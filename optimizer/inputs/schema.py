@@ -151,6 +151,9 @@ class HardwareSpec(_Strict):
     nccl_buffer_gb: NonNegFloat = Field(0.4, description="NCCL communicator memory per GPU")
     runtime_reserve_gb: NonNegFloat = Field(
         3.758, description="CUDA context, libraries, allocator slack per GPU (3.5 GiB)")
+    profile: str | None = Field(
+        None, description="hardware profile: a shipped name (optimizer/profiles/NAME.json, set by "
+                          "hardware.preset) or a JSON path; None = flat efficiencies")
 
 
 class Workload(_Strict):

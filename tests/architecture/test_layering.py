@@ -30,9 +30,10 @@ ALLOWED = {
     "optimizer.search": {"optimizer.inputs", "optimizer.costs", "optimizer.plan", "optimizer.cpsat",
                          "optimizer.output.plots"},
     "optimizer.simulate": {"optimizer.inputs", "optimizer.costs", "optimizer.plan"},
+    "optimizer.profiles": {"optimizer.inputs", "optimizer.costs.profile"},
 }
 NO_ORTOOLS = ("optimizer.inputs", "optimizer.costs", "optimizer.plan", "optimizer.output",
-              "optimizer.simulate")
+              "optimizer.simulate", "optimizer.profiles")
 
 
 def module_name(path: Path) -> str:

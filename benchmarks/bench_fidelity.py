@@ -1,0 +1,178 @@
+"""Fidelity: moeopt's predictions side by side with aiconfigurator's, on ten public
+configurations (DeepSeek-V3 FP8, Qwen3-30B-A3B, Mixtral-8x7B, Qwen3-235B-A22B FP8 on H100 and
+H200; the two 16-GPU ones cross nodes with EP 16).
+
+    python -m benchmarks.bench_fidelity --aic-python /tmp/aic-venv/bin/python [--json OUT]
+
+For each configuration moeopt evaluates one fixed plan (the degrees below, contiguous expert
+placement, Megatron's rank layout, one micro-batch) twice: with the flat 50 %/80 % model
+(``hardware.profile`` None) and with the preset's fitted hardware profile. aiconfigurator's
+static estimator (``benchmarks/aic_predict.py``) runs in the Python given by --aic-python
+(``pip install aiconfigurator-core`` there; it runs on CPU). Printed: TTFT, TPOT, output
+tokens/s per GPU and memory per GPU per configuration, the ratio moeopt / aiconfigurator,
+the median and worst (furthest from 1) ratio per metric, and Kendall's tau between the two
+rankings of the configurations by output tokens/s per GPU. Without --aic-python the
+aiconfigurator columns are left out and the script says so.
+
+Workload: static batch, 4000 prompt and 1000 output tokens, ``batch_per_dp`` sequences per
+attention-DP replica; KV cache in bf16 on both sides (aiconfigurator's MLA tables for H100
+have no fp8-KV context data).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from optimizer.costs.layout import Degrees, megatron_layout
+from optimizer.inputs.hf import model_from_hf_config
+from optimizer.inputs.schema import Instance
+from optimizer.plan.evaluate import Plan, evaluate
+from optimizer.plan.files import even_stages
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO / "tests" / "fixtures" / "hf"
+ISL, OSL = 4000, 1000
+
+# name, HF fixture, weight dtype, aiconfigurator model id (None: the fixture as a local config,
+# aiconfigurator has no cached copy of Mixtral's), preset, aic system, tp, dp, ep, batch/dp
+CONFIGS = [
+    ("deepseek_v3_fp8_h100_ep16", "deepseek_v3", "fp8", "deepseek-ai/DeepSeek-V3", "h100-sxm", "h100_sxm", 1, 16, 16, 8),
+    ("deepseek_v3_fp8_h200_ep8", "deepseek_v3", "fp8", "deepseek-ai/DeepSeek-V3", "h200-sxm", "h200_sxm", 1, 8, 8, 8),
+    ("qwen3_30b_a3b_h100_ep2", "qwen3_30b_a3b", "bf16", "Qwen/Qwen3-30B-A3B", "h100-sxm", "h100_sxm", 1, 2, 2, 16),
+    ("qwen3_30b_a3b_h200_ep1", "qwen3_30b_a3b", "bf16", "Qwen/Qwen3-30B-A3B", "h200-sxm", "h200_sxm", 1, 1, 1, 16),
+    ("mixtral_8x7b_h100_tp2", "mixtral_8x7b", "bf16", None, "h100-sxm", "h100_sxm", 2, 1, 2, 16),
+    ("mixtral_8x7b_h200_tp1", "mixtral_8x7b", "bf16", None, "h200-sxm", "h200_sxm", 1, 1, 1, 16),
+    ("qwen3_235b_fp8_h100_ep8", "qwen3_235b_a22b", "fp8", "Qwen/Qwen3-235B-A22B-FP8", "h100-sxm", "h100_sxm", 1, 8, 8, 8),
+    ("qwen3_235b_fp8_h200_ep8", "qwen3_235b_a22b", "fp8", "Qwen/Qwen3-235B-A22B-FP8", "h200-sxm", "h200_sxm", 1, 8, 8, 8),
+    ("qwen3_235b_fp8_h100_ep16", "qwen3_235b_a22b", "fp8", "Qwen/Qwen3-235B-A22B-FP8", "h100-sxm", "h100_sxm", 1, 16, 16, 8),
+    ("deepseek_v3_fp8_h200_ep16", "deepseek_v3", "fp8", "deepseek-ai/DeepSeek-V3", "h200-sxm", "h200_sxm", 1, 16, 16, 8),
+]
+METRICS = ("ttft_ms", "tpot_ms", "output_tokens_s_per_gpu", "memory_gb")
+
+
+def instance(name, fixture, dtype, preset, gpus, batch, profile) -> Instance:
+    config = json.loads((FIXTURES / f"{fixture}.json").read_text())
+    model = model_from_hf_config(config, name=name, weight_dtype=dtype)
+    model["kv_dtype"] = "bf16"
+    hardware = {"preset": preset, "num_gpus": gpus}
+    doc = {"name": name, "model": model, "hardware": hardware,
+           "workload": {"batch_sequences": batch, "prompt_tokens": ISL, "output_tokens": OSL,
+                        "micro_batches": [1]}}
+    inst = Instance.model_validate(doc)
+    if profile is None:
+        hw = inst.hardware.model_copy(update={"profile": None})
+        inst = inst.model_copy(update={"hardware": hw})
+    return inst
+
+
+def moeopt_figures(inst: Instance, tp: int, dp: int, ep: int) -> dict:
+    """One fixed plan: PP 1, ETP 1, EDP = TP*DP/EP, contiguous experts, one micro-batch."""
+    m = inst.model
+    deg = Degrees(tp=tp, pp=1, dp=dp, ep=ep, etp=1, edp=tp * dp // ep, micro_batches=1)
+    per_rank = m.num_experts // ep
+    placement = {l: tuple(tuple(range(r * per_rank, (r + 1) * per_rank)) for r in range(ep))
+                 for l in m.moe_layer_ids}
+    plan = Plan(inst.name, deg, even_stages(m.num_layers, 1), placement,
+                megatron_layout(deg, inst.hardware.gpus_per_node))
+    ev = evaluate(inst, plan)
+    batch = inst.workload.batch_sequences
+    total_s = (ev.ttft_ns + (OSL - 1) * ev.tpot_ns) / 1e9  # the last token needs no step after it
+    return {"ttft_ms": ev.ttft_ns / 1e6, "tpot_ms": ev.tpot_ns / 1e6,
+            "output_tokens_s_per_gpu": batch * OSL / total_s / deg.num_gpus,
+            "memory_gb": ev.max_memory_bytes / 1e9}
+
+
+def aic_figures(python: str, configs: list[dict]) -> list[dict]:
+    out = subprocess.run([python, str(REPO / "benchmarks" / "aic_predict.py")], input=json.dumps(configs),
+                         capture_output=True, text=True, check=True)
+    rows = json.loads(out.stdout)
+    for row, cfg in zip(rows, configs):
+        if row["error"] is None:
+            gpus = cfg["tp"] * cfg["dp"]
+            total_s = (row["ttft_ms"] + (cfg["osl"] - 1) * row["tpot_ms"]) / 1e3
+            row["output_tokens_s_per_gpu"] = cfg["batch_per_dp"] * cfg["dp"] * cfg["osl"] / total_s / gpus
+    return rows
+
+
+def kendall_tau(a: list[float], b: list[float]) -> float:
+    """Kendall's tau-a between two scorings of the same items."""
+    n, score = len(a), 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            score += (a[i] - a[j]) * (b[i] - b[j]) > 0
+            score -= (a[i] - a[j]) * (b[i] - b[j]) < 0
+    return score / (n * (n - 1) / 2) if n > 1 else float("nan")
+
+
+def worst(ratios: list[float]) -> float:
+    return max(ratios, key=lambda r: max(r, 1 / r))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--aic-python", default=None, help="a Python with aiconfigurator-core installed")
+    parser.add_argument("--json", default=None, help="also write every figure to this JSON file")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as local:
+        return run(args, Path(local))
+
+
+def run(args, local: Path) -> int:
+    """``local``: a directory for the configs aiconfigurator has no cached copy of (it would
+    download them); they are written there from tests/fixtures/hf."""
+    rows = []
+    for name, fixture, dtype, aic_model, preset, system, tp, dp, ep, batch_dp in CONFIGS:
+        row = {"config": name}
+        for label, profile in (("flat", None), ("profile", preset)):
+            inst = instance(name, fixture, dtype, preset, tp * dp, batch_dp * dp, profile)
+            row[label] = moeopt_figures(inst, tp, dp, ep)
+        if aic_model is None:
+            (local / fixture).mkdir(exist_ok=True)
+            (local / fixture / "config.json").write_text((FIXTURES / f"{fixture}.json").read_text())
+            aic_model = str(local / fixture)
+        row["aic_input"] = {"model": aic_model, "system": system, "tp": tp, "pp": 1, "dp": dp, "ep": ep,
+                            "batch_per_dp": batch_dp, "isl": ISL, "osl": OSL}
+        rows.append(row)
+    if args.aic_python:
+        for row, aic in zip(rows, aic_figures(args.aic_python, [r["aic_input"] for r in rows])):
+            row["aic"] = aic
+    else:
+        print("aiconfigurator's estimator not run (no --aic-python): moeopt's figures only")
+    header = f"{'configuration':<27}" + "".join(f"{m:>26}" for m in METRICS)
+    print(header)
+    print(" " * 27 + "".join(f"{'flat/profile/aic':>26}" for _ in METRICS))
+    for row in rows:
+        cells = []
+        for m in METRICS:
+            aic = row.get("aic", {}).get(m)
+            cells.append(f"{row['flat'][m]:>8.1f}/{row['profile'][m]:>8.1f}/" + (f"{aic:>8.1f}" if aic else f"{'-':>8}"))
+        print(f"{row['config']:<27}" + "".join(f"{c:>26}" for c in cells))
+        if row.get("aic", {}).get("error"):
+            print(f"  aiconfigurator: {row['aic']['error']}")
+    summary = {}
+    ok = [r for r in rows if r.get("aic") and r["aic"]["error"] is None]
+    if ok:
+        print(f"\nmoeopt / aiconfigurator over {len(ok)} configurations (median, worst):")
+        for label in ("flat", "profile"):
+            summary[label] = {}
+            for m in METRICS:
+                ratios = [r[label][m] / r["aic"][m] for r in ok]
+                summary[label][m] = {"median": statistics.median(ratios), "worst": worst(ratios)}
+            tau = kendall_tau([r[label]["output_tokens_s_per_gpu"] for r in ok],
+                              [r["aic"]["output_tokens_s_per_gpu"] for r in ok])
+            summary[label]["kendall_tau_output_tokens_s_per_gpu"] = tau
+            print(f"  {label:<8}" + "  ".join(f"{m} {summary[label][m]['median']:.2f} ({summary[label][m]['worst']:.2f})"
+                                               for m in METRICS) + f"  Kendall tau {tau:.2f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rows": rows, "summary": summary}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

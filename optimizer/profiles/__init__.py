@@ -1,0 +1,4 @@
+"""Hardware profiles: the shipped JSON files (one per GPU preset, NAME.json) and the fitters
+that write them: ``fit`` (a CSV of measured timings) and ``aiconfigurator`` (the measured
+database shipped in the optional ``aiconfigurator-core`` package). The format and its lookup
+are ``optimizer.costs.profile``; docs/calibration.md documents both."""
