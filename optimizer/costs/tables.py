@@ -194,11 +194,27 @@ def _moe_terms(inst: Instance, deg: Degrees, tokens: int, decode: bool, facts: L
     return f_ns, w_ns, a_ns, k_ns, seconds_to_ns(alpha)
 
 
+def _layer_kinds(inst: Instance) -> list[tuple[bool, bool]]:
+    """Per layer: (MoE?, sliding window?), everything ``_dense_layer`` reads of the layer."""
+    m = inst.model
+    moe = set(range(m.num_layers)) if m.moe_layers is None else set(m.moe_layers)
+    return [(l in moe, m.is_sliding(l)) for l in range(m.num_layers)]
+
+
+def _dense_layers(inst: Instance, deg: Degrees, tokens: int, decode: bool, facts: LinkFacts,
+                  cache: dict | None) -> list[tuple[int, int]]:
+    """``_dense_layer`` of every layer, computed once per kind of layer (MoE or dense,
+    sliding or not) and, with ``cache``, once per (TP degree, tokens, phase, TP link) over
+    every configuration of a build; the same integers as layer by layer."""
+    return _per_kind(inst, {} if cache is None else cache, ("dense", deg.tp, tokens, decode, facts.tp_inter_node),
+                     lambda l: _dense_layer(inst, deg, l, tokens, decode, facts))
+
+
 def _phase(inst: Instance, deg: Degrees, tokens: int, seqs: int, decode: bool,
-           facts: LinkFacts) -> PhaseCosts:
+           facts: LinkFacts, cache: dict | None = None) -> PhaseCosts:
     """Costs of one phase: ``tokens`` per micro-batch (prefill) or per decode step."""
     m, hw, gpu = inst.model, inst.hardware, inst.hardware.gpu
-    dense = [_dense_layer(inst, deg, l, tokens, decode, facts) for l in range(m.num_layers)]
+    dense = _dense_layers(inst, deg, tokens, decode, facts, cache)
     f_ns, w_ns, a_ns, k_ns, alpha_ns = _moe_terms(inst, deg, tokens, decode, facts)
     hidden_bytes = tokens * m.hidden_size * ACT_BYTES
     tp_bw, tp_lat = cm.link(hw, facts.tp_inter_node)
@@ -225,14 +241,33 @@ def _layer_weight_bytes(inst: Instance, deg: Degrees, layer: int) -> float:
             + m.num_experts // deg.ep * cm.expert_bytes(m) / deg.etp)
 
 
-def _memory(inst: Instance, deg: Degrees, seqs: int, tokens: int) -> MemoryParts:
+def _per_kind(inst: Instance, cache: dict, key: tuple, of_layer) -> tuple[int, ...]:
+    """``of_layer(l)`` for every layer, evaluated once per kind of layer (``_layer_kinds``)
+    and memoized in ``cache`` under ``key``."""
+    rows = cache.get(key)
+    if rows is None:
+        kinds = cache.get("kinds")
+        if kinds is None:
+            kinds = cache["kinds"] = _layer_kinds(inst)
+        first: dict = {}
+        for l, kind in enumerate(kinds):
+            first.setdefault(kind, l)
+        by_kind = {kind: of_layer(l) for kind, l in first.items()}
+        rows = cache[key] = tuple(by_kind[kind] for kind in kinds)
+    return rows
+
+
+def _memory(inst: Instance, deg: Degrees, seqs: int, tokens: int, cache: dict | None = None) -> MemoryParts:
     """Per-GPU memory parts (cost-model §1.3), bytes; KV at the end of the batch."""
     m, hw, wl = inst.model, inst.hardware, inst.workload
+    cache = {} if cache is None else cache
     b = DTYPE_BYTES[m.weight_dtype]
     h = m.hidden_size
     final_context = wl.prompt_tokens + wl.output_tokens
-    layer_kv = [seqs * cm.kv_tokens(m, l, final_context) * cm.kv_bytes_per_token_layer(m, deg.tp)
-                for l in range(m.num_layers)]
+    layer_kv = _per_kind(inst, cache, ("kv", seqs, deg.tp), lambda l: ceil_int(
+        seqs * cm.kv_tokens(m, l, final_context) * cm.kv_bytes_per_token_layer(m, deg.tp)))
+    layer_weights = _per_kind(inst, cache, ("weights", deg.tp, deg.ep, deg.etp),
+                              lambda l: ceil_int(_layer_weight_bytes(inst, deg, l)))
     mean_copies = tokens * m.top_k * deg.etp / deg.tp  # routed rows one GPU computes
     qkv_width = (m.num_attention_heads + 2 * m.num_kv_heads) * m.head_dim / deg.tp
     inter = (m.ffn_matrices - 1) * max(m.expert_ffn_size / deg.etp,
@@ -246,20 +281,20 @@ def _memory(inst: Instance, deg: Degrees, seqs: int, tokens: int) -> MemoryParts
         buffers += tokens * h * ACT_BYTES / deg.tp
     head = 0.0 if (m.tie_word_embeddings and deg.pp == 1) else cm.embedding_params(m) / deg.tp * b
     head += (cm.head_params(m) - (0 if m.tie_word_embeddings else cm.embedding_params(m))) * b
-    return MemoryParts(ceil_int(acts), ceil_int(buffers),
-                       tuple(ceil_int(_layer_weight_bytes(inst, deg, l)) for l in range(m.num_layers)),
-                       tuple(ceil_int(x) for x in layer_kv),
+    return MemoryParts(ceil_int(acts), ceil_int(buffers), layer_weights, layer_kv,
                        ceil_int(cm.embedding_params(m) / deg.tp * b),
                        ceil_int(head + cm.norm_params_per_layer(m) / 2 * b))
 
 
-def stage_costs(inst: Instance, deg: Degrees, facts: LinkFacts) -> StageCosts:
-    """All integer coefficients of configuration ``deg`` under link facts ``facts``."""
+def stage_costs(inst: Instance, deg: Degrees, facts: LinkFacts, cache: dict | None = None) -> StageCosts:
+    """All integer coefficients of configuration ``deg`` under link facts ``facts``.
+    ``cache`` (a dict, empty at first) shares per-layer terms between the configurations
+    of one instance: pass the same dict for every configuration of one build only."""
     wl = inst.workload
     seqs = seqs_per_replica(inst, deg.dp)
     mb_seqs = ceil_div(seqs, deg.micro_batches)
     tokens = mb_seqs * wl.prompt_tokens
-    prefill = _phase(inst, deg, tokens, mb_seqs, False, facts)
-    decode = _phase(inst, deg, mb_seqs, mb_seqs, True, facts) if wl.output_tokens else None
+    prefill = _phase(inst, deg, tokens, mb_seqs, False, facts, cache)
+    decode = _phase(inst, deg, mb_seqs, mb_seqs, True, facts, cache) if wl.output_tokens else None
     return StageCosts(deg, seqs, mb_seqs, wl.output_tokens, prefill, decode,
-                      _memory(inst, deg, seqs, tokens))
+                      _memory(inst, deg, seqs, tokens, cache))

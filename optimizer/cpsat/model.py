@@ -41,12 +41,13 @@ def candidate_costs(inst: Instance, num_gpus: int) -> list[StageCosts]:
         raise InputError(no_tuple_message(inst, num_gpus))
     gpn = inst.hardware.gpus_per_node
     facts: dict[tuple[int, ...], LinkFacts] = {}  # the layout does not depend on micro-batches
+    shared: dict = {}  # per-layer terms shared by configurations (tables.stage_costs)
     out = []
     for d in degs:
         key = (d.tp, d.pp, d.dp, d.ep, d.etp)
         if key not in facts:
             facts[key] = LinkFacts.of(megatron_layout(d, gpn))
-        out.append(stage_costs(inst, d, facts[key]))
+        out.append(stage_costs(inst, d, facts[key], shared))
     return out
 
 
