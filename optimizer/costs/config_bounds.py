@@ -9,7 +9,9 @@ for every placement and split, so the filtering never removes an optimal plan.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass
+from itertools import accumulate
 
 from optimizer.costs.greedy_placement import greedy_ranks
 from optimizer.costs.tables import StageCosts
@@ -96,20 +98,21 @@ def min_slowest_stage_ns(ph, c: StageCosts, hot: dict[int, int], cap: int) -> in
     which finds one whenever any exists); None when no split fits memory."""
     n, p = len(c.memory.layer_weights), c.deg.pp
     layer_ns = [ph.layer_dense_ns[l] + (ph.moe_ns(hot[l]) if l in hot else 0) for l in range(n)]
-    per_layer = [w + kv for w, kv in zip(c.memory.layer_weights, c.memory.layer_kv)]
+    # prefix sums: a stage from layer ``start`` takes the most layers whose time and memory
+    # (both non-negative per layer, so monotone in the count) stay within the limit and room
+    time_sum = list(accumulate(layer_ns, initial=0))
+    bytes_sum = list(accumulate((w + kv for w, kv in zip(c.memory.layer_weights, c.memory.layer_kv)), initial=0))
+    rooms = [_stage_room(c, j, cap) for j in range(p)]
+    fixed = [(ph.embed_ns if j == 0 else 0) + (ph.head_ns if j == p - 1 else 0) for j in range(p)]
 
     def feasible(limit: int) -> bool:
         start = 0
         for j in range(p):
-            t = (ph.embed_ns if j == 0 else 0) + (ph.head_ns if j == p - 1 else 0)
-            room, take = _stage_room(c, j, cap), 0
-            most = n - start - (p - j - 1)
-            while take < most and (j < p - 1 or start + take < n) and t + layer_ns[start + take] <= limit \
-                    and room >= per_layer[start + take]:
-                t += layer_ns[start + take]
-                room -= per_layer[start + take]
-                take += 1
-            if take == 0:
+            most = n - start - (p - j - 1)  # leave one layer for each later stage
+            by_time = bisect_right(time_sum, time_sum[start] + limit - fixed[j]) - 1 - start
+            by_bytes = bisect_right(bytes_sum, bytes_sum[start] + rooms[j]) - 1 - start
+            take = min(most, by_time, by_bytes)
+            if take <= 0:
                 return False
             start += take
         return start == n
@@ -169,16 +172,19 @@ def greedy_plan(cfgs: list[StageCosts], loads, moe_ids: list[int], limits_ns: di
     ``layer_split_fits``; None when none meets every requirement. ``placements`` may give
     better placements per EP degree than the greedy rule."""
     placements = dict(placements or {})
+    hot_of: dict[int, dict[int, int]] = {}  # ep -> MoE layer -> hot load (once per EP degree)
     best = None
     for k, c in enumerate(cfgs):
         ep = c.deg.ep
         if ep not in placements:
             placements[ep] = [greedy_ranks(row, ep) for row in loads]
-        hot = [max(sum(row[x] for x in r) for r in ranks) for row, ranks in zip(loads, placements[ep])]
+        if ep not in hot_of:
+            hot_of[ep] = dict(zip(moe_ids, (max(sum(row[x] for x in r) for r in ranks)
+                                            for row, ranks in zip(loads, placements[ep]))))
         counts = layer_split_fits(c, len(c.memory.layer_weights), cap)
         if counts is None:
             continue
-        _, ttft, tpot, span = batch_times(c, stages_of(counts), dict(zip(moe_ids, hot)))
+        _, ttft, tpot, span = batch_times(c, stages_of(counts), hot_of[ep])
         if not _meets(limits_ns, ttft, tpot, span):
             continue
         lost = objective_ns(c, ttft, tpot, len(moe_ids))
