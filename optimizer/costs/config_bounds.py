@@ -92,12 +92,21 @@ class Bounds:
         return {"ttft": self.ttft_ns, "tpot": self.tpot_ns, "throughput": self.makespan_ns}[requirement]
 
 
-def min_slowest_stage_ns(ph, c: StageCosts, hot: dict[int, int], cap: int) -> int | None:
+def layer_times_ns(ph, hot: dict[int, int]) -> list[int]:
+    """Per layer: its time in phase ``ph`` with MoE layers at the hot loads ``hot``, ns."""
+    moe_ns = ph.moe_ns
+    return [dense + (moe_ns(hot[l]) if l in hot else 0) for l, dense in enumerate(ph.layer_dense_ns)]
+
+
+def min_slowest_stage_ns(ph, c: StageCosts, hot: dict[int, int], cap: int,
+                         layer_ns: list[int] | None = None) -> int | None:
     """Smallest possible slowest-stage time of one phase over every contiguous split that
     fits memory (binary search on the time; a split is built greedily from the front,
-    which finds one whenever any exists); None when no split fits memory."""
+    which finds one whenever any exists); None when no split fits memory. ``layer_ns``:
+    ``layer_times_ns(ph, hot)`` when already computed."""
     n, p = len(c.memory.layer_weights), c.deg.pp
-    layer_ns = [ph.layer_dense_ns[l] + (ph.moe_ns(hot[l]) if l in hot else 0) for l in range(n)]
+    if layer_ns is None:
+        layer_ns = layer_times_ns(ph, hot)
     # prefix sums: a stage from layer ``start`` takes the most layers whose time and memory
     # (both non-negative per layer, so monotone in the count) stay within the limit and room
     time_sum = list(accumulate(layer_ns, initial=0))
@@ -135,16 +144,17 @@ def config_bounds(c: StageCosts, hot_lb: list[int], moe_ids: list[int], cap: int
     the best min-max split of that phase (each phase minimized on its own)."""
     hot = dict(zip(moe_ids, hot_lb))
     p, m = c.deg.pp, c.deg.micro_batches
-    every = range(len(c.memory.layer_weights))
-    slowest = min_slowest_stage_ns(c.prefill, c, hot, cap)
+    pre_ns = layer_times_ns(c.prefill, hot)
+    slowest = min_slowest_stage_ns(c.prefill, c, hot, cap, pre_ns)
     if slowest is None:
         return Bounds(0, 0, 0, 0, False)
-    total = c.prefill.stage_ns(every, hot, True, True)
+    total = sum(pre_ns) + c.prefill.embed_ns + c.prefill.head_ns  # = stage_ns of every layer
     ttft = total + (m - 1) * max(slowest, ceil_div(total, p)) + (p - 1) * c.prefill.p2p_ns
     tpot = 0
     if c.decode is not None:
-        slow_dec = min_slowest_stage_ns(c.decode, c, hot, cap) or 0
-        dec_total = c.decode.stage_ns(every, hot, True, True)
+        dec_ns = layer_times_ns(c.decode, hot)
+        slow_dec = min_slowest_stage_ns(c.decode, c, hot, cap, dec_ns) or 0
+        dec_total = sum(dec_ns) + c.decode.embed_ns + c.decode.head_ns
         tpot = max(m, p) * max(slow_dec, ceil_div(dec_total, p)) + (p - 1) * c.decode.p2p_ns
     return Bounds(objective_ns(c, ttft, tpot, len(moe_ids)), ttft, tpot, ttft + c.decode_steps * tpot, True)
 
