@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from optimizer.costs import formulas as cm
 from optimizer.costs.layout import (Degrees, GpuSlot, ep_groups, etp_groups, min_local_peers,
                               spans_nodes, stage_boundary_inter_node, tp_groups)
@@ -43,6 +45,32 @@ class LinkFacts:
         local, remote = min_local_peers(ep_groups(slots))
         return LinkFacts(local, remote, spans_nodes(tp_groups(slots)),
                          spans_nodes(etp_groups(slots)), stage_boundary_inter_node(slots))
+
+    @staticmethod
+    def of_megatron(deg: Degrees, gpus_per_node: int) -> "LinkFacts":
+        """``LinkFacts.of(megatron_layout(deg, gpus_per_node))`` by array operations over
+        the ranks (the layout's formulas in closed form; no GpuSlot per GPU)."""
+        rank = np.arange(deg.num_gpus, dtype=np.int64)
+        per_stage = deg.gpus_per_stage
+        stage, in_stage = np.divmod(rank, per_stage)
+        node = rank // gpus_per_node
+        dp_rank = in_stage // deg.tp
+        rest, etp_rank = np.divmod(in_stage, deg.etp)
+        edp_rank, ep_rank = np.divmod(rest, deg.ep)
+        ep_group = (stage * deg.etp + etp_rank) * (per_stage // max(1, deg.etp * deg.ep) + 1) + edp_rank
+        # every EP group has ep members: the worst member has the fewest peers on its node
+        _, on_node = np.unique(ep_group * (node[-1] + 1) + node, return_counts=True)
+        fewest = int(on_node.min()) if deg.num_gpus else 1
+        tp_group = stage * deg.dp + dp_rank
+        etp_group = (stage * deg.ep + ep_rank) * (per_stage + 1) + edp_rank
+        boundary = node[: deg.num_gpus - per_stage] != node[per_stage:]
+        return LinkFacts(fewest - 1, deg.ep - fewest, _spans(tp_group, node), _spans(etp_group, node),
+                         bool(boundary.any()))
+
+
+def _spans(group: "np.ndarray", node: "np.ndarray") -> bool:
+    """True when some group (ids per rank) has ranks on more than one node."""
+    return len(np.unique(group * (node[-1] + 1) + node)) > len(np.unique(group))
 
 
 @dataclass(frozen=True)

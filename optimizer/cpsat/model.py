@@ -46,7 +46,7 @@ def candidate_costs(inst: Instance, num_gpus: int) -> list[StageCosts]:
     for d in degs:
         key = (d.tp, d.pp, d.dp, d.ep, d.etp)
         if key not in facts:
-            facts[key] = LinkFacts.of(megatron_layout(d, gpn))
+            facts[key] = LinkFacts.of_megatron(d, gpn)
         out.append(stage_costs(inst, d, facts[key], shared))
     return out
 
