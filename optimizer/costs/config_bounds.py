@@ -99,11 +99,12 @@ def layer_times_ns(ph, hot: dict[int, int]) -> list[int]:
 
 
 def min_slowest_stage_ns(ph, c: StageCosts, hot: dict[int, int], cap: int,
-                         layer_ns: list[int] | None = None) -> int | None:
+                         layer_ns: list[int] | None = None, counts_out: list[int] | None = None) -> int | None:
     """Smallest possible slowest-stage time of one phase over every contiguous split that
     fits memory (binary search on the time; a split is built greedily from the front,
     which finds one whenever any exists); None when no split fits memory. ``layer_ns``:
-    ``layer_times_ns(ph, hot)`` when already computed."""
+    ``layer_times_ns(ph, hot)`` when already computed; ``counts_out`` (a list) receives the
+    layers per stage of a split reaching the minimum."""
     n, p = len(c.memory.layer_weights), c.deg.pp
     if layer_ns is None:
         layer_ns = layer_times_ns(ph, hot)
@@ -114,27 +115,30 @@ def min_slowest_stage_ns(ph, c: StageCosts, hot: dict[int, int], cap: int,
     rooms = [_stage_room(c, j, cap) for j in range(p)]
     fixed = [(ph.embed_ns if j == 0 else 0) + (ph.head_ns if j == p - 1 else 0) for j in range(p)]
 
-    def feasible(limit: int) -> bool:
-        start = 0
+    def split(limit: int) -> list[int] | None:
+        counts, start = [], 0
         for j in range(p):
             most = n - start - (p - j - 1)  # leave one layer for each later stage
             by_time = bisect_right(time_sum, time_sum[start] + limit - fixed[j]) - 1 - start
             by_bytes = bisect_right(bytes_sum, bytes_sum[start] + rooms[j]) - 1 - start
             take = min(most, by_time, by_bytes)
             if take <= 0:
-                return False
+                return None
+            counts.append(take)
             start += take
-        return start == n
+        return counts if start == n else None
 
     lo, hi = max(layer_ns), sum(layer_ns) + ph.embed_ns + ph.head_ns
-    if not feasible(hi):
+    if split(hi) is None:
         return None
     while lo < hi:
         mid = (lo + hi) // 2
-        if feasible(mid):
+        if split(mid) is not None:
             hi = mid
         else:
             lo = mid + 1
+    if counts_out is not None:
+        counts_out.extend(split(lo))
     return lo
 
 
@@ -175,11 +179,28 @@ def _meets(limits_ns: dict[str, int], ttft: int, tpot: int, total: int) -> bool:
     return all(values[r] <= v for r, v in limits_ns.items())
 
 
+def _splits(c: StageCosts, hot: dict[int, int], cap: int) -> list[list[int]]:
+    """Layer splits a greedy plan tries, in order (the first of equal plans wins): the
+    split of ``layer_split_fits`` and, with several stages, the min-max splits of prefill
+    and of decode (``min_slowest_stage_ns``); none when no split fits memory."""
+    first = layer_split_fits(c, len(c.memory.layer_weights), cap)
+    if first is None:
+        return []
+    out = [first]
+    if c.deg.pp > 1:
+        for ph in (c.prefill, c.decode):
+            if ph is not None:
+                counts: list[int] = []
+                if min_slowest_stage_ns(ph, c, hot, cap, counts_out=counts) is not None and counts not in out:
+                    out.append(counts)
+    return out
+
+
 def greedy_plan(cfgs: list[StageCosts], loads, moe_ids: list[int], limits_ns: dict[str, int],
                 cap: int, goal: str = "objective", placements: dict | None = None) -> GreedyPlan | None:
     """The best plan, by (objective, makespan) or by (makespan, objective) for ``goal`` =
-    "makespan", over all configurations with greedy placement and the split of
-    ``layer_split_fits``; None when none meets every requirement. ``placements`` may give
+    "makespan", over all configurations with greedy placement and the best of the splits
+    of ``_splits``; None when none meets every requirement. ``placements`` may give
     better placements per EP degree than the greedy rule."""
     placements = dict(placements or {})
     hot_of: dict[int, dict[int, int]] = {}  # ep -> MoE layer -> hot load (once per EP degree)
@@ -191,16 +212,14 @@ def greedy_plan(cfgs: list[StageCosts], loads, moe_ids: list[int], limits_ns: di
         if ep not in hot_of:
             hot_of[ep] = dict(zip(moe_ids, (max(sum(row[x] for x in r) for r in ranks)
                                             for row, ranks in zip(loads, placements[ep]))))
-        counts = layer_split_fits(c, len(c.memory.layer_weights), cap)
-        if counts is None:
-            continue
-        _, ttft, tpot, span = batch_times(c, stages_of(counts), hot_of[ep])
-        if not _meets(limits_ns, ttft, tpot, span):
-            continue
-        lost = objective_ns(c, ttft, tpot, len(moe_ids))
-        key = (lost, span) if goal == "objective" else (span, lost)
-        if best is None or key < best[0]:
-            best = (key, k, counts)
+        for counts in _splits(c, hot_of[ep], cap):
+            _, ttft, tpot, span = batch_times(c, stages_of(counts), hot_of[ep])
+            if not _meets(limits_ns, ttft, tpot, span):
+                continue
+            lost = objective_ns(c, ttft, tpot, len(moe_ids))
+            key = (lost, span) if goal == "objective" else (span, lost)
+            if best is None or key < best[0]:
+                best = (key, k, counts)
     if best is None:
         return None
     key, k, counts = best
