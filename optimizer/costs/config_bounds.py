@@ -179,32 +179,43 @@ def _meets(limits_ns: dict[str, int], ttft: int, tpot: int, total: int) -> bool:
     return all(values[r] <= v for r, v in limits_ns.items())
 
 
-def _splits(c: StageCosts, hot: dict[int, int], cap: int) -> list[list[int]]:
-    """Layer splits a greedy plan tries, in order (the first of equal plans wins): the
-    split of ``layer_split_fits`` and, with several stages, the min-max splits of prefill
-    and of decode (``min_slowest_stage_ns``); none when no split fits memory."""
-    first = layer_split_fits(c, len(c.memory.layer_weights), cap)
-    if first is None:
-        return []
-    out = [first]
-    if c.deg.pp > 1:
-        for ph in (c.prefill, c.decode):
-            if ph is not None:
-                counts: list[int] = []
-                if min_slowest_stage_ns(ph, c, hot, cap, counts_out=counts) is not None and counts not in out:
-                    out.append(counts)
+def _min_max_splits(c: StageCosts, hot: dict[int, int], cap: int, tried: list[list[int]]) -> list[list[int]]:
+    """The min-max layer splits of prefill and of decode (``min_slowest_stage_ns``) not
+    in ``tried``: with several stages, often far better than the even split."""
+    out: list[list[int]] = []
+    for ph in (c.prefill, c.decode):
+        if ph is not None:
+            counts: list[int] = []
+            if min_slowest_stage_ns(ph, c, hot, cap, counts_out=counts) is not None and counts not in tried + out:
+                out.append(counts)
     return out
 
 
 def greedy_plan(cfgs: list[StageCosts], loads, moe_ids: list[int], limits_ns: dict[str, int],
-                cap: int, goal: str = "objective", placements: dict | None = None) -> GreedyPlan | None:
+                cap: int, goal: str = "objective", placements: dict | None = None,
+                lower: list[int] | None = None) -> GreedyPlan | None:
     """The best plan, by (objective, makespan) or by (makespan, objective) for ``goal`` =
-    "makespan", over all configurations with greedy placement and the best of the splits
-    of ``_splits``; None when none meets every requirement. ``placements`` may give
-    better placements per EP degree than the greedy rule."""
+    "makespan", over all configurations with greedy placement, each with the split of
+    ``layer_split_fits`` and, with several stages, the min-max splits (``_min_max_splits``;
+    only where ``lower``, a lower bound on the goal per configuration, leaves room to beat
+    the best plan of the first pass); ties go to the earlier configuration and split. None
+    when none meets every requirement. ``placements`` may give better placements per EP
+    degree than the greedy rule."""
     placements = dict(placements or {})
     hot_of: dict[int, dict[int, int]] = {}  # ep -> MoE layer -> hot load (once per EP degree)
-    best = None
+    best = None  # ((goal key), k, split index), counts
+
+    def consider(k: int, c: StageCosts, j: int, counts: list[int]) -> None:
+        nonlocal best
+        _, ttft, tpot, span = batch_times(c, stages_of(counts), hot_of[c.deg.ep])
+        if not _meets(limits_ns, ttft, tpot, span):
+            return
+        lost = objective_ns(c, ttft, tpot, len(moe_ids))
+        rank = ((lost, span) if goal == "objective" else (span, lost), k, j)
+        if best is None or rank < best[0]:
+            best = (rank, counts)
+
+    first: dict[int, list[int]] = {}
     for k, c in enumerate(cfgs):
         ep = c.deg.ep
         if ep not in placements:
@@ -212,16 +223,17 @@ def greedy_plan(cfgs: list[StageCosts], loads, moe_ids: list[int], limits_ns: di
         if ep not in hot_of:
             hot_of[ep] = dict(zip(moe_ids, (max(sum(row[x] for x in r) for r in ranks)
                                             for row, ranks in zip(loads, placements[ep]))))
-        for counts in _splits(c, hot_of[ep], cap):
-            _, ttft, tpot, span = batch_times(c, stages_of(counts), hot_of[ep])
-            if not _meets(limits_ns, ttft, tpot, span):
-                continue
-            lost = objective_ns(c, ttft, tpot, len(moe_ids))
-            key = (lost, span) if goal == "objective" else (span, lost)
-            if best is None or key < best[0]:
-                best = (key, k, counts)
+        counts = layer_split_fits(c, len(c.memory.layer_weights), cap)
+        if counts is not None:
+            first[k] = counts
+            consider(k, c, 0, counts)
+    for k, counts in first.items():
+        c = cfgs[k]
+        if c.deg.pp > 1 and (best is None or lower is None or lower[k] <= best[0][0][0]):
+            for j, other in enumerate(_min_max_splits(c, hot_of[c.deg.ep], cap, [counts]), start=1):
+                consider(k, c, j, other)
     if best is None:
         return None
-    key, k, counts = best
+    (key, k, _), counts = best
     obj, span = key if goal == "objective" else key[::-1]
     return GreedyPlan(k, counts, placements, obj, span)

@@ -261,8 +261,9 @@ def _survivors(data: ModelData, cfgs, hot_lb, limits, cap_bytes, explain, cutoff
             blocked.append((config.deg, reasons))
     if not kept:
         return [], None, blocked
+    goal = cutoff or "objective"
     greedy = greedy_plan([config for config, _ in kept], data.loads, data.moe_ids, limits, cap_bytes,
-                         cutoff or "objective", placements)
+                         goal, placements, [getattr(bound, f"{goal}_ns") for _, bound in kept])
     if cutoff and greedy is not None:
         chosen = kept[greedy.index][0]
         best = getattr(greedy, f"{cutoff}_ns")
