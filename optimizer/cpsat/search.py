@@ -71,11 +71,11 @@ def _log_to_stderr(line: str) -> None:
 
 
 # Automatic workers (``search.workers`` = 0): two CP-SAT workers for a model choosing among
-# at least this many configurations, one below. Measured (benchmarks/bench_scale.py, 2 cores):
-# DeepSeek-V3 with decode on 1,024-4,096 H200 GPUs keeps 11-28 configurations, which one
-# worker does not prove optimal in 60 s (gap 17-22 %) and two prove in 20-35 s; models of 1-2
-# configurations (every shipped instance, DeepSeek-V3 on 64 GPUs, a skewed 384-expert model
-# on 16) are solved 1.2-3x faster by one worker.
+# at least this many configurations, one below. Measured on 2 busy cores (docs/cpsat-model.md,
+# "Workers"): DeepSeek-V3 with decode on 2,048 / 4,096 H200 GPUs, with models of 11 / 28
+# configurations, left a 17.9 / 21.9 % gap at 60 s on one worker; two proved 2,048 optimal in
+# 33 s and reached 4.9 % on 4,096. Models of 1-2 configurations (every shipped instance,
+# DeepSeek-V3 on 64 GPUs, a skewed 384-expert model on 16) run 1.2-3x faster on one worker.
 AUTO_TWO_WORKERS_MIN_CONFIGS = 4
 
 
