@@ -55,12 +55,11 @@ if not dm.empty:
     result = run_phase(make_solver(SolverSettings(60.0, 1, 0), 60.0), dm.model)
     status = result.status
 t4 = time.perf_counter()
-bare = type(dm.model.proto)()
-bare.CopyFrom(dm.model.proto)
-bare.ClearField("solution_hint")  # the model without its warm start
+bare = dm.model.clone()
+bare.clear_hints()  # the model without its warm start
 print(json.dumps({"import_s": t_import, "tables_s": t2 - t1, "prune_model_s": t3 - t2, "search_s": t4 - t3,
                   "status": status, "configurations": len(dm.data.cfgs),
-                  "model": hashlib.sha256(str(bare).encode()).hexdigest()[:12]}))
+                  "model": hashlib.sha256(str(bare.proto).encode()).hexdigest()[:12]}))
 """
 
 
@@ -93,6 +92,16 @@ def generated_instances(folder: Path) -> list[Path]:
     write("kimi_k2_like_16gpu_skewed", kimi)
     write("deepseek_v3_1024gpu", big)
     return out
+
+
+def pinned(instance: Path, folder: Path) -> Path:
+    """A copy of ``instance`` with ``search.workers`` = 1, which every tree accepts (the
+    automatic 0 is new); the probe's search uses one worker anyway."""
+    doc = json.loads(instance.read_text())
+    doc.setdefault("search", {})["workers"] = 1
+    path = folder / f"pinned_{instance.name}"
+    path.write_text(json.dumps(doc))
+    return path
 
 
 def probe(tree: Path, instance: Path, runs: int) -> dict:
@@ -146,7 +155,7 @@ def main(argv=None) -> int:
             for label, tree in (("before", before), ("after", REPO)):
                 if tree is None:
                     continue
-                r = probe(tree, instance, args.runs)
+                r = probe(tree, pinned(instance, tmp_path), args.runs)
                 if "error" in r:
                     print(f"{instance.stem[:30]:30} {label:6} {r['error']}")
                     continue
