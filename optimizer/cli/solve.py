@@ -103,6 +103,9 @@ def solver_dict(result) -> dict:
     for key in ("interrupted", "greedy"):
         if result.extra.get(key):
             out[key] = True
+    # MoE layers whose placement is not proven optimal (absent when every one is)
+    if result.extra.get("unproven_placement_layers"):
+        out["unproven_layers"] = list(result.extra["unproven_placement_layers"])
     if second is not None and second.objective is not None:
         out.update({"makespan_status": second.status, "makespan_ms": second.objective / 1e6,
                     "makespan_bound_ms": second.bound / 1e6})

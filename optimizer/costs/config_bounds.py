@@ -9,7 +9,9 @@ for every placement and split, so the filtering never removes an optimal plan.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass
+from itertools import accumulate
 
 from optimizer.costs.greedy_placement import greedy_ranks
 from optimizer.costs.tables import StageCosts
@@ -90,39 +92,53 @@ class Bounds:
         return {"ttft": self.ttft_ns, "tpot": self.tpot_ns, "throughput": self.makespan_ns}[requirement]
 
 
-def min_slowest_stage_ns(ph, c: StageCosts, hot: dict[int, int], cap: int) -> int | None:
+def layer_times_ns(ph, hot: dict[int, int]) -> list[int]:
+    """Per layer: its time in phase ``ph`` with MoE layers at the hot loads ``hot``, ns."""
+    moe_ns = ph.moe_ns
+    return [dense + (moe_ns(hot[l]) if l in hot else 0) for l, dense in enumerate(ph.layer_dense_ns)]
+
+
+def min_slowest_stage_ns(ph, c: StageCosts, hot: dict[int, int], cap: int,
+                         layer_ns: list[int] | None = None, counts_out: list[int] | None = None) -> int | None:
     """Smallest possible slowest-stage time of one phase over every contiguous split that
     fits memory (binary search on the time; a split is built greedily from the front,
-    which finds one whenever any exists); None when no split fits memory."""
+    which finds one whenever any exists); None when no split fits memory. ``layer_ns``:
+    ``layer_times_ns(ph, hot)`` when already computed; ``counts_out`` (a list) receives the
+    layers per stage of a split reaching the minimum."""
     n, p = len(c.memory.layer_weights), c.deg.pp
-    layer_ns = [ph.layer_dense_ns[l] + (ph.moe_ns(hot[l]) if l in hot else 0) for l in range(n)]
-    per_layer = [w + kv for w, kv in zip(c.memory.layer_weights, c.memory.layer_kv)]
+    if layer_ns is None:
+        layer_ns = layer_times_ns(ph, hot)
+    # prefix sums: a stage from layer ``start`` takes the most layers whose time and memory
+    # (both non-negative per layer, so monotone in the count) stay within the limit and room
+    time_sum = list(accumulate(layer_ns, initial=0))
+    bytes_sum = list(accumulate((w + kv for w, kv in zip(c.memory.layer_weights, c.memory.layer_kv)), initial=0))
+    rooms = [_stage_room(c, j, cap) for j in range(p)]
+    fixed = [(ph.embed_ns if j == 0 else 0) + (ph.head_ns if j == p - 1 else 0) for j in range(p)]
 
-    def feasible(limit: int) -> bool:
-        start = 0
+    def split(limit: int) -> list[int] | None:
+        counts, start = [], 0
         for j in range(p):
-            t = (ph.embed_ns if j == 0 else 0) + (ph.head_ns if j == p - 1 else 0)
-            room, take = _stage_room(c, j, cap), 0
-            most = n - start - (p - j - 1)
-            while take < most and (j < p - 1 or start + take < n) and t + layer_ns[start + take] <= limit \
-                    and room >= per_layer[start + take]:
-                t += layer_ns[start + take]
-                room -= per_layer[start + take]
-                take += 1
-            if take == 0:
-                return False
+            most = n - start - (p - j - 1)  # leave one layer for each later stage
+            by_time = bisect_right(time_sum, time_sum[start] + limit - fixed[j]) - 1 - start
+            by_bytes = bisect_right(bytes_sum, bytes_sum[start] + rooms[j]) - 1 - start
+            take = min(most, by_time, by_bytes)
+            if take <= 0:
+                return None
+            counts.append(take)
             start += take
-        return start == n
+        return counts if start == n else None
 
     lo, hi = max(layer_ns), sum(layer_ns) + ph.embed_ns + ph.head_ns
-    if not feasible(hi):
+    if split(hi) is None:
         return None
     while lo < hi:
         mid = (lo + hi) // 2
-        if feasible(mid):
+        if split(mid) is not None:
             hi = mid
         else:
             lo = mid + 1
+    if counts_out is not None:
+        counts_out.extend(split(lo))
     return lo
 
 
@@ -132,16 +148,17 @@ def config_bounds(c: StageCosts, hot_lb: list[int], moe_ids: list[int], cap: int
     the best min-max split of that phase (each phase minimized on its own)."""
     hot = dict(zip(moe_ids, hot_lb))
     p, m = c.deg.pp, c.deg.micro_batches
-    every = range(len(c.memory.layer_weights))
-    slowest = min_slowest_stage_ns(c.prefill, c, hot, cap)
+    pre_ns = layer_times_ns(c.prefill, hot)
+    slowest = min_slowest_stage_ns(c.prefill, c, hot, cap, pre_ns)
     if slowest is None:
         return Bounds(0, 0, 0, 0, False)
-    total = c.prefill.stage_ns(every, hot, True, True)
+    total = sum(pre_ns) + c.prefill.embed_ns + c.prefill.head_ns  # = stage_ns of every layer
     ttft = total + (m - 1) * max(slowest, ceil_div(total, p)) + (p - 1) * c.prefill.p2p_ns
     tpot = 0
     if c.decode is not None:
-        slow_dec = min_slowest_stage_ns(c.decode, c, hot, cap) or 0
-        dec_total = c.decode.stage_ns(every, hot, True, True)
+        dec_ns = layer_times_ns(c.decode, hot)
+        slow_dec = min_slowest_stage_ns(c.decode, c, hot, cap, dec_ns) or 0
+        dec_total = sum(dec_ns) + c.decode.embed_ns + c.decode.head_ns
         tpot = max(m, p) * max(slow_dec, ceil_div(dec_total, p)) + (p - 1) * c.decode.p2p_ns
     return Bounds(objective_ns(c, ttft, tpot, len(moe_ids)), ttft, tpot, ttft + c.decode_steps * tpot, True)
 
@@ -162,31 +179,61 @@ def _meets(limits_ns: dict[str, int], ttft: int, tpot: int, total: int) -> bool:
     return all(values[r] <= v for r, v in limits_ns.items())
 
 
+def _min_max_splits(c: StageCosts, hot: dict[int, int], cap: int, tried: list[list[int]]) -> list[list[int]]:
+    """The min-max layer splits of prefill and of decode (``min_slowest_stage_ns``) not
+    in ``tried``: with several stages, often far better than the even split."""
+    out: list[list[int]] = []
+    for ph in (c.prefill, c.decode):
+        if ph is not None:
+            counts: list[int] = []
+            if min_slowest_stage_ns(ph, c, hot, cap, counts_out=counts) is not None and counts not in tried + out:
+                out.append(counts)
+    return out
+
+
 def greedy_plan(cfgs: list[StageCosts], loads, moe_ids: list[int], limits_ns: dict[str, int],
-                cap: int, goal: str = "objective", placements: dict | None = None) -> GreedyPlan | None:
+                cap: int, goal: str = "objective", placements: dict | None = None,
+                lower: list[int] | None = None) -> GreedyPlan | None:
     """The best plan, by (objective, makespan) or by (makespan, objective) for ``goal`` =
-    "makespan", over all configurations with greedy placement and the split of
-    ``layer_split_fits``; None when none meets every requirement. ``placements`` may give
-    better placements per EP degree than the greedy rule."""
+    "makespan", over all configurations with greedy placement, each with the split of
+    ``layer_split_fits`` and, with several stages, the min-max splits (``_min_max_splits``;
+    only where ``lower``, a lower bound on the goal per configuration, leaves room to beat
+    the best plan of the first pass); ties go to the earlier configuration and split. None
+    when none meets every requirement. ``placements`` may give better placements per EP
+    degree than the greedy rule."""
     placements = dict(placements or {})
-    best = None
+    hot_of: dict[int, dict[int, int]] = {}  # ep -> MoE layer -> hot load (once per EP degree)
+    best = None  # ((goal key), k, split index), counts
+
+    def consider(k: int, c: StageCosts, j: int, counts: list[int]) -> None:
+        nonlocal best
+        _, ttft, tpot, span = batch_times(c, stages_of(counts), hot_of[c.deg.ep])
+        if not _meets(limits_ns, ttft, tpot, span):
+            return
+        lost = objective_ns(c, ttft, tpot, len(moe_ids))
+        rank = ((lost, span) if goal == "objective" else (span, lost), k, j)
+        if best is None or rank < best[0]:
+            best = (rank, counts)
+
+    first: dict[int, list[int]] = {}
     for k, c in enumerate(cfgs):
         ep = c.deg.ep
         if ep not in placements:
             placements[ep] = [greedy_ranks(row, ep) for row in loads]
-        hot = [max(sum(row[x] for x in r) for r in ranks) for row, ranks in zip(loads, placements[ep])]
+        if ep not in hot_of:
+            hot_of[ep] = dict(zip(moe_ids, (max(sum(row[x] for x in r) for r in ranks)
+                                            for row, ranks in zip(loads, placements[ep]))))
         counts = layer_split_fits(c, len(c.memory.layer_weights), cap)
-        if counts is None:
-            continue
-        _, ttft, tpot, span = batch_times(c, stages_of(counts), dict(zip(moe_ids, hot)))
-        if not _meets(limits_ns, ttft, tpot, span):
-            continue
-        lost = objective_ns(c, ttft, tpot, len(moe_ids))
-        key = (lost, span) if goal == "objective" else (span, lost)
-        if best is None or key < best[0]:
-            best = (key, k, counts)
+        if counts is not None:
+            first[k] = counts
+            consider(k, c, 0, counts)
+    for k, counts in first.items():
+        c = cfgs[k]
+        if c.deg.pp > 1 and (best is None or lower is None or lower[k] <= best[0][0][0]):
+            for j, other in enumerate(_min_max_splits(c, hot_of[c.deg.ep], cap, [counts]), start=1):
+                consider(k, c, j, other)
     if best is None:
         return None
-    key, k, counts = best
+    (key, k, _), counts = best
     obj, span = key if goal == "objective" else key[::-1]
     return GreedyPlan(k, counts, placements, obj, span)

@@ -48,6 +48,32 @@ class LinkFacts:
         return LinkFacts(local, remote, spans_nodes(tp_groups(slots)),
                          spans_nodes(etp_groups(slots)), stage_boundary_inter_node(slots))
 
+    @staticmethod
+    def of_megatron(deg: Degrees, gpus_per_node: int) -> "LinkFacts":
+        """``LinkFacts.of(megatron_layout(deg, gpus_per_node))`` by array operations over
+        the ranks (the layout's formulas in closed form; no GpuSlot per GPU)."""
+        rank = np.arange(deg.num_gpus, dtype=np.int64)
+        per_stage = deg.gpus_per_stage
+        stage, in_stage = np.divmod(rank, per_stage)
+        node = rank // gpus_per_node
+        dp_rank = in_stage // deg.tp
+        rest, etp_rank = np.divmod(in_stage, deg.etp)
+        edp_rank, ep_rank = np.divmod(rest, deg.ep)
+        ep_group = (stage * deg.etp + etp_rank) * (per_stage // max(1, deg.etp * deg.ep) + 1) + edp_rank
+        # every EP group has ep members: the worst member has the fewest peers on its node
+        _, on_node = np.unique(ep_group * (node[-1] + 1) + node, return_counts=True)
+        fewest = int(on_node.min()) if deg.num_gpus else 1
+        tp_group = stage * deg.dp + dp_rank
+        etp_group = (stage * deg.ep + ep_rank) * (per_stage + 1) + edp_rank
+        boundary = node[: deg.num_gpus - per_stage] != node[per_stage:]
+        return LinkFacts(fewest - 1, deg.ep - fewest, _spans(tp_group, node), _spans(etp_group, node),
+                         bool(boundary.any()))
+
+
+def _spans(group: "np.ndarray", node: "np.ndarray") -> bool:
+    """True when some group (ids per rank) has ranks on more than one node."""
+    return len(np.unique(group * (node[-1] + 1) + node)) > len(np.unique(group))
+
 
 @dataclass(frozen=True)
 class MemoryParts:
@@ -241,10 +267,26 @@ def moe_terms(inst: Instance, deg: Degrees, tokens: int, touched_only: bool,
     return f_ns, w_ns, a_ns, k_ns, seconds_to_ns(alpha)
 
 
+def _layer_kinds(inst: Instance) -> list[tuple[bool, bool]]:
+    """Per layer: (MoE?, sliding window?), everything ``_dense_layer`` reads of the layer."""
+    m = inst.model
+    moe = set(range(m.num_layers)) if m.moe_layers is None else set(m.moe_layers)
+    return [(l in moe, m.is_sliding(l)) for l in range(m.num_layers)]
+
+
+def _dense_layers(inst: Instance, deg: Degrees, tokens: int, decode: bool, facts: LinkFacts,
+                  cache: dict | None) -> list[tuple[int, int]]:
+    """``_dense_layer`` of every layer, computed once per kind of layer (MoE or dense,
+    sliding or not) and, with ``cache``, once per (TP degree, tokens, phase, TP link) over
+    every configuration of a build; the same integers as layer by layer."""
+    return _per_kind(inst, {} if cache is None else cache, ("dense", deg.tp, tokens, decode, facts.tp_inter_node),
+                     lambda l: _dense_layer(inst, deg, l, tokens, decode, facts))
+
+
 def _phase(inst: Instance, deg: Degrees, tokens: int, seqs: int, decode: bool,
-           facts: LinkFacts) -> PhaseCosts:
+           facts: LinkFacts, cache: dict | None = None) -> PhaseCosts:
     """Costs of one phase: ``tokens`` per micro-batch (prefill) or per decode step."""
-    dense = [_dense_layer(inst, deg, l, tokens, decode, facts) for l in range(inst.model.num_layers)]
+    dense = _dense_layers(inst, deg, tokens, decode, facts, cache)
     logits = tokens if decode else seqs  # prefill: the last position of each sequence
     return assemble_phase(inst, deg, facts, dense, moe_terms(inst, deg, tokens, decode, facts),
                           tokens, logits)
@@ -290,18 +332,40 @@ def _layer_weight_bytes(inst: Instance, deg: Degrees, layer: int) -> float:
             + m.num_experts // deg.ep * cm.expert_bytes(m) / deg.etp)
 
 
-def _memory(inst: Instance, deg: Degrees, seqs: int, tokens: int) -> MemoryParts:
-    """Per-GPU memory parts (cost-model §1.3), bytes; KV at the end of the batch."""
+def _per_kind(inst: Instance, cache: dict, key: tuple, of_layer) -> tuple[int, ...]:
+    """``of_layer(l)`` for every layer, evaluated once per kind of layer (``_layer_kinds``)
+    and memoized in ``cache`` under ``key``."""
+    rows = cache.get(key)
+    if rows is None:
+        kinds = cache.get("kinds")
+        if kinds is None:
+            kinds = cache["kinds"] = _layer_kinds(inst)
+        first: dict = {}
+        for l, kind in enumerate(kinds):
+            first.setdefault(kind, l)
+        by_kind = {kind: of_layer(l) for kind, l in first.items()}
+        rows = cache[key] = tuple(by_kind[kind] for kind in kinds)
+    return rows
+
+
+def _memory(inst: Instance, deg: Degrees, seqs: int, tokens: int, cache: dict | None = None) -> MemoryParts:
+    """Per-GPU memory parts (cost-model §1.3), bytes; KV at the end of the batch. Per-layer KV
+    and weights are computed once per kind of layer (and shared through ``cache``)."""
     m, wl = inst.model, inst.workload
+    cache = {} if cache is None else cache
     final_context = wl.prompt_tokens + wl.output_tokens
-    layer_kv = [seqs * cm.kv_tokens(m, l, final_context) * cm.kv_bytes_per_token_layer(m, deg.tp)
-                for l in range(m.num_layers)]
-    return memory_parts(inst, deg, tokens, layer_kv)
+    layer_kv = _per_kind(inst, cache, ("kv", seqs, deg.tp), lambda l: ceil_int(
+        seqs * cm.kv_tokens(m, l, final_context) * cm.kv_bytes_per_token_layer(m, deg.tp)))
+    layer_weights = _per_kind(inst, cache, ("weights", deg.tp, deg.ep, deg.etp),
+                              lambda l: ceil_int(_layer_weight_bytes(inst, deg, l)))
+    return memory_parts(inst, deg, tokens, layer_kv, layer_weights)
 
 
-def memory_parts(inst: Instance, deg: Degrees, tokens: int, layer_kv: list[float]) -> MemoryParts:
+def memory_parts(inst: Instance, deg: Degrees, tokens: int, layer_kv: list[float] | tuple[int, ...],
+                 layer_weights: tuple[int, ...] | None = None) -> MemoryParts:
     """Per-GPU memory parts, bytes: activations and buffers of ``tokens`` tokens per
-    micro-batch (a static batch's, or one engine step's), weights, and ``layer_kv``."""
+    micro-batch (a static batch's, or one engine step's), weights (``layer_weights`` when
+    already computed), and ``layer_kv``."""
     m, hw, wl = inst.model, inst.hardware, inst.workload
     b = DTYPE_BYTES[m.weight_dtype]
     h = m.hidden_size
@@ -319,19 +383,22 @@ def memory_parts(inst: Instance, deg: Degrees, tokens: int, layer_kv: list[float
     head = 0.0 if (m.tie_word_embeddings and deg.pp == 1) else cm.embedding_params(m) / deg.tp * b
     head += (cm.head_params(m) - (0 if m.tie_word_embeddings else cm.embedding_params(m))) * b
     return MemoryParts(ceil_int(acts), ceil_int(buffers),
+                       layer_weights if layer_weights is not None else
                        tuple(ceil_int(_layer_weight_bytes(inst, deg, l)) for l in range(m.num_layers)),
                        tuple(ceil_int(x) for x in layer_kv),
                        ceil_int(cm.embedding_params(m) / deg.tp * b),
                        ceil_int(head + cm.norm_params_per_layer(m) / 2 * b))
 
 
-def stage_costs(inst: Instance, deg: Degrees, facts: LinkFacts) -> StageCosts:
-    """All integer coefficients of configuration ``deg`` under link facts ``facts``."""
+def stage_costs(inst: Instance, deg: Degrees, facts: LinkFacts, cache: dict | None = None) -> StageCosts:
+    """All integer coefficients of configuration ``deg`` under link facts ``facts``.
+    ``cache`` (a dict, empty at first) shares per-layer terms between the configurations
+    of one instance: pass the same dict for every configuration of one build only."""
     wl = inst.workload
     seqs = seqs_per_replica(inst, deg.dp)
     mb_seqs = ceil_div(seqs, deg.micro_batches)
     tokens = mb_seqs * wl.prompt_tokens
-    prefill = _phase(inst, deg, tokens, mb_seqs, False, facts)
-    decode = _phase(inst, deg, mb_seqs, mb_seqs, True, facts) if wl.output_tokens else None
+    prefill = _phase(inst, deg, tokens, mb_seqs, False, facts, cache)
+    decode = _phase(inst, deg, mb_seqs, mb_seqs, True, facts, cache) if wl.output_tokens else None
     return StageCosts(deg, seqs, mb_seqs, wl.output_tokens, prefill, decode,
-                      _memory(inst, deg, seqs, tokens))
+                      _memory(inst, deg, seqs, tokens, cache))

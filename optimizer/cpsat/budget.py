@@ -16,7 +16,7 @@ import signal
 import threading
 import time
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 from ortools.sat.python import cp_model
 
@@ -97,24 +97,31 @@ def stop_on_sigint(budget: Budget) -> Iterator[Budget]:
 
 
 @contextmanager
-def building(budget: Budget) -> Iterator[None]:
+def building(budget: Budget, ready: Callable[[], bool] | None = None) -> Iterator[None]:
     """A model build that raises OutOfTime once the deadline plus the grace has passed
-    (a SIGALRM timer: Python code stops at its next bytecode). The timer is armed only in
-    the main thread and only when nobody else uses SIGALRM; it is disarmed on leaving."""
-    left = budget.deadline + budget.grace - clock()
-    if budget.interrupted or left <= 0:
+    (a SIGALRM timer: Python code stops at its next bytecode). With ``ready`` (True once
+    the build has a plan to fall back on), it stops at the deadline itself when ready,
+    and uses the grace only while not. The timer is armed only in the main thread and only
+    when nobody else uses SIGALRM; it is disarmed on leaving."""
+    last = budget.deadline + budget.grace
+    if budget.interrupted or last - clock() <= 0:
         raise OutOfTime("no time left")
+    first = budget.deadline if ready is not None else last
     armed = False
     if in_main_thread() and hasattr(signal, "setitimer"):
         previous = signal.getsignal(signal.SIGALRM)
         if previous in (signal.SIG_DFL, signal.SIG_IGN, None) and signal.getitimer(signal.ITIMER_REAL)[0] == 0:
 
             def on_alarm(signum, frame):
-                if budget.building:
+                if not budget.building:
+                    return
+                now = clock()
+                if ready is None or ready() or now >= last:
                     raise OutOfTime("time limit")
+                signal.setitimer(signal.ITIMER_REAL, max(0.01, min(0.05, last - now)))  # look again soon
 
             signal.signal(signal.SIGALRM, on_alarm)
-            signal.setitimer(signal.ITIMER_REAL, left)
+            signal.setitimer(signal.ITIMER_REAL, max(0.001, first - clock()))
             armed = True
     budget.building = True
     try:

@@ -41,12 +41,13 @@ def candidate_costs(inst: Instance, num_gpus: int) -> list[StageCosts]:
         raise InputError(no_tuple_message(inst, num_gpus))
     gpn = inst.hardware.gpus_per_node
     facts: dict[tuple[int, ...], LinkFacts] = {}  # the layout does not depend on micro-batches
+    shared: dict = {}  # per-layer terms shared by configurations (tables.stage_costs)
     out = []
     for d in degs:
         key = (d.tp, d.pp, d.dp, d.ep, d.etp)
         if key not in facts:
-            facts[key] = LinkFacts.of(megatron_layout(d, gpn))
-        out.append(stage_costs(inst, d, facts[key]))
+            facts[key] = LinkFacts.of_megatron(d, gpn)
+        out.append(stage_costs(inst, d, facts[key], shared))
     return out
 
 
@@ -105,7 +106,7 @@ class DeploymentModel:
     """
 
     def __init__(self, data: ModelData, explain: bool = False, relax: tuple[str, ...] = (),
-                 cutoff: str | None = None):
+                 cutoff: str | None = None, progress: "Progress | None" = None):
         model = cp_model.CpModel()
         requirement = {name: model.new_bool_var(f"require_{name}") for name in REQUIREMENTS}
         for name in REQUIREMENTS:
@@ -116,7 +117,7 @@ class DeploymentModel:
         if explain:
             model.add_assumptions([requirement[name] for name in REQUIREMENTS if name not in relax])
         self.model = model
-        self.data, self.bounds, self.greedy = self._filter(data, explain, relax, cutoff)
+        self.data, self.bounds, self.greedy = self._filter(data, explain, relax, cutoff, progress)
         self.ctx = Context(self.data, model, requirement)
         self.objective: cp_model.IntVar | None = None
         if not self.data.cfgs:  # every configuration is ruled out by a bound: nothing to model
@@ -128,7 +129,8 @@ class DeploymentModel:
         self._hint()
 
     @staticmethod
-    def _filter(data: ModelData, explain: bool, relax: tuple[str, ...], cutoff: str | None):
+    def _filter(data: ModelData, explain: bool, relax: tuple[str, ...], cutoff: str | None,
+                progress: "Progress | None" = None):
         """(data, bounds, greedy): the candidates modelled in full, with their bounds, and
         the greedy plan. Candidates a requirement rules out by a lower bound are kept as
         ``blocked`` in explain mode and dropped otherwise; with ``cutoff``, also those that
@@ -138,11 +140,15 @@ class DeploymentModel:
         cap_bytes = data.memory_cap_bytes if "memory" not in relax else 1 << 62
         cheap = {ep: [hot_load_lower_bound(row, ep) for row in data.loads] for ep in data.values_of("ep")}
         kept, greedy, blocked = _survivors(data, data.cfgs, cheap, limits, cap_bytes, explain, cutoff, {})
+        if progress is not None:
+            progress.record(kept, greedy)
         hot_exact = exact_hot_loads(data.loads, sorted({config.deg.ep for config, _ in kept}))
         lower = {ep: [h.lower for h in rows] for ep, rows in hot_exact.items()}
         placements = {ep: [h.ranks for h in rows] for ep, rows in hot_exact.items()}
         kept, greedy, _ = _survivors(data, [config for config, _ in kept], lower, limits, cap_bytes, False,
                                      cutoff, placements)
+        if progress is not None:
+            progress.record(kept, greedy)
         data = replace(data, cfgs=tuple(config for config, _ in kept), blocked=tuple(blocked),
                        hot_exact=hot_exact)
         return data, [bound for _, bound in kept], greedy
@@ -220,6 +226,26 @@ class DeploymentModel:
                     if solver.boolean_value(var))
 
 
+class Progress:
+    """What a build has found so far, for a build abandoned at the deadline: the latest
+    greedy plan (``costs.config_bounds.GreedyPlan``, indexing ``cfgs``), the configurations
+    still in play and their lower bounds."""
+
+    def __init__(self):
+        self.cfgs: list[StageCosts] = []
+        self.bounds: list = []
+        self.greedy = None
+
+    def record(self, kept, greedy) -> None:
+        """Keep the (configuration, bounds) pairs and greedy plan of a pruning round (a
+        round without a greedy plan keeps the earlier one)."""
+        if greedy is None:
+            return
+        self.cfgs = [config for config, _ in kept]
+        self.bounds = [bound for _, bound in kept]
+        self.greedy = greedy
+
+
 def _survivors(data: ModelData, cfgs, hot_lb, limits, cap_bytes, explain, cutoff, placements):
     """(kept, greedy, blocked): the (configuration, bounds) pairs that may hold an optimum,
     the greedy plan over them, and (explain mode) the configurations a requirement rules
@@ -235,8 +261,9 @@ def _survivors(data: ModelData, cfgs, hot_lb, limits, cap_bytes, explain, cutoff
             blocked.append((config.deg, reasons))
     if not kept:
         return [], None, blocked
+    goal = cutoff or "objective"
     greedy = greedy_plan([config for config, _ in kept], data.loads, data.moe_ids, limits, cap_bytes,
-                         cutoff or "objective", placements)
+                         goal, placements, [getattr(bound, f"{goal}_ns") for _, bound in kept])
     if cutoff and greedy is not None:
         chosen = kept[greedy.index][0]
         best = getattr(greedy, f"{cutoff}_ns")

@@ -1,6 +1,7 @@
 """Per-layer placement bounds proven by CP-SAT: the smallest hot-rank load of one MoE layer on
 ``ep`` ranks, searched only where the greedy placement and the cheap bound
-(``costs.config_bounds.hot_load_lower_bound``) disagree, within a deterministic budget.
+(``costs.config_bounds.hot_load_lower_bound``) disagree, within a deterministic budget;
+on layers too large to model jointly, swaps (``rebalance``) first close most of the gap.
 Their proven values tighten the configuration bounds that prune the deployment model.
 """
 
@@ -9,8 +10,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
+from constraints.placement import MAX_JOINT_ASSIGNMENTS
 from optimizer.costs.config_bounds import hot_load_lower_bound
 from optimizer.costs.greedy_placement import greedy_ranks
+from optimizer.costs.units import LOAD_SCALE
+from optimizer.cpsat.rebalance import rebalance
+
+
+# A layer too large to model jointly goes to CP-SAT only when swaps leave its hot load more
+# than this above the cheap bound (parts of LOAD_SCALE: 0.01 % of the layer's tokens). Swaps
+# usually end within a few parts of the bound; CP-SAT's short per-layer searches rarely beat
+# them on such layers, and a layer left unproven is reported (``solver.unproven_layers``).
+SEARCH_LARGE_GAP = LOAD_SCALE // 10_000
 
 
 @dataclass(frozen=True)
@@ -61,8 +72,10 @@ def min_hot_load(loads: tuple[int, ...], ep: int, time_limit_s: float = 1.0) -> 
 
 
 def exact_hot_loads(loads, eps: list[int], budget: float = 3.0) -> dict[int, list[HotLoad]]:
-    """Per EP degree in ``eps``, every layer's hot load: proven by CP-SAT (``min_hot_load``)
-    for the layers with the largest gap between the greedy placement and the cheap bound,
+    """Per EP degree in ``eps``, every layer's hot load: the greedy placement, improved by
+    swaps (``rebalance``) on layers too large to model jointly; proven by CP-SAT
+    (``min_hot_load``) for the layers with the largest gap left between that placement and
+    the cheap bound (on a large layer: only a gap above SEARCH_LARGE_GAP),
     within ``budget`` units of CP-SAT's deterministic time in all (so the answer does not
     depend on how busy the machine is); the other layers keep the greedy placement and
     the cheap bound (valid bounds, not proven optima)."""
@@ -74,9 +87,13 @@ def exact_hot_loads(loads, eps: list[int], budget: float = 3.0) -> dict[int, lis
             if not 1 < ep < len(row):
                 rows.append(min_hot_load(tuple(row), ep))
                 continue
-            rows.append(HotLoad(hot_load_lower_bound(row, ep), greedy_ranks(row, ep), tuple(row)))
+            lower = hot_load_lower_bound(row, ep)
+            ranks = greedy_ranks(row, ep)
+            if len(row) * ep > MAX_JOINT_ASSIGNMENTS:  # fixed in the model: improve it cheaply first
+                ranks = rebalance(tuple(row), ranks, lower)
+            rows.append(HotLoad(lower, ranks, tuple(row)))
             gap = rows[-1].upper - rows[-1].lower
-            if gap > 0:
+            if gap > (SEARCH_LARGE_GAP if len(row) * ep > MAX_JOINT_ASSIGNMENTS else 0):
                 work.append((-gap, ep, i))
         out[ep] = rows
     # largest gaps first; every search gets the same deterministic limit

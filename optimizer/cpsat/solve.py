@@ -27,12 +27,14 @@ from typing import Callable
 from ortools.sat.python import cp_model
 
 from constraints.placement import unproven_layers
-from optimizer.costs.config_bounds import stages_of
+from optimizer.costs.config_bounds import hot_load_lower_bound, stages_of
+from optimizer.costs.expert_loads import expert_loads
 from optimizer.costs.layout import megatron_layout
+from optimizer.costs.timing import hot_load
 from optimizer.costs.units import ns_to_ms, ns_to_s
 from optimizer.cpsat.budget import Budget, OutOfTime, building, stop_on_sigint
 from optimizer.cpsat.explain import explain_infeasible, smallest_gpu_count
-from optimizer.cpsat.model import DeploymentModel
+from optimizer.cpsat.model import DeploymentModel, Progress
 from optimizer.cpsat.search import (DataBuilder, PhaseResult, SolverSettings, build_model, extract_plan,
                                     hint_all, make_solver, run_phase)
 from optimizer.errors import NoSolutionError
@@ -84,19 +86,27 @@ def solve_within(inst: Instance, gpus: int, settings: SolverSettings, budget: Bu
     """The lexicographic solve on ``gpus`` GPUs, every build and search within ``budget``."""
     start = time.perf_counter()
     builder = DataBuilder(inst, gpus)
+    progress = Progress()
     try:
-        with building(budget):
-            dm = build_model(builder.data(), cutoff="objective")
+        # stop at the deadline once a greedy plan is known, else use the grace to find one
+        with building(budget, ready=lambda: progress.greedy is not None):
+            dm = build_model(builder.data(), cutoff="objective", progress=progress)
             if not dm.empty:
                 dm.model.minimize(dm.objective)
     except OutOfTime:
-        no_plan(settings, budget, " (building the model took all of it)")
+        if budget.interrupted or progress.greedy is None:
+            no_plan(settings, budget, " (building the model took all of it)")
+        log.info("the time limit passed during the model build: the greedy plan is the plan")
+        result = greedy_result(inst, progress, start)
+        if result is None:
+            no_plan(settings, budget, " (building the model took all of it)")
+        return result
     if on_model is not None:
         on_model(dm.model)
     if dm.empty:
         raise explain_infeasible(inst, gpus, settings, budget, builder)
     model = dm.model
-    solver = make_solver(settings, budget.left())
+    solver = make_solver(settings, budget.left(), len(dm.data.cfgs))
     log.info("phase 1: CP-SAT over %d configuration(s), %.2f s left", len(dm.data.cfgs), budget.left())
     first = run_phase(solver, model, budget) if not budget.interrupted else PhaseResult("unknown", None, None, 0.0)
     if first.status == "infeasible":
@@ -113,7 +123,7 @@ def solve_within(inst: Instance, gpus: int, settings: SolverSettings, budget: Bu
             model.add(dm.objective <= first.objective)
             hint_all(model, solver)
             model.minimize(dm.makespan)
-            solver2 = make_solver(settings, budget.left())
+            solver2 = make_solver(settings, budget.left(), len(dm.data.cfgs))
             log.info("phase 2: makespan at the optimal objective, %.2f s left", budget.left())
             second = run_phase(solver2, model, budget)
             if second.objective is not None:
@@ -139,6 +149,32 @@ def solve_within(inst: Instance, gpus: int, settings: SolverSettings, budget: Bu
         result.extra["unproven_placement_layers"] = unproven
     if first.status != "optimal" and first.status != "feasible":
         result.extra["greedy"] = True
+    return result
+
+
+def greedy_result(inst: Instance, progress: Progress, start: float) -> SolveResult | None:
+    """The greedy plan of an abandoned build as a "feasible" result, its bound the least
+    lower bound of the configurations still in play (those pruned cannot do better); None
+    when the plan misses a requirement after all."""
+    greedy = progress.greedy
+    deg = progress.cfgs[greedy.index].deg
+    ranks = greedy.placement[deg.ep]
+    placement = {layer: tuple(tuple(sorted(experts)) for experts in ranks[i])
+                 for i, layer in enumerate(inst.model.moe_layer_ids)}
+    plan = Plan(inst.name, deg, tuple(tuple(layers) for layers in stages_of(greedy.counts)), placement,
+                megatron_layout(deg, inst.hardware.gpus_per_node))
+    ev = evaluate(inst, plan)
+    if not ev.feasible:
+        return None
+    least = min(bound.objective_ns for bound in progress.bounds)
+    first = PhaseResult("unknown", ev.objective_ns, min(least, ev.objective_ns), 0.0)
+    result = SolveResult("feasible", plan, ev, first, None, time.perf_counter() - start, len(progress.cfgs))
+    result.extra["greedy"] = True
+    loads = expert_loads(inst)
+    unproven = [layer for row, layer, experts in zip(loads, inst.model.moe_layer_ids, ranks)
+                if 1 < deg.ep < len(row) and hot_load(row, experts) > hot_load_lower_bound(row, deg.ep)]
+    if unproven:
+        result.extra["unproven_placement_layers"] = unproven
     return result
 
 

@@ -356,7 +356,8 @@ class SearchSpec(_Strict):
 
     max_micro_batches: Annotated[int, Field(gt=0, le=MAX_MICRO_BATCHES)] = 32
     time_limit_s: PositiveFloat = 60.0
-    workers: Annotated[int, Field(gt=0, le=64)] = 1
+    # CP-SAT workers; 0: automatic (2 for models over many configurations, else 1)
+    workers: Annotated[int, Field(ge=0, le=64)] = 0
     seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0  # CP-SAT's random_seed is an int32
 
 
