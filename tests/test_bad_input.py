@@ -1,6 +1,6 @@
 """Bad input to `moeopt solve` and `moeopt check`, against the contract's exit codes.
 
-Contract (/work/shared/design/interface.md): exit 2 = bad usage or invalid input, printed as
+Contract (docs/interface.md): exit 2 = bad usage or invalid input, printed as
 ONE line naming the field, the value and the rule, with no traceback; exit 3 = a checked plan
 violates a constraint. A failing solve must leave the --output path untouched.
 

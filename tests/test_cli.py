@@ -1,4 +1,4 @@
-"""End-to-end tests of the moeopt CLI against the contract in /work/shared/design/interface.md.
+"""End-to-end tests of the moeopt CLI against the contract in docs/interface.md.
 
 Every command runs in-process through click's CliRunner (click >= 8.2: ``result.stdout``,
 ``result.stderr`` and the interleaved ``result.output`` are separate). Exit codes are

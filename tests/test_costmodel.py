@@ -1,6 +1,6 @@
 """Exact cost-model figures for instances/10b_moe.json, each worked by hand.
 
-Architecture A of cost-model.md Part 2a: h = 4096, 16 heads x 256 (MHA, 16 KV heads),
+Architecture A of docs/cost-model.md Part 2a: h = 4096, 16 heads x 256 (MHA, 16 KV heads),
 16 layers, 16 experts of a plain FFN (g = 2) with f = 4096, top-2, V = 32,000 untied, FP16.
 Hand building blocks used throughout:
   attention / layer  4 * 4096^2          = 67,108,864 params (134,217,728 B)
@@ -47,7 +47,7 @@ def kv_per_gpu(inst: Instance, deg: Degrees, num_layers: int) -> int:
 
 # ---------------------------------------------------------------- parameters
 def test_total_params_10b(inst):
-    """Total parameters are 9,927,004,160 (cost-model.md Part 2a, architecture A)."""
+    """Total parameters are 9,927,004,160 (docs/cost-model.md Part 2a, architecture A)."""
     # per layer 67,108,864 + 16 * 33,554,432 + 65,536 + 8,192 = 604,053,504
     # 16 layers = 9,664,856,064; + embedding + head 2 * 131,072,000 + final norm 4,096
     # = 9,664,856,064 + 262,148,096 = 9,927,004,160
@@ -173,7 +173,7 @@ def test_weights_middle_stage_tp2_ep4_etp2_pp4(inst):
 
 # ---------------------------------------------------------------- Mixtral sanity check
 def mixtral() -> ModelSpec:
-    """Mixtral-8x7B (cost-model.md §1.1)."""
+    """Mixtral-8x7B (docs/cost-model.md §1.1)."""
     return ModelSpec(name="Mixtral-8x7B", num_layers=32, hidden_size=4096,
                      num_attention_heads=32, num_kv_heads=8, head_dim=128, num_experts=8,
                      top_k=2, expert_ffn_size=14336, ffn_matrices=3, vocab_size=32000,

@@ -140,7 +140,7 @@ def test_sglang_round_trip(case, tmp_path):
     pp = int(flag(argv, "--pp-size", 1))
     redundant = int(flag(argv, "--ep-num-redundant-experts"))
     d = doc["degrees"]
-    # SGLang's rules (runtimes.md 1.2): ep <= tp, moe_tp = tp/ep, attn_tp = tp/dp, GPUs = tp*pp
+    # SGLang's rules (docs/runtimes.md 1.2): ep <= tp, moe_tp = tp/ep, attn_tp = tp/dp, GPUs = tp*pp
     assert ep <= tp and tp % ep == 0 and tp % dp == 0
     assert (flag(argv, "--enable-dp-attention") is True) == (dp > 1)
     assert tp // dp == d["tp"] and tp // ep == d["etp"] and ep == d["ep"] and pp == d["pp"]

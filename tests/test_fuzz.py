@@ -9,7 +9,7 @@ directory where a file belongs; and deliberately hostile inputs (``tests/oracles
 with ``benchmarks/bench_fuzz.py``, the larger campaign); ``tests/test_bad_input.py`` keeps
 the table of named bad inputs.
 
-Every run must obey the contract (``shared/design/interface.md``): exit 0, 2, 3 or 4, never
+Every run must obey the contract (``docs/interface.md``): exit 0, 2, 3 or 4, never
 1 and never a traceback; exit 2 prints exactly one line on stderr naming the field, file or
 option and the rule.
 

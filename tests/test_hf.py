@@ -119,7 +119,7 @@ def test_wider_tolerances_are_the_stated_few():
 
 
 @pytest.mark.parametrize("fixture, total_b, active_b, no_emb_b", [
-    # models.md "Published vs computed": the hand-built ModelSpecs gave these to 0.01B
+    # docs/models.md "Published vs computed": the hand-built ModelSpecs gave these to 0.01B
     ("mixtral_8x7b", 46.70, 12.88, 12.75),
     ("deepseek_v2_lite", 15.71, 2.66, 2.45),
     ("deepseek_v3", 671.03, 37.55, 36.63),
@@ -128,7 +128,7 @@ def test_wider_tolerances_are_the_stated_few():
     ("gpt_oss_120b", 116.83, 5.71, 5.13),
 ])
 def test_import_matches_models_md_computed_figures(fixture, total_b, active_b, no_emb_b):
-    """The import reproduces the ModelSpecs models.md was checked with (all three counts)."""
+    """The import reproduces the ModelSpecs docs/models.md was checked with (all three counts)."""
     m = spec(fixture)
     assert round(cm.total_params(m) / B, 2) == total_b
     assert round(cm.active_params(m) / B, 2) == active_b
@@ -177,7 +177,7 @@ def test_other_sizes_of_the_families(row):
 
 
 def test_deepseek_v3_with_mtp_module():
-    """models.md: 682.6B with the MTP core (one MoE layer, eh_proj, norms; embedding and head shared)."""
+    """docs/models.md: 682.6B with the MTP core (one MoE layer, eh_proj, norms; embedding and head shared)."""
     with_mtp = total("deepseek_v3") + hf_extra_params(config("deepseek_v3"))["mtp_params"]
     assert abs(with_mtp / 682.6e9 - 1) < 0.001
 
@@ -342,7 +342,7 @@ def test_nothing_is_downloaded(monkeypatch):
         hf_extra_params(c)
 
 
-# ---------------------------------------------------------------- known deployments (models.md)
+# ---------------------------------------------------------------- known deployments (docs/models.md)
 def usable_gb(preset: str, memory_gb: float | None = None) -> float:
     """Memory per GPU left for weights after moeopt's runtime reserve and NCCL buffer."""
     hw = HardwareSpec.model_validate({**{k: v for k, v in GPU_PRESETS[preset].items() if k != "gpu"},

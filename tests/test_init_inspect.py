@@ -1,4 +1,4 @@
-"""CLI tests of ``moeopt import-hf``, ``moeopt inspect`` and ``moeopt init`` (interface.md).
+"""CLI tests of ``moeopt import-hf``, ``moeopt inspect`` and ``moeopt init`` (docs/interface.md).
 
 Exit codes are asserted exactly; bad input must be one line on stderr naming the field or
 option and the value. Every test runs in its own temporary directory.

@@ -1,6 +1,6 @@
 """The real-model instances (instances/README.md, "Real models"): reproducible from
 ``instances/make_instances.py``, valid, and — where the solver handles decode and mixed
-dense/MoE layers — solved the way the known deployments of shared/design/models.md say.
+dense/MoE layers — solved the way the known deployments of docs/models.md say.
 
 Solve-level tests are skipped until ``optimizer.cpsat.solve.solve`` handles a small instance with
 dense layers and decode (the probe below); then they run.

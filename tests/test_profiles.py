@@ -281,7 +281,7 @@ def test_explain_breakdown_adds_up_to_the_evaluated_stage_times():
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)
     prefill = doc["phases"]["prefill"]
-    # the seed plan (cost-model §1.6 worked example, Megatron layout here): stage 0 + stage 1
+    # the seed plan (docs/cost-model.md §1.6 worked example, Megatron layout here): stage 0 + stage 1
     # of one micro-batch plus one pipeline send; the parts must add to the whole
     assert sum(op["time_ms"] for op in prefill["operators"]) == pytest.approx(prefill["total_ms"])
     from optimizer.plan.evaluate import evaluate

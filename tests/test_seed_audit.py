@@ -1,4 +1,4 @@
-"""moeopt's evaluation of the seed's degrees against the hand audit (cost-model.md Part 2b).
+"""moeopt's evaluation of the seed's degrees against the hand audit (docs/cost-model.md Part 2b).
 
 The audit assumes balanced routing, so the instance's expert load is set to uniform here.
 Seed degrees: attention TP 4 x DP 8, EP 8, PP 2 (8 layers per stage), 64 GPUs, one

@@ -1,6 +1,6 @@
 """The cost model: every formula once, in float SI units (parameters, FLOP, bytes, seconds).
 
-Sources and decisions: ``shared/design/cost-model.md`` (section numbers cited per function).
+Sources and decisions: ``docs/cost-model.md`` (section numbers cited per function).
 Decisions that matter: causal halving of prefill attention FLOPs; routed-expert FLOPs carry
 top-k and divide over EP and ETP; KV split by stage, by TP over KV heads and by attention-DP
 over sequences; embedding on the first stage and LM head on the last, vocab-parallel over TP;
@@ -236,7 +236,7 @@ def dense_flops_per_token_layer(m: ModelSpec, prompt_tokens: int, layer: int = 0
 def decode_attention_flops_per_token(m: ModelSpec, context_tokens: int) -> float:
     """Scores + context of one generated token against ``context_tokens`` cached keys:
     4 * n_h * d_h * c (MHA/GQA); MLA with weight absorption 2 * n_h * (2 d_c + d_rope) * c
-    (cost-model §1.2). Linear in c, so a sum of contexts gives the sum of FLOPs."""
+    (docs/cost-model.md §1.2). Linear in c, so a sum of contexts gives the sum of FLOPs."""
     if m.attention == "mla":
         return 2.0 * m.num_attention_heads * (2 * m.kv_lora_rank + m.qk_rope_head_dim) * context_tokens
     return 4.0 * m.num_attention_heads * m.head_dim * context_tokens
@@ -250,7 +250,7 @@ def decode_dense_flops_per_token_layer(m: ModelSpec, context_tokens: int, layer:
 
 def expected_experts_hit_fraction(m: ModelSpec, tokens: float) -> float:
     """Expected share of a layer's experts that ``tokens`` tokens reach under uniform
-    top-k routing: 1 - (1 - k/E)^tokens (cost-model §1.4)."""
+    top-k routing: 1 - (1 - k/E)^tokens (docs/cost-model.md §1.4)."""
     return 1.0 - (1.0 - m.top_k / m.num_experts) ** tokens
 
 

@@ -349,7 +349,7 @@ def _per_kind(inst: Instance, cache: dict, key: tuple, of_layer) -> tuple[int, .
 
 
 def _memory(inst: Instance, deg: Degrees, seqs: int, tokens: int, cache: dict | None = None) -> MemoryParts:
-    """Per-GPU memory parts (cost-model §1.3), bytes; KV at the end of the batch. Per-layer KV
+    """Per-GPU memory parts (docs/cost-model.md §1.3), bytes; KV at the end of the batch. Per-layer KV
     and weights are computed once per kind of layer (and shared through ``cache``)."""
     m, wl = inst.model, inst.workload
     cache = {} if cache is None else cache

@@ -23,7 +23,7 @@ def makespan_ns(stage_ns: list[int], micro_batches: int, p2p_ns: int) -> int:
 
 def decode_step_ns(stage_ns: list[int], micro_batches: int, p2p_ns: int) -> int:
     """One decode step (every sequence advances one token): max(m, p) * max_j t_j
-    + (p-1) t_p2p (cost-model §1.6; with m < p some stages idle)."""
+    + (p-1) t_p2p (docs/cost-model.md §1.6; with m < p some stages idle)."""
     p = len(stage_ns)
     return max(micro_batches, p) * max(stage_ns) + (p - 1) * p2p_ns
 

@@ -6,7 +6,7 @@ generic field names): Mixtral, Qwen2-MoE, Qwen3-MoE, DeepSeek (V1 GQA, V2/V3 MLA
 GPT-OSS, DBRX, Phi-3.5-MoE, Llama-4 (``text_config``). Every field read is named in the
 error when it is missing or has the wrong type (``InputError``, exit 2).
 
-Counting conventions (shared/design/models.md): gated FFNs (3 matrices) for every family
+Counting conventions (docs/models.md): gated FFNs (3 matrices) for every family
 here; DeepSeek-V3's multi-token-prediction module and Llama-4's vision encoder are not part
 of the deployed decoder and are reported apart by ``hf_extra_params``.
 

@@ -1,4 +1,4 @@
-"""GPU and cluster presets with vendor-published per-GPU figures (shared/design/models.md).
+"""GPU and cluster presets with vendor-published per-GPU figures (docs/models.md).
 
 Dense (not sparse) TFLOPS per data type; HBM in GB (1e9 B); bandwidths per GPU in GB/s.
 Scale-up = NVLink/Infinity Fabric per GPU (one direction: half the bidirectional figure

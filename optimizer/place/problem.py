@@ -111,7 +111,7 @@ class Placement:
         return "optimal" if all(lp.proven for lp in self.layers) else "feasible"
 
     def to_json(self) -> dict:
-        """The ``moeopt place --format json`` document (interface.md, "Placement output")."""
+        """The ``moeopt place --format json`` document (docs/interface.md, "Placement output")."""
         spec = self.spec
         layers = []
         for lp in self.layers:

@@ -12,7 +12,7 @@ Mutations set a field to a hostile value (wrong type, negative, zero, NaN, infin
 enormous), scale a number, delete a field or a section, add an unknown key, or damage the
 file itself (empty, binary, truncated, not UTF-8, a directory, missing, unreadable).
 
-The rule (``shared/design/interface.md``): exit 0, 2, 3 or 4, never 1 (a bug) and never a
+The rule (``docs/interface.md``): exit 0, 2, 3 or 4, never 1 (a bug) and never a
 traceback; exit 2 prints exactly one line on stderr that names the field, file or option
 and the rule it breaks.
 
