@@ -15,7 +15,7 @@ of the children. Exits 1 when a median exceeds the 5 s budget of issue 8.
     python -m benchmarks.bench_report [--runs 3]
 
 ``deepseek_v3_instance`` and ``deepseek_v3_plan`` are also the test helpers of
-``tests/test_report.py``.
+``tests/output/test_report.py``.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@
 
 The HuggingFace ``config.json`` dicts below are the published files of the four models
 (fields as read from the repositories named above each); ``tests/fixtures/hf/`` holds the same
-dicts as JSON and ``tests/test_model_instances.py`` checks that the two agree and that this
+dicts as JSON and ``tests/cpsat/test_model_instances.py`` checks that the two agree and that this
 script reproduces the committed instances byte for byte. Why each instance exists, and what
 it should show, is in ``instances/README.md``.
 """

@@ -1,6 +1,6 @@
 """Fuzz inputs for every moeopt command, and the rule every run must obey.
 
-Shared by ``tests/test_fuzz.py`` (hypothesis, a bounded number of examples for CI) and
+Shared by ``tests/cli/test_fuzz.py`` (hypothesis, a bounded number of examples for CI) and
 ``benchmarks/bench_fuzz.py`` (a larger campaign). A generator takes a ``random.Random``
 (hypothesis hands one in through ``st.randoms()``, the benchmark a seeded one) and a fresh
 folder, writes the input files there and returns the command line to run.

@@ -1,7 +1,7 @@
 """Hostile inputs: files and command lines written by a stranger who wants moeopt to crash,
 eat the machine's memory, scribble outside the folder it was given or drive the terminal.
 
-A generator for ``fuzzkit`` (``GENERATORS["hostile"]``, shared by ``tests/test_fuzz.py`` and
+A generator for ``fuzzkit`` (``GENERATORS["hostile"]``, shared by ``tests/cli/test_fuzz.py`` and
 ``benchmarks/bench_fuzz.py``). Each case starts from a valid file (an instance, a plan
 ``moeopt solve`` wrote, a HuggingFace config, a sweep point) and applies one attack:
 

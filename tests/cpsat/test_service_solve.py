@@ -1,0 +1,110 @@
+"""Planning a service end to end on a tiny instance: CP-SAT's choice equals brute force over
+every (configuration, knob tuple), and the command line writes a plan that ``moeopt check``
+recomputes and rejects when tampered with."""
+
+import json
+
+import pytest
+
+from optimizer.costs.serving.replica import service_degrees, service_load
+from optimizer.costs.serving.search import search
+from optimizer.cpsat.service_solve import placements, solve_service
+from optimizer.inputs.schema import Instance
+from optimizer.plan.service import service_slo
+from tests.cli.test_cli import INSTANCE as BATCH_INSTANCE, expect, invoke
+
+TINY = {
+    "name": "tiny_service",
+    "model": {"num_layers": 4, "hidden_size": 1024, "num_attention_heads": 8, "num_kv_heads": 8,
+              "head_dim": 128, "num_experts": 8, "top_k": 2, "expert_ffn_size": 1024,
+              "vocab_size": 8000},
+    "hardware": {"num_gpus": 4, "gpus_per_node": 4,
+                 "gpu": {"peak_tflops": 100.0, "memory_gb": 4.0, "hbm_bandwidth_gb_s": 1000.0},
+                 "intra_node_bandwidth_gb_s": 100.0, "inter_node_bandwidth_gb_s": 25.0,
+                 "runtime_reserve_gb": 1.0},
+    "workload": {"kind": "service", "arrival_rate_rps": 20.0, "prompt_tokens": 2000, "output_tokens": 200},
+    "requirements": {"max_ttft_s": 0.5, "max_tpot_ms": 20.0},
+    "expert_load": {"kind": "power_law", "exponent": 0.8, "seed": 3},
+}
+
+
+def _scores(c, order):
+    return tuple(getattr(c, f"{name}_score") for name in order)
+
+
+@pytest.mark.parametrize("objective", ["goodput", "throughput"])
+def test_optimum_equals_brute_force(objective):
+    inst = Instance.model_validate(TINY)
+    result = solve_service(inst, objective=objective, time_limit_s=30)
+    degrees = service_degrees(inst, 4)
+    loads, ranks = placements(inst, list({d.ep for d in degrees}))
+    every = search(inst, 4, service_load(inst.workload), service_slo(inst), 20.0, loads, ranks,
+                   prune=False).candidates
+    order = [objective, "throughput" if objective == "goodput" else "goodput"]
+    allowed = [c for c in every if c.meets_rate]
+    assert len(every) > 50 and 0 < len(allowed) < len(every)
+    assert result.status == "optimal"
+    assert _scores(result.chosen, order) == max(_scores(c, order) for c in allowed)
+
+
+def test_cli_solve_check_and_tamper(tmp_path):
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps(TINY))
+    plan = tmp_path / "plan.json"
+    res = expect(invoke("solve", path, "--output", plan), 0)
+    assert "per replica: max_running_requests" in res.stdout
+    doc = json.loads(plan.read_text())
+    assert doc["solver"]["objective_name"] == "goodput"
+    for key in ("ttft_p50_s", "ttft_p90_s", "tpot_p50_ms", "tpot_p90_ms", "goodput_rps",
+                "goodput_rps_per_gpu", "output_tokens_per_s_per_gpu", "tokens_per_s_per_user",
+                "utilization"):
+        assert key in doc["metrics"]
+    checked = json.loads(expect(invoke("check", path, plan, "--format", "json"), 0).stdout)
+    assert checked["metrics"]["goodput_rps"] == pytest.approx(doc["metrics"]["goodput_rps"], rel=1e-12)
+    # a cap the KV cache cannot hold fails the memory check (exit 3)
+    doc["serving"]["max_running_requests"] = doc["serving"]["prefill_chunk_tokens"] = 16384
+    plan.write_text(json.dumps(doc))
+    failed = json.loads(expect(invoke("check", path, plan, "--format", "json"), 3).stdout)
+    assert not next(c for c in failed["checks"] if c["name"] == "memory_per_gpu")["ok"]
+
+
+def test_cli_objective_rules(tmp_path):
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps(TINY))
+    res = expect(invoke("solve", path, "--objective", "lost-time"), 2)
+    assert "--objective=lost-time" in res.stderr
+    batch = expect(invoke("solve", BATCH_INSTANCE, "--objective", "goodput"), 2)
+    assert "--objective=goodput" in batch.stderr
+
+
+@pytest.mark.parametrize("name", ["10b_moe_service", "deepseek_v3_fp8_h200_service",
+                                  "qwen3_30b_a3b_h200_service", "mixtral_8x7b_bf16_h100_service"])
+def test_shipped_service_instances(name):
+    """The shipped services load as services with the brief's lengths and p90 targets, and
+    ``moeopt inspect`` reads them (the KV of one request at its mean lengths)."""
+    from pathlib import Path
+    from optimizer.inputs.files import load_model
+    path = Path(__file__).resolve().parents[2] / "instances" / f"{name}.json"
+    inst = load_model(path, Instance, "instance")
+    assert inst.workload.kind == "service" and inst.requirements.percentile == 90
+    assert inst.requirements.max_tpot_ms == 50.0
+    if name != "10b_moe_service":
+        assert (inst.workload.prompt_tokens, inst.workload.output_tokens) == (4000, 1000)
+        assert inst.requirements.max_ttft_s == 2.0
+    doc = json.loads(expect(invoke("inspect", path, "--format", "json"), 0).stdout)
+    assert doc["batch_sequences"] is None and doc["output_tokens"] == inst.workload.output_tokens
+
+
+@pytest.mark.parametrize("command", ["sweep", "place", "report", "export"])
+def test_batch_commands_refuse_a_service(tmp_path, command):
+    """Commands of static batches say so in one line (exit 2) when given a service."""
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps(TINY))
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"degrees": {"tp": 1, "pp": 1, "dp": 4, "ep": 4}}))
+    args = {"sweep": ["sweep", path, "--gpus", "4"], "place": ["place", path, "--ep", "4"],
+            "report": ["report", plan, "--instance", path, "--output", tmp_path / "r.html"],
+            "export": ["export", plan, "--instance", path, "--to", "vllm"]}[command]
+    res = expect(invoke(*args), 2)
+    assert res.stderr.startswith("moeopt: workload.kind='service'") and len(res.stderr.splitlines()) == 1
+    assert not (tmp_path / "r.html").exists()

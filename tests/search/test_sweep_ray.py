@@ -1,0 +1,167 @@
+"""``moeopt sweep --backend ray --address ADDR`` and ``moeopt pareto --backend ray --address
+ADDR``: the work runs as Ray tasks on a cluster and gives the same tables as the local backend.
+.ci/run installs the extra, so these run on every landing (about a minute in all here: the
+cluster's start dominates; marked slow).
+
+Needs the optional extra (``pip install -e '.[ray]'``); without Ray the cluster tests are
+skipped with that message. The test starts its own small Ray cluster in this process
+(``ray.init(num_cpus=2)``, temporary folder of its own), passes that cluster's address to
+the ``moeopt`` command (a separate process, as a user would run it), and shuts the cluster
+down at the end (``ray.shutdown`` stops the processes it started).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+INSTANCE = REPO / "instances" / "10b_moe.json"
+COUNTS = "8,16"
+HAVE_RAY = importlib.util.find_spec("ray") is not None
+needs_ray = pytest.mark.skipif(
+    not HAVE_RAY, reason="Ray is not installed: pip install -e '.[ray]' to test --backend ray")
+
+_script = shutil.which("moeopt", path=str(Path(sys.executable).parent))
+MOEOPT = [_script] if _script else [sys.executable, "-c", "from optimizer.cli import main; main()"]
+
+
+def moeopt(*args, timeout=120) -> subprocess.CompletedProcess:
+    return subprocess.run(MOEOPT + [str(a) for a in args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A local Ray head with 2 CPUs; yields its GCS address; shut down afterwards."""
+    import ray
+    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Unix socket paths are limited
+    start = time.perf_counter()
+    ctx = ray.init(num_cpus=2, include_dashboard=False, _temp_dir=temp, log_to_driver=False,
+                   configure_logging=False)
+    started_s = time.perf_counter() - start
+    try:
+        yield ray, ctx.address_info["gcs_address"], started_s
+    finally:
+        ray.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("local")
+    res = moeopt("sweep", INSTANCE, "--gpus", COUNTS, "--output", out)
+    assert res.returncode == 0, res.stderr
+    return out, res
+
+
+@pytest.mark.slow
+@needs_ray
+def test_ray_backend_gives_the_local_table(ray_cluster, local_run, tmp_path):
+    """Same sweep.csv, summary and point files as the local backend, and the points really
+    ran as Ray tasks on the given cluster."""
+    ray, address, _ = ray_cluster
+    local_out, local_res = local_run
+    out = tmp_path / "ray"
+    start = time.perf_counter()
+    res = moeopt("sweep", INSTANCE, "--gpus", COUNTS, "--backend", "ray", "--address", address,
+                 "--output", out)
+    wall_s = time.perf_counter() - start
+    assert res.returncode == 0, res.stderr[-4000:]
+    for name in ("sweep.csv", "sweep-summary.csv"):
+        assert (out / name).read_bytes() == (local_out / name).read_bytes(), name
+    for point in sorted((local_out / "sweep-points").glob("*.json")):
+        assert (out / "sweep-points" / point.name).read_bytes() == point.read_bytes(), point.name
+    assert "smallest GPU count meeting every requirement: 8" in res.stdout
+    tasks = [e for e in ray.timeline() if str(e.get("name", "")).endswith("sweep_point")
+             and e.get("ph") == "X"]
+    assert len(tasks) >= len(COUNTS.split(",")), (
+        f"no sweep_point task ran on the cluster at {address}: {[e.get('name') for e in ray.timeline()]}")
+    assert wall_s < 60
+
+
+@pytest.mark.slow
+@needs_ray
+def test_ray_backend_resume_skips_finished_points(ray_cluster, local_run, tmp_path):
+    """With --resume on Ray, a finished point on disk is not sent to the cluster again."""
+    _, address, _ = ray_cluster
+    local_out, _ = local_run
+    out = tmp_path / "resume"
+    shutil.copytree(local_out, out)
+    marked = out / "sweep-points" / "8.json"
+    marked.write_text(marked.read_text().rstrip("\n") + "\n\n")  # a byte change only we made
+    before = marked.read_bytes()
+    (out / "sweep-points" / "16.json").unlink()
+    res = moeopt("sweep", INSTANCE, "--gpus", COUNTS, "--backend", "ray", "--address", address,
+                 "--output", out, "--resume")
+    assert res.returncode == 0, res.stderr[-4000:]
+    assert marked.read_bytes() == before
+    assert (out / "sweep.csv").read_bytes() == (local_out / "sweep.csv").read_bytes()
+
+
+def test_ray_backend_without_ray_exits_2(tmp_path):
+    """When Ray is not importable, --backend ray is a usage error naming the extra."""
+    code = ("import sys; sys.modules['ray'] = None\n"
+            "from optimizer.cli import main\n"
+            "sys.argv = ['moeopt'] + sys.argv[1:]\n"
+            "main()\n")
+    res = subprocess.run([sys.executable, "-c", code, "sweep", str(INSTANCE), "--gpus", "8",
+                          "--backend", "ray", "--output", str(tmp_path / "out")],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2, res.stderr
+    assert "pip install -e '.[ray]'" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+
+
+@needs_ray
+def test_unreachable_address_fails_promptly(tmp_path):
+    """An address where no Ray cluster answers is an error within 20 s (exit 2, one line
+    naming --address), not an endless wait for the cluster."""
+    try:
+        res = moeopt("sweep", INSTANCE, "--gpus", "8", "--backend", "ray", "--address",
+                     "127.0.0.1:1", "--output", tmp_path / "out", timeout=20)
+    except subprocess.TimeoutExpired:
+        pytest.fail("moeopt sweep --backend ray --address 127.0.0.1:1 still waiting after 20 s")
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "--address" in res.stderr.strip().splitlines()[-1]
+
+
+PARETO_INSTANCE = REPO / "instances" / "mixtral_8x7b_bf16_h100.json"
+
+
+@pytest.mark.slow
+@needs_ray
+def test_pareto_ray_backend_gives_the_local_table(ray_cluster):
+    """``pareto --backend ray --address A``: byte-identical CSV (every row, --all) and table
+    text to the local run, computed by a pareto task on the given cluster."""
+    ray, address, _ = ray_cluster
+    for args in (["--all", "--format", "csv"], []):
+        local = moeopt("pareto", PARETO_INSTANCE, "--time-limit", "60", *args)
+        remote = moeopt("pareto", PARETO_INSTANCE, "--time-limit", "60", "--backend", "ray",
+                        "--address", address, *args)
+        assert local.returncode == 0 and remote.returncode == 0, remote.stderr[-3000:]
+        assert remote.stdout == local.stdout
+    assert len(local.stdout.splitlines()) >= 3  # a header, rows and the top summary
+    # task events reach the timeline late and not always all of them: one is proof enough
+    # that the table was computed on the cluster
+    tasks: list = []
+    for _ in range(60):
+        tasks = [e for e in ray.timeline() if str(e.get("name", "")).endswith("pareto_records")
+                 and e.get("ph") == "X"]
+        if tasks:
+            break
+        time.sleep(0.5)
+    assert tasks, sorted({str(e.get("name")) for e in ray.timeline()})
+
+
+def test_pareto_address_needs_the_ray_backend():
+    res = moeopt("pareto", PARETO_INSTANCE, "--address", "127.0.0.1:6379")
+    assert res.returncode == 2 and res.stderr.strip() == (
+        "moeopt: --address=127.0.0.1:6379: only with --backend ray")
