@@ -1,0 +1,119 @@
+"""Rebalancing with migration cost (``optimizer.place.migrate``) against brute force: every
+placement of a small layer is enumerated (each rank an S-subset of experts, every expert
+somewhere), loads computed exactly with fractions."""
+
+from __future__ import annotations
+
+import random
+import time
+from fractions import Fraction
+from itertools import combinations, product
+
+import numpy as np
+import pytest
+
+from optimizer.place import PlaceSpec, solve_layer
+from optimizer.place.migrate import count_moves, migrate_layer
+
+
+def all_plans(E: int, G: int, S: int):
+    """Every plan: G ranks, each a set of S distinct experts, every expert on some rank."""
+    for ranks in product(combinations(range(E), S), repeat=G):
+        if len({e for r in ranks for e in r}) == E:
+            yield ranks
+
+
+def exact_max(n, ranks) -> Fraction:
+    count = {}
+    for r in ranks:
+        for e in r:
+            count[e] = count.get(e, 0) + 1
+    return max(sum(Fraction(n[e], count[e]) for e in r) for r in ranks)
+
+
+def brute_moves(n, current, G, S, tolerance, node=None, objective="moves"):
+    """(best max load, least cost among plans within tolerance), by enumeration. Cost as
+    the model's: moves, or moves + (G*S + 1) * inter-node moves."""
+    plans = list(all_plans(len(n), G, S))
+    best = min(exact_max(n, p) for p in plans)
+    cap = best * (1 + Fraction(tolerance).limit_denominator(10**9))
+    held = {(e, g) for g, r in enumerate(current) for e in r}
+    on_node = {(e, node[g]) for g, r in enumerate(current) for e in r} if node is not None else set()
+    least = None
+    for p in plans:
+        if exact_max(n, p) > cap:
+            continue
+        moves = sum((e, g) not in held for g, r in enumerate(p) for e in r)
+        inter = sum((e, g) not in held and (e, node[g]) not in on_node
+                    for g, r in enumerate(p) for e in r) if node is not None else 0
+        cost = moves if objective == "moves" else moves + (G * S + 1) * inter
+        least = cost if least is None else min(least, cost)
+    return best, least
+
+
+def _case(rng: random.Random, E: int, G: int, S: int):
+    n = [rng.randint(1, 100) for _ in range(E)]
+    plans = list(all_plans(E, G, S))
+    current = np.array(plans[rng.randrange(len(plans))], dtype=np.int64)
+    return np.array(n, dtype=np.int64), current
+
+
+@pytest.mark.parametrize("E,G,R,tol", [(6, 3, 0, 0.0), (6, 3, 0, 0.05), (5, 3, 1, 0.0),
+                                       (4, 3, 2, 0.1), (6, 3, 3, 0.02)])
+def test_moves_equal_brute_force(E, G, R, tol):
+    rng = random.Random(1000 * E + 10 * R + int(100 * tol))
+    S = (E + R) // G
+    spec = PlaceSpec(G, R)
+    for trial in range(4):
+        n, current = _case(rng, E, G, S)
+        best = solve_layer(n, 0, spec, 10.0)
+        assert best.proven
+        got = migrate_layer(n, current, np.array(best.ranks), spec, tol, "moves",
+                            time.monotonic() + 20, seed=trial)
+        opt, least = brute_moves(n.tolist(), current.tolist(), G, S, tol)
+        assert abs(best.max_load - float(opt)) <= 1e-9 * float(opt)
+        assert got.moves == least, (n, current, got.ranks)
+        assert got.proven
+        assert got.max_load <= float(opt) * (1 + tol) * (1 + 1e-12)
+        assert count_moves(got.ranks, current)[0] == got.moves
+        assert sorted(set(got.ranks.ravel().tolist())) == list(range(E))
+
+
+def test_inter_node_objective_equals_brute_force():
+    """4 ranks in 2 nodes: inter-node moves first, then moves, as enumerated."""
+    rng = random.Random(7)
+    E, G, R = 4, 4, 4
+    S = (E + R) // G
+    spec = PlaceSpec(G, R, num_nodes=2)
+    node = [0, 0, 1, 1]
+    for trial in range(3):
+        n, current = _case(rng, E, G, S)
+        best = solve_layer(n, 0, spec, 10.0)
+        got = migrate_layer(n, current, np.array(best.ranks), spec, 0.05, "inter-node",
+                            time.monotonic() + 20, seed=trial)
+        _, least = brute_moves(n.tolist(), current.tolist(), G, S, 0.05, node, "inter-node")
+        assert got.moves + (G * S + 1) * got.inter_node_moves == least
+
+
+def test_tolerance_zero_keeps_best_balance_and_never_more_moves_than_scratch():
+    rng = np.random.default_rng(3)
+    E, G, R = 32, 8, 8
+    spec = PlaceSpec(G, R)
+    for trial in range(3):
+        n = rng.integers(1, 5000, E)
+        current = np.arange(E + R).reshape(G, -1) % E     # experts 0..7 replicated, in order
+        best = solve_layer(n, 0, spec, 2.0, seed=trial)
+        got = migrate_layer(n, current, np.array(best.ranks), spec, 0.0, "moves",
+                            time.monotonic() + 30, seed=trial, deterministic_s=2.0)
+        assert got.max_load <= best.max_load * (1 + 1e-12)
+        raw_moves = count_moves(np.array(best.ranks), current)[0]
+        assert got.moves <= got.scratch_moves <= raw_moves
+
+
+def test_current_already_within_tolerance_moves_nothing():
+    # loads 10, 10, 10, 10 on 2 ranks: any 2+2 split has max 20 = the optimum
+    n = np.array([10, 10, 10, 10])
+    current = np.array([[0, 3], [1, 2]])
+    best = solve_layer(n, 0, PlaceSpec(2), 1.0)
+    got = migrate_layer(n, current, np.array(best.ranks), PlaceSpec(2), 0.0, "moves", time.monotonic() + 5)
+    assert got.moves == 0 and got.proven and got.max_load == 20.0
