@@ -18,10 +18,12 @@ CP-SAT model (linear, integer, the same variables as ``exact``):
 - Objective ``moves``: maximize kept pairs ``sum_{(e,g) in C} z[e,g,.]`` (moves = E + R -
   kept). Objective ``inter-node``: minimize ``(S*G + 1) * inter + moves`` where a move is
   inter-node when no rank of g's node holds e in ``C``.
-- Hint: the from-scratch plan with its ranks relabelled to overlap ``C`` most (relabelling
-  ranks keeps every load), so the answer never has more moves than that plan.
-Large layers (more than ``MIGRATE_MAX_LITERALS`` literals) fix the replica counts to the
-hint's (domains of one value); the minimum is then over placements with those counts.
+- Hint: the cheaper of the from-scratch plan with its ranks relabelled to overlap ``C`` most
+  (relabelling ranks keeps every load) and the repaired current plan (``repair``: the
+  from-scratch replica counts, then small CP-SAT re-assignments of the hottest rank with
+  the coolest ones); the answer never costs more than the hint, hence than from scratch.
+Large layers (more than ``MIGRATE_MAX_LITERALS`` literals) restrict each expert's replica
+count to the from-scratch plan's and the hint's; the minimum is then over those counts.
 
 Budget: CP-SAT's ``max_deterministic_time`` (reproducible for a fixed seed and one worker)
 with the wall-clock deadline as the hard stop.
@@ -38,10 +40,12 @@ from ortools.sat.python import cp_model
 
 from optimizer.place.exact import new_solver
 from optimizer.place.problem import PlaceSpec
+from optimizer.place.repair import repair
 
 MIGRATE_MAX_LITERALS = 120_000  # above this the replica counts are fixed to the hint's
 EXACT_WEIGHT_LIMIT = 1 << 40    # exact weights n * lcm / c up to this (sums of S stay < 2^62)
 ROUNDED_SCALE = 1 << 30         # rounded-up weights: the heaviest replica becomes ~2^30
+REPAIR_SHARE = 0.5              # of the layer's time for the repair heuristic (``repair``)
 
 
 @dataclass
@@ -128,7 +132,12 @@ def migrate_layer(n: np.ndarray, current: np.ndarray, best: np.ndarray, spec: Pl
 
     if current_max <= target * (1 + 1e-12):
         return result(current.copy(), True)   # no move needed
-    model = _Model(n, current, hint, spec, tolerance, objective, node)
+    start = time.monotonic()
+    near = repair(n, current, np.bincount(best.ravel(), minlength=len(n)), spec, target,
+                  start + REPAIR_SHARE * (deadline - start), seed)
+    if near is not None and _cost(near, current, node, objective) < _cost(hint, current, node, objective):
+        hint = near
+    model = _Model(n, current, hint, best, spec, tolerance, objective, node)
     limit = deadline - time.monotonic()
     fixed = model.counts_fixed
     if limit <= 0.01:
@@ -156,22 +165,22 @@ def _cost(plan, current, node, objective) -> int:
 class _Model:
     """The CP-SAT model of the module doc; ``read`` turns a solution into [G][S] ids."""
 
-    def __init__(self, n, current, hint, spec: PlaceSpec, tolerance, objective, node):
+    def __init__(self, n, current, hint, best, spec: PlaceSpec, tolerance, objective, node):
         E, G = len(n), spec.num_ranks
         S = spec.slots_per_rank(E)
         cap = spec.max_replicas()
         hint_count = np.bincount(hint.ravel(), minlength=E)
-        best_max = float(rank_loads(n.astype(np.float64), hint).max())
+        best_count = np.bincount(best.ravel(), minlength=E)
+        best_max = float(rank_loads(n.astype(np.float64), best).max())
         target = best_max * (1 + tolerance)
         lo = [max(1, math.ceil(x / target * (1 - 1e-12))) if target > 0 else 1 for x in n]
         slack = E + spec.redundant - sum(lo)
         doms = [list(range(l, min(cap, l + slack) + 1)) for l in lo]
-        for e in range(E):
-            if hint_count[e] not in doms[e]:   # float edge: keep the hint admissible
-                doms[e] = sorted(set(doms[e]) | {int(hint_count[e])})
+        for e in range(E):                    # float edge: keep the hint and best admissible
+            doms[e] = sorted(set(doms[e]) | {int(hint_count[e]), int(best_count[e])})
         self.counts_fixed = sum(len(d) for d in doms) * G > MIGRATE_MAX_LITERALS
         if self.counts_fixed:
-            doms = [[int(c)] for c in hint_count]
+            doms = [sorted({int(hint_count[e]), int(best_count[e])}) for e in range(E)]
         self.literals = sum(len(d) for d in doms) * G
         lcm = math.lcm(*{c for d in doms for c in d})
         self.exact = int(n.max()) * lcm <= EXACT_WEIGHT_LIMIT
@@ -181,7 +190,8 @@ class _Model:
             scale = ROUNDED_SCALE / max(float(n.max()), 1.0)
             weight = {(e, c): math.ceil(float(n[e]) * scale / c) for e in range(E) for c in doms[e]}
         hint_int = max(sum(weight[int(e), int(hint_count[e])] for e in row) for row in hint)
-        cap_int = max(hint_int, math.floor(hint_int * (1 + tolerance)))
+        best_int = max(sum(weight[int(e), int(best_count[e])] for e in row) for row in best)
+        cap_int = max(hint_int, math.floor(best_int * (1 + tolerance)))
         if not self.exact:
             cap_int = max(hint_int, math.floor(target * scale))
         m = cp_model.CpModel()
