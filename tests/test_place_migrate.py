@@ -117,3 +117,80 @@ def test_current_already_within_tolerance_moves_nothing():
     best = solve_layer(n, 0, PlaceSpec(2), 1.0)
     got = migrate_layer(n, current, np.array(best.ranks), PlaceSpec(2), 0.0, "moves", time.monotonic() + 5)
     assert got.moves == 0 and got.proven and got.max_load == 20.0
+
+
+# --------------------------------------------------------------------------- CLI
+
+def _write_loads(tmp_path, seed: int, name: str):
+    rng = np.random.default_rng(seed)
+    counts = rng.integers(100, 5000, (2, 16))
+    path = tmp_path / name
+    np.save(path, counts)
+    return path, counts
+
+
+def _place(args):
+    from click.testing import CliRunner
+
+    from optimizer.cli import main
+    return CliRunner().invoke(main, ["place", *args])
+
+
+def test_cli_current_in_three_formats_gives_the_same_moves(tmp_path):
+    import json
+
+    old, _ = _write_loads(tmp_path, 1, "old.npy")
+    new, _ = _write_loads(tmp_path, 2, "new.npy")
+    common = ["--ep", "4", "--redundant", "4", "--nodes", "2", "--seed", "3", "--effort", "0.5"]
+    first = _place(["--loads", str(old), *common, "--time-limit", "20", "--format", "json"])
+    assert first.exit_code == 0, first.output
+    cur = json.loads(first.output)
+    moeopt_path = tmp_path / "cur.json"
+    moeopt_path.write_text(first.output)
+    # the same placement as SGLang's physical_to_logical_map (slot i on rank i // S) and as
+    # a plan file's expert_placement
+    sglang_path = tmp_path / "sglang.json"
+    sglang_path.write_text(json.dumps({"physical_to_logical_map": [
+        [e for rank in lay["ranks"] for e in rank] for lay in cur["layers"]]}))
+    plan_path = tmp_path / "plan.json"
+    plan_path.write_text(json.dumps({"degrees": {"ep": 4}, "expert_placement": {
+        str(lay["layer"]): lay["ranks"] for lay in cur["layers"]}}))
+    docs = []
+    for path in (moeopt_path, sglang_path, plan_path):
+        res = _place(["--loads", str(new), *common, "--time-limit", "40", "--format", "json", "--current", str(path),
+                      "--tolerance", "0.02", "--expert-bytes", "1000"])
+        assert res.exit_code == 0, res.output
+        docs.append(json.loads(res.output))
+    moves = [d["migration"]["moves"] for d in docs]
+    assert moves[0] == moves[1] == moves[2]
+    m = docs[0]["migration"]
+    assert m["moves"] <= m["scratch_moves"]
+    assert m["moved_bytes"] == 1000 * m["moves"]
+    assert m["intra_node_bytes"] + m["inter_node_bytes"] == m["moved_bytes"]
+    assert sum(m["received_moves_per_rank"]) == sum(m["sent_moves_per_rank"]) == m["moves"]
+    for lay, old_lay in zip(docs[0]["layers"], cur["layers"]):
+        mig = lay["migration"]
+        assert lay["max_load"] <= mig["best_max_load"] * 1.02 + 1e-3
+        kept = sum(len(set(a) & set(b)) for a, b in zip(lay["ranks"], old_lay["ranks"]))
+        assert mig["moves"] == 4 * 5 - kept   # 20 slots per layer, counted independently
+
+
+def test_cli_effort_repeats_the_plan(tmp_path):
+    loads, _ = _write_loads(tmp_path, 5, "loads.npy")
+    args = ["--loads", str(loads), "--ep", "4", "--redundant", "4", "--effort", "0.2", "--seed", "9",
+            "--time-limit", "60", "--format", "json"]
+    import json
+    runs = [json.loads(_place(args).output) for _ in range(2)]
+    assert [lay["ranks"] for lay in runs[0]["layers"]] == [lay["ranks"] for lay in runs[1]["layers"]]
+
+
+def test_cli_current_missing_layer_is_one_line_exit_2(tmp_path):
+    import json
+
+    loads, _ = _write_loads(tmp_path, 5, "loads.npy")
+    cur = tmp_path / "cur.json"
+    cur.write_text(json.dumps({"layers": [{"layer": 0, "ranks": [[0, 1, 2, 3]] * 4}]}))
+    res = _place(["--loads", str(loads), "--ep", "4", "--current", str(cur), "--time-limit", "1"])
+    assert res.exit_code == 2
+    assert "layer 0" in res.output and "expert" in res.output  # rank 0 holds 4 of 16: not all placed
+    assert "Traceback" not in res.output
