@@ -154,7 +154,7 @@ def _migration_lines(doc: dict) -> list[str]:
               help="CPU workers; layers are solved in that many processes (default: INSTANCE's, else 1)")
 @click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=None, help="random seed")
 @click.option("--effort", type=FiniteFloatRange(0.001, 86400), default=None,
-              help="deterministic budget per layer: CP-SAT deterministic seconds and 1000 local-search "
+              help="deterministic budget per layer: CP-SAT deterministic seconds and 20 local-search "
                    "tries per unit; a fixed seed with one worker then repeats its plan, the time limit "
                    "being only a hard stop (default: the time limit alone)")
 @click.option("--current", "current_path", type=click.Path(dir_okay=True), default=None,
