@@ -8,7 +8,7 @@ seeded. For each tolerance it prints the moves (and the share of slots kept), th
 the from-scratch plan best relabelled, the balancedness of the rebalanced plan and of the
 best from scratch, and the wall time (one worker).
 
-    python -m benchmarks.bench_place_rebalance [--layers 8] [--time-limit 20]
+    python -m benchmarks.bench_place_rebalance [--layers 8] [--time-limit 40]
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ EXPERTS, TOKENS, G, R, K = 256, 131_072, 32, 32, 4
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--layers", type=int, default=8)
-    ap.add_argument("--time-limit", type=float, default=20.0)
+    ap.add_argument("--time-limit", type=float, default=40.0)
     ap.add_argument("--drift", type=float, nargs="+", default=[0.1, 0.3])
     ap.add_argument("--tolerance", type=float, nargs="+", default=[0.0, 0.001, 0.01])
     args = ap.parse_args()

@@ -33,7 +33,7 @@ cross = sum_e tokens_e * (1 - nodes holding e / K).
 
 With --current PLACEMENT (the placement in service: a moeopt placement JSON, a plan file's
 expert_placement, or an SGLang/vLLM physical_to_logical_map JSON) the command rebalances:
-it finds the best balance from scratch (half the time limit), then per layer the plan with
+it finds the best balance from scratch (40 % of the time limit), then per layer the plan with
 the fewest expert moves (copies of an expert onto a rank that lacks it) whose hottest rank
 is within --tolerance of that best, by CP-SAT. It reports the moves, the bytes per rank and
 per link (intra/inter-node; with --expert-bytes or INSTANCE) and the balance given up."""

@@ -2,8 +2,8 @@
 plan with the fewest moves from the current placement within the tolerance (``migrate``),
 and the transfers that realize it.
 
-Budget: the from-scratch placement gets half of the time limit, the migration models the
-other half, split evenly over the layers (each CP-SAT run also bounded by the deterministic
+Budget: the from-scratch placement gets ``SCRATCH_SHARE`` of the time limit, the migration
+the rest, split evenly over the layers (each CP-SAT run also bounded by the deterministic
 budget of :class:`Settings`, when set, so results repeat for a fixed seed).
 
 Transfers: each move (expert e to rank g) is sent by a rank that holds e now, one on g's
@@ -22,6 +22,8 @@ from optimizer.place.migrate import migrate_layer
 from optimizer.place.problem import Placement, PlaceSpec, Settings
 from optimizer.place.run import place
 
+SCRATCH_SHARE = 0.4     # of the time limit for the from-scratch placement; the rest migrates
+
 
 def rebalance(counts: np.ndarray, layer_ids: list[int], current: dict[int, np.ndarray],
               spec: PlaceSpec, settings: Settings, tolerance: float, objective: str = "moves",
@@ -31,7 +33,7 @@ def rebalance(counts: np.ndarray, layer_ids: list[int], current: dict[int, np.nd
     (bytes), for the byte figures (None: moves only)."""
     start = time.monotonic()
     counts = np.asarray(counts, dtype=np.int64)
-    scratch = place(counts, layer_ids, spec, replace(settings, time_limit_s=settings.time_limit_s / 2))
+    scratch = place(counts, layer_ids, spec, replace(settings, time_limit_s=SCRATCH_SHARE * settings.time_limit_s))
     deadline = start + settings.time_limit_s
     G = spec.num_ranks
     node = np.arange(G) // (G // spec.num_nodes)
@@ -72,6 +74,8 @@ def rebalance(counts: np.ndarray, layer_ids: list[int], current: dict[int, np.nd
                         "moved_bytes": totals["moves"] * expert_bytes,
                         "intra_node_bytes": (totals["moves"] - totals["inter_node_moves"]) * expert_bytes,
                         "inter_node_bytes": totals["inter_node_moves"] * expert_bytes,
+                        "received_bytes_per_rank": [int(x) * expert_bytes for x in received],
+                        "sent_bytes_per_rank": [int(x) * expert_bytes for x in sent],
                         "max_received_bytes_per_rank": int(received.max()) * expert_bytes,
                         "max_sent_bytes_per_rank": int(sent.max()) * expert_bytes})
     out.extra["migration"] = summary
