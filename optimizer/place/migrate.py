@@ -21,7 +21,8 @@ CP-SAT model (linear, integer, the same variables as ``exact``):
 - Hint: the cheaper of the from-scratch plan with its ranks relabelled to overlap ``C`` most
   (relabelling ranks keeps every load) and the repaired current plan (``repair``: the
   from-scratch replica counts, then small CP-SAT re-assignments of the hottest rank with
-  the coolest ones); the answer never costs more than the hint, hence than from scratch.
+  the coolest ones, meeting the looser tolerances of ``LADDER`` first); the answer never
+  costs more than the hint, hence than from scratch.
 Large layers (more than ``MIGRATE_MAX_LITERALS`` literals) restrict each expert's replica
 count to the from-scratch plan's and the hint's; the minimum is then over those counts.
 
@@ -45,6 +46,7 @@ from optimizer.place.repair import repair
 MIGRATE_MAX_LITERALS = 120_000  # above this the replica counts are fixed to the hint's
 EXACT_WEIGHT_LIMIT = 1 << 40    # exact weights n * lcm / c up to this (sums of S stay < 2^62)
 ROUNDED_SCALE = 1 << 30         # rounded-up weights: the heaviest replica becomes ~2^30
+LADDER = (0.01, 0.005, 0.002, 0.001)  # tolerances the repair meets in turn on its way down
 REPAIR_SHARE = 0.8              # of the layer's time for the repair heuristic (``repair``), the
                                 # engine on large layers (the full model rarely improves on it)
 
@@ -134,8 +136,8 @@ def migrate_layer(n: np.ndarray, current: np.ndarray, best: np.ndarray, spec: Pl
     if current_max <= target * (1 + 1e-12):
         return result(current.copy(), True)   # no move needed
     start = time.monotonic()
-    near = repair(n, current, np.bincount(best.ravel(), minlength=len(n)), spec, target,
-                  start + REPAIR_SHARE * (deadline - start), seed)
+    near = _repair_ladder(n, current, np.bincount(best.ravel(), minlength=len(n)), spec, best_max,
+                          tolerance, start + REPAIR_SHARE * (deadline - start), seed)
     if near is not None and _cost(near, current, node, objective) < _cost(hint, current, node, objective):
         hint = near
     model = _Model(n, current, hint, best, spec, tolerance, objective, node)
@@ -155,6 +157,18 @@ def migrate_layer(n: np.ndarray, current: np.ndarray, best: np.ndarray, spec: Pl
             _cost(plan, current, node, objective) > _cost(hint, current, node, objective):
         return result(hint, False, fixed)   # rounded weights let an edge plan through, or no gain
     return result(plan, proven, fixed)
+
+
+def _repair_ladder(n, current, count, spec, best_max, tolerance, deadline, seed):
+    """``repair`` towards ``best_max * (1 + tolerance)`` through the looser targets of
+    ``LADDER`` first, each step starting from the previous plan (a near-balanced plan is
+    easier to tighten than the current one); None unless the last target is met."""
+    plan = None
+    for tol in [t for t in LADDER if t > tolerance] + [tolerance]:
+        plan = repair(n, current, count, spec, best_max * (1 + tol), deadline, seed, start=plan)
+        if plan is None:
+            return None
+    return plan
 
 
 def _cost(plan, current, node, objective) -> int:

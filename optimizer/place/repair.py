@@ -30,10 +30,11 @@ STEP_DETERMINISTIC_S = 0.1   # CP-SAT deterministic seconds per re-assignment of
 
 
 def repair(n: np.ndarray, current: np.ndarray, count: np.ndarray, spec: PlaceSpec, target: float,
-           deadline: float, seed: int = 0) -> np.ndarray | None:
+           deadline: float, seed: int = 0, start: np.ndarray | None = None) -> np.ndarray | None:
     """[G][S] plan with replica counts ``count`` ([E]) and max load <= ``target`` (tokens),
-    built from ``current`` ([G][S]) with few new (expert, rank) pairs; see the module doc."""
-    plan = _recount(n.astype(np.float64), current, count, spec)
+    built from ``start`` (default ``current``, [G][S]) with few (expert, rank) pairs that
+    ``current`` lacks; see the module doc."""
+    plan = _recount(n.astype(np.float64), current if start is None else start, count, spec)
     if plan is None:
         return None
     weight = n.astype(np.float64) / count
