@@ -29,7 +29,14 @@ hardware.num_gpus, and --nodes to ep / gpus_per_node when that divides evenly.
 
 With --nodes K > 1 a second objective minimizes tokens that cross nodes, assuming tokens
 of an expert originate evenly on all nodes and stay on a node holding one of its replicas:
-cross = sum_e tokens_e * (1 - nodes holding e / K)."""
+cross = sum_e tokens_e * (1 - nodes holding e / K).
+
+With --current PLACEMENT (the placement in service: a moeopt placement JSON, a plan file's
+expert_placement, or an SGLang/vLLM physical_to_logical_map JSON) the command rebalances:
+it finds the best balance from scratch (40 % of the time limit), then per layer the plan with
+the fewest expert moves (copies of an expert onto a rank that lacks it) whose hottest rank
+is within --tolerance of that best, by CP-SAT. It reports the moves, the bytes per rank and
+per link (intra/inter-node; with --expert-bytes or INSTANCE) and the balance given up."""
 
 
 def _loads(instance, loads_path):
@@ -101,10 +108,31 @@ def table(doc: dict) -> str:
                      f"{100 * lay['gap']:>7.3f}%  {lay['status']}")
     lines.append(f"balancedness mean {doc['balancedness_mean']:.5f}, min {doc['balancedness_min']:.5f}; "
                  f"worst gap {100 * doc['worst_gap']:.3f}%; status {doc['status']}; {doc['wall_s']:.2f} s")
+    if "migration" in doc:
+        lines += _migration_lines(doc)
     if "cross_node_tokens" in doc:
         lines.append(f"tokens crossing nodes (uniform sources, node-local dispatch): "
                      f"{doc['cross_node_tokens']:.0f}")
     return "\n".join(lines) + "\n"
+
+
+def _migration_lines(doc: dict) -> list[str]:
+    """The rebalancing summary: moves, kept share, bytes per link and per rank, balance given up."""
+    m = doc["migration"]
+    slots = doc["slots_per_rank"] * doc["num_ranks"] * len(doc["layers"])
+    out = [f"rebalancing (--current, minimize {m['objective']}, tolerance {100 * m['tolerance']:.3g}%): "
+           f"{m['moves']} expert moves of {slots} slots ({100 * m['kept_fraction']:.2f}% kept in place), "
+           f"{m['intra_node_moves']} intra-node, {m['inter_node_moves']} inter-node; "
+           f"a from-scratch plan would move {m['scratch_moves']}",
+           f"balance given up: {100 * m['balance_given_up']:.4f}% of the best max load (worst layer); "
+           f"most moves into one rank {max(m['received_moves_per_rank'])}, out of one rank "
+           f"{max(m['sent_moves_per_rank'])}"]
+    if "moved_bytes" in m:
+        gb = 1e9
+        out.append(f"bytes: {m['moved_bytes'] / gb:.3f} GB moved ({m['intra_node_bytes'] / gb:.3f} intra-node, "
+                   f"{m['inter_node_bytes'] / gb:.3f} inter-node); at most {m['max_received_bytes_per_rank'] / gb:.3f} "
+                   f"GB into and {m['max_sent_bytes_per_rank'] / gb:.3f} GB out of one rank")
+    return out
 
 
 @click.argument("instance", required=False, type=click.Path(dir_okay=True))
@@ -126,12 +154,29 @@ def table(doc: dict) -> str:
 @click.option("--workers", type=click.IntRange(1, 64), default=None,
               help="CPU workers; layers are solved in that many processes (default: INSTANCE's, else 1)")
 @click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=None, help="random seed")
+@click.option("--effort", type=FiniteFloatRange(0.001, 86400), default=None,
+              help="deterministic budget per layer: CP-SAT deterministic seconds and 20 local-search "
+                   "tries per unit; a fixed seed with one worker then repeats its plan, the time limit "
+                   "being only a hard stop (default: the time limit alone)")
+@click.option("--current", "current_path", type=click.Path(dir_okay=True), default=None,
+              help="placement in service (moeopt placement JSON, plan file, or SGLang/vLLM "
+                   "physical_to_logical_map JSON): rebalance with the fewest moves")
+@click.option("--tolerance", type=FiniteFloatRange(0.0, 1.0), default=0.001, show_default=True,
+              help="with --current: the hottest rank may exceed the best found by this fraction")
+@click.option("--minimize", type=click.Choice(["moves", "inter-node"]), default="moves", show_default=True,
+              help="with --current: expert copies (= bytes: routed experts share one size), or "
+                   "copies crossing nodes first, then copies")
+@click.option("--expert-bytes", type=FiniteFloatRange(0.0, 1e15), default=None,
+              help="with --current: bytes of one routed expert (default: from INSTANCE's model)")
 @VERBOSE
 def place_cmd(instance, loads_path, ep, redundant, nodes, spread_replicas, format_, output,
-              time_limit, workers, seed, verbose):
+              time_limit, workers, seed, effort, current_path, tolerance, minimize, expert_bytes,
+              verbose):
     def body():
         from optimizer.inputs.files import write_atomic
         from optimizer.place import PlaceSpec, Settings, place
+        from optimizer.place.current import read_current
+        from optimizer.place.rebalance import rebalance
 
         layer_ids, counts, inst = _loads(instance, loads_path)
         num_experts = int(counts.shape[1])
@@ -142,10 +187,18 @@ def place_cmd(instance, loads_path, ep, redundant, nodes, spread_replicas, forma
         settings = Settings(
             time_limit_s=time_limit if time_limit is not None else (search.time_limit_s if search else 30.0),
             workers=workers if workers is not None else (search.workers if search else 1),
-            seed=seed if seed is not None else (search.seed if search else 0))
+            seed=seed if seed is not None else (search.seed if search else 0), effort=effort)
         log.info("place: %d layers x %d experts, ep=%d redundant=%d nodes=%d, %.1f s, %d workers",
                  len(layer_ids), num_experts, ep_, redundant, nodes_, settings.time_limit_s, settings.workers)
-        result = place(counts, layer_ids, spec, settings)
+        if current_path:
+            current = read_current(current_path, layer_ids, num_experts, ep_, spec.slots_per_rank(num_experts))
+            size = expert_bytes
+            if size is None and inst is not None:
+                from optimizer.costs.formulas import expert_bytes as model_expert_bytes
+                size = model_expert_bytes(inst.model)
+            result = rebalance(counts, layer_ids, current, spec, settings, tolerance, minimize, size)
+        else:
+            result = place(counts, layer_ids, spec, settings)
         for lp in result.layers:
             log.info("layer %d: %s, greedy max %.1f -> %.1f, bound %.1f, %.2f s", lp.layer, lp.method,
                      lp.greedy_max_load, lp.max_load, lp.lower_bound, lp.wall_s)

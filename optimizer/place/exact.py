@@ -27,10 +27,14 @@ EXACT_S_PER_LITERAL = 5e-5   # a layer's budget must allow this per literal: bui
                              # presolving ~4000 literals takes ~0.12 s before any search
 
 
-def new_solver(limit_s: float, workers: int, seed: int) -> cp_model.CpSolver:
-    """A CP-SAT solver with a time limit (at least 10 ms), workers and seed."""
+def new_solver(limit_s: float, workers: int, seed: int,
+               deterministic_s: float | None = None) -> cp_model.CpSolver:
+    """A CP-SAT solver with a time limit (at least 10 ms), workers and seed, and when given
+    a deterministic time limit (CP-SAT's work units: reproducible with one worker)."""
     solver = cp_model.CpSolver()
     solver.parameters.max_time_in_seconds = max(limit_s, 0.01)
+    if deterministic_s is not None:
+        solver.parameters.max_deterministic_time = max(deterministic_s, 0.001)
     solver.parameters.num_workers = max(1, workers)
     solver.parameters.random_seed = seed % (1 << 31)
     return solver
@@ -133,7 +137,7 @@ def solve_exact(state: LayerState, deadline: float, workers: int) -> tuple[bool,
     model.add_hint(top, int(ub_int))
     two_phase = state.K > 1 and state.spec.redundant > 0
     budget = deadline - time.monotonic()
-    solver = new_solver(0.75 * budget if two_phase else budget, workers, state.seed)
+    solver = new_solver(0.75 * budget if two_phase else budget, workers, state.seed, state.effort)
     status = solver.solve(model)
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return False, 0.0, status == cp_model.UNKNOWN
@@ -173,7 +177,7 @@ def _exact_phase2(state: LayerState, model, solver, z, y, top, on_node, deadline
     if not terms:
         return
     model.maximize(sum(w * u for w, u in terms))
-    solver2 = new_solver(deadline - time.monotonic(), workers, state.seed)
+    solver2 = new_solver(deadline - time.monotonic(), workers, state.seed, state.effort)
     status = solver2.solve(model)
     if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         sol = _read(state, solver2, z, y)

@@ -20,9 +20,11 @@ SCALE = 1_000_000            # node-coverage weights: the heaviest expert's toke
 class LayerState:
     """Search state of one layer: replica counts ``count`` [E] and the plan ``R`` [G][S].
     Starts from the min-max replica counts packed heaviest replica first (``pack``); the
-    packing stops at ``deadline`` (monotonic seconds) with a round-robin plan."""
+    packing stops at ``deadline`` (monotonic seconds) with a round-robin plan. ``effort``:
+    the deterministic budget of ``Settings.effort`` (None: the clock alone)."""
 
-    def __init__(self, n: np.ndarray, spec: PlaceSpec, seed: int, deadline: float | None = None):
+    def __init__(self, n: np.ndarray, spec: PlaceSpec, seed: int, deadline: float | None = None,
+                 effort: float | None = None):
         self.ni = n
         self.n = n.astype(np.float64)
         self.spec = spec
@@ -37,6 +39,7 @@ class LayerState:
         self.lower = lower_bound(n, spec, deadline, count)
         self.rng = random.Random(seed)
         self.seed = seed
+        self.effort = effort
         self.count = np.array(count, dtype=np.int64)
         ranks, self.packing_cut = pack(self.n, self.count, spec, self.S, deadline)
         self.R = np.array(ranks, dtype=np.int64)  # packing_cut: round robin, the deadline passed

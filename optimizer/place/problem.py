@@ -60,11 +60,16 @@ class PlaceSpec:
 
 @dataclass(frozen=True)
 class Settings:
-    """Solver settings: total time budget in seconds, CPU workers, random seed."""
+    """Solver settings: total time budget in seconds (a hard stop), CPU workers, random
+    seed, and ``effort``: a deterministic budget per layer (None: the clock alone). With
+    ``effort`` the local search stops after ``effort * TRIES_PER_EFFORT`` tries and CP-SAT
+    after ``effort`` deterministic seconds, so a fixed seed with one worker repeats the same
+    plan whenever the time limit does not cut in first."""
 
     time_limit_s: float = 30.0
     workers: int = 1
     seed: int = 0
+    effort: float | None = None
 
 
 @dataclass
@@ -83,6 +88,7 @@ class LayerPlacement:
     wall_s: float = 0.0
     greedy_max_load: float = 0.0    # the initial packing, for the log
     time_limit_reached: bool = False  # the clock, not a proof, stall or bound, ended the search
+    migration: dict | None = None   # with --current: moves and loads of the rebalancing
 
     @property
     def balancedness(self) -> float:
@@ -123,6 +129,8 @@ class Placement:
                 doc["cross_node_tokens"] = _r(lp.cross_node_tokens)
             if lp.time_limit_reached:
                 doc["time_limit_reached"] = True
+            if lp.migration is not None:
+                doc["migration"] = lp.migration
             layers.append(doc)
         bal = [lp.balancedness for lp in self.layers]
         out = {"num_ranks": spec.num_ranks, "num_nodes": spec.num_nodes,

@@ -66,7 +66,7 @@ def nodes_by_bundles(state: LayerState, deadline: float) -> None:
         model.add_hint(v, cur[g] == k)
     for w, u, e, k in terms:
         model.add_hint(u, any(cur[g] == k for g in multi[e]))
-    solver = new_solver(limit, 1, state.seed)
+    solver = new_solver(limit, 1, state.seed, state.effort)
     status = solver.solve(model)
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return

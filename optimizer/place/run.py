@@ -23,7 +23,10 @@ whose search was stopped by the clock is reported with ``time_limit_reached``. W
 runs after the deadline is O(slots) per layer (replica counts, bound, round robin, about
 3-10 us per slot, capped by ``problem.MAX_TOTAL_SLOTS``), plus one CP-SAT or numpy step
 that was under way. Results are deterministic for a fixed seed whenever every layer ends
-by proof, stall or the lower bound first.
+by proof, stall or the lower bound first, and with ``Settings.effort`` (a deterministic
+budget per layer: local-search tries and CP-SAT deterministic seconds; the choice of the
+exact model then depends on it, not on the time share) whenever the time limit, now only
+a hard stop, does not cut in.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import time
 import numpy as np
 
 from optimizer.place.exact import EXACT_MAX_LITERALS, EXACT_S_PER_LITERAL, exact_size, solve_exact
-from optimizer.place.heuristic import ILS_STALL, descent, local_search
+from optimizer.place.heuristic import ILS_STALL, TRIES_PER_EFFORT, descent, local_search
 from optimizer.place.layer_state import LayerState
 from optimizer.place.problem import REL_TOL, LayerPlacement, Placement, PlaceSpec, Settings
 from optimizer.place.rank_nodes import nodes_by_bundles
@@ -73,7 +76,7 @@ def _run_group(counts, layer_ids, rows: list[int], spec: PlaceSpec, settings: Se
     for row in rows:
         start = time.monotonic()
         st = LayerState(np.asarray(counts[row], dtype=np.int64), spec,
-                        settings.seed + 7919 * layer_ids[row], deadline)
+                        settings.seed + 7919 * layer_ids[row], deadline, settings.effort)
         states.append((st, time.monotonic() - start))
     out = []
     for i, (row, (st, pack_s)) in enumerate(zip(rows, states)):
@@ -102,12 +105,13 @@ def _run_parallel(counts, layer_ids, spec, settings, deadline, groups) -> list[L
 
 
 def solve_layer(counts: np.ndarray, layer: int, spec: PlaceSpec, time_limit_s: float,
-                workers: int = 1, seed: int = 0) -> LayerPlacement:
+                workers: int = 1, seed: int = 0, effort: float | None = None) -> LayerPlacement:
     """The placement of one layer (``counts``: [E] int tokens) within ``time_limit_s``
-    (every search stops then; the best plan found so far is returned)."""
+    (every search stops then; the best plan found so far is returned) and the
+    deterministic budget ``effort`` (``Settings.effort``)."""
     start = time.monotonic()
     st = LayerState(np.asarray(counts, dtype=np.int64), spec, seed + 7919 * layer,
-                    start + max(time_limit_s, 0.0))
+                    start + max(time_limit_s, 0.0), effort)
     elapsed = time.monotonic() - start
     return _improve(st, layer, max(time_limit_s - elapsed, 0.0), workers, elapsed)
 
@@ -122,7 +126,8 @@ def _improve(st: LayerState, layer: int, time_limit_s: float, workers: int,
     greedy_max = st.max_load()
     descent(st, deadline)
     size = exact_size(st)  # the exact model only when small and the budget can build it
-    exact = size <= EXACT_MAX_LITERALS and time_limit_s >= size * EXACT_S_PER_LITERAL
+    affordable = st.effort if st.effort is not None else time_limit_s  # deterministic when set
+    exact = size <= EXACT_MAX_LITERALS and affordable >= size * EXACT_S_PER_LITERAL
     method, cp_proven, cp_bound = ("exact" if exact else "search"), False, 0.0
     timed_out = st.packing_cut  # did the clock, not a proof, stall or bound, end the search?
     nodes = spec.num_nodes > 1 and spec.redundant > 0  # with single replicas, no choice
@@ -131,12 +136,13 @@ def _improve(st: LayerState, layer: int, time_limit_s: float, workers: int,
             method, timed_out = "greedy", True  # packing and descent only: no time for a search
         elif exact:
             if spec.redundant:  # a better hint first, then the proof
-                local_search(st, start + 0.5 * (deadline - start), max_stall=ILS_STALL // 8)
+                local_search(st, start + 0.5 * (deadline - start), max_stall=ILS_STALL // 8,
+                             max_tries=_tries(st, 0.5))
             cp_proven, cp_bound, cut = solve_exact(st, deadline, workers)  # phase 2 handles nodes
             timed_out |= cut
         else:
             reserve = 0.1 * (deadline - time.monotonic()) if nodes else 0.0  # for rank_nodes
-            timed_out |= local_search(st, deadline - reserve)
+            timed_out |= local_search(st, deadline - reserve, max_tries=_tries(st, 1.0))
     if nodes:
         nodes_by_bundles(st, deadline)
     max_load = st.max_load()
@@ -150,3 +156,8 @@ def _improve(st: LayerState, layer: int, time_limit_s: float, workers: int,
                           cross_node_tokens=st.cross_node_tokens() if spec.num_nodes > 1 else None,
                           wall_s=pack_s + time.monotonic() - start, greedy_max_load=greedy_max,
                           time_limit_reached=timed_out and not proven)
+
+
+def _tries(st: LayerState, share: float) -> int | None:
+    """Local-search tries allowed by ``share`` of the layer's deterministic effort."""
+    return None if st.effort is None else max(1, round(share * st.effort * TRIES_PER_EFFORT))
