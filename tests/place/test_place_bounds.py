@@ -9,7 +9,7 @@ import numpy as np
 
 from optimizer.place import PlaceSpec, lower_bound
 from optimizer.place.bounds import fewest_heavier, least_item
-from tests.test_place import brute_force
+from tests.place.test_place import brute_force
 
 
 def test_bound_never_exceeds_brute_force_optimum():
