@@ -22,7 +22,6 @@ import tempfile
 import time
 from pathlib import Path
 
-
 from tests.oracles import fuzzkit  # noqa: E402
 
 # Share of the campaign per generator (the slow ones, which solve, get fewer inputs).

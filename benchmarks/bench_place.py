@@ -26,13 +26,11 @@ import json
 import os
 import resource
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-
 
 from tests.oracles.eplb_greedy import balancedness, greedy_place  # noqa: E402
 

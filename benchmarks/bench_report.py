@@ -31,11 +31,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from optimizer.costs.greedy_placement import greedy_ranks
-from optimizer.plan.evaluate import evaluate
 from optimizer.costs.expert_loads import expert_loads
-from optimizer.plan.files import PlanFile, plan_from_file, plan_to_json
+from optimizer.costs.greedy_placement import greedy_ranks
 from optimizer.inputs.schema import Instance, ModelSpec
+from optimizer.plan.evaluate import evaluate
+from optimizer.plan.files import PlanFile, plan_from_file, plan_to_json
 
 BUDGET_S = 5.0
 DENSE_LAYERS = 3  # DeepSeek-V3's first_k_dense_replace

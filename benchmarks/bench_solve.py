@@ -19,12 +19,11 @@ import tempfile
 import time
 from pathlib import Path
 
-
-from tests.oracles import bruteforce  # noqa: E402
+from optimizer.cpsat.solve import solve  # noqa: E402
 from optimizer.errors import InfeasibleError  # noqa: E402
 from optimizer.inputs.files import load_model  # noqa: E402
 from optimizer.inputs.schema import Instance  # noqa: E402
-from optimizer.cpsat.solve import solve  # noqa: E402
+from tests.oracles import bruteforce  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_INSTANCE = REPO / "instances" / "10b_moe.json"

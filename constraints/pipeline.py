@@ -18,8 +18,8 @@ makespan.
 
 from __future__ import annotations
 
-from optimizer.cpsat.context import DEGREES, PIPELINE, PLACEMENT, Context, ModelData, Timing
 from optimizer.costs.units import LOAD_SCALE
+from optimizer.cpsat.context import DEGREES, PIPELINE, PLACEMENT, Context, ModelData, Timing
 
 NEEDS = (DEGREES, PLACEMENT)
 PROVIDES = PIPELINE

@@ -7,11 +7,11 @@ e = 1 (one rank holds all) and e = E (one expert per rank) the hot load is a con
 
 from __future__ import annotations
 
-from optimizer.cpsat.context import PLACEMENT, Context, PlacementVars
 from optimizer.costs.config_bounds import hot_load_lower_bound
 from optimizer.costs.greedy_placement import greedy_ranks, heaviest_first
 from optimizer.costs.layout import trivial_ranks
 from optimizer.costs.units import LOAD_SCALE
+from optimizer.cpsat.context import PLACEMENT, Context, PlacementVars
 
 NEEDS: tuple[str, ...] = ()
 PROVIDES = PLACEMENT

@@ -3,7 +3,6 @@ measured database (optional extra ``calibrate``) or from a CSV of the user's own
 
 from __future__ import annotations
 
-
 import click
 
 from optimizer.cli.common import VERBOSE, run

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from optimizer.cli.common import VERBOSE, dump, OutputPath, run
+from optimizer.cli.common import VERBOSE, OutputPath, dump, run
 from optimizer.inputs.hf import WEIGHT_DTYPES
 
 DTYPE_CHOICES = ("fp32", "fp16", "bf16", "fp8", "mxfp4")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from optimizer.cli.common import VERBOSE, dump, OutputPath, run
+from optimizer.cli.common import VERBOSE, OutputPath, dump, run
 from optimizer.inputs.hf import WEIGHT_DTYPES
 from optimizer.inputs.presets import GPU_PRESETS
 

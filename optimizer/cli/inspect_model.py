@@ -70,8 +70,8 @@ def instance_facts(inst, path: str | None = None) -> dict:
     KV, activations or buffers), the fewest GPUs whose memory holds the weights, and the KV
     cache of the whole batch at prompt + output tokens (a service: of one request at its
     mean lengths)."""
-    from optimizer.inputs.hf import min_gpus_for_weights, usable_memory_gb
     from optimizer.costs import formulas as cm
+    from optimizer.inputs.hf import min_gpus_for_weights, usable_memory_gb
     hw, wl = inst.hardware, inst.workload
     limit = inst.memory_limit_gb
     usable = usable_memory_gb(limit, hw.runtime_reserve_gb, hw.nccl_buffer_gb)
@@ -100,11 +100,12 @@ def instance_facts(inst, path: str | None = None) -> dict:
 
 def inspect_path(path: str, prompt_tokens: int | None = None) -> dict:
     """The inspect document for an instance, a HF config.json or a moeopt model JSON."""
+    from pydantic import ValidationError
+
     from optimizer.errors import InputError
     from optimizer.inputs.files import validation_message
     from optimizer.inputs.hf import family_of, hf_extra_params, load_model_section
     from optimizer.inputs.schema import Instance, ModelSpec
-    from pydantic import ValidationError
 
     kind, section, inst_doc = load_model_section(path)
     m = ModelSpec.model_validate(section)

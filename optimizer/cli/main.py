@@ -14,6 +14,7 @@ import click
 
 from optimizer.cli.common import DEFINITIONS
 
+
 class OneLineGroup(click.Group):
     """A click group whose usage errors are one line on stderr with exit code 2."""
 
@@ -40,9 +41,22 @@ def main() -> None:
     pass
 
 
-from optimizer.cli import (calibrate, check, explain, export, import_hf,  # noqa: E402
-                          init_instance, inspect_model, pareto, place, report, schema, simulate,
-                          solve, sweep)
+from optimizer.cli import (  # noqa: E402
+    calibrate,
+    check,
+    explain,
+    export,
+    import_hf,
+    init_instance,
+    inspect_model,
+    pareto,
+    place,
+    report,
+    schema,
+    simulate,
+    solve,
+    sweep,
+)
 
 # Every command, registered statically: one module per command, each defining ``command``.
 for _command in (solve.command, check.command, schema.command, pareto.command, sweep.command,

@@ -6,7 +6,7 @@ import logging
 
 import click
 
-from optimizer.cli.common import batch_only, FORMAT, VERBOSE, FiniteFloatRange, dump, load_instance, run
+from optimizer.cli.common import FORMAT, VERBOSE, FiniteFloatRange, batch_only, dump, load_instance, run
 from optimizer.errors import InputError
 
 log = logging.getLogger(__name__)

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import click
 
-from optimizer.cli.common import DEFINITIONS, FORMAT, VERBOSE, FiniteFloatRange, dump, load_instance, run
-from optimizer.errors import InfeasibleError, InputError, NoSolutionError
-from optimizer.inputs.files import write_atomic
+from optimizer.cli.common import dump
 from optimizer.inputs.schema import Instance
 
 

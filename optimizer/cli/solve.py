@@ -6,8 +6,7 @@ from pathlib import Path
 
 import click
 
-from optimizer.cli.common import (DEFINITIONS, FORMAT, ElapsedBar, FiniteFloatRange, OutputPath, dump,
-                                  load_instance, run)
+from optimizer.cli.common import DEFINITIONS, FORMAT, ElapsedBar, FiniteFloatRange, OutputPath, dump, load_instance, run
 from optimizer.errors import InfeasibleError, InputError, NoSolutionError
 from optimizer.inputs.files import write_atomic
 
@@ -34,9 +33,9 @@ from optimizer.inputs.files import write_atomic
 def solve(instance, format_, output, gpus, time_limit, workers, seed, report, log_solver, dump_model,
           objective, verbose):
     def body():
-        from optimizer.plan.files import plan_to_json
-        from optimizer.output.text import plan_text, status_note
         from optimizer import api
+        from optimizer.output.text import plan_text, status_note
+        from optimizer.plan.files import plan_to_json
 
         inst = load_instance(instance)
         if gpus is not None and gpus > inst.hardware.num_gpus:

@@ -35,8 +35,14 @@ def command(instance, gpus_text, format_, output, jobs, resume, backend, address
             workers, seed, top, verbose):
     def body():
         from optimizer.cpsat.search import SolverSettings
-        from optimizer.search.sweep import (parse_counts, run_points, smallest_feasible, summary,
-                                     sweep_table, write_outputs)
+        from optimizer.search.sweep import (
+            parse_counts,
+            run_points,
+            smallest_feasible,
+            summary,
+            sweep_table,
+            write_outputs,
+        )
         inst = load_instance(instance)
         batch_only(inst, "sweep")
         counts = parse_counts(gpus_text)

@@ -7,8 +7,8 @@ them (a one-hot choice), so no product of degrees is ever a constraint.
 from __future__ import annotations
 
 from optimizer.costs.layout import Degrees
-from optimizer.inputs.schema import Instance
 from optimizer.costs.tables import seqs_per_replica
+from optimizer.inputs.schema import Instance
 
 
 def divisors(n: int) -> list[int]:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import random
 
+from optimizer.costs.units import LOAD_SCALE
 from optimizer.errors import InputError
 from optimizer.inputs.schema import CountsLoad, FileLoad, Instance, PowerLawLoad, UniformLoad
-from optimizer.costs.units import LOAD_SCALE
 
 
 def largest_remainder(weights: list[float], total: int) -> list[int]:

@@ -51,7 +51,7 @@ class Curve(_Strict):
     efficiency: list[Eta] = Field(..., min_length=1)
 
     @model_validator(mode="after")
-    def _shape(self) -> "Curve":
+    def _shape(self) -> Curve:
         if len(self.x) != len(self.efficiency):
             raise ValueError(f"curve has {len(self.x)} x values and {len(self.efficiency)} efficiencies")
         if any(b <= a for a, b in zip(self.x, self.x[1:])):

@@ -27,8 +27,8 @@ decode-only step at the mean context equals the static decode step (see the test
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import numpy as np
 

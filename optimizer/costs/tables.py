@@ -23,11 +23,19 @@ import numpy as np
 
 from optimizer.costs import formulas as cm
 from optimizer.costs import profiled
+from optimizer.costs.layout import (
+    Degrees,
+    GpuSlot,
+    ep_groups,
+    etp_groups,
+    min_local_peers,
+    spans_nodes,
+    stage_boundary_inter_node,
+    tp_groups,
+)
 from optimizer.costs.profile import efficiency_of
-from optimizer.costs.layout import (Degrees, GpuSlot, ep_groups, etp_groups, min_local_peers,
-                              spans_nodes, stage_boundary_inter_node, tp_groups)
-from optimizer.inputs.schema import DTYPE_BYTES, Instance
 from optimizer.costs.units import LOAD_SCALE, ceil_div, ceil_int, seconds_to_ns
+from optimizer.inputs.schema import DTYPE_BYTES, Instance
 
 ACT_BYTES = 2  # activations and communicated hidden states are 16-bit
 
@@ -43,13 +51,13 @@ class LinkFacts:
     pp_inter_node: bool
 
     @staticmethod
-    def of(slots: tuple[GpuSlot, ...]) -> "LinkFacts":
+    def of(slots: tuple[GpuSlot, ...]) -> LinkFacts:
         local, remote = min_local_peers(ep_groups(slots))
         return LinkFacts(local, remote, spans_nodes(tp_groups(slots)),
                          spans_nodes(etp_groups(slots)), stage_boundary_inter_node(slots))
 
     @staticmethod
-    def of_megatron(deg: Degrees, gpus_per_node: int) -> "LinkFacts":
+    def of_megatron(deg: Degrees, gpus_per_node: int) -> LinkFacts:
         """``LinkFacts.of(megatron_layout(deg, gpus_per_node))`` by array operations over
         the ranks (the layout's formulas in closed form; no GpuSlot per GPU)."""
         rank = np.arange(deg.num_gpus, dtype=np.int64)
@@ -70,7 +78,7 @@ class LinkFacts:
                          bool(boundary.any()))
 
 
-def _spans(group: "np.ndarray", node: "np.ndarray") -> bool:
+def _spans(group: np.ndarray, node: np.ndarray) -> bool:
     """True when some group (ids per rank) has ranks on more than one node."""
     return len(np.unique(group * (node[-1] + 1) + node)) > len(np.unique(group))
 

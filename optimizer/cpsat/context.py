@@ -15,8 +15,9 @@ accessors ``choice``, ``placement``, ``timing``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from ortools.sat.python import cp_model
 

@@ -17,8 +17,16 @@ from optimizer.costs import physical_bounds as bounds
 from optimizer.costs.timing import makespan_limit_ns
 from optimizer.cpsat.budget import Budget, OutOfTime, building
 from optimizer.cpsat.model import REQUIREMENTS
-from optimizer.cpsat.search import (DataBuilder, OutOfRange, SolverSettings, build_model, extract_plan,
-                                    make_solver, run_phase, run_search)
+from optimizer.cpsat.search import (
+    DataBuilder,
+    OutOfRange,
+    SolverSettings,
+    build_model,
+    extract_plan,
+    make_solver,
+    run_phase,
+    run_search,
+)
 from optimizer.errors import InfeasibleError, InputError
 from optimizer.inputs.schema import Instance
 from optimizer.plan.evaluate import Plan, evaluate

@@ -13,23 +13,22 @@ which is lexicographically followed by the batch makespan (``solve.py``).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ortools.sat.python import cp_model
 
 import constraints
-from dataclasses import replace
-
-from optimizer.cpsat.pruning import exact_hot_loads
-from optimizer.costs.config_bounds import config_bounds, greedy_plan, hot_load_lower_bound
-from optimizer.costs.candidates import admissible_degrees
-from optimizer.cpsat.context import Context, FamilyOrderError, ModelData
-from optimizer.errors import InputError
-from optimizer.costs.timing import makespan_limit_ns
-from optimizer.costs.layout import megatron_layout
-from optimizer.costs.expert_loads import expert_loads
-from optimizer.inputs.schema import Instance
-from optimizer.costs.tables import LinkFacts, StageCosts, stage_costs
 from constraints.pipeline import phase_of
+from optimizer.costs.candidates import admissible_degrees
+from optimizer.costs.config_bounds import config_bounds, greedy_plan, hot_load_lower_bound
+from optimizer.costs.expert_loads import expert_loads
+from optimizer.costs.tables import LinkFacts, StageCosts, stage_costs
+from optimizer.costs.timing import makespan_limit_ns
 from optimizer.costs.units import LOAD_SCALE, gb_to_bytes_floor
+from optimizer.cpsat.context import Context, FamilyOrderError, ModelData
+from optimizer.cpsat.pruning import exact_hot_loads
+from optimizer.errors import InputError
+from optimizer.inputs.schema import Instance
 
 REQUIREMENTS = ("memory", "ttft", "tpot", "throughput")
 
@@ -106,7 +105,7 @@ class DeploymentModel:
     """
 
     def __init__(self, data: ModelData, explain: bool = False, relax: tuple[str, ...] = (),
-                 cutoff: str | None = None, progress: "Progress | None" = None):
+                 cutoff: str | None = None, progress: Progress | None = None):
         model = cp_model.CpModel()
         requirement = {name: model.new_bool_var(f"require_{name}") for name in REQUIREMENTS}
         for name in REQUIREMENTS:
@@ -130,7 +129,7 @@ class DeploymentModel:
 
     @staticmethod
     def _filter(data: ModelData, explain: bool, relax: tuple[str, ...], cutoff: str | None,
-                progress: "Progress | None" = None):
+                progress: Progress | None = None):
         """(data, bounds, greedy): the candidates modelled in full, with their bounds, and
         the greedy plan. Candidates a requirement rules out by a lower bound are kept as
         ``blocked`` in explain mode and dropped otherwise; with ``cutoff``, also those that

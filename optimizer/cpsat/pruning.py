@@ -16,7 +16,6 @@ from optimizer.costs.greedy_placement import greedy_ranks
 from optimizer.costs.units import LOAD_SCALE
 from optimizer.cpsat.rebalance import rebalance
 
-
 # A layer too large to model jointly goes to CP-SAT only when swaps leave its hot load more
 # than this above the cheap bound (parts of LOAD_SCALE: 0.01 % of the layer's tokens). Swaps
 # usually end within a few parts of the bound; CP-SAT's short per-layer searches rarely beat

@@ -40,7 +40,7 @@ class SolverSettings:
     log_search: bool = False
 
     @staticmethod
-    def of(inst: Instance, time_limit_s=None, workers=None, seed=None, log_search: bool = False) -> "SolverSettings":
+    def of(inst: Instance, time_limit_s=None, workers=None, seed=None, log_search: bool = False) -> SolverSettings:
         """The instance's ``search`` settings, each overridden when given."""
         s = inst.search
         return SolverSettings(time_limit_s if time_limit_s is not None else s.time_limit_s,

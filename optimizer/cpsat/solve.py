@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Callable
 
 from ortools.sat.python import cp_model
 
@@ -35,8 +35,16 @@ from optimizer.costs.units import ns_to_ms, ns_to_s
 from optimizer.cpsat.budget import Budget, OutOfTime, building, stop_on_sigint
 from optimizer.cpsat.explain import explain_infeasible, smallest_gpu_count
 from optimizer.cpsat.model import DeploymentModel, Progress
-from optimizer.cpsat.search import (DataBuilder, PhaseResult, SolverSettings, build_model, extract_plan,
-                                    hint_all, make_solver, run_phase)
+from optimizer.cpsat.search import (
+    DataBuilder,
+    PhaseResult,
+    SolverSettings,
+    build_model,
+    extract_plan,
+    hint_all,
+    make_solver,
+    run_phase,
+)
 from optimizer.errors import NoSolutionError
 from optimizer.inputs.schema import Instance
 from optimizer.plan.evaluate import Evaluation, Plan, evaluate

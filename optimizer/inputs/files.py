@@ -14,7 +14,6 @@ from pydantic import BaseModel, ValidationError
 
 from optimizer.errors import InputError
 
-
 # Limits on what a reader accepts: far above any real moeopt input (an instance is a few kB,
 # an expert-load file of 384 experts x 61 layers under 1 MB), far below what would exhaust
 # memory or the interpreter's stack.

@@ -19,7 +19,8 @@ argument replaces both.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -54,7 +55,7 @@ class Cfg:
     def __init__(self, data: dict, source: str, family: str, prefix: str = ""):
         self.data, self.source, self.family, self.prefix = data, source, family, prefix
 
-    def sub(self, key: str) -> "Cfg":
+    def sub(self, key: str) -> Cfg:
         value = self.data.get(key)
         if not isinstance(value, dict):
             self._bad(key, value, "is missing" if value is None else "must be a JSON object")

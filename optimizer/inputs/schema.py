@@ -7,10 +7,18 @@ its name. Unknown keys are rejected so that a typo never silently falls back to 
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
-from pydantic import (BaseModel, ConfigDict, Field, PositiveInt, TypeAdapter, WrapValidator,
-                      model_serializer, model_validator)
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    TypeAdapter,
+    WrapValidator,
+    model_serializer,
+    model_validator,
+)
 
 from optimizer.inputs.names import Label, ResultName
 
@@ -90,7 +98,7 @@ class ModelSpec(_Strict):
     lm_head_bias: bool = Field(False, description="bias on the LM head")
 
     @model_validator(mode="after")
-    def _consistent(self) -> "ModelSpec":
+    def _consistent(self) -> ModelSpec:
         if self.num_attention_heads % self.num_kv_heads:
             raise ValueError(
                 f"num_attention_heads={self.num_attention_heads} is not a multiple of "
@@ -183,7 +191,7 @@ class UniformTokens(_Strict):
     max_tokens: TokenCount
 
     @model_validator(mode="after")
-    def _ordered(self) -> "UniformTokens":
+    def _ordered(self) -> UniformTokens:
         if self.min_tokens > self.max_tokens:
             raise ValueError(f"min_tokens={self.min_tokens} exceeds max_tokens={self.max_tokens}")
         return self
@@ -228,7 +236,7 @@ def _length(value, handler):
     raise ValueError("expected a token count or a distribution object")
 
 
-TokenLength = Annotated[Union[TokenCount, UniformTokens, LogNormalTokens, ExponentialTokens],
+TokenLength = Annotated[TokenCount | UniformTokens | LogNormalTokens | ExponentialTokens,
                         WrapValidator(_length)]
 
 
@@ -253,7 +261,7 @@ class ServiceWorkload(_Strict):
         1.25, description="MoE dispatch buffers are sized at this multiple of the mean load")
 
     @model_validator(mode="after")
-    def _complete(self) -> "ServiceWorkload":
+    def _complete(self) -> ServiceWorkload:
         if self.arrival_rate_rps is not None and self.concurrency is not None:
             raise ValueError("give arrival_rate_rps or concurrency, not both")
         if self.trace is None:
@@ -280,7 +288,7 @@ def _workload(value, handler):
     return Workload.model_validate(value)  # its own error: not an object
 
 
-AnyWorkload = Annotated[Union[Workload, ServiceWorkload], WrapValidator(_workload)]
+AnyWorkload = Annotated[Workload | ServiceWorkload, WrapValidator(_workload)]
 
 # Requirements of a service only; absent ones are left out of dumps (batch instances
 # serialise exactly as before).
@@ -348,7 +356,7 @@ class FileLoad(_Strict):
     path: Annotated[str, Field(min_length=1, max_length=4096)]
 
 
-ExpertLoad = Annotated[Union[UniformLoad, PowerLawLoad, CountsLoad, FileLoad], Field(discriminator="kind")]
+ExpertLoad = Annotated[UniformLoad | PowerLawLoad | CountsLoad | FileLoad, Field(discriminator="kind")]
 
 
 class SearchSpec(_Strict):
@@ -389,7 +397,7 @@ class Instance(_Strict):
         return data
 
     @model_validator(mode="after")
-    def _consistent(self) -> "Instance":
+    def _consistent(self) -> Instance:
         # checked here rather than in Workload: at most MAX_MICRO_BATCHES allowed counts
         allowed = getattr(self.workload, "micro_batches", None)  # a service has none
         if allowed is not None and len(allowed) > MAX_MICRO_BATCHES:

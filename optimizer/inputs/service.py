@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from optimizer.errors import InputError
-from optimizer.inputs.schema import (ExponentialTokens, LogNormalTokens, ServiceWorkload,
-                                     UniformTokens)
+from optimizer.inputs.schema import ExponentialTokens, LogNormalTokens, ServiceWorkload, UniformTokens
 from optimizer.inputs.traces import Trace, read_trace
 
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from optimizer.plan.evaluate import RELATION, Check, Evaluation, Plan
 from optimizer.costs.expert_loads import expert_loads
-from optimizer.inputs.schema import Instance
 from optimizer.costs.units import LOAD_SCALE, bytes_to_gb
+from optimizer.inputs.schema import Instance
+from optimizer.plan.evaluate import RELATION, Check, Evaluation, Plan
 
 
 def _ranges(layers: tuple[int, ...]) -> str:

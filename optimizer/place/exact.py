@@ -112,7 +112,7 @@ def solve_exact(state: LayerState, deadline: float, workers: int) -> tuple[bool,
                 if len(doms[e]) > 1:
                     model.add_implication(v, choices[c])
             model.add(sum(lits) == c * choices[c])
-        for g, lits in per_rank.items():
+        for lits in per_rank.values():
             if len(lits) > 1:
                 model.add_at_most_one(lits)
     model.add(sum(c * (v if not isinstance(v, int) else 1) for e in range(state.E)
@@ -158,8 +158,8 @@ def _exact_phase2(state: LayerState, model, solver, z, y, top, on_node, deadline
     model.clear_hints()
     for k, v in z.items():
         model.add_hint(v, values[k])
-    for e, choices in y.items():
-        for c, v in choices.items():
+    for choices in y.values():
+        for v in choices.values():
             if not isinstance(v, int):
                 model.add_hint(v, solver.boolean_value(v))
     model.add(top <= best)
@@ -188,7 +188,7 @@ def _exact_phase2(state: LayerState, model, solver, z, y, top, on_node, deadline
 def _read(state: LayerState, solver, z, y) -> tuple[np.ndarray, np.ndarray]:
     rows = [[] for _ in range(state.G)]
     count = np.zeros(state.E, dtype=np.int64)
-    for (e, g, c), v in z.items():
+    for (e, g, _c), v in z.items():
         if solver.boolean_value(v):
             rows[g].append(e)
             count[e] += 1

@@ -64,7 +64,7 @@ def nodes_by_bundles(state: LayerState, deadline: float) -> None:
     cur = _bundle_hint(state)
     for (g, k), v in b.items():
         model.add_hint(v, cur[g] == k)
-    for w, u, e, k in terms:
+    for _w, u, e, k in terms:
         model.add_hint(u, any(cur[g] == k for g in multi[e]))
     solver = new_solver(limit, 1, state.seed, state.effort)
     status = solver.solve(model)

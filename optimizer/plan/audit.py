@@ -9,10 +9,10 @@ plans carry their ``metrics`` (checked as ``approx`` within 1e-9). Verdicts: "ho
 from __future__ import annotations
 
 from optimizer.costs import physical_bounds as bounds
+from optimizer.costs.units import LOAD_SCALE, bytes_to_gb, ns_to_s
+from optimizer.inputs.schema import Instance
 from optimizer.plan.evaluate import Evaluation, Plan
 from optimizer.plan.files import printable
-from optimizer.inputs.schema import Instance
-from optimizer.costs.units import LOAD_SCALE, bytes_to_gb, ns_to_s
 
 DEFAULT_TOLERANCE = 0.10
 

@@ -9,8 +9,14 @@ from optimizer.costs.units import bytes_to_gb
 from optimizer.inputs.files import load_model
 from optimizer.inputs.schema import Instance
 from optimizer.output.text import check_lines, memory_lines, metric_lines
-from optimizer.plan.audit import (derived_figures, instance_claim, judge_claims, memory_claims,
-                                  metric_claims, status_claim)
+from optimizer.plan.audit import (
+    derived_figures,
+    instance_claim,
+    judge_claims,
+    memory_claims,
+    metric_claims,
+    status_claim,
+)
 from optimizer.plan.evaluate import Evaluation, Plan, evaluate
 from optimizer.plan.files import PlanFile, check_structure
 

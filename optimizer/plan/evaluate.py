@@ -10,14 +10,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from optimizer.costs.layout import Degrees, GpuSlot
 from optimizer.costs.expert_loads import expert_loads
-from optimizer.inputs.schema import Instance
+from optimizer.costs.layout import Degrees, GpuSlot
 from optimizer.costs.tables import LinkFacts, StageCosts, stage_costs
-from optimizer.costs.timing import (batch_times, communication_ns, hot_load, imbalance_ns,
-                                     makespan_limit_ns, objective_ns)
-from optimizer.costs.units import (LOAD_SCALE, NS_PER_MS, bytes_to_gb, ceil_div, gb_to_bytes_floor,
-                             limit_s_to_ns, ns_to_ms, ns_to_s)
+from optimizer.costs.timing import (
+    batch_times,
+    communication_ns,
+    hot_load,
+    imbalance_ns,
+    makespan_limit_ns,
+    objective_ns,
+)
+from optimizer.costs.units import (
+    LOAD_SCALE,
+    bytes_to_gb,
+    gb_to_bytes_floor,
+    ns_to_ms,
+    ns_to_s,
+)
+from optimizer.inputs.schema import Instance
 
 
 @dataclass(frozen=True)

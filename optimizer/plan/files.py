@@ -32,9 +32,21 @@ from optimizer.inputs.names import Label, ResultName
 from optimizer.inputs.schema import Instance
 from optimizer.plan import rules
 from optimizer.plan.evaluate import Check, Evaluation, Plan
-from optimizer.plan.rules import (DEFAULT_GPUS_PER_NODE, MAX_PLAN_CELLS, MAX_PLAN_GPUS, RULE_FOLDING,
-                                  RULE_GPUS, RULE_LAYOUT, RULE_PLACEMENT, RULE_STAGES, ExpertMap,
-                                  PlanData, Problem, even_stages, printable)
+from optimizer.plan.rules import (
+    DEFAULT_GPUS_PER_NODE,
+    MAX_PLAN_CELLS,
+    MAX_PLAN_GPUS,
+    RULE_FOLDING,
+    RULE_GPUS,
+    RULE_LAYOUT,
+    RULE_PLACEMENT,
+    RULE_STAGES,
+    ExpertMap,
+    PlanData,
+    Problem,
+    even_stages,
+    printable,
+)
 
 __all__ = ["DEFAULT_GPUS_PER_NODE", "MAX_PLAN_CELLS", "MAX_PLAN_GPUS", "ExpertMap", "PlanData",
            "PlanFile", "Problem", "check_structure", "even_stages", "load_plan", "plan_data",

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
+from optimizer.costs.expert_loads import expert_loads
 from optimizer.costs.serving.candidates import ServiceCandidate, evaluate_group
 from optimizer.costs.serving.knobs import ServingKnobs
 from optimizer.costs.serving.metrics import ServiceLoad, Slo
 from optimizer.costs.serving.replica import replica, replica_memory
-from optimizer.costs.expert_loads import expert_loads
 from optimizer.costs.tables import LinkFacts
 from optimizer.costs.timing import hot_load
 from optimizer.costs.units import bytes_to_gb, rate_target_to_int

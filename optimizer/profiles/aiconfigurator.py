@@ -14,8 +14,10 @@ import datetime
 from pathlib import Path
 
 from optimizer.costs.profile import FORMAT_VERSION, Profile
-from optimizer.profiles.fit import Sol, collective_table as _collective_table, median_curve as _median_curve
 from optimizer.inputs.presets import GPU_PRESETS
+from optimizer.profiles.fit import Sol
+from optimizer.profiles.fit import collective_table as _collective_table
+from optimizer.profiles.fit import median_curve as _median_curve
 
 SYSTEM_OF_PRESET = {"a100-80gb": "a100_sxm", "h100-sxm": "h100_sxm", "h200-sxm": "h200_sxm",
                     "b200": "b200_sxm"}

@@ -22,8 +22,8 @@ Collectives: latency = the smallest message's time, eta(S) = factor * S / (BW * 
 from __future__ import annotations
 
 import csv
-import json
 import datetime
+import json
 import math
 from pathlib import Path
 

@@ -18,10 +18,10 @@ Configurations it leaves no time for are not solved; the table then says so in
 ``df.attrs["unsolved"]`` (their number) and its front may miss points.
 
 Points that miss a timing requirement stay in the table with ``feasible`` false and
-``misses`` naming the failed requirements (space-separated; "none" for the others), but are never on the front: ``pareto`` is true only
-for a row that meets every requirement and that no other such row dominates. When the workload
-decodes, the table also has ``tpot_ms`` and ``tokens_per_s_per_user`` (1000 / TPOT ms, the
-decode speed one request sees).
+``misses`` naming the failed requirements (space-separated; "none" for the others), but are
+never on the front: ``pareto`` is true only for a row that meets every requirement and that
+no other such row dominates. When the workload decodes, the table also has ``tpot_ms`` and
+``tokens_per_s_per_user`` (1000 / TPOT ms, the decode speed one request sees).
 
 Rows equal in every objective (and in ``feasible``) are duplicates: only the first in the
 table's order is kept (``SORT_KEY``, then the degrees ``tp, pp, dp, ep, etp, edp,
@@ -30,11 +30,11 @@ micro_batches`` ascending, so the smallest degrees stand for the group).
 
 from __future__ import annotations
 
-import pandas as pd
-
 import logging
 from collections.abc import Callable
 from dataclasses import replace
+
+import pandas as pd
 
 from optimizer.costs.config_bounds import config_bounds
 from optimizer.costs.tables import StageCosts

@@ -20,13 +20,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from optimizer.errors import InfeasibleError, InputError, MoeoptError
-from optimizer.inputs.files import read_json, write_atomic
-from optimizer.search.pareto import COLUMNS, OBJECTIVES, finish_table, pareto_table, tokens_per_s_per_user
-from optimizer.inputs.schema import Instance
 from optimizer.cpsat.budget import Budget
 from optimizer.cpsat.search import SolverSettings
 from optimizer.cpsat.solve import solve
+from optimizer.errors import InfeasibleError, InputError, MoeoptError
+from optimizer.inputs.files import read_json, write_atomic
+from optimizer.inputs.schema import Instance
+from optimizer.search.pareto import COLUMNS, OBJECTIVES, finish_table, pareto_table, tokens_per_s_per_user
 
 SWEEP_OBJECTIVES = {**OBJECTIVES, "num_gpus": "min"}
 

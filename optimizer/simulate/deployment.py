@@ -55,6 +55,7 @@ def structural_plan(inst: Instance, doc: dict) -> Plan:
     (the static-batch rules on sequences do not apply to a service); a broken plan is an
     input error naming the first rule it breaks."""
     from pydantic import ValidationError
+
     from optimizer.inputs.files import validation_message
     try:
         pf = PlanFile.model_validate(doc)

@@ -5,7 +5,8 @@ writes, and the hand-written seed plan), load files for ``moeopt place --loads``
 JSON, CSV, ``.npy``), HuggingFace configs and whole command lines: wrong types, negatives
 and zeros, NaN and infinities, enormous numbers, valid values at the schema's edges,
 missing and extra sections, unknown keys, empty, binary, truncated and non-UTF-8 files, a
-directory where a file belongs; and deliberately hostile inputs (``tests/oracles/hostile.py``). The generators live in ``benchmarks/fuzzkit.py`` (shared
+directory where a file belongs; and deliberately hostile inputs (``tests/oracles/hostile.py``).
+The generators live in ``tests/oracles/fuzzkit.py`` (shared
 with ``benchmarks/bench_fuzz.py``, the larger campaign); ``tests/cli/test_bad_input.py`` keeps
 the table of named bad inputs.
 
@@ -65,6 +66,7 @@ def obeys_the_contract(generator, rng: random.Random, root: Path) -> None:
 
 @fuzz(60)
 @given(rng=RNG)
+@pytest.mark.slow
 def test_solve_mutated_instances(rng, root):
     obeys_the_contract(fuzzkit.GENERATORS["solve"], rng, root)
 
@@ -95,6 +97,7 @@ def test_export_mutated_plans(rng, root):
 
 @fuzz(30)
 @given(rng=RNG)
+@pytest.mark.slow
 def test_report_mutated_plans(rng, root):
     obeys_the_contract(fuzzkit.GENERATORS["report"], rng, root)
 
@@ -169,6 +172,7 @@ _script = shutil.which("moeopt", path=str(Path(sys.executable).parent))
 MOEOPT = [_script] if _script else [sys.executable, "-c", "from optimizer.cli import main; main()"]
 
 
+@pytest.mark.slow
 def test_a_sample_in_real_processes(tmp_path):
     """A few generated inputs through the installed console script: what a user sees,
     interpreter warnings and all, obeys the same rule."""

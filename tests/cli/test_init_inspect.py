@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from optimizer.costs import formulas as cm
 from optimizer.cli import main
 from optimizer.cli.common import load_instance
 from optimizer.cli.inspect_model import DEFAULT_PROMPT_TOKENS, inspect_path
+from optimizer.costs import formulas as cm
 from optimizer.inputs.schema import Instance, ModelSpec
 
 REPO = Path(__file__).resolve().parents[2]

@@ -11,6 +11,7 @@ from io import StringIO
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from click.testing import CliRunner
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,11 +32,12 @@ def test_import_optimizer_loads_no_heavy_module():
 
 def test_simulate_stays_the_function_after_the_subpackage_loads():
     import optimizer
-    from optimizer.simulate.run import Settings  # noqa: F401  (binds the subpackage)
     from optimizer import simulate
+    from optimizer.simulate.run import Settings  # noqa: F401  (binds the subpackage)
     assert callable(simulate) and optimizer.simulate is simulate
 
 
+@pytest.mark.slow
 def test_documented_example_runs():
     """The ```python block of docs/python-api.md, run as a script from the repository root."""
     blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S)
@@ -54,8 +56,8 @@ def test_solve_and_check_agree_with_the_commands(tmp_path):
     document ``moeopt check --format json`` prints."""
     from optimizer import check, solve
     from optimizer.cli import main as cli_main
-    from optimizer.plan.files import plan_to_json
     from optimizer.cli.solve import solver_dict
+    from optimizer.plan.files import plan_to_json
     inst = REPO / "instances" / "10b_moe.json"
     plan_file = tmp_path / "plan.json"
     res = CliRunner().invoke(cli_main, ["solve", str(inst), "--gpus", "8", "--output", str(plan_file)])
@@ -73,6 +75,7 @@ def test_solve_and_check_agree_with_the_commands(tmp_path):
     assert own.feasible and own.evaluation.metrics() == result.evaluation.metrics()
 
 
+@pytest.mark.slow
 def test_pareto_is_the_commands_table():
     """api.pareto's DataFrame, written as CSV, is what ``moeopt pareto --all --format csv`` prints."""
     from optimizer import pareto

@@ -42,6 +42,7 @@ def test_readme_has_checked_examples():
 
 
 @pytest.mark.parametrize("command,expected", marked_blocks(), ids=[c for c, _ in marked_blocks()])
+@pytest.mark.slow
 def test_example_output_is_current(command, expected, tmp_path):
     args = shlex.split(command)
     assert args[0] == "moeopt", command

@@ -16,8 +16,8 @@ from google.protobuf import text_format
 from ortools.sat import cp_model_pb2
 from ortools.sat.python import cp_model
 
-from tests.oracles import fuzzkit
 from tests.cpsat.test_edges import tiny
+from tests.oracles import fuzzkit
 
 
 def tiny_instance(folder: Path) -> Path:

@@ -264,4 +264,4 @@ def test_a_family_run_out_of_order_is_a_clear_error():
         run_families(ctx, [pipeline])
     ctx = context([config()])
     with pytest.raises(FamilyOrderError, match="'pipeline' variables"):
-        ctx.timing  # read before any family provided it
+        _ = ctx.timing  # read before any family provided it

@@ -16,11 +16,11 @@ import pytest
 
 from optimizer.costs import formulas as cm
 from optimizer.costs import tables
-from optimizer.plan.evaluate import stage_memory
-from optimizer.inputs.files import load_model
 from optimizer.costs.layout import Degrees, megatron_layout
-from optimizer.inputs.schema import Instance, ModelSpec
 from optimizer.costs.tables import LinkFacts
+from optimizer.inputs.files import load_model
+from optimizer.inputs.schema import Instance, ModelSpec
+from optimizer.plan.evaluate import stage_memory
 
 INSTANCE = Path(__file__).resolve().parents[2] / "instances" / "10b_moe.json"
 

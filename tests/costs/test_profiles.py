@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import subprocess
 import sys
 from pathlib import Path
@@ -14,10 +13,9 @@ import pytest
 from benchmarks import microbench_gpu as mb
 from optimizer.costs import formulas as cm
 from optimizer.costs import tables
-from optimizer.costs.units import seconds_to_ns
 from optimizer.costs.layout import Degrees, megatron_layout
-from optimizer.costs.profile import (PROFILE_DIR, Curve, Efficiency, ProfileError, load_profile,
-                                     read_profile)
+from optimizer.costs.profile import PROFILE_DIR, Curve, Efficiency, ProfileError, load_profile, read_profile
+from optimizer.costs.units import seconds_to_ns
 from optimizer.inputs.presets import GPU_PRESETS
 from optimizer.inputs.schema import Instance
 from optimizer.profiles.fit import fit_csv
@@ -284,9 +282,9 @@ def test_explain_breakdown_adds_up_to_the_evaluated_stage_times():
     # the seed plan (docs/cost-model.md §1.6 worked example, Megatron layout here): stage 0 + stage 1
     # of one micro-batch plus one pipeline send; the parts must add to the whole
     assert sum(op["time_ms"] for op in prefill["operators"]) == pytest.approx(prefill["total_ms"])
+    from optimizer.inputs.files import load_model
     from optimizer.plan.evaluate import evaluate
     from optimizer.plan.files import PlanFile, plan_from_file
-    from optimizer.inputs.files import load_model
     inst = Instance.model_validate(SEED)
     plan, _ = plan_from_file(inst, load_model(str(REPO / "instances" / "seed_plan.json"), PlanFile, "plan"))
     ev = evaluate(inst, plan)
@@ -325,6 +323,7 @@ def test_aiconfigurator_fitters_recover_known_efficiencies():
     """The aiconfigurator readers on tables shaped like its parquet files (latency in ms),
     made from known efficiencies with the preset's peaks: the fitted curves give them back."""
     import pandas as pd
+
     from optimizer.profiles import aiconfigurator as aic
     from optimizer.profiles.fit import Sol
     spec = GPU_PRESETS["h100-sxm"]

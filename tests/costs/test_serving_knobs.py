@@ -2,9 +2,17 @@
 
 import itertools
 
-from optimizer.costs.serving.knobs import (CHUNK_TOKENS, MAX_RUNNING_CAP, ReplicaMemory, ServingKnobs,
-                                           admissible_knobs, largest_running_cap, micro_batch_counts,
-                                           prefill_micro_batches, running_caps)
+from optimizer.costs.serving.knobs import (
+    CHUNK_TOKENS,
+    MAX_RUNNING_CAP,
+    ReplicaMemory,
+    ServingKnobs,
+    admissible_knobs,
+    largest_running_cap,
+    micro_batch_counts,
+    prefill_micro_batches,
+    running_caps,
+)
 
 
 def test_running_caps_by_hand():

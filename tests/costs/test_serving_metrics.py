@@ -6,8 +6,7 @@ import math
 import pytest
 
 from optimizer.costs.serving.knobs import ServingKnobs
-from optimizer.costs.serving.metrics import (Replica, ServiceLoad, Slo, goodput_rps, meets, predict,
-                                             sustainable_rps)
+from optimizer.costs.serving.metrics import Replica, ServiceLoad, Slo, goodput_rps, meets, predict, sustainable_rps
 
 MS = 1_000_000  # ns
 

@@ -10,9 +10,9 @@ from optimizer.costs.layout import Degrees, megatron_layout
 from optimizer.costs.step_time import step_batch, step_ns
 from optimizer.costs.tables import LinkFacts
 from optimizer.costs.timing import batch_times
+from optimizer.costs.units import LOAD_SCALE
 from optimizer.inputs.files import load_model
 from optimizer.inputs.schema import Instance
-from optimizer.costs.units import LOAD_SCALE
 
 INSTANCE = Path(__file__).resolve().parents[2] / "instances" / "10b_moe.json"
 ONE_GPU = Degrees(tp=1, pp=1, dp=1, ep=1, etp=1, edp=1, micro_batches=1)

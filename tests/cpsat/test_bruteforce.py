@@ -15,14 +15,14 @@ import random
 
 import pytest
 
-from tests.oracles import bruteforce
 from optimizer.costs.candidates import admissible_degrees
-from optimizer.plan.check import check_plan_file
-from optimizer.errors import InfeasibleError
 from optimizer.costs.expert_loads import expert_loads
-from optimizer.plan.files import plan_to_json
-from optimizer.inputs.schema import Instance
 from optimizer.cpsat.solve import solve
+from optimizer.errors import InfeasibleError
+from optimizer.inputs.schema import Instance
+from optimizer.plan.check import check_plan_file
+from optimizer.plan.files import plan_to_json
+from tests.oracles import bruteforce
 
 NUM_RANDOM = 120
 SEEDS = range(NUM_RANDOM)
@@ -201,8 +201,8 @@ def test_instances_exercise_the_search(instances, references):
 
 def test_brute_force_reference_plan_evaluates_to_its_figures(instances, references):
     """The enumerator's own witness plan, rebuilt and evaluated, has its figures."""
-    from optimizer.plan.evaluate import Plan, evaluate
     from optimizer.costs.layout import megatron_layout
+    from optimizer.plan.evaluate import Plan, evaluate
     for seed, ref in references.items():
         if ref is None:
             continue

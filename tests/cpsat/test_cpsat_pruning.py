@@ -18,8 +18,8 @@ from optimizer.costs.units import LOAD_SCALE
 from optimizer.cpsat.model import DeploymentModel, build_context
 from optimizer.cpsat.pruning import exact_hot_loads, min_hot_load
 from optimizer.errors import InputError
-from tests.oracles import bruteforce
 from tests.cpsat.test_bruteforce import random_instance
+from tests.oracles import bruteforce
 
 
 def random_loads(rng: random.Random, experts: int) -> tuple[int, ...]:

@@ -49,6 +49,7 @@ def solve_once(instance: Path, extra: list[str], folder: Path, run: int) -> byte
 
 
 @pytest.mark.parametrize("name, extra", CASES)
+@pytest.mark.slow
 def test_plan_json_is_byte_identical_across_processes(name, extra, tmp_path):
     instance = REPO / "instances" / name
     if not instance.is_file():

@@ -20,9 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.oracles import fuzzkit
 from optimizer.cpsat import explain as explain_mod
 from optimizer.cpsat import search as search_mod
+from tests.oracles import fuzzkit
+
 REPO = Path(__file__).resolve().parents[2]
 SEED = json.loads((REPO / "instances" / "10b_moe.json").read_text())
 DEEPSEEK = json.loads((REPO / "instances" / "deepseek_v3_fp8_h100.json").read_text())
@@ -100,6 +101,7 @@ CASES = [
 
 
 @pytest.mark.parametrize("make, gpus, limit, codes", CASES)
+@pytest.mark.slow
 def test_solve_at_the_edges(make, gpus, limit, codes, tmp_path, validated):
     doc = make(gpus)
     path, out, wall = solve_cli(doc, tmp_path, limit)

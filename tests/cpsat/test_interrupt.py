@@ -30,12 +30,12 @@ from optimizer.cpsat import budget as budget_mod
 from optimizer.cpsat import explain as explain_mod
 from optimizer.cpsat import search as search_mod
 from optimizer.cpsat import solve as solve_mod
-from optimizer.errors import InfeasibleError
-from optimizer.inputs.files import load_model
-from optimizer.inputs.schema import Instance
 from optimizer.cpsat.budget import Budget, OutOfTime, building, stop_on_sigint
 from optimizer.cpsat.search import PhaseResult, run_search
 from optimizer.cpsat.solve import solve
+from optimizer.errors import InfeasibleError
+from optimizer.inputs.files import load_model
+from optimizer.inputs.schema import Instance
 
 REPO = Path(__file__).resolve().parents[2]
 INSTANCE = REPO / "instances" / "10b_moe.json"
@@ -118,6 +118,7 @@ def without_debug(text: str) -> str:
 # ------------------------------------------------------------------ Ctrl-C, end to end
 
 
+@pytest.mark.slow
 def test_sigint_during_the_search_prints_the_best_plan(tmp_path):
     inst = slow_instance(tmp_path)
     plan = tmp_path / "plan.json"
@@ -166,6 +167,7 @@ def test_sigint_while_building_the_model_stops_with_130(tmp_path):
     assert not (tmp_path / "plan.json").exists()
 
 
+@pytest.mark.slow
 def test_sigint_during_a_sweep_exits_130_cleanly(tmp_path):
     """Commands without a best-plan-so-far (sweep, pareto) stop on Ctrl-C as usual: exit 130,
     one line, the search ended before the interpreter exits (else C++ aborts the process),
@@ -334,6 +336,7 @@ def test_explanation_stops_when_the_deadline_has_passed(monkeypatch):
     assert info.value.payload["conflicts_minimal"] is False
 
 
+@pytest.mark.slow
 def test_solve_with_a_time_limit_returns_a_plan_with_its_gap(tmp_path):
     inst = slow_instance(tmp_path)
     limit = 4.0
@@ -351,6 +354,7 @@ def test_solve_with_a_time_limit_returns_a_plan_with_its_gap(tmp_path):
     assert doc["solver"]["gap"] is not None
 
 
+@pytest.mark.slow
 def test_a_build_that_overruns_the_limit_exits_4_promptly(tmp_path):
     """65,536 GPUs and 10 million sequences: costing every configuration alone takes
     minutes; with --time-limit 2 the command ends in seconds with exit 4."""

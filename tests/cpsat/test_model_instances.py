@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from optimizer.costs import formulas as cm
 from optimizer.cli.common import load_instance
 from optimizer.cli.inspect_model import instance_facts
+from optimizer.costs import formulas as cm
 from optimizer.errors import InfeasibleError
 from optimizer.inputs.schema import Instance
 

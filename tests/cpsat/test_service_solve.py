@@ -11,7 +11,8 @@ from optimizer.costs.serving.search import search
 from optimizer.cpsat.service_solve import placements, solve_service
 from optimizer.inputs.schema import Instance
 from optimizer.plan.service import service_slo
-from tests.cli.test_cli import INSTANCE as BATCH_INSTANCE, expect, invoke
+from tests.cli.test_cli import INSTANCE as BATCH_INSTANCE
+from tests.cli.test_cli import expect, invoke
 
 TINY = {
     "name": "tiny_service",
@@ -33,6 +34,7 @@ def _scores(c, order):
 
 
 @pytest.mark.parametrize("objective", ["goodput", "throughput"])
+@pytest.mark.slow
 def test_optimum_equals_brute_force(objective):
     inst = Instance.model_validate(TINY)
     result = solve_service(inst, objective=objective, time_limit_s=30)
@@ -47,6 +49,7 @@ def test_optimum_equals_brute_force(objective):
     assert _scores(result.chosen, order) == max(_scores(c, order) for c in allowed)
 
 
+@pytest.mark.slow
 def test_cli_solve_check_and_tamper(tmp_path):
     path = tmp_path / "tiny.json"
     path.write_text(json.dumps(TINY))
@@ -83,6 +86,7 @@ def test_shipped_service_instances(name):
     """The shipped services load as services with the brief's lengths and p90 targets, and
     ``moeopt inspect`` reads them (the KV of one request at its mean lengths)."""
     from pathlib import Path
+
     from optimizer.inputs.files import load_model
     path = Path(__file__).resolve().parents[2] / "instances" / f"{name}.json"
     inst = load_model(path, Instance, "instance")

@@ -58,6 +58,7 @@ def test_a_build_cut_short_returns_its_greedy_plan(monkeypatch, name):
 
 
 @pytest.mark.parametrize("name", SMALL)
+@pytest.mark.slow
 def test_one_second_limit_returns_a_plan(name, tmp_path):
     out = tmp_path / "plan.json"
     done = subprocess.run(MOEOPT + ["solve", str(REPO / "instances" / f"{name}.json"), "--time-limit", "1",

@@ -56,6 +56,7 @@ def plan(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_a_killed_export_leaves_no_half_file_and_the_next_one_cleans_up(plan, tmp_path):
     reference = tmp_path / "reference"
     res = subprocess.run(moeopt("export", plan, "--to", "sglang", "--output", reference),
@@ -116,6 +117,7 @@ def test_dev_null_stays_a_device(tmp_path):
     assert not list(Path("/dev").glob(".null.*.tmp"))
 
 
+@pytest.mark.slow
 def test_solve_output_dev_null(tmp_path):
     res = subprocess.run(moeopt("solve", INSTANCE, "--output", "/dev/null"), capture_output=True,
                          text=True, cwd=tmp_path, timeout=300)

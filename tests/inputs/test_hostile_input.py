@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -261,6 +260,7 @@ def _peak_rss_gb(args: list, limit_gb: float) -> tuple[subprocess.CompletedProce
     return res, max(peak, before) / 2**20
 
 
+@pytest.mark.slow
 def test_the_largest_valid_model_and_hostile_sizes_stay_within_2_gb(tmp_path):
     """At the caps (1024 layers x 4096 experts x 1024 heads, 65536 GPUs) inspect and check
     work, and the 10^9 x 10^9 model that took 10-15 GB is refused, under a 2 GiB cap on

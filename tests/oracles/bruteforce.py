@@ -39,16 +39,16 @@ enumerates joint placements of all layers) and is used by a test to confirm it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from itertools import combinations, product
 
 from optimizer.costs.candidates import admissible_degrees
-from optimizer.costs.timing import makespan_limit_ns, makespan_ns, objective_ns
-from optimizer.costs.layout import Degrees, megatron_layout
 from optimizer.costs.expert_loads import expert_loads
-from optimizer.inputs.schema import Instance
+from optimizer.costs.layout import Degrees, megatron_layout
 from optimizer.costs.tables import LinkFacts, StageCosts, stage_costs
+from optimizer.costs.timing import makespan_limit_ns, makespan_ns, objective_ns
 from optimizer.costs.units import gb_to_bytes_floor
+from optimizer.inputs.schema import Instance
 
 ENUMERATE_MAX_EXPERTS = 8  # plain set-partition enumeration up to here, bitmask search above
 Placement = tuple[tuple[int, ...], ...]  # [ep_rank] -> expert ids of one layer
@@ -121,7 +121,7 @@ def min_hot_bitmask(loads: tuple[int, ...], ep: int) -> tuple[int, Placement]:
     lowest expert of max(load(G), best(mask - G)); memoized on the mask (2^E states)."""
     group_size = len(loads) // ep
 
-    @lru_cache(maxsize=None)
+    @cache
     def best(mask: int) -> tuple[int, tuple[int, ...]]:
         if mask == 0:
             return 0, ()

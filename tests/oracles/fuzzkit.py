@@ -295,7 +295,8 @@ def instance_case(rng: random.Random, folder: Path, command: str = "solve",
     doc, notes = mutate_doc(rng, bases()[name], edges_only=edges_only)
     data, how = encode(rng, doc, p_damage=0.0 if edges_only else 0.15)
     path, where = place_file(rng, folder, "instance.json", data, p_path_damage=0.0 if edges_only else 0.05)
-    notes = [f"base {name}" + (" (edges)" if edges_only else "")] + notes + ([how] if how != "json" else []) + ([where] if where != "file" else [])
+    notes = ([f"base {name}" + (" (edges)" if edges_only else "")] + notes
+             + ([how] if how != "json" else []) + ([where] if where != "file" else []))
     if command == "solve":
         args = ["solve", str(path), "--time-limit", str(time_limit), "--output", str(folder / "plan.json")]
         if gpus_cap and rng.random() < 0.5:
@@ -653,8 +654,8 @@ def known_names() -> set[str]:
     """Field names of the instance and plan schemas, option and argument names: one of
     them (or the input's path) must appear in an exit-2 line."""
     if not _NAMES:
-        from optimizer.plan.files import PlanFile
         from optimizer.inputs.schema import Instance
+        from optimizer.plan.files import PlanFile
 
         def walk(node):
             if isinstance(node, dict):

@@ -17,10 +17,19 @@ from click.testing import CliRunner
 
 from benchmarks import bench_export
 from optimizer.cli import main
-from optimizer.errors import InputError
-from optimizer.output.export import (ExpertMap, export, hot_over_mean, load_plan, megatron_pipeline_args,
-                              parse_compact, plan_from_doc, vllm_linear, write_export)
 from optimizer.costs.layout import Degrees, megatron_layout
+from optimizer.errors import InputError
+from optimizer.output.export import (
+    ExpertMap,
+    export,
+    hot_over_mean,
+    load_plan,
+    megatron_pipeline_args,
+    parse_compact,
+    plan_from_doc,
+    vllm_linear,
+    write_export,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 INSTANCE = REPO / "instances" / "10b_moe.json"
@@ -260,8 +269,8 @@ def test_trtllm_rejects_mixed_attention_tp_dp(tmp_path):
 
 
 def test_vllm_round_trip_and_loss(tmp_path):
-    from optimizer.inputs.files import load_model
     from optimizer.costs.expert_loads import expert_loads
+    from optimizer.inputs.files import load_model
     from optimizer.inputs.schema import Instance
     inst = load_model(INSTANCE, Instance, "instance")
     doc = hand_plan(tp=2, dp=4, ep=8, layers=16, experts=16, stages=[9, 7], pp=2)

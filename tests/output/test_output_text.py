@@ -167,6 +167,7 @@ def run_on_a_terminal(args: list[str]) -> str:
     return out.decode(errors="replace")
 
 
+@pytest.mark.slow
 def test_progress_bar_on_a_terminal_only():
     """``pareto`` draws a bar over its configurations on a terminal; through pipes its
     output has no trace of it."""

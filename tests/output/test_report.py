@@ -27,13 +27,13 @@ import pytest
 from click.testing import CliRunner
 from matplotlib.image import imread
 
-from optimizer.errors import InputError
-from optimizer.output import html as htmlreport
-from optimizer.output.html.canvas import overlap
 from optimizer.cli import main
 from optimizer.cli.common import load_instance
 from optimizer.costs.expert_loads import expert_loads
+from optimizer.errors import InputError
 from optimizer.inputs.schema import Instance
+from optimizer.output import html as htmlreport
+from optimizer.output.html.canvas import overlap
 
 REPO = Path(__file__).resolve().parents[2]
 from benchmarks import bench_report  # noqa: E402
@@ -257,6 +257,7 @@ def test_report_solved_plan_with_instance(plans, tmp_path, monkeypatch):
     assert lookup(page, "Metrics", "throughput_tokens_per_ms")[2] == "holds"  # recomputed == stated
 
 
+@pytest.mark.slow
 def test_report_without_instance_says_so(plans, tmp_path, monkeypatch):
     """No instance: the loads and requirements captions say --instance is needed."""
     monkeypatch.chdir(tmp_path)
@@ -274,6 +275,7 @@ def test_report_without_instance_says_so(plans, tmp_path, monkeypatch):
                                                  for s, span in zip(doc["stages"], spans)]
 
 
+@pytest.mark.slow
 def test_report_hand_written_ep8_plan(plans, tmp_path, monkeypatch):
     """EP 8 over 16 experts: placement map, per-layer table and balancedness from the loads."""
     monkeypatch.chdir(tmp_path)
@@ -368,6 +370,7 @@ def overlaps(boxes) -> bool:
 
 
 @pytest.mark.parametrize("plan, with_instance", [("dsv3_ep64", True), ("dsv3_ep32_58", False)])
+@pytest.mark.slow
 def test_deepseek_v3_size_report_is_readable_and_fast(plans, tmp_path, monkeypatch, plan, with_instance):
     """256 experts, 58+ MoE layers, 64 GPUs: written in <= 5 s, no two labels overlap; with the
     instance the placement is the hot-expert view (32 labelled columns), without it a sentence
@@ -526,6 +529,7 @@ def expert_instance(num_experts: int) -> Instance:
 
 
 @pytest.mark.parametrize("num_experts", [256, 384])
+@pytest.mark.slow
 def test_hot_expert_view_is_readable_and_right(num_experts):
     """256 and 384 experts, EP 64: 32 columns (each layer's hottest experts, hottest first),
     each cell the EP rank holding that expert, recomputed here from loads and placement."""
@@ -542,7 +546,7 @@ def test_hot_expert_view_is_readable_and_right(num_experts):
                 for row in loads.values()]
     assert np.asarray(ax.images[0].get_array()).tolist() == expected
     assert [t.get_text() for t in ax.texts] == [str(r) for row in expected for r in row]
-    assert "32 most loaded of the %d experts" % num_experts in pic.caption
+    assert f"32 most loaded of the {num_experts} experts" in pic.caption
     renderer = pic.fig.canvas.get_renderer()
     assert not overlaps(t.get_window_extent(renderer) for t in ax.texts)
     assert all(not overlaps(b) for b in htmlreport.tick_boxes(pic.fig))

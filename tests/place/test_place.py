@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from tests.oracles.eplb_greedy import balancedness as greedy_balancedness
-from tests.oracles.eplb_greedy import greedy_place
 from optimizer.cli import main
 from optimizer.inputs.load_files import read_loads
 from optimizer.place import PlaceSpec, Settings, lower_bound, place, solve_layer
+from tests.oracles.eplb_greedy import balancedness as greedy_balancedness
+from tests.oracles.eplb_greedy import greedy_place
 
 REPO = Path(__file__).resolve().parents[2]
 INSTANCE = REPO / "instances" / "10b_moe.json"
@@ -161,6 +161,7 @@ def test_time_limit_still_returns_a_plan_with_its_bound():
     assert doc["worst_gap"] == pytest.approx(max(lp.gap for lp in result.layers), abs=1e-6)
 
 
+@pytest.mark.slow
 def test_parallel_workers_keep_layer_order():
     counts = zipf_counts(5, 32, 20_000, seed=3)
     ids = [3, 4, 7, 8, 9]
@@ -310,6 +311,7 @@ def test_experts_must_match_instance(tmp_path):
 
 # --------------------------------------------------------------------------- CLI output
 
+@pytest.mark.slow
 def test_cli_json_keys_and_output_file(tmp_path):
     counts = zipf_counts(3, 16, 10_000, seed=5)
     path = write(tmp_path, "loads.npy", counts)

@@ -6,12 +6,14 @@ from __future__ import annotations
 import random
 
 import numpy as np
+import pytest
 
 from optimizer.place import PlaceSpec, lower_bound
 from optimizer.place.bounds import fewest_heavier, least_item
 from tests.place.test_place import brute_force
 
 
+@pytest.mark.slow
 def test_bound_never_exceeds_brute_force_optimum():
     rng = random.Random(11)
     checked = 0

@@ -271,6 +271,7 @@ def test_a_budget_far_too_small_says_so(tmp_path):
     (2, 24, 8, 0, 1),      # exact model, proven optimal
     (1, 64, 64, 64, 8),    # local search until it stalls, then ranks to nodes (proven)
 ])
+@pytest.mark.slow
 def test_fixed_seed_is_deterministic_when_the_budget_is_not_the_clock(layers, experts, ranks,
                                                                        redundant, nodes):
     """Layers ending by proof, stall or bound give the same document twice."""

@@ -95,6 +95,7 @@ def test_inter_node_objective_equals_brute_force():
         assert got.moves + (G * S + 1) * got.inter_node_moves == least
 
 
+@pytest.mark.slow
 def test_tolerance_zero_keeps_best_balance_and_never_more_moves_than_scratch():
     rng = np.random.default_rng(3)
     E, G, R = 32, 8, 8
@@ -136,6 +137,7 @@ def _place(args):
     return CliRunner().invoke(main, ["place", *args])
 
 
+@pytest.mark.slow
 def test_cli_current_in_three_formats_gives_the_same_moves(tmp_path):
     import json
 
@@ -175,6 +177,7 @@ def test_cli_current_in_three_formats_gives_the_same_moves(tmp_path):
         assert mig["moves"] == 4 * 5 - kept   # 20 slots per layer, counted independently
 
 
+@pytest.mark.slow
 def test_cli_effort_repeats_the_plan(tmp_path):
     loads, _ = _write_loads(tmp_path, 5, "loads.npy")
     args = ["--loads", str(loads), "--ep", "4", "--redundant", "4", "--effort", "0.2", "--seed", "9",

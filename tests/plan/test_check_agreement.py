@@ -1,16 +1,15 @@
 """Solved plans written to disk and re-read by ``moeopt check`` reproduce every metric exactly."""
 
 import json
-
 from pathlib import Path
 
 import pytest
 
-from optimizer.plan.check import check_plan_file
-from optimizer.inputs.files import load_model
-from optimizer.plan.files import plan_from_doc, plan_to_json
-from optimizer.inputs.schema import Instance
 from optimizer.cpsat.solve import solve
+from optimizer.inputs.files import load_model
+from optimizer.inputs.schema import Instance
+from optimizer.plan.check import check_plan_file
+from optimizer.plan.files import plan_from_doc, plan_to_json
 
 INSTANCE = Path(__file__).resolve().parents[2] / "instances" / "10b_moe.json"
 

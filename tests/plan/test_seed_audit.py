@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from optimizer.costs.tables import LinkFacts
+from optimizer.inputs.schema import Instance
 from optimizer.plan.evaluate import Evaluation, Plan, evaluate
 from optimizer.plan.files import PlanFile, plan_from_file
-from optimizer.inputs.schema import Instance
-from optimizer.costs.tables import LinkFacts
 
 INSTANCE = Path(__file__).resolve().parents[2] / "instances" / "10b_moe.json"
 

@@ -45,21 +45,21 @@ import pytest
 from click.testing import CliRunner
 from pydantic import ValidationError
 
-from tests.oracles import bruteforce
 import optimizer.search.pareto as pareto_mod
-from optimizer.costs.candidates import admissible_degrees
-from optimizer.plan.check import check_plan_file
 from optimizer.cli import main as cli_main
-from optimizer.plan.evaluate import Plan, evaluate
-from optimizer.inputs.files import load_model
-from optimizer.costs.layout import Degrees, megatron_layout
+from optimizer.costs.candidates import admissible_degrees
 from optimizer.costs.expert_loads import expert_loads
-from optimizer.search.pareto import pareto_table
-from optimizer.plan.files import plan_to_json
-from optimizer.inputs.schema import Instance
-from optimizer.cpsat.search import SolverSettings
-from optimizer.search.sweep import with_gpus
+from optimizer.costs.layout import Degrees, megatron_layout
 from optimizer.costs.units import LOAD_SCALE, NS_PER_MS, NS_PER_S, gb_to_bytes_floor
+from optimizer.cpsat.search import SolverSettings
+from optimizer.inputs.files import load_model
+from optimizer.inputs.schema import Instance
+from optimizer.plan.check import check_plan_file
+from optimizer.plan.evaluate import Plan, evaluate
+from optimizer.plan.files import plan_to_json
+from optimizer.search.pareto import pareto_table
+from optimizer.search.sweep import with_gpus
+from tests.oracles import bruteforce
 
 REPO = Path(__file__).resolve().parents[2]
 NUM_RANDOM = 60
@@ -443,6 +443,7 @@ def test_unreachable_timing_requirement_empties_the_front_not_the_table():
     assert all("ttft" in m.split() for m in tight_df["misses"])
 
 
+@pytest.mark.slow
 def test_seed_instance_front_on_8_gpus():
     """The seed instance (16 layers, 16 experts) on 8 GPUs: same front as the enumeration.
     Imbalance and communication do not depend on the layer split, so per configuration only

@@ -21,11 +21,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from optimizer.inputs.files import load_model
-from optimizer.search.pareto import pareto_table
-from optimizer.inputs.schema import Instance
-from optimizer.search.sweep import with_gpus
 from optimizer.costs.units import LOAD_SCALE, NS_PER_MS, NS_PER_S
+from optimizer.inputs.files import load_model
+from optimizer.inputs.schema import Instance
+from optimizer.search.pareto import pareto_table
+from optimizer.search.sweep import with_gpus
 
 REPO = Path(__file__).resolve().parents[2]
 INSTANCE = REPO / "instances" / "10b_moe.json"
@@ -95,6 +95,7 @@ def many(tmp_path_factory):
 
 
 # ---------------------------------------------------------------- outputs
+@pytest.mark.slow
 def test_writes_every_output(first):
     out, _ = first
     for name in ("sweep.csv", "sweep.parquet", "sweep-summary.csv", "pareto.png"):
@@ -187,6 +188,7 @@ def test_summary_names_the_smallest_count_meeting_every_requirement(first, insta
     assert smallest == 8 < instance.hardware.num_gpus  # the seed deployment uses 64
 
 
+@pytest.mark.slow
 def test_smallest_count_skips_counts_that_fail(tmp_path, instance):
     """A count that cannot meet the requirements is listed with the reason and is not
     named; the smallest meeting count is."""
@@ -198,6 +200,7 @@ def test_smallest_count_skips_counts_that_fail(tmp_path, instance):
     assert "smallest GPU count meeting every requirement: 8" in res.stdout, res.stdout + res.stderr
 
 
+@pytest.mark.slow
 def test_csv_format_prints_the_table(first, tmp_path):
     out, _ = first
     res = sweep(tmp_path / "again", "8,16", "--format", "csv")
@@ -205,6 +208,7 @@ def test_csv_format_prints_the_table(first, tmp_path):
 
 
 # ---------------------------------------------------------------- resume
+@pytest.mark.slow
 def test_resume_does_not_recompute_finished_points(first, tmp_path):
     """A finished point file (marked by hand) survives ``--resume`` byte for byte; a
     missing point is computed; a damaged one is computed again; the table is unchanged."""
@@ -230,6 +234,7 @@ def test_resume_does_not_recompute_finished_points(first, tmp_path):
     assert not leftovers(out)
 
 
+@pytest.mark.slow
 def test_resume_recomputes_a_point_file_that_lacks_its_keys(first, tmp_path):
     """A point file that is valid JSON but not a point (e.g. truncated by hand to
     ``{"num_gpus": 16}``) is computed again, not an internal error."""
@@ -243,6 +248,7 @@ def test_resume_recomputes_a_point_file_that_lacks_its_keys(first, tmp_path):
     assert json.loads(p16.read_bytes()) == json.loads((src / "sweep-points" / "16.json").read_bytes())
 
 
+@pytest.mark.slow
 def test_resume_does_not_reuse_points_of_another_instance(first, tmp_path, instance):
     """Points written for one instance are not taken as finished for a changed instance
     (here the TTFT limit drops to 1 s, which no plan on 8 or 16 GPUs meets): the
@@ -263,6 +269,7 @@ def test_resume_does_not_reuse_points_of_another_instance(first, tmp_path, insta
     assert (resumed / "sweep.csv").read_bytes() == (fresh / "sweep.csv").read_bytes()
 
 
+@pytest.mark.slow
 def test_resume_of_a_finished_sweep_computes_nothing(many, tmp_path, monkeypatch):
     """Resuming a complete sweep computes no point again: the files stay as they are, and
     in process not one point is computed (counted, not timed)."""
@@ -284,6 +291,7 @@ def test_resume_of_a_finished_sweep_computes_nothing(many, tmp_path, monkeypatch
     assert sorted(points) == [8, 16, 32, 64, 128]
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_loses_and_duplicates_nothing(many, tmp_path):
     """SIGKILL a sweep after its first point is written; every file left is complete JSON;
     ``--resume`` keeps the finished points as they are, computes the rest, and the table
@@ -349,6 +357,7 @@ SLOW_FSYNC = ("import os, sys, time\n"
               "main()\n")
 
 
+@pytest.mark.slow
 def test_sigkill_during_a_write_leaves_nothing_after_resume(many, tmp_path):
     """SIGKILL while a point file is being written: no point file is half written (the
     write goes to a temporary file), and ``--resume`` leaves no temporary file behind."""
@@ -374,6 +383,7 @@ def test_sigkill_during_a_write_leaves_nothing_after_resume(many, tmp_path):
     assert not leftovers(out), f"temporary files left after --resume: {leftovers(out)}"
 
 
+@pytest.mark.slow
 def test_sigkill_with_jobs_2_leaves_no_worker_behind(tmp_path):
     """SIGKILL of a ``--jobs 2`` sweep (the parent only, as the OOM killer or ``kill -9``
     does) must not leave its worker processes running."""
@@ -399,6 +409,7 @@ def test_sigkill_with_jobs_2_leaves_no_worker_behind(tmp_path):
 
 
 # ---------------------------------------------------------------- parallel jobs
+@pytest.mark.slow
 def test_jobs_2_gives_the_same_table_as_jobs_1(first, tmp_path):
     src, res1 = first
     out = tmp_path / "jobs2"
@@ -408,12 +419,14 @@ def test_jobs_2_gives_the_same_table_as_jobs_1(first, tmp_path):
     pd.testing.assert_frame_equal(pd.read_parquet(out / "sweep.parquet"),
                                   pd.read_parquet(src / "sweep.parquet"), check_exact=True)
     assert point_files(out) == point_files(src)
-    strip = lambda text: [l for l in text.splitlines() if not l.startswith("written:")]
+    def strip(text):
+        return [l for l in text.splitlines() if not l.startswith("written:")]
     assert strip(res2.stdout) == strip(res1.stdout)
 
 
 # ---------------------------------------------------------------- bad input
 @pytest.mark.parametrize("text", ["8,x", "abc", "", ",", "0", "8,-16", "8;16", "8.5", "1e3", "70000"])
+@pytest.mark.slow
 def test_bad_gpus_text_exits_2(text, tmp_path):
     res = sweep(tmp_path / "bad", text, ok=False)
     assert res.returncode == 2, (text, res.returncode, res.stdout, res.stderr)
@@ -423,6 +436,7 @@ def test_bad_gpus_text_exits_2(text, tmp_path):
     assert not (tmp_path / "bad").exists()
 
 
+@pytest.mark.slow
 def test_address_without_ray_backend_exits_2(tmp_path):
     res = sweep(tmp_path / "bad", "8", "--address", "127.0.0.1:6379", ok=False)
     assert res.returncode == 2 and "--address" in res.stderr

@@ -106,6 +106,7 @@ def test_ray_backend_resume_skips_finished_points(ray_cluster, local_run, tmp_pa
     assert (out / "sweep.csv").read_bytes() == (local_out / "sweep.csv").read_bytes()
 
 
+@pytest.mark.slow
 def test_ray_backend_without_ray_exits_2(tmp_path):
     """When Ray is not importable, --backend ray is a usage error naming the extra."""
     code = ("import sys; sys.modules['ray'] = None\n"

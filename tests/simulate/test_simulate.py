@@ -9,9 +9,9 @@ import pytest
 from click.testing import CliRunner
 
 from optimizer.cli.main import main
+from optimizer.costs.layout import Degrees
 from optimizer.costs.step_time import step_batch, step_ns
 from optimizer.costs.tables import LinkFacts
-from optimizer.costs.layout import Degrees
 from optimizer.costs.units import LOAD_SCALE
 from optimizer.inputs.schema import Instance
 from optimizer.inputs.service import Requests, make_requests
@@ -102,6 +102,7 @@ def test_saturated_decode_is_capped_by_running_requests():
     assert sorted(out.finish_ns.tolist()) == [batch_time] * 4 + [2 * batch_time] * 4
 
 
+@pytest.mark.slow
 def test_littles_law_on_the_simulated_output():
     """Poisson arrivals at 8,000 requests/s (about 60 % of the tiny replica's capacity),
     lognormal lengths. The time-average number in the system, sampled from the output at
@@ -124,8 +125,9 @@ def test_littles_law_on_the_simulated_output():
 
 def test_kv_pressure_preempts_and_still_completes():
     """KV for about 2,000 tokens (2.2 MB of memory minus ~0.36 MB of weights and ~0.82 MB
-    of activations of a 512-token step, over 512 B per token) and 40 requests of 200 + 200 tokens at once, cap 40: decodes outgrow the
-    cache, the newest are preempted and recomputed, and every request still completes."""
+    of activations of a 512-token step, over 512 B per token) and 40 requests of 200 + 200
+    tokens at once, cap 40: decodes outgrow the cache, the newest are preempted and
+    recomputed, and every request still completes."""
     inst, dep = tiny_deployment(cap=40, chunk=512, memory_gb=0.0022)
     assert 1500 < dep.kv_capacity_tokens < 2500
     out = simulate(dep, Requests(np.full(40, 200), np.full(40, 200), np.zeros(40)))

@@ -40,11 +40,13 @@ def commands(work: Path) -> list[tuple[str, str]]:
             ("inspect_ds", "moeopt inspect instances/deepseek_v3_fp8_h200.json --format json"),
             ("inspect_hf", "moeopt inspect tests/fixtures/hf/deepseek_v3.json"),
             ("import_hf", "moeopt import-hf tests/fixtures/hf/qwen3_30b_a3b.json"),
-            ("init", f"moeopt init --model tests/fixtures/hf/mixtral_8x7b.json --gpu h100-sxm --gpus 8 --output {work}/init.json"),
+            ("init", "moeopt init --model tests/fixtures/hf/mixtral_8x7b.json --gpu h100-sxm --gpus 8 "
+                     f"--output {work}/init.json"),
             ("schema_instance", "moeopt schema instance"),
             ("schema_plan", "moeopt schema plan"),
             ("bad_input", "moeopt solve instances/README.md"),
-            ("place_counts", f"moeopt place instances/10b_moe.json --ep 8 --format json --time-limit 20 --seed 1 --output {work}/place.json")]
+            ("place_counts", "moeopt place instances/10b_moe.json --ep 8 --format json --time-limit 20 --seed 1 "
+                             f"--output {work}/place.json")]
     for name in INSTANCES:
         plan = f"{work}/{name}.plan.json"
         cmds += [(f"solve_{name}", f"moeopt solve instances/{name}.json {W} --output {plan}"),

@@ -15,8 +15,16 @@ from dataclasses import dataclass
 
 from optimizer.costs.layout import Degrees
 from optimizer.costs.serving.knobs import ServingKnobs
-from optimizer.costs.serving.metrics import (Replica, ServiceLoad, ServiceMetrics, Slo, goodput_rps,
-                                             meets, predict, sustainable_rps)
+from optimizer.costs.serving.metrics import (
+    Replica,
+    ServiceLoad,
+    ServiceMetrics,
+    Slo,
+    goodput_rps,
+    meets,
+    predict,
+    sustainable_rps,
+)
 from optimizer.costs.units import rate_to_int, token_rate_to_int
 
 

@@ -37,8 +37,8 @@ the Pollaczek-Khinchine M/G/1 wait); percentiles of W by the exponential tail of
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from optimizer.costs.serving import queueing as q
 from optimizer.costs.serving.knobs import ServingKnobs

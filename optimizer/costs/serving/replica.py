@@ -5,16 +5,16 @@ the configurations (degrees without a batch), and per configuration the engine-s
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
 from optimizer.costs import formulas as cm
-from optimizer.costs.step_time import StepTimer
 from optimizer.costs.candidates import divisors, tp_admissible
 from optimizer.costs.layout import Degrees
 from optimizer.costs.serving.knobs import ReplicaMemory, ServingKnobs
 from optimizer.costs.serving.metrics import Replica, ServiceLoad
+from optimizer.costs.step_time import StepTimer
 from optimizer.costs.tables import LinkFacts, memory_parts
 from optimizer.costs.units import ceil_div, ceil_int, gb_to_bytes_floor
 from optimizer.errors import InputError
@@ -119,7 +119,7 @@ def replica(inst: Instance, deg: Degrees, facts: LinkFacts, stages, hot: dict[in
     largest (the first). Decode counts are rounded up by ``on_grid``."""
     timer = StepTimer(inst, deg, facts, tuple(tuple(s) for s in stages), hot)
 
-    @lru_cache(maxsize=None)
+    @cache
     def cached(chunk: int, decodes: int, context: int, m_p: int, m_d: int) -> int:
         chunks = _chunks(chunk, load.prompt_tokens)
         items = len(chunks) + decodes

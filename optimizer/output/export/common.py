@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 import os
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from optimizer.costs.layout import GpuSlot
 from optimizer.errors import InputError

@@ -6,9 +6,20 @@ from pathlib import Path
 
 from optimizer.costs.layout import GpuSlot
 from optimizer.errors import InputError
-from optimizer.output.export.common import (Export, Launch, Split, launch_sh, node_count,
-                                            node_fill_notes, q, rank_map_text, readme,
-                                            seat_warnings, seats, shell_command)
+from optimizer.output.export.common import (
+    Export,
+    Launch,
+    Split,
+    launch_sh,
+    node_count,
+    node_fill_notes,
+    q,
+    rank_map_text,
+    readme,
+    seat_warnings,
+    seats,
+    shell_command,
+)
 from optimizer.plan.files import PlanData
 
 # ----------------------------------------------------------------------------------------------

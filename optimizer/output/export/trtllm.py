@@ -8,10 +8,22 @@ import yaml
 
 from optimizer.costs.layout import GpuSlot
 from optimizer.errors import InputError
-from optimizer.output.export.common import (Export, Launch, Split, comment, instance_devices,
-                                            launch_sh, node_count, node_fill_notes, rank_map_text,
-                                            readme, seat_warnings, seats, shell_command,
-                                            split_instances)
+from optimizer.output.export.common import (
+    Export,
+    Launch,
+    Split,
+    comment,
+    instance_devices,
+    launch_sh,
+    node_count,
+    node_fill_notes,
+    rank_map_text,
+    readme,
+    seat_warnings,
+    seats,
+    shell_command,
+    split_instances,
+)
 from optimizer.plan.files import ExpertMap, PlanData
 
 # ----------------------------------------------------------------------------------------------

@@ -7,10 +7,22 @@ from pathlib import Path
 
 from optimizer.costs.layout import GpuSlot
 from optimizer.errors import InputError
-from optimizer.output.export.common import (Export, Launch, Split, instance_devices, launch_sh, q,
-                                            rank_map_text, readme, seat_warnings, seats,
-                                            shell_command, split_instances, stage_partition,
-                                            uneven_stages)
+from optimizer.output.export.common import (
+    Export,
+    Launch,
+    Split,
+    instance_devices,
+    launch_sh,
+    q,
+    rank_map_text,
+    readme,
+    seat_warnings,
+    seats,
+    shell_command,
+    split_instances,
+    stage_partition,
+    uneven_stages,
+)
 from optimizer.plan.files import ExpertMap, PlanData
 
 # ----------------------------------------------------------------------------------------------

@@ -14,13 +14,13 @@ large maps collapse into heat maps and tick labels are thinned until they no lon
 (checked on the drawn figure).
 """
 
+from optimizer.output.html.bars import memory_bars, requirement_bars
 from optimizer.output.html.canvas import Picture, png_base64, tick_boxes
 from optimizer.output.html.data import ReportData, collect, rank_loads
 from optimizer.output.html.figures import pictures
 from optimizer.output.html.maps import cluster_map, load_map
-from optimizer.output.html.bars import memory_bars, requirement_bars
-from optimizer.output.html.placement import placement_map
 from optimizer.output.html.page import default_report_path, page_html, render_report, write_report
+from optimizer.output.html.placement import placement_map
 
 __all__ = ["ReportData", "Picture", "collect", "pictures", "page_html", "render_report", "write_report",
            "default_report_path", "rank_loads", "tick_boxes", "png_base64", "cluster_map", "placement_map",

@@ -12,7 +12,6 @@ from optimizer.output.html.canvas import Picture, figure, fit_ticks
 from optimizer.output.html.data import MEMORY_PARTS, ReportData, requirement_rows
 
 
-
 def memory_bars(data: ReportData) -> Picture:
     """Stacked memory per GPU; identical neighbours merge beyond 128 GPUs. With an instance the
     bars leave out the fixed runtime + NCCL reserve and stand against the usable memory (the

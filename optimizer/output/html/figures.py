@@ -14,7 +14,6 @@ from optimizer.output.html.pareto import pareto_plots
 from optimizer.output.html.placement import placement_map
 
 
-
 def pictures(data: ReportData, results_dir: str | Path = "results") -> list[Picture]:
     """Every picture of the page, in page order."""
     with matplotlib.rc_context(RC):

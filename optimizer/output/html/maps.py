@@ -8,8 +8,7 @@ import math
 from matplotlib.colors import BoundaryNorm, TwoSlopeNorm
 from matplotlib.patches import Patch
 
-from optimizer.output.html.canvas import (DPI, WIDTH_IN, Picture, categorical, figure, fit_ticks,
-                                          out_of_layout)
+from optimizer.output.html.canvas import DPI, WIDTH_IN, Picture, categorical, figure, fit_ticks, out_of_layout
 from optimizer.output.html.data import ReportData, range_text, rank_loads
 
 LABELLED_CELLS = 256             # cluster maps with more GPUs collapse into a heat map

@@ -13,8 +13,15 @@ from optimizer.errors import InputError
 from optimizer.inputs.files import write_atomic
 from optimizer.inputs.schema import Instance
 from optimizer.output.html.canvas import Picture, png_base64
-from optimizer.output.html.data import (MEMORY_PARTS, NAME_RE, ReportData, collect, is_number,
-                                        range_text, requirement_rows)
+from optimizer.output.html.data import (
+    MEMORY_PARTS,
+    NAME_RE,
+    ReportData,
+    collect,
+    is_number,
+    range_text,
+    requirement_rows,
+)
 from optimizer.output.html.figures import pictures
 
 CLAIM_TOLERANCE = 0.01           # a stated metric "holds" within 1 % of the recomputed one

@@ -9,8 +9,7 @@ import matplotlib.lines
 from matplotlib.patches import Patch
 
 from optimizer.output.html.canvas import Picture, categorical, figure
-from optimizer.output.html.data import (NAME_RE, PARETO_NEEDS, TABLE_FILES, ReportData, read_table,
-                                        sweep_points)
+from optimizer.output.html.data import NAME_RE, PARETO_NEEDS, TABLE_FILES, ReportData, read_table, sweep_points
 
 MARKERS = {"pareto": dict(marker="o", edgecolors="black", linewidths=1.2, s=46, zorder=3),
            "dominated": dict(marker="o", facecolors="none", s=40, zorder=2),

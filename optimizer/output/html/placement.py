@@ -84,7 +84,7 @@ def _expert_map(data: ReportData, ep: int, num_experts: int) -> Picture:
     ax.set_ylabel("MoE layer")
     if num_experts <= 32 and len(layers) <= 40:
         fs = min(8.0, 0.8 * WIDTH_IN * 72 / num_experts / 2.2)
-        for i, layer in enumerate(layers):
+        for i, _layer in enumerate(layers):
             for e in range(num_experts):
                 if not math.isnan(grid[i][e]):
                     ax.text(e, i, str(int(grid[i][e])), ha="center", va="center", fontsize=fs,
