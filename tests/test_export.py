@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from benchmarks import bench_export
+from optimizer.output.export.launch_settings import missing_warning
 from optimizer.cli import main
 from optimizer.errors import InputError
 from optimizer.output.export import (ExpertMap, export, hot_over_mean, load_plan, megatron_pipeline_args,
@@ -494,7 +495,8 @@ def test_deepseek_trtllm_and_vllm(tmp_path):
     lb = y["moe_config"]["load_balancer"]
     assert sorted(lb["initial_global_assignments"]) == list(range(3, 61)) and lb["num_slots"] == 288
     assert y["tensor_parallel_size"] == 32 and y["enable_attention_dp"] is True
-    assert y["pp_partition"] == [31, 30] and ex.warnings == []
+    # without an instance the only warning is that the workload's settings are missing
+    assert y["pp_partition"] == [31, 30] and ex.warnings == [missing_warning("trtllm")]
     _, ex, out = run_export(doc, "vllm", tmp_path)
     env, cmds = launch_args(out)
     assert env["VLLM_PP_LAYER_PARTITION"] == "31,30" and len(cmds) == 2

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from optimizer.cli.common import FORMAT, VERBOSE, OutputPath, batch_only, dump, load_instance, run
+from optimizer.cli.common import FORMAT, VERBOSE, OutputPath, dump, load_instance, run
 from optimizer.errors import InputError
 
 FORMATS = ("sglang", "vllm", "trtllm", "megatron", "csv")
@@ -22,8 +22,10 @@ FORMATS = ("sglang", "vllm", "trtllm", "megatron", "csv")
 @click.option("--output", type=OutputPath(), default=None,
               help="output directory; default results/<instance>/export-<format>/")
 @click.option("--instance", "instance_path", default=None, type=click.Path(dir_okay=True),
-              help="instance JSON: checks the plan against the model and gives expert loads "
-                   "(vLLM: plan vs linear hot-rank load)")
+              help="instance JSON: checks the plan against the model, gives expert loads "
+                   "(vLLM: plan vs linear hot-rank load) and, for sglang/vllm/trtllm, the "
+                   "settings the plan's figures assume (KV dtype, running-request cap, "
+                   "chunked-prefill size, context length, memory fraction)")
 @FORMAT
 @VERBOSE
 def command(plan, to, output, instance_path, format_, verbose):
@@ -32,7 +34,6 @@ def command(plan, to, output, instance_path, format_, verbose):
         from optimizer.plan.files import load_plan
 
         inst = load_instance(instance_path) if instance_path else None
-        batch_only(inst, "export")
         p = load_plan(plan, inst)
         if output == "-":
             raise InputError("--output=-: export writes several files; give a directory")
@@ -46,7 +47,7 @@ def command(plan, to, output, instance_path, format_, verbose):
             from optimizer.costs.expert_loads import expert_loads
             # expert_loads has one row per MoE layer in order: key them by layer index
             loads = dict(zip(inst.model.moe_layer_ids, expert_loads(inst)))
-        ex = export(p, to, out_dir, loads)
+        ex = export(p, to, out_dir, loads, inst)
         written = write_export(ex, out_dir, root)
         if format_ == "json":
             doc = {"plan": p.source, "instance": p.name, **ex.summary(out_dir, written)}
