@@ -136,8 +136,8 @@ def test_sglang_round_trip(case, tmp_path):
     p, ex, out = run_export(doc, "sglang", tmp_path)
     env, cmds = launch_args(out)
     (argv,) = cmds
-    tp, ep = int(flag(argv, "--tp")), int(flag(argv, "--ep"))
-    dp = int(flag(argv, "--dp", 1))
+    tp, ep = int(flag(argv, "--tp-size")), int(flag(argv, "--ep-size"))
+    dp = int(flag(argv, "--dp-size", 1))
     pp = int(flag(argv, "--pp-size", 1))
     redundant = int(flag(argv, "--ep-num-redundant-experts"))
     d = doc["degrees"]
@@ -177,7 +177,7 @@ def test_sglang_dense_rows_and_deepseek_size(tmp_path):
     assert mp[3] == [x for r in doc["expert_placement"]["3"] for x in r]
     env, (argv,) = launch_args(out)
     assert env["SGLANG_PP_LAYER_PARTITION"] == "31,30"
-    assert flag(argv, "--nnodes") == "8" and flag(argv, "--tp") == "32"
+    assert flag(argv, "--nnodes") == "8" and flag(argv, "--tp-size") == "32"
 
 
 def test_sglang_rejects_edp_cutting_tp_groups(tmp_path):

@@ -77,7 +77,7 @@ def launch_gpus(argv: list[str]) -> int:
     runtime, skip = program(argv)
     opts = options(argv, skip)
     if runtime == "sglang":   # --tp is the TP world of one stage over all nodes
-        return int(opts["--tp"]) * int(opts.get("--pp-size", 1))
+        return int(opts["--tp-size"]) * int(opts.get("--pp-size", 1))
     if runtime == "vllm":     # one command per node with --data-parallel-size-local
         local = opts.get("--data-parallel-size-local", opts["-dp"])
         return int(opts["-tp"]) * int(opts["-pp"]) * int(local)
@@ -238,7 +238,7 @@ def check_value(spec: dict, value: object, where: str) -> None:
         assert value is True, f"{where}: a switch takes no value, got {value!r}"
         return
     assert value is not True, f"{where}: needs a value"
-    if isinstance(value, str) and value.startswith('"$'):
+    if isinstance(value, str) and value.startswith(('"$', '$')):
         return                                   # a shell variable: set at launch time
     if kind == "int":
         value = int(value)

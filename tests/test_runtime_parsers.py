@@ -65,7 +65,7 @@ def parsed(python: str, runtime: str, argvs: list[list[str]], tmp_path: Path) ->
 
 
 DEST = {  # our flag -> the parser's destination (argparse: dashes to underscores)
-    "sglang": {"--tp": "tp_size", "--dp": "dp_size", "--pp-size": "pp_size", "--ep": "ep_size"},
+    "sglang": {},
     "vllm": {"-tp": "tensor_parallel_size", "-pp": "pipeline_parallel_size",
              "-dp": "data_parallel_size"},
 }

@@ -58,12 +58,12 @@ def export_sglang(p: PlanData, out_dir: Path, serving: LaunchSettings | None = N
         raise InputError(f"sglang: {e.num_slots} physical experts are not divisible by ep={d.ep}")
     placed = seats(p, split, _sglang_rule)
     warnings = seat_warnings(p, split, placed, "sglang")
-    args: list[tuple[str, object | None]] = [("--model-path", '"$MODEL"'), ("--tp", world)]
+    args: list[tuple[str, object | None]] = [("--model-path", '"$MODEL"'), ("--tp-size", world)]
     if split.dp > 1:
-        args += [("--dp", split.dp), ("--enable-dp-attention", None)]
+        args += [("--dp-size", split.dp), ("--enable-dp-attention", None)]
     if d.pp > 1:
         args.append(("--pp-size", d.pp))
-    args += [("--ep", d.ep), ("--ep-num-redundant-experts", e.redundant),
+    args += [("--ep-size", d.ep), ("--ep-num-redundant-experts", e.redundant),
              ("--init-expert-location", '"$HERE/expert_location.json"'),
              ("--ep-dispatch-algorithm", "static")]
     if serving is not None:
