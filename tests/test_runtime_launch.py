@@ -325,3 +325,21 @@ def test_schema_check_catches_a_wrong_flag():
         check_cli("sglang", shlex.split("python3 -m sglang.launch_server --kv-cache-dtype fp9"))
     with pytest.raises(AssertionError):
         check_llm_args(schema("trtllm")["llm_args"], {"kv_cache_config": {"dtype": "fp9"}}, "")
+
+
+def test_redundant_experts_add_their_weights_to_the_memory_fraction():
+    """DeepSeek-V3 on 64 GPUs, EP32 with 32 redundant experts: 288 slots, 9 per rank where the
+    cost model counts 256 // 32 = 8, so one more expert per MoE layer on every GPU.
+    One expert: 3 matrices x 7168 x 2048 in FP8 (1 byte) = 44,040,192 bytes. Stage 1 holds
+    layers 31..60: 30 MoE layers -> 1,321,205,760 bytes = 1.3212 GB more."""
+    from optimizer.output.export.launch_settings import launch_settings, replica_bytes
+    inst = load_instance(str(DSV3))
+    inst = inst.model_copy(update={"hardware": inst.hardware.model_copy(update={"num_gpus": 64})})
+    with_r = plan_from_doc(bench_export.deepseek_plan(redundant=32), inst)
+    without = plan_from_doc(bench_export.deepseek_plan(redundant=0), inst)
+    assert replica_bytes(with_r, inst, with_r.stages[1]) == 30 * 44_040_192
+    assert replica_bytes(without, inst, without.stages[1]) == 0
+    a, b = launch_settings(with_r, inst), launch_settings(without, inst)
+    # the heaviest GPU gains between 28 (stage 0) and 30 (stage 1) experts' weights
+    assert 28 * 0.044040192 - 1e-9 <= a.weights_gb - b.weights_gb <= 30 * 0.044040192 + 1e-9
+    assert a.total_gb - a.weights_gb == pytest.approx(b.total_gb - b.weights_gb, abs=0.5)

@@ -27,10 +27,15 @@ def sglang_parser() -> tuple[argparse.ArgumentParser, str, str]:
 
 
 def vllm_parser() -> tuple[argparse.ArgumentParser, str, str]:
-    from vllm.entrypoints.openai.cli_args import make_arg_parser
+    # Building the parser instantiates vLLM's config defaults, DeviceConfig among them, which
+    # fails with "Failed to infer device type" on a machine without a GPU unless told the CPU
+    # platform (vllm/platforms/__init__.py, cpu_platform_plugin). No option is affected.
+    import os
+    os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
+    from vllm.entrypoints.common.cli_args import make_arg_parser
     from vllm.utils.argparse_utils import FlexibleArgumentParser
     parser = make_arg_parser(FlexibleArgumentParser(prog="vllm serve"))
-    return parser, version("vllm"), ("vllm/entrypoints/openai/cli_args.py (make_arg_parser), "
+    return parser, version("vllm"), ("vllm/entrypoints/common/cli_args.py (make_arg_parser), "
                                       "vllm/engine/arg_utils.py (EngineArgs.add_cli_args)")
 
 
@@ -51,8 +56,34 @@ def option_type(action: argparse.Action) -> str:
     return "str"
 
 
+def literal_choices(runtime: str) -> dict[str, list]:
+    """vLLM checks Literal-typed options (e.g. --kv-cache-dtype) only when it builds its
+    configs, not in argparse: their allowed values, from EngineArgs' annotations."""
+    if runtime != "vllm":
+        return {}
+    import dataclasses
+    import sys as _sys
+    import typing
+    from vllm.engine.arg_utils import EngineArgs
+    module = vars(_sys.modules[EngineArgs.__module__])
+    out = {}
+    for field in dataclasses.fields(EngineArgs):
+        hint = field.type
+        if isinstance(hint, str):          # postponed annotations: resolve one at a time
+            try:
+                hint = eval(hint, module)  # noqa: S307 (the runtime's own annotation text)
+            except Exception:
+                continue
+        name = field.name
+        for arm in (typing.get_args(hint) if typing.get_origin(hint) is typing.Union else ()) + (hint,):
+            if typing.get_origin(arm) is typing.Literal:
+                out[name] = list(typing.get_args(arm))
+    return out
+
+
 def schema(runtime: str) -> dict:
     parser, ver, source = PARSERS[runtime]()
+    literals = literal_choices(runtime)
     options = {}
     for action in parser._actions:   # argparse keeps no public list of actions
         if not action.option_strings or isinstance(action, argparse._HelpAction):
@@ -60,6 +91,8 @@ def schema(runtime: str) -> dict:
         spec: dict = {"type": option_type(action)}
         if action.choices is not None:
             spec["choices"] = sorted(str(c) for c in action.choices)
+        elif action.dest in literals:
+            spec["choices"] = sorted(str(c) for c in literals[action.dest])
         for name in action.option_strings:
             options[name] = spec
     return {"runtime": runtime, "version": ver,
@@ -71,12 +104,33 @@ def schema(runtime: str) -> dict:
 
 def parse(runtime: str, argvs: list[list[str]]) -> list[dict]:
     parser = PARSERS[runtime]()[0]
+    literals = literal_choices(runtime)
     out = []
     for argv in argvs:
         ns = parser.parse_args(argv)
-        out.append({k: v for k, v in vars(ns).items()
-                    if isinstance(v, (int, float, str, bool, type(None), list, dict))})
+        for dest, allowed in literals.items():
+            value = getattr(ns, dest, None)
+            if value is not None and value not in allowed:
+                parser.error(f"{dest}={value!r}: not one of {allowed} (EngineArgs)")
+        out.append({k: plain(v) for k, v in vars(ns).items()})
     return out
+
+
+def plain(value):
+    """A parsed value as JSON data: config objects (vLLM parses --eplb-config into a
+    dataclass) as dicts of their fields, anything else unknown as its repr."""
+    import dataclasses
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (int, float, str, bool, type(None))):
+        return value
+    return repr(value)
 
 
 def main() -> int:

@@ -14,8 +14,9 @@ exports write were checked against that version's argument parser (tests/fixture
 * ``context_tokens``: the longest context, prompt + output tokens (a length distribution's
   ``max_tokens``; None when the lengths are unbounded or come from a trace).
 * ``kv_dtype``: ``model.kv_dtype``; the memory parts of the heaviest GPU (GB), from
-  ``optimizer.plan.evaluate`` (static batch) or the plan's ``max_memory_gb`` (service), and
-  the GPU's memory (GB). Each runtime turns them into its own memory fraction.
+  ``optimizer.plan.evaluate`` plus the redundant experts' weights, which the cost model does
+  not count (static batch), or the plan's ``max_memory_gb`` (service), and the GPU's memory
+  (GB). Each runtime turns them into its own memory fraction.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from optimizer.costs.formulas import expert_bytes
 from optimizer.costs.tables import seqs_per_replica
 from optimizer.costs.units import bytes_to_gb
 from optimizer.errors import InputError
@@ -93,11 +95,24 @@ def launch_settings(p: PlanData, inst: Instance) -> LaunchSettings:
                               float(total), gpu_gb)
     from optimizer.plan.evaluate import evaluate
     ev = evaluate(inst, p.to_plan())
-    heaviest = max(ev.stage_memory, key=lambda s: s.total)
+    replicas = [replica_bytes(p, inst, layers) for layers in p.stages]
+    j = max(range(len(p.stages)), key=lambda k: ev.stage_memory[k].total + replicas[k])
+    mem = ev.stage_memory[j]
     per_mb = ev.costs.seqs_per_micro_batch
     return LaunchSettings(seqs_per_replica(inst, p.deg.dp), per_mb * w.prompt_tokens,
-                          w.prompt_tokens + w.output_tokens, kv, bytes_to_gb(heaviest.weights),
-                          bytes_to_gb(heaviest.kv_cache), bytes_to_gb(heaviest.total), gpu_gb)
+                          w.prompt_tokens + w.output_tokens, kv,
+                          bytes_to_gb(mem.weights + replicas[j]), bytes_to_gb(mem.kv_cache),
+                          bytes_to_gb(mem.total + replicas[j]), gpu_gb)
+
+
+def replica_bytes(p: PlanData, inst: Instance, layers) -> float:
+    """Bytes the redundant experts add to one GPU of a stage holding ``layers``: the cost
+    model counts ``E // EP`` experts per EP rank and MoE layer (``costs/tables.py``); a rank
+    of a plan with replicas holds ``slots_per_rank`` of them, each split ETP ways."""
+    e, m = p.experts, inst.model
+    extra = e.slots_per_rank - m.num_experts // p.deg.ep
+    moe = sum(1 for layer in layers if layer in e.slots)
+    return max(extra, 0) * moe * expert_bytes(m) / p.deg.etp
 
 
 SERVING_KNOBS = ("max_running_requests", "prefill_chunk_tokens", "prefill_micro_batches",
