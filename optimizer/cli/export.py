@@ -15,9 +15,10 @@ FORMATS = ("sglang", "vllm", "trtllm", "megatron", "csv")
 @click.command("export", help=(
     "Write the files a runtime consumes for PLAN: sglang (launch args + expert-location JSON), "
     "vllm (serve args + what vLLM cannot take), trtllm (LLM API YAML with the expert load "
-    "balancer), megatron (parallelism args), csv (one row per GPU). Exit 2 when the runtime "
-    "cannot express the plan."))
-@click.argument("plan", type=click.Path(dir_okay=True))
+    "balancer), megatron (parallelism args), csv (one row per GPU). PLAN may also be a "
+    "`moeopt place` result (with --instance): exported as TP1 x DP=EP on its EP ranks, replicas "
+    "included. Exit 2 when the runtime cannot express the plan."))
+@click.argument("plan", type=click.Path(dir_okay=True))  # a plan, or a `moeopt place` result
 @click.option("--to", "to", type=click.Choice(FORMATS), required=True, help="target format")
 @click.option("--output", type=OutputPath(), default=None,
               help="output directory; default results/<instance>/export-<format>/")
@@ -30,11 +31,19 @@ FORMATS = ("sglang", "vllm", "trtllm", "megatron", "csv")
 @VERBOSE
 def command(plan, to, output, instance_path, format_, verbose):
     def body():
+        from optimizer.inputs.files import read_json
         from optimizer.output.export import export, write_export
-        from optimizer.plan.files import load_plan
+        from optimizer.output.export.placement_input import is_placement, plan_doc_from_placement
+        from optimizer.plan.files import plan_from_doc
 
         inst = load_instance(instance_path) if instance_path else None
-        p = load_plan(plan, inst)
+        doc = read_json(plan, "plan")
+        if is_placement(doc):   # a moeopt place result: the model comes from --instance
+            if inst is None:
+                raise InputError(f"--instance: required to export the placement {plan} "
+                                 "(a moeopt place result names no model)")
+            doc = plan_doc_from_placement(doc, inst, inst.name)
+        p = plan_from_doc(doc, inst, str(plan))
         if output == "-":
             raise InputError("--output=-: export writes several files; give a directory")
         if output:  # the folder the user named: written inside it
