@@ -343,3 +343,19 @@ def test_redundant_experts_add_their_weights_to_the_memory_fraction():
     # the heaviest GPU gains between 28 (stage 0) and 30 (stage 1) experts' weights
     assert 28 * 0.044040192 - 1e-9 <= a.weights_gb - b.weights_gb <= 30 * 0.044040192 + 1e-9
     assert a.total_gb - a.weights_gb == pytest.approx(b.total_gb - b.weights_gb, abs=0.5)
+
+
+def test_plan_over_gpu_memory_gets_a_warning_not_a_fraction(tmp_path):
+    """The solved plan needs 125.98 GB on its heaviest GPU; on a 100 GB GPU no fraction holds
+    it: every runtime leaves its memory fraction out and warns."""
+    inst = load_instance(str(DSV3))
+    gpu = inst.hardware.gpu.model_copy(update={"memory_gb": 100.0})
+    small = inst.model_copy(update={"hardware": inst.hardware.model_copy(update={"gpu": gpu})})
+    doc = json.loads(SOLVED.read_text())
+    for runtime, flag_name in (("sglang", "--mem-fraction-static"),
+                               ("vllm", "--gpu-memory-utilization"),
+                               ("trtllm", "free_gpu_memory_fraction")):
+        _, ex, out = exported(doc, runtime, tmp_path, small)
+        text = "".join(p.read_text() for p in out.iterdir())
+        assert flag_name not in text, runtime
+        assert any("more than the GPU's 100.00 GB" in w for w in ex.warnings), runtime

@@ -55,14 +55,21 @@ class LaunchSettings:
     total_gb: float                # heaviest GPU, every part
     gpu_memory_gb: float
 
-    def fraction(self, used_gb: float) -> float:
+    def fraction(self, used_gb: float) -> float | None:
         """``used_gb`` over the GPU's memory, rounded UP to 0.01 (the runtime gets at least
-        what the plan counts); InputError above 1."""
+        what the plan counts); None when that is above 1 (see ``memory_warning``)."""
+        if self.gpu_memory_gb <= 0:
+            return None
         value = math.ceil(round(used_gb / self.gpu_memory_gb * 100, 6)) / 100
-        if value > 1:
-            raise InputError(f"plan memory {used_gb:.2f} GB per GPU exceeds the GPU's "
-                             f"{self.gpu_memory_gb:.2f} GB: no memory fraction can hold it")
-        return value
+        return value if value <= 1 else None
+
+    def memory_warning(self) -> str | None:
+        """A warning when the plan's heaviest GPU does not fit the GPU's memory."""
+        if self.total_gb <= self.gpu_memory_gb:
+            return None
+        return (f"the plan needs {self.total_gb:.2f} GB on its heaviest GPU, more than the GPU's "
+                f"{self.gpu_memory_gb:.2f} GB: no memory fraction can hold it (left at the "
+                "runtime's default); the server will not hold the planned KV cache")
 
 
 def kv_dtype_flag(runtime: str, s: LaunchSettings) -> str | None:

@@ -43,7 +43,9 @@ def sglang_serving_args(s: LaunchSettings, dp: int) -> list[tuple[str, object]]:
              ("--max-prefill-tokens", s.chunk_tokens * dp)]
     if s.context_tokens is not None:
         args.append(("--context-length", s.context_tokens))
-    args.append(("--mem-fraction-static", s.fraction(static_gb)))
+    fraction = s.fraction(static_gb)
+    if fraction is not None:
+        args.append(("--mem-fraction-static", fraction))
     return args
 
 
@@ -86,6 +88,7 @@ def export_sglang(p: PlanData, out_dir: Path, serving: LaunchSettings | None = N
     if serving is not None:
         settings.update({flag.lstrip("-").replace("-", "_"): value
                          for flag, value in sglang_serving_args(serving, split.dp)})
+        warnings += [w for w in [serving.memory_warning()] if w]
     else:
         warnings.append(missing_warning("sglang"))
     notes = list(p.notes)

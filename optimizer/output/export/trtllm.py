@@ -40,8 +40,12 @@ def trtllm_serving_settings(s: LaunchSettings, dp: int) -> tuple[dict, list[str]
     warnings = []
     if s.weights_gb is not None:
         free_gb = s.gpu_memory_gb - (s.total_gb - s.kv_cache_gb)
-        kv_cache["free_gpu_memory_fraction"] = LaunchSettings(
-            0, 0, None, s.kv_dtype, None, None, 0.0, free_gb).fraction(s.kv_cache_gb)
+        fraction = LaunchSettings(0, 0, None, s.kv_dtype, None, None, 0.0,
+                                  free_gb).fraction(s.kv_cache_gb)
+        if fraction is not None:
+            kv_cache["free_gpu_memory_fraction"] = fraction
+        else:
+            warnings.append(s.memory_warning() or "the plan's KV cache does not fit")
     else:
         warnings.append("kv_cache_config.free_gpu_memory_fraction left at TensorRT-LLM's default: "
                         "the service plan states only its total memory per GPU "

@@ -65,7 +65,9 @@ def vllm_serving_args(s: LaunchSettings) -> list[tuple[str, object | None]]:
              ("--enable-chunked-prefill", None)]
     if s.context_tokens is not None:
         args.append(("--max-model-len", s.context_tokens))
-    args.append(("--gpu-memory-utilization", s.fraction(s.total_gb)))
+    fraction = s.fraction(s.total_gb)
+    if fraction is not None:
+        args.append(("--gpu-memory-utilization", fraction))
     return args
 
 
@@ -134,6 +136,7 @@ def export_vllm(p: PlanData, out_dir: Path, loads=None, serving: LaunchSettings 
     if serving is not None:
         settings.update({flag.lstrip("-").replace("-", "_"): True if value is None else value
                          for flag, value in vllm_serving_args(serving)})
+        warnings += [w for w in [serving.memory_warning()] if w]
     else:
         warnings.append(missing_warning("vllm"))
     if split.count > 1:
