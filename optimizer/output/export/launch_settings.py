@@ -151,7 +151,9 @@ def _context(prompt, output) -> int | None:
 
 
 def version_line(runtime: str) -> str:
-    return f"written for {runtime} {RUNTIME_VERSIONS[runtime]} (flags checked against its parser)"
+    how = ("flags checked against a schema of its source" if runtime == "trtllm"
+           else "flags checked against its own parser")
+    return f"written for {runtime} {RUNTIME_VERSIONS[runtime]}, {how}"
 
 
 def missing_warning(runtime: str) -> str:
