@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from optimizer.cli.common import FORMAT, VERBOSE, OutputPath, batch_only, dump, load_instance, run
+from optimizer.cli.common import FORMAT, VERBOSE, OutputPath, dump, load_instance, run
 from optimizer.errors import InputError
 
 FORMATS = ("sglang", "vllm", "trtllm", "megatron", "csv")
@@ -15,25 +15,35 @@ FORMATS = ("sglang", "vllm", "trtllm", "megatron", "csv")
 @click.command("export", help=(
     "Write the files a runtime consumes for PLAN: sglang (launch args + expert-location JSON), "
     "vllm (serve args + what vLLM cannot take), trtllm (LLM API YAML with the expert load "
-    "balancer), megatron (parallelism args), csv (one row per GPU). Exit 2 when the runtime "
-    "cannot express the plan."))
-@click.argument("plan", type=click.Path(dir_okay=True))
+    "balancer), megatron (parallelism args), csv (one row per GPU). PLAN may also be a "
+    "`moeopt place` result (with --instance): exported as TP1 x DP=EP on its EP ranks, replicas "
+    "included. Exit 2 when the runtime cannot express the plan."))
+@click.argument("plan", type=click.Path(dir_okay=True))  # a plan, or a `moeopt place` result
 @click.option("--to", "to", type=click.Choice(FORMATS), required=True, help="target format")
 @click.option("--output", type=OutputPath(), default=None,
               help="output directory; default results/<instance>/export-<format>/")
 @click.option("--instance", "instance_path", default=None, type=click.Path(dir_okay=True),
-              help="instance JSON: checks the plan against the model and gives expert loads "
-                   "(vLLM: plan vs linear hot-rank load)")
+              help="instance JSON: checks the plan against the model, gives expert loads "
+                   "(vLLM: plan vs linear hot-rank load) and, for sglang/vllm/trtllm, the "
+                   "settings the plan's figures assume (KV dtype, running-request cap, "
+                   "chunked-prefill size, context length, memory fraction)")
 @FORMAT
 @VERBOSE
 def command(plan, to, output, instance_path, format_, verbose):
     def body():
+        from optimizer.inputs.files import read_json
         from optimizer.output.export import export, write_export
-        from optimizer.plan.files import load_plan
+        from optimizer.output.export.placement_input import is_placement, plan_doc_from_placement
+        from optimizer.plan.files import plan_from_doc
 
         inst = load_instance(instance_path) if instance_path else None
-        batch_only(inst, "export")
-        p = load_plan(plan, inst)
+        doc = read_json(plan, "plan")
+        if is_placement(doc):   # a moeopt place result: the model comes from --instance
+            if inst is None:
+                raise InputError(f"--instance: required to export the placement {plan} "
+                                 "(a moeopt place result names no model)")
+            doc = plan_doc_from_placement(doc, inst, inst.name)
+        p = plan_from_doc(doc, inst, str(plan))
         if output == "-":
             raise InputError("--output=-: export writes several files; give a directory")
         if output:  # the folder the user named: written inside it
@@ -46,7 +56,7 @@ def command(plan, to, output, instance_path, format_, verbose):
             from optimizer.costs.expert_loads import expert_loads
             # expert_loads has one row per MoE layer in order: key them by layer index
             loads = dict(zip(inst.model.moe_layer_ids, expert_loads(inst)))
-        ex = export(p, to, out_dir, loads)
+        ex = export(p, to, out_dir, loads, inst)
         written = write_export(ex, out_dir, root)
         if format_ == "json":
             doc = {"plan": p.source, "instance": p.name, **ex.summary(out_dir, written)}

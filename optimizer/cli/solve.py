@@ -28,10 +28,14 @@ from optimizer.inputs.files import write_atomic
                    "before any search")
 @click.option("--objective", type=click.Choice(["lost-time", "throughput", "goodput"]), default=None,
               help="what to optimize first (default: lost-time for a static batch, goodput for a service)")
+@click.option("--redundant-experts", "redundant", type=click.IntRange(0, 4096), default=None,
+              help="replicated expert slots per MoE layer, placed after the solve by the placement "
+                   "engine on the chosen EP degree, the plan then re-evaluated (default: "
+                   "search.redundant_experts, else none)")
 @click.option("-v", "--verbose", count=True,
               help="logs to stderr and every expert id per EP rank in the printed plan; -vv shows tracebacks")
 def solve(instance, format_, output, gpus, time_limit, workers, seed, report, log_solver, dump_model,
-          objective, verbose):
+          objective, redundant, verbose):
     def body():
         from optimizer import api
         from optimizer.output.text import plan_text, status_note
@@ -61,7 +65,20 @@ def solve(instance, format_, output, gpus, time_limit, workers, seed, report, lo
         solver = solver_dict(result)
         if result.extra.get("interrupted"):
             click.echo("moeopt: interrupted: the plan below is the best found so far", err=True)
-        doc = plan_to_json(result.plan, result.evaluation, result.status, solver)
+        plan, evaluation, status = result.plan, result.evaluation, result.status
+        replicas = redundant if redundant is not None else inst.search.redundant_experts
+        if replicas:   # CP-SAT proved the plan without replicas, not this one: "feasible"
+            from optimizer.cli.replicas import with_replicas
+            plan, evaluation, placed = with_replicas(
+                inst, plan, replicas, max(1.0, 0.25 * (time_limit or inst.search.time_limit_s)),
+                workers or inst.search.workers, seed if seed is not None else inst.search.seed)
+            status = "feasible"
+            summary = placed.to_json()
+            solver = dict(solver, replicas={"redundant_experts": replicas, "status": summary["status"],
+                                            "balancedness_min": summary["balancedness_min"]})
+        doc = plan_to_json(plan, evaluation, status, solver)
+        if replicas:
+            doc["redundant_experts"] = replicas
         target = output or str(Path("results") / inst.name / "plan.json")
         if target != "-":
             write_atomic(target, dump(doc), "--output" if output else "output")
@@ -74,7 +91,7 @@ def solve(instance, format_, output, gpus, time_limit, workers, seed, report, lo
             click.echo(dump(doc), nl=False)
         else:
             note = status_note(solver, result.extra.get("unproven_placement_layers"))
-            click.echo(plan_text(inst, result.plan, result.evaluation, result.status, solver,
+            click.echo(plan_text(inst, plan, evaluation, status, solver,
                                  expert_ids=verbose >= 1, note=note), nl=False)
             click.echo(f"plan written to {target}")
     run(verbose, body)

@@ -12,8 +12,14 @@ from optimizer.inputs.schema import Instance
 
 
 def hot_load(loads: tuple[int, ...], ranks) -> int:
-    """Routed load of the hottest EP rank of one layer, parts of LOAD_SCALE."""
-    return max(sum(loads[e] for e in experts) for experts in ranks)
+    """Routed load of the hottest EP rank of one layer, parts of LOAD_SCALE. An expert held
+    by k ranks (redundant replicas) gives each ceil(load / k) (the runtimes split its tokens
+    evenly over its replicas); without replicas this is the plain sum."""
+    copies: dict[int, int] = {}
+    for experts in ranks:
+        for e in experts:
+            copies[e] = copies.get(e, 0) + 1
+    return max(sum(-(-loads[e] // copies[e]) for e in experts) for experts in ranks)
 
 
 def makespan_ns(stage_ns: list[int], micro_batches: int, p2p_ns: int) -> int:

@@ -367,6 +367,16 @@ class SearchSpec(_Strict):
     # CP-SAT workers; 0: automatic (2 for models over many configurations, else 1)
     workers: Annotated[int, Field(ge=0, le=64)] = 0
     seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0  # CP-SAT's random_seed is an int32
+    redundant_experts: Annotated[int, Field(ge=0, le=4096)] | None = Field(
+        None, description="replicated expert slots per MoE layer, placed after the solve by "
+                          "the placement engine on the chosen EP degree (solve --redundant-experts)")
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_redundant(self, handler):
+        data = handler(self)   # absent: left out, so instances serialise as before
+        if isinstance(data, dict) and data.get("redundant_experts") is None:
+            data.pop("redundant_experts", None)
+        return data
 
 
 class Instance(_Strict):

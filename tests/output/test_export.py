@@ -30,6 +30,7 @@ from optimizer.output.export import (
     vllm_linear,
     write_export,
 )
+from optimizer.output.export.launch_settings import missing_warning
 
 REPO = Path(__file__).resolve().parents[2]
 INSTANCE = REPO / "instances" / "10b_moe.json"
@@ -144,8 +145,8 @@ def test_sglang_round_trip(case, tmp_path):
     p, ex, out = run_export(doc, "sglang", tmp_path)
     env, cmds = launch_args(out)
     (argv,) = cmds
-    tp, ep = int(flag(argv, "--tp")), int(flag(argv, "--ep"))
-    dp = int(flag(argv, "--dp", 1))
+    tp, ep = int(flag(argv, "--tp-size")), int(flag(argv, "--ep-size"))
+    dp = int(flag(argv, "--dp-size", 1))
     pp = int(flag(argv, "--pp-size", 1))
     redundant = int(flag(argv, "--ep-num-redundant-experts"))
     d = doc["degrees"]
@@ -185,7 +186,7 @@ def test_sglang_dense_rows_and_deepseek_size(tmp_path):
     assert mp[3] == [x for r in doc["expert_placement"]["3"] for x in r]
     env, (argv,) = launch_args(out)
     assert env["SGLANG_PP_LAYER_PARTITION"] == "31,30"
-    assert flag(argv, "--nnodes") == "8" and flag(argv, "--tp") == "32"
+    assert flag(argv, "--nnodes") == "8" and flag(argv, "--tp-size") == "32"
 
 
 def test_sglang_rejects_edp_cutting_tp_groups(tmp_path):
@@ -503,7 +504,8 @@ def test_deepseek_trtllm_and_vllm(tmp_path):
     lb = y["moe_config"]["load_balancer"]
     assert sorted(lb["initial_global_assignments"]) == list(range(3, 61)) and lb["num_slots"] == 288
     assert y["tensor_parallel_size"] == 32 and y["enable_attention_dp"] is True
-    assert y["pp_partition"] == [31, 30] and ex.warnings == []
+    # without an instance the only warning is that the workload's settings are missing
+    assert y["pp_partition"] == [31, 30] and ex.warnings == [missing_warning("trtllm")]
     _, ex, out = run_export(doc, "vllm", tmp_path)
     env, cmds = launch_args(out)
     assert env["VLLM_PP_LAYER_PARTITION"] == "31,30" and len(cmds) == 2

@@ -28,6 +28,7 @@ from pathlib import Path
 from optimizer.errors import InputError
 from optimizer.output.export.common import Export, Launch, write_export
 from optimizer.output.export.csv import experts_compact, export_csv, parse_compact
+from optimizer.output.export.launch_settings import RUNTIME_VERSIONS, LaunchSettings, launch_settings
 from optimizer.output.export.megatron import export_megatron, megatron_pipeline_args
 from optimizer.output.export.sglang import export_sglang, sglang_map_json
 from optimizer.output.export.trtllm import export_trtllm, trtllm_yaml
@@ -35,23 +36,29 @@ from optimizer.output.export.vllm import export_vllm, hot_over_mean, rank_loads,
 from optimizer.plan.files import ExpertMap, PlanData, load_plan, plan_from_doc
 
 FORMATS = ("sglang", "vllm", "trtllm", "megatron", "csv")
+RUNTIMES = ("sglang", "vllm", "trtllm")   # the serving runtimes (launch settings, versions)
 ExportPlan = PlanData   # the name this package used before the one plan reader
 
-__all__ = ["FORMATS", "Export", "ExportPlan", "ExpertMap", "Launch", "PlanData", "experts_compact",
+__all__ = ["FORMATS", "RUNTIMES", "RUNTIME_VERSIONS", "Export", "ExportPlan", "ExpertMap",
+           "Launch", "LaunchSettings", "launch_settings", "PlanData", "experts_compact",
            "export", "hot_over_mean", "load_plan", "megatron_pipeline_args", "parse_compact",
            "plan_from_doc", "rank_loads", "sglang_map_json", "trtllm_yaml", "vllm_linear",
            "write_export"]
 
 
-def export(p: PlanData, fmt: str, out_dir: Path, loads=None) -> Export:
+def export(p: PlanData, fmt: str, out_dir: Path, loads=None, inst=None) -> Export:
     """The files and launch commands of ``fmt`` for plan ``p``; InputError when the runtime
-    cannot express the plan. ``loads`` (vLLM): expert loads per MoE layer, from an instance."""
+    cannot express the plan. ``loads`` (vLLM): expert loads per MoE layer, from an instance.
+    ``inst`` (the plan's Instance): the serving runtimes get the settings the plan's figures
+    assume (``launch_settings``); without it they are left at the runtime's defaults, with a
+    warning."""
+    serving = launch_settings(p, inst) if inst is not None and fmt in RUNTIMES else None
     if fmt == "sglang":
-        return export_sglang(p, out_dir)
+        return export_sglang(p, out_dir, serving)
     if fmt == "vllm":
-        return export_vllm(p, out_dir, loads)
+        return export_vllm(p, out_dir, loads, serving)
     if fmt == "trtllm":
-        return export_trtllm(p, out_dir)
+        return export_trtllm(p, out_dir, serving)
     if fmt == "megatron":
         return export_megatron(p, out_dir)
     if fmt == "csv":

@@ -24,6 +24,7 @@ from optimizer.output.export.common import (
     stage_partition,
     uneven_stages,
 )
+from optimizer.output.export.launch_settings import RUNTIME_VERSIONS, LaunchSettings, kv_dtype_flag, missing_warning, version_line
 from optimizer.plan.files import ExpertMap, PlanData
 
 # ----------------------------------------------------------------------------------------------
@@ -38,7 +39,29 @@ def _sglang_rule(g: GpuSlot, split: Split, p: PlanData) -> tuple[int, int]:
     return g.stage * world + tp_rank, tp_rank // (world // p.deg.ep)
 
 
-def export_sglang(p: PlanData, out_dir: Path) -> Export:
+def sglang_serving_args(s: LaunchSettings, dp: int) -> list[tuple[str, object]]:
+    """The flags of the plan's workload. SGLang divides --max-running-requests and
+    --chunked-prefill-size by the attention-DP size under DP-attention
+    (arg_groups/parallel_hook.py, mem_cache/kv_cache_configurator.py in 0.5.23), so both are
+    the per-replica figures times ``dp``. --mem-fraction-static is the weights plus the KV
+    pool over the GPU's memory (the plan's total for a service, which states only that)."""
+    args: list[tuple[str, object]] = []
+    kv = kv_dtype_flag("sglang", s)
+    if kv is not None:
+        args.append(("--kv-cache-dtype", kv))
+    static_gb = s.total_gb if s.weights_gb is None else s.weights_gb + s.kv_cache_gb
+    args += [("--max-running-requests", s.max_running_requests * dp),
+             ("--chunked-prefill-size", s.chunk_tokens * dp),
+             ("--max-prefill-tokens", s.chunk_tokens * dp)]
+    if s.context_tokens is not None:
+        args.append(("--context-length", s.context_tokens))
+    fraction = s.fraction(static_gb)
+    if fraction is not None:
+        args.append(("--mem-fraction-static", fraction))
+    return args
+
+
+def export_sglang(p: PlanData, out_dir: Path, serving: LaunchSettings | None = None) -> Export:
     split = split_instances(p, "sglang")
     d, e = p.deg, p.experts
     world = split.moe_world                         # SGLang --tp: the TP world of one stage
@@ -49,14 +72,16 @@ def export_sglang(p: PlanData, out_dir: Path) -> Export:
         raise InputError(f"sglang: {e.num_slots} physical experts are not divisible by ep={d.ep}")
     placed = seats(p, split, _sglang_rule)
     warnings = seat_warnings(p, split, placed, "sglang")
-    args: list[tuple[str, object | None]] = [("--model-path", '"$MODEL"'), ("--tp", world)]
+    args: list[tuple[str, object | None]] = [("--model-path", '"$MODEL"'), ("--tp-size", world)]
     if split.dp > 1:
-        args += [("--dp", split.dp), ("--enable-dp-attention", None)]
+        args += [("--dp-size", split.dp), ("--enable-dp-attention", None)]
     if d.pp > 1:
         args.append(("--pp-size", d.pp))
-    args += [("--ep", d.ep), ("--ep-num-redundant-experts", e.redundant),
+    args += [("--ep-size", d.ep), ("--ep-num-redundant-experts", e.redundant),
              ("--init-expert-location", '"$HERE/expert_location.json"'),
              ("--ep-dispatch-algorithm", "static")]
+    if serving is not None:
+        args += sglang_serving_args(serving, split.dp)
     inst_world = world * d.pp
     nnodes = node_count(inst_world, p.gpus_per_node)
     needs: tuple[str, ...] = ()
@@ -70,7 +95,14 @@ def export_sglang(p: PlanData, out_dir: Path) -> Export:
     cmd = shell_command(["python3", "-m", "sglang.launch_server"], args)
     settings = {"tp": world, "dp": split.dp, "enable_dp_attention": split.dp > 1, "pp_size": d.pp,
                 "ep": d.ep, "moe_tp": world // d.ep, "attn_tp": split.tp,
-                "ep_num_redundant_experts": e.redundant, "num_physical_experts": e.num_slots}
+                "ep_num_redundant_experts": e.redundant, "num_physical_experts": e.num_slots,
+                "runtime_version": RUNTIME_VERSIONS["sglang"]}
+    if serving is not None:
+        settings.update({flag.lstrip("-").replace("-", "_"): value
+                         for flag, value in sglang_serving_args(serving, split.dp)})
+        warnings += [w for w in [serving.memory_warning()] if w]
+    else:
+        warnings.append(missing_warning("sglang"))
     notes = list(p.notes)
     notes += node_fill_notes(inst_world, p.gpus_per_node)
     if d.ep < world:
@@ -83,8 +115,9 @@ def export_sglang(p: PlanData, out_dir: Path) -> Export:
     ex = Export("sglang", {}, [Launch(cmd)], env, split.count, inst_world, settings, warnings,
                 notes, needs, instance_devices(p, split, placed))
     ex.files["expert_location.json"] = sglang_map_json(e)
-    ex.files["launch.sh"] = launch_sh(ex, f"SGLang launch for plan {p.name}")
-    body = ["files:",
+    ex.files["launch.sh"] = launch_sh(ex, f"SGLang launch for plan {p.name}, "
+                                          + version_line("sglang"))
+    body = [version_line("sglang"), "", "files:",
             f"  expert_location.json  {{\"physical_to_logical_map\": [{e.num_layers}][{e.num_slots}]}}: one "
             "row per hidden layer (dense layers get the trivial map p mod E); physical slot p lives "
             f"on EP rank p // {e.slots_per_rank}",

@@ -24,6 +24,7 @@ from optimizer.output.export.common import (
     shell_command,
     split_instances,
 )
+from optimizer.output.export.launch_settings import RUNTIME_VERSIONS, LaunchSettings, kv_dtype_flag, missing_warning, version_line
 from optimizer.plan.files import ExpertMap, PlanData
 
 # ----------------------------------------------------------------------------------------------
@@ -37,7 +38,40 @@ def _trtllm_rule(g: GpuSlot, split: Split, p: PlanData) -> tuple[int, int]:
     return g.stage * world + tp_rank, tp_rank % p.deg.ep
 
 
-def export_trtllm(p: PlanData, out_dir: Path) -> Export:
+def trtllm_serving_settings(s: LaunchSettings, dp: int) -> tuple[dict, list[str]]:
+    """LLM API keys of the plan's workload, and warnings. ``max_batch_size`` and
+    ``max_num_tokens`` are per rank, and an attention-DP rank is one of the plan's replicas.
+    ``kv_cache_config.free_gpu_memory_fraction`` is the KV pool's share of the memory left
+    after the weights and the warm-up step: the plan's KV over (GPU - the plan's other parts);
+    a service plan states only its total, so the fraction is left at the default there."""
+    kv_cache: dict = {}
+    kv = kv_dtype_flag("trtllm", s)
+    if kv is not None:
+        kv_cache["dtype"] = kv
+    warnings = []
+    if s.weights_gb is not None:
+        free_gb = s.gpu_memory_gb - (s.total_gb - s.kv_cache_gb)
+        fraction = LaunchSettings(0, 0, None, s.kv_dtype, None, None, 0.0,
+                                  free_gb).fraction(s.kv_cache_gb)
+        if fraction is not None:
+            kv_cache["free_gpu_memory_fraction"] = fraction
+        else:
+            warnings.append(s.memory_warning() or "the plan's KV cache does not fit")
+    else:
+        warnings.append("kv_cache_config.free_gpu_memory_fraction left at TensorRT-LLM's default: "
+                        "the service plan states only its total memory per GPU "
+                        f"({s.total_gb:.2f} GB), not the KV pool's share")
+    doc: dict = {"max_batch_size": s.max_running_requests,
+                 "max_num_tokens": max(s.chunk_tokens, s.max_running_requests),
+                 "enable_chunked_prefill": True}
+    if s.context_tokens is not None:
+        doc["max_seq_len"] = s.context_tokens
+    if kv_cache:
+        doc["kv_cache_config"] = kv_cache
+    return doc, warnings
+
+
+def export_trtllm(p: PlanData, out_dir: Path, serving: LaunchSettings | None = None) -> Export:
     split = split_instances(p, "trtllm")
     d, e = p.deg, p.experts
     if split.tp > 1 and split.dp > 1:
@@ -58,9 +92,16 @@ def export_trtllm(p: PlanData, out_dir: Path) -> Export:
     settings = {"tensor_parallel_size": tp, "pipeline_parallel_size": d.pp,
                 "moe_expert_parallel_size": d.ep, "moe_tensor_parallel_size": d.etp,
                 "enable_attention_dp": split.dp > 1, "pp_partition": [len(s) for s in p.stages]}
+    if serving is not None:
+        extra, more = trtllm_serving_settings(serving, split.dp)
+        settings.update(extra)
+        warnings += more
+    else:
+        warnings.append(missing_warning("trtllm"))
     balancer = d.ep > 1 or e.redundant > 0
     yaml = trtllm_yaml(settings, e if balancer else None,
-                       f"plan {p.name}: one instance of {tp * d.pp} GPUs, launch {split.count}")
+                       f"plan {p.name}: one instance of {tp * d.pp} GPUs, launch {split.count}, "
+                       + version_line("trtllm"))
     world = tp * d.pp
     args: list[tuple[str, object | None]] = [
         ("--tp_size", tp), ("--pp_size", d.pp), ("--ep_size", d.ep),
@@ -82,11 +123,13 @@ def export_trtllm(p: PlanData, out_dir: Path) -> Export:
     if split.count > 1:
         notes.append(f"TensorRT-LLM has no DP degree: launch {split.count} separate instances "
                      "(the plan's EDP copies) behind a load balancer")
-    ex = Export("trtllm", {}, [Launch(shell_command(prog, args))], {}, split.count, world, settings,
+    summary = dict(settings, runtime_version=RUNTIME_VERSIONS["trtllm"])
+    ex = Export("trtllm", {}, [Launch(shell_command(prog, args))], {}, split.count, world, summary,
                 warnings, notes, (), instance_devices(p, split, placed))
     ex.files["extra_llm_api_options.yaml"] = yaml
-    ex.files["launch.sh"] = launch_sh(ex, f"TensorRT-LLM launch for plan {p.name}")
-    body = ["files:",
+    ex.files["launch.sh"] = launch_sh(ex, f"TensorRT-LLM launch for plan {p.name}, "
+                                          + version_line("trtllm"))
+    body = [version_line("trtllm"), "", "files:",
             "  extra_llm_api_options.yaml  degrees, pp_partition and (EP > 1) moe_config.load_balancer "
             f"(num_slots {e.num_slots}, initial_global_assignments for {len(e.moe_layers)} MoE "
             f"layers keyed by layer index, layer_updates_per_iter 0 = static); slots "

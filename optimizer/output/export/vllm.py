@@ -23,6 +23,7 @@ from optimizer.output.export.common import (
     stage_partition,
     uneven_stages,
 )
+from optimizer.output.export.launch_settings import RUNTIME_VERSIONS, LaunchSettings, kv_dtype_flag, missing_warning, version_line
 from optimizer.plan.files import ExpertMap, PlanData
 
 # ----------------------------------------------------------------------------------------------
@@ -61,7 +62,28 @@ def hot_over_mean(slots_by_layer: dict[int, tuple[int, ...]], ep: int, loads) ->
     return out
 
 
-def export_vllm(p: PlanData, out_dir: Path, loads=None) -> Export:
+def vllm_serving_args(s: LaunchSettings) -> list[tuple[str, object | None]]:
+    """The flags of the plan's workload; vLLM's limits are per engine (one DP rank), the
+    plan's per replica. The token budget counts decode tokens too, and vLLM refuses one
+    below --max-num-seqs, hence the max. --gpu-memory-utilization is the whole engine's
+    share of the GPU: the plan's total for its heaviest GPU."""
+    args: list[tuple[str, object | None]] = []
+    kv = kv_dtype_flag("vllm", s)
+    if kv is not None:
+        args.append(("--kv-cache-dtype", kv))
+    args += [("--max-num-seqs", s.max_running_requests),
+             ("--max-num-batched-tokens", max(s.chunk_tokens, s.max_running_requests)),
+             ("--enable-chunked-prefill", None)]
+    if s.context_tokens is not None:
+        args.append(("--max-model-len", s.context_tokens))
+    fraction = s.fraction(s.total_gb)
+    if fraction is not None:
+        args.append(("--gpu-memory-utilization", fraction))
+    return args
+
+
+def export_vllm(p: PlanData, out_dir: Path, loads=None, serving: LaunchSettings | None = None
+                ) -> Export:
     split = split_instances(p, "vllm")
     d, e = p.deg, p.experts
     width = split.moe_world
@@ -85,6 +107,8 @@ def export_vllm(p: PlanData, out_dir: Path, loads=None) -> Export:
         if e.redundant:
             args.append(("--enable-eplb", None))
         args.append(("--eplb-config", q(json.dumps({"num_redundant_experts": e.redundant}))))
+    if serving is not None:
+        args += vllm_serving_args(serving)
     if split.count > 1:
         args.append(("--port", '"$PORT"'))
     env = {"VLLM_PP_LAYER_PARTITION": stage_partition(p)} if uneven_stages(p) else {}
@@ -118,7 +142,14 @@ def export_vllm(p: PlanData, out_dir: Path, loads=None) -> Export:
     settings = {"tensor_parallel_size": split.tp, "pipeline_parallel_size": d.pp,
                 "data_parallel_size": split.dp, "enable_expert_parallel": d.ep > 1,
                 "expert_parallel_size": d.ep if d.ep > 1 else 1,
-                "num_redundant_experts": e.redundant, "enable_eplb": bool(e.redundant)}
+                "num_redundant_experts": e.redundant, "enable_eplb": bool(e.redundant),
+                "runtime_version": RUNTIME_VERSIONS["vllm"]}
+    if serving is not None:
+        settings.update({flag.lstrip("-").replace("-", "_"): True if value is None else value
+                         for flag, value in vllm_serving_args(serving)})
+        warnings += [w for w in [serving.memory_warning()] if w]
+    else:
+        warnings.append(missing_warning("vllm"))
     if split.count > 1:
         notes.append(f"{split.count} separate vLLM deployments (the plan's EDP copies): vLLM's "
                      "-dp would spread the MoE over all DP ranks")
@@ -129,8 +160,8 @@ def export_vllm(p: PlanData, out_dir: Path, loads=None) -> Export:
                            f"to vLLM's linear placement ({_loss_short(p, loads)})")
     ex = Export("vllm", {}, launches, env, split.count, world, settings, warnings, notes, needs,
                 instance_devices(p, split, placed))
-    ex.files["launch.sh"] = launch_sh(ex, f"vLLM launch for plan {p.name}")
-    body = ["WHAT vLLM CANNOT TAKE TODAY:",
+    ex.files["launch.sh"] = launch_sh(ex, f"vLLM launch for plan {p.name}, " + version_line("vllm"))
+    body = [version_line("vllm"), "","WHAT vLLM CANNOT TAKE TODAY:",
             "  an explicit expert-to-GPU map. Mainline vLLM accepts only the degrees, the placement",
             "  strategy (linear | round_robin) and a redundant-expert count; the initial map is its",
             "  own and EPLB (--enable-eplb) then moves experts at runtime from measured loads.",
