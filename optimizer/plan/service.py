@@ -20,7 +20,7 @@ from optimizer.costs.timing import hot_load
 from optimizer.costs.units import bytes_to_gb, rate_target_to_int
 from optimizer.inputs.schema import Instance, Workload
 from optimizer.plan.evaluate import Check, Plan
-from optimizer.plan.files import SCHEMA_VERSION, PlanFile, _degree_checks, _placement, _rule, _slots
+from optimizer.plan.files import SCHEMA_VERSION, PlanFile, _rule, check_structure
 
 KNOB_NAMES = ("max_running_requests", "prefill_chunk_tokens", "prefill_micro_batches", "decode_micro_batches")
 # Structural rules of a static batch that a service has no counterpart of.
@@ -127,36 +127,20 @@ def knobs_from_file(f: PlanFile) -> ServingKnobs | None:
 
 
 def service_plan_from_file(inst: Instance, f: PlanFile) -> tuple[Plan | None, ServingKnobs | None, list[Check]]:
-    """Plan, knobs and structural checks of a service plan file (None when broken)."""
-    from optimizer.costs.layout import Degrees
-    from optimizer.plan.files import even_stages
-    d, m = f.degrees, inst.model
-    etp = d.etp or d.tp
-    per_stage = d.tp * d.dp
-    edp = d.edp or (per_stage // (etp * d.ep) if per_stage % (etp * d.ep) == 0 else 0)
-    deg = Degrees(d.tp, d.pp, d.dp, d.ep, etp, edp, 1)
-    # the static plan's degree rules, on a stand-in batch (the batch-only rules dropped)
+    """Plan, knobs and structural checks of a service plan file (None when broken): the
+    static plan's rules (``plan.files.check_structure``) on a stand-in batch instance, the
+    batch-only rules dropped, plus the knob rules."""
     stand_in = inst.model_copy(update={"workload": Workload(batch_sequences=10**7, prompt_tokens=1)})
-    checks = [c for c in _degree_checks(stand_in, f, deg) if c.name not in _BATCH_ONLY]
+    plan, checks, _ = check_structure(stand_in, f)
+    checks = [c for c in checks if c.name not in _BATCH_ONLY]
     knobs = knobs_from_file(f)
     checks.append(_rule("replica knobs: four positive integers", knobs is not None))
     if knobs is not None:
         checks.append(_rule("prefill_chunk_tokens >= max_running_requests",
                             knobs.prefill_chunk_tokens >= knobs.max_running_requests))
-    if deg.num_gpus > inst.hardware.num_gpus or deg.pp > m.num_layers:
+    if plan is None or not all(c.ok for c in checks):
         return None, knobs, checks
-    stages = (tuple(tuple(s.layers) for s in sorted(f.stages, key=lambda s: s.stage))
-              if f.stages is not None else even_stages(m.num_layers, d.pp))
-    flat = [layer for s in stages for layer in s]
-    checks.append(_rule("stages_contiguous_all_layers_once", flat == list(range(m.num_layers))
-                        and len(stages) == d.pp and all(stages)))
-    placement = _placement(inst, f, deg)
-    checks.append(_rule("expert_placement_each_expert_once_equal_slots", placement is not None))
-    slots = _slots(inst, f, deg)
-    checks.append(_rule("gpus_match_degrees", slots is not None))
-    if not all(c.ok for c in checks):
-        return None, knobs, checks
-    return Plan(f.instance or inst.name, deg, stages, placement, slots), knobs, checks
+    return plan, knobs, checks
 
 
 def check_service_plan(inst: Instance, f: PlanFile, load: ServiceLoad) -> tuple[dict, str, bool]:
