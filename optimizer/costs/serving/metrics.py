@@ -6,32 +6,33 @@ prompt tokens and advances ``decodes`` running requests at ``context_tokens`` ea
 as the knobs' micro-batch counts say (integer ns: ``optimizer.costs.step_time`` through
 ``serving.replica``, or a test double), the number of queues and the GPUs.
 
-Steady state at a rate lambda per queue, prompts of s tokens, outputs of D tokens, a step
-budget of C tokens of which the n running decodes take one each:
-    n = lambda D TPOT                                  (Little's law, running decodes)
-    full = step(C - n, n)                              (a prompt's step: it sees the n
-                                                        running decodes, arrivals see time
-                                                        averages)
-    S = s / (C - n) * full                             (prefill service time of one prompt)
-    rho = lambda S                                     (prefill server utilisation)
-    TPOT = rho step(C - n', n') + (1 - rho) step(0, n') (mean step while a request decodes:
-                                                        it sees the n' = max(1, n) running
-                                                        ones, itself among them; least-loaded
-                                                        routing keeps the replicas' counts
-                                                        even)
-with step() at a fractional count linear between the integers around it.
-solved by fixed-point iteration from n = 0 (every map is non-decreasing in n, so the iterates
-increase to the least fixed point, or pass B or rho = 1: then the rate is not sustainable).
-    TTFT = W + (1 - e^-n) TPOT / 2                     (queue wait, rest of the step under way
-           + max(1, s / (C - n)) full                   if any decode runs, the prompt's own
-                                                        steps: it shares its first and last
-                                                        with neighbours)
-with W the wait of the deployment's prefill servers as one M/G/k queue (k = queues: requests
-go to the least-loaded replica, as the simulator and engines' routers send them; Allen-Cunneen
-with the prompt lengths' squared coefficient of variation cv^2, 0 = fixed prompts; for k = 1
-the Pollaczek-Khinchine M/G/1 wait); percentiles of W by the exponential tail of
-``queueing.wait_quantile_s`` with the Erlang-C probability of waiting. TPOT percentiles are the mean
-(each request averages D steps). E2E = TTFT + (D - 1) TPOT.
+Steady state at a rate lambda per queue (k queues, requests routed to the least-loaded one),
+prompts of s tokens, outputs of D tokens, a step budget of C tokens:
+    n = lambda (D - 1) TPOT                            (Little's law, running decodes per queue)
+    N ~ Poisson(k n)                                   (the deployment's decodes, M/G/inf)
+    n_a = E[floor(N / k)]                              (decodes of the least-loaded replica, the
+                                                        one a new prompt joins; n for k = 1)
+    full = step(C - n_a, n_a), K = max(1, s / (C - n_a)) (a prompt's step and its step count)
+    rho = lambda s / (C - n_a) full                    (prefill server utilisation)
+    f = K n_a / (D - 1)                                (share of a decode's steps that carry a
+                                                        prompt chunk: lambda K n_a such pairs per
+                                                        second against lambda (D - 1) decode steps)
+    n' = E[balanced count of the 1 + N requests]       (what a decoding request sees, itself
+                                                        included; 1 + n for k = 1)
+    TPOT = step(0, n') + f (step(C - n', n') - step(0, n'))
+with step() at a fractional count linear between the integers around it (``queueing.jsq_*``
+give n_a, n', P(N >= k)); solved by fixed-point iteration from n = 0 (every map is
+non-decreasing in n, so the iterates increase to the least fixed point, or pass B (n + rho >
+B) or rho = 1: then the rate is not sustainable).
+    TTFT = W + P(N >= k) step(0, n_a) / 2 + K full     (queue wait, rest of the step under way
+                                                        if the joined replica decodes, the
+                                                        prompt's own steps)
+with W the wait of the deployment's prefill servers as one M/G/k queue (Allen-Cunneen with the
+prompt lengths' squared coefficient of variation cv^2; Pollaczek-Khinchine for k = 1);
+percentiles: W's by the exponential tail of ``queueing.wait_quantile_s``, plus the own steps at
+n_a's normal quantile. TPOT percentiles: the mean plus the root sum of squares of the spread of
+the count a request sees over its life and of the prompts that join its replica meanwhile
+(``_tpot_quantile_s``). E2E = TTFT + (D - 1) TPOT, both at the percentile.
 """
 
 from __future__ import annotations
