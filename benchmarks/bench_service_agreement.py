@@ -53,10 +53,10 @@ def simulate_at(doc: dict, plan_path: Path, rate: float, requests: int, workdir:
 
 def saturated_throughput_rps(out) -> float:
     """Completions per second while an overloaded deployment's queue grows: from the arrival
-    of the request at 25 % to the last arrival (the fill-up before and the drain after,
+    of the request at 50 % to the last arrival (the fill-up before and the drain after,
     when fewer requests run, are left out)."""
     arrivals = np.sort(out.arrival_ns)
-    start, end = arrivals[len(arrivals) // 4], arrivals[-1]
+    start, end = arrivals[len(arrivals) // 2], arrivals[-1]
     done = np.count_nonzero((out.finish_ns >= start) & (out.finish_ns <= end))
     return done / ((end - start) * 1e-9)
 
@@ -86,7 +86,7 @@ def compare(instance_path: str, requests: int, workdir: Path, time_limit_s: floa
         rows.append({"instance": inst.name, "rate_rps": rate, "utilization": m.utilization,
                      "ttft_p90_pred_s": m.ttft_p90_s, "ttft_p90_sim_s": ttft, "ttft_ratio": m.ttft_p90_s / ttft,
                      "tpot_p90_pred_ms": m.tpot_p90_ms, "tpot_p90_sim_ms": tpot, "tpot_ratio": m.tpot_p90_ms / tpot})
-    over = simulate_at(doc, plan_path, 1.5 * sustainable, 2 * requests, workdir)
+    over = simulate_at(doc, plan_path, 1.5 * sustainable, max(6000, 4 * requests), workdir)
     simulated = statistics.median(saturated_throughput_rps(out) for _, out in over)
     rows.append({"instance": inst.name, "rate_rps": 1.5 * sustainable, "utilization": float("nan"),
                  "sustainable_pred_rps": sustainable, "sustainable_sim_rps": simulated,
