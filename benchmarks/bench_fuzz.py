@@ -3,11 +3,12 @@
     python -m benchmarks.bench_fuzz [--cases 2400] [--seed N] [--hang-s 120]
 
 Inputs come from ``fuzzkit`` (mutated instance, plan, load and HuggingFace config files,
-whole command lines, and the hostile inputs of ``tests/oracles/hostile.py``), each run in this process through click's CliRunner in a fresh
-folder. Prints, per generator and command, how many inputs it tried and how many ended in
-each exit code, the number of tracebacks and contract violations (both must be zero), and
-the slowest inputs. A run that exceeds ``--hang-s`` seconds dumps every thread's stack and
-ends the campaign (a hang is a bug). Exit status 1 when any input broke the contract.
+whole command lines, and the hostile inputs of ``tests/oracles/hostile.py``), each run in
+this process through click's CliRunner in a fresh folder. Prints, per generator and command,
+how many inputs it tried and how many ended in each exit code, the number of tracebacks and
+contract violations (both must be zero), and the slowest inputs. A run that exceeds
+``--hang-s`` seconds dumps every thread's stack and ends the campaign (a hang is a bug).
+Exit status 1 when any input broke the contract.
 """
 
 from __future__ import annotations

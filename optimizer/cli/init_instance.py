@@ -23,9 +23,12 @@ def build_instance(model: dict, *, name: str, gpu: str, gpus: int, batch: int = 
                    max_ttft_s: float | None = None, max_tpot_ms: float | None = None,
                    min_throughput_tokens_per_ms: float | None = None,
                    throughput_scope: str = "deployment", max_memory_gb: float | None = None,
-                   hardware_overrides: dict | None = None) -> dict:
+                   hardware_overrides: dict | None = None, service: dict | None = None) -> dict:
     """An instance dict (hardware as ``{"preset": gpu, "num_gpus": gpus}``) validated as an
-    Instance; errors are one-line InputErrors naming the option or field."""
+    Instance; errors are one-line InputErrors naming the option or field. ``service``: the
+    service options given (arrival_rate_rps, concurrency, trace, latency_percentile,
+    max_e2e_latency_s, min_goodput_rps; None values left out): with a rate, a concurrency or
+    a trace the workload is a service (``batch`` is then not used)."""
     from pydantic import ValidationError
 
     from optimizer.errors import InputError
@@ -47,12 +50,20 @@ def build_instance(model: dict, *, name: str, gpu: str, gpus: int, batch: int = 
                        ("max_memory_gb", max_memory_gb)):
         if value is not None:
             requirements[key] = value
+    service = {k: v for k, v in (service or {}).items() if v is not None}
+    workload: dict = {"batch_sequences": batch, "prompt_tokens": prompt_tokens,
+                      "output_tokens": output_tokens}
+    if {"arrival_rate_rps", "concurrency", "trace"} & service.keys():
+        workload = {"kind": "service", "prompt_tokens": prompt_tokens, "output_tokens": output_tokens,
+                    **{k: service[k] for k in ("arrival_rate_rps", "concurrency", "trace") if k in service}}
+    for key in ("latency_percentile", "max_e2e_latency_s", "min_goodput_rps"):
+        if key in service:
+            requirements[key] = service[key]
     doc = {
         "name": name,
         "model": model,
         "hardware": {"preset": gpu, "num_gpus": gpus, **(hardware_overrides or {})},
-        "workload": {"batch_sequences": batch, "prompt_tokens": prompt_tokens,
-                     "output_tokens": output_tokens},
+        "workload": workload,
         "requirements": requirements,
         "expert_load": {"kind": "uniform"},
         "search": SearchSpec().model_dump(),
@@ -116,10 +127,22 @@ def summary(doc: dict) -> str:
 @click.option("--throughput-scope", type=click.Choice(["deployment", "per_gpu"]), default="deployment",
               show_default=True, help="whether the throughput target is for all GPUs or each")
 @click.option("--max-memory-gb", type=float, default=None, help="memory per GPU (default: the GPU's)")
+@click.option("--arrival-rate-rps", type=float, default=None,
+              help="service: Poisson arrivals, requests/s (writes a service instance)")
+@click.option("--concurrency", type=click.IntRange(1, 10**7), default=None,
+              help="service: closed loop of this many requests (writes a service instance)")
+@click.option("--trace", default=None,
+              help="service: CSV/JSONL trace of arrival_s,prompt_tokens,output_tokens, its path "
+                   "relative to the instance file (writes a service instance)")
+@click.option("--latency-percentile", type=click.Choice(["50", "90", "99"]), default=None,
+              help="service: percentile the latency SLOs are judged at (default 90)")
+@click.option("--max-e2e-latency-s", type=float, default=None, help="service: end-to-end latency SLO, s")
+@click.option("--min-goodput-rps", type=float, default=None, help="service: goodput requirement, requests/s")
 @VERBOSE
 def command(model_path, gpu, gpus, output, name, weight_dtype, kv_dtype, batch, prompt_tokens,
             output_tokens, max_ttft_s, max_tpot_ms, min_throughput_tokens_per_ms, throughput_scope,
-            max_memory_gb, verbose):
+            max_memory_gb, arrival_rate_rps, concurrency, trace, latency_percentile, max_e2e_latency_s,
+            min_goodput_rps, verbose):
     def body():
         from optimizer.errors import InputError
         from optimizer.inputs.files import write_atomic
@@ -133,7 +156,10 @@ def command(model_path, gpu, gpus, output, name, weight_dtype, kv_dtype, batch, 
             gpus=gpus, batch=batch, prompt_tokens=prompt_tokens, output_tokens=output_tokens,
             kv_dtype=kv_dtype, max_ttft_s=max_ttft_s, max_tpot_ms=max_tpot_ms,
             min_throughput_tokens_per_ms=min_throughput_tokens_per_ms,
-            throughput_scope=throughput_scope, max_memory_gb=max_memory_gb)
+            throughput_scope=throughput_scope, max_memory_gb=max_memory_gb,
+            service={"arrival_rate_rps": arrival_rate_rps, "concurrency": concurrency, "trace": trace,
+                     "latency_percentile": None if latency_percentile is None else int(latency_percentile),
+                     "max_e2e_latency_s": max_e2e_latency_s, "min_goodput_rps": min_goodput_rps})
         text = dump(doc)
         if output == "-":
             click.echo(text, nl=False)

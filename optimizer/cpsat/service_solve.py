@@ -20,6 +20,7 @@ from optimizer.costs.serving.metrics import ServiceLoad, Slo
 from optimizer.costs.serving.replica import even_stages, service_degrees, service_load
 from optimizer.costs.serving.search import ServiceSearch, search
 from optimizer.costs.units import rate_target_to_int
+from optimizer.cpsat.budget import MIN_SOLVE_S, Budget
 from optimizer.cpsat.pruning import exact_hot_loads
 from optimizer.cpsat.service_model import SERVICE_OBJECTIVES, ServiceChoice, ServiceModel
 from optimizer.errors import InfeasibleError, InputError
@@ -67,6 +68,9 @@ def solve_service(inst: Instance, num_gpus: int | None = None, objective: str | 
         raise InputError(f"--objective={objective}: a service is planned for "
                          f"{' or '.join(SERVICE_OBJECTIVES)} (lost-time is the static batch's)")
     start = time.perf_counter()
+    limit = time_limit_s if time_limit_s is not None else inst.search.time_limit_s
+    budget = Budget(limit)
+    reserve_s = min(1.0, 0.1 * limit)  # kept for the CP-SAT choice among the candidates
     gpus = num_gpus or inst.hardware.num_gpus
     degrees = service_degrees(inst, gpus)
     if not degrees:
@@ -76,12 +80,11 @@ def solve_service(inst: Instance, num_gpus: int | None = None, objective: str | 
     target = inst.requirements.min_goodput_rps
     loads, ranks = placements(inst, list({d.ep for d in degrees}))
     found = search(inst, gpus, load, slo, rate, loads, ranks, objective, degrees=degrees,
-                   min_goodput_rps=target)
+                   min_goodput_rps=target, out_of_time=lambda: budget.left() < reserve_s)
     log.info("service search: %d candidates of %d configurations, %d groups skipped by bounds",
              len(found.candidates), found.configurations, found.pruned)
     model = ServiceModel(found.candidates, None if target is None else rate_target_to_int(target))
-    limit = time_limit_s if time_limit_s is not None else inst.search.time_limit_s
-    choice = model.solve(objective, max(0.05, limit - (time.perf_counter() - start)),
+    choice = model.solve(objective, max(MIN_SOLVE_S, budget.left()),
                          workers or inst.search.workers, inst.search.seed if seed is None else seed)
     if choice is None:
         raise _infeasible(inst, found, rate, target)
@@ -91,9 +94,14 @@ def solve_service(inst: Instance, num_gpus: int | None = None, objective: str | 
     placement = {l: tuple(tuple(sorted(r)) for r in ranks[deg.ep][i]) for i, l in enumerate(moe_ids)}
     plan = Plan(inst.name, deg, even_stages(inst.model.num_layers, deg.pp), placement,
                 megatron_layout(deg, inst.hardware.gpus_per_node))
-    result = ServiceResult("optimal" if choice.proven else "feasible", plan, chosen, choice, objective,
+    proven = choice.proven and found.unvisited == 0
+    result = ServiceResult("optimal" if proven else "feasible", plan, chosen, choice, objective,
                            load, slo, found, time.perf_counter() - start)
     result.notes = notable_alternatives(found.candidates, chosen, target)
+    if found.unvisited:
+        result.notes.append(f"the time limit ({limit:g} s) ran out in the service search: "
+                            f"{found.unvisited} knob groups not evaluated, so the plan is not proven "
+                            "optimal (raise --time-limit)")
     return result
 
 

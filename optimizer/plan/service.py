@@ -54,8 +54,8 @@ def service_metrics(c: ServiceCandidate, memory_bytes: int) -> dict[str, float]:
         "ttft_p50_s": m.ttft_p50_s,
         "ttft_p90_s": m.ttft_p90_s,
         "ttft_p99_s": m.ttft_p99_s,
-        "tpot_p50_ms": m.tpot_ms,
-        "tpot_p90_ms": m.tpot_ms,
+        "tpot_p50_ms": m.tpot_p50_ms,
+        "tpot_p90_ms": m.tpot_p90_ms,
         "e2e_latency_p90_s": m.e2e_p90_s,
         "goodput_rps": c.goodput_rps,
         "goodput_rps_per_gpu": c.goodput_rps_per_gpu,
@@ -81,9 +81,10 @@ def service_checks(inst: Instance, c: ServiceCandidate, memory_bytes: int) -> li
         if req.max_ttft_s is not None:
             checks.append(Check(f"ttft_p{p}", m.ttft_at(p), req.max_ttft_s, "s", m.stable and m.ttft_at(p) <= req.max_ttft_s))
         if req.max_tpot_ms is not None:
-            checks.append(Check(f"tpot_p{p}", m.tpot_ms, req.max_tpot_ms, "ms", m.stable and m.tpot_ms <= req.max_tpot_ms))
+            checks.append(Check(f"tpot_p{p}", m.tpot_at(p), req.max_tpot_ms, "ms",
+                                m.stable and m.tpot_at(p) <= req.max_tpot_ms))
         if req.max_e2e_latency_s is not None:
-            e2e = m.ttft_at(p) + max(0, c.output_tokens - 1) * m.tpot_ms / 1e3
+            e2e = m.ttft_at(p) + max(0, c.output_tokens - 1) * m.tpot_at(p) / 1e3
             checks.append(Check(f"e2e_latency_p{p}", e2e, req.max_e2e_latency_s, "s",
                                 m.stable and e2e <= req.max_e2e_latency_s))
     if req.min_goodput_rps is not None:
@@ -127,9 +128,9 @@ def knobs_from_file(f: PlanFile) -> ServingKnobs | None:
 
 
 def service_plan_from_file(inst: Instance, f: PlanFile) -> tuple[Plan | None, ServingKnobs | None, list[Check]]:
-    """Plan, knobs and structural checks of a service plan file (None when broken): the one
-    plan reader's rules (``plan.files.check_structure``) on a stand-in static batch, less the
-    batch-only rules, plus the rules of the replica knobs."""
+    """Plan, knobs and structural checks of a service plan file (None when broken): the
+    static plan's rules (``plan.files.check_structure``) on a stand-in batch instance, the
+    batch-only rules dropped, plus the knob rules."""
     stand_in = inst.model_copy(update={"workload": Workload(batch_sequences=10**7, prompt_tokens=1)})
     plan, checks, _ = check_structure(stand_in, f)
     checks = [c for c in checks if c.name not in _BATCH_ONLY]

@@ -257,3 +257,25 @@ def test_init_keeps_an_existing_file_on_error(tmp_path):
     res = invoke("init", "--model", MIXTRAL, "--gpu", "nope", "--gpus", 2, "--output", out)
     expect(res, 2)
     assert out.read_text() == "old"
+
+
+def test_init_writes_a_service_instance(tmp_path):
+    # a rate makes the workload a service; the service requirements land in requirements
+    res, out = init(tmp_path, "--arrival-rate-rps", 12.5, "--prompt-tokens", 3000, "--output-tokens", 500,
+                    "--max-ttft-s", 2, "--max-tpot-ms", 40, "--latency-percentile", 99,
+                    "--max-e2e-latency-s", 30, "--min-goodput-rps", 5)
+    expect(res, 0)
+    inst = load_instance(str(out))
+    wl, r = inst.workload, inst.requirements
+    assert (wl.kind, wl.arrival_rate_rps, wl.prompt_tokens, wl.output_tokens) == ("service", 12.5, 3000, 500)
+    assert (r.max_ttft_s, r.max_tpot_ms, r.latency_percentile, r.max_e2e_latency_s, r.min_goodput_rps) == \
+        (2, 40, 99, 30, 5)
+    res, out = init(tmp_path, "--concurrency", 16, "--output-tokens", 100, name="closed.json")
+    expect(res, 0)
+    assert load_instance(str(out)).workload.concurrency == 16
+
+
+def test_init_service_bad_rate_exits_2(tmp_path):
+    res, out = init(tmp_path, "--arrival-rate-rps", -1, "--output-tokens", 100, name="bad.json")
+    expect(res, 2)
+    assert "arrival_rate_rps" in res.output and not out.exists()

@@ -93,3 +93,33 @@ def test_mmk_against_simulation():
         free[k] = start + rng.expovariate(1.0)
     wait, _ = q.mgk_mean_wait_s(3.0, 1.0, 1.0, 4)
     assert sum(waits) / len(waits) == pytest.approx(wait, rel=0.08)
+
+
+def _poisson_pmf(mean, count):
+    return math.exp(count * math.log(mean) - mean - math.lgamma(count + 1))
+
+
+def _balanced(total, replicas):
+    """Mean count of a request's replica, from the list of counts (q + 1 on r replicas)."""
+    q_, r = divmod(total, replicas)
+    counts = [q_ + 1] * r + [q_] * (replicas - r)
+    return sum(c * c for c in counts) / total
+
+
+def test_jsq_one_replica_is_pasta():
+    # one queue: the joined replica holds the mean n, a decoding request sees itself + n
+    from optimizer.costs.serving.queueing import jsq_joined, jsq_joined_busy, jsq_seen
+    assert jsq_joined(2.3, 1) == 2.3 and jsq_seen(2.3, 1) == pytest.approx(3.3)
+    assert jsq_joined_busy(2.3, 1) == pytest.approx(1 - math.exp(-2.3))
+
+
+def test_jsq_figures_by_enumeration():
+    # three replicas, 2.5 decodes each on average (N ~ Poisson(7.5), on the 3-digit grid
+    # exactly): E[floor(N / 3)], P(N >= 3) and E[balanced count of 1 + N] summed term by term
+    from optimizer.costs.serving.queueing import jsq_joined, jsq_joined_busy, jsq_seen
+    pmf = [_poisson_pmf(7.5, i) for i in range(120)]
+    assert jsq_joined(2.5, 3) == pytest.approx(sum(p * (i // 3) for i, p in enumerate(pmf)), rel=1e-12)
+    assert jsq_joined_busy(2.5, 3) == pytest.approx(sum(pmf[3:]), rel=1e-12)
+    assert jsq_seen(2.5, 3) == pytest.approx(sum(p * _balanced(i + 1, 3) for i, p in enumerate(pmf)), rel=1e-12)
+    # the least-loaded replica holds fewer than the mean, a decoding request's more
+    assert jsq_joined(2.5, 3) < 2.5 < jsq_seen(2.5, 3)

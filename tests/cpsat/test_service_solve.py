@@ -112,3 +112,31 @@ def test_batch_commands_refuse_a_service(tmp_path, command):
     res = expect(invoke(*args), 2)
     assert res.stderr.startswith("moeopt: workload.kind='service'") and len(res.stderr.splitlines()) == 1
     assert not (tmp_path / "r.html").exists()
+
+
+def test_out_of_time_stops_the_search_after_one_group():
+    # a deadline already passed: the first group (the best prefill estimate) is evaluated, the
+    # others are counted unvisited, and their candidates are exactly that group's
+    from optimizer.costs.serving.candidates import evaluate_group
+    from optimizer.costs.serving.search import prepared_groups
+    inst = Instance.model_validate(TINY)
+    load, slo = service_load(inst.workload), service_slo(inst)
+    loads, ranks = placements(inst, list({d.ep for d in service_degrees(inst, 4)}))
+    groups, _ = prepared_groups(inst, 4, load, loads, ranks)
+    found = search(inst, 4, load, slo, 20.0, loads, ranks, out_of_time=lambda: True)
+    assert found.unvisited == len(groups) - 1 > 0
+    deg, group, rep = groups[0]
+    want = evaluate_group(deg, group, rep, load, slo, 20.0)
+    assert [(c.deg, c.knobs, c.goodput_rps) for c in found.candidates] == \
+        [(c.deg, c.knobs, c.goodput_rps) for c in want]
+
+
+def test_time_limit_bounds_the_service_search(monkeypatch):
+    # the budget's clock jumps 1000 s after the deadline is set: the search stops after one
+    # group and the plan is "feasible", with a note saying why
+    from optimizer.cpsat import budget
+    times = iter([0.0] + [1000.0] * 10**6)
+    monkeypatch.setattr(budget, "clock", lambda: next(times))
+    result = solve_service(Instance.model_validate(TINY), time_limit_s=5)
+    assert result.status == "feasible" and result.searched.unvisited > 0
+    assert any("time limit (5 s) ran out" in note for note in result.notes)

@@ -1,11 +1,13 @@
 """The planner's service predictions against the discrete-event simulator (``moeopt
 simulate``), which shares only the engine-step time with it: on 10b_moe_service, the
-planner's p90 TTFT within 15 %, TPOT within 5 % and sustainable rate within 10 % of the
-simulation's (median over 3 seeds) at the instance's rate (utilisation <= 85 %)."""
+planner's p90 TTFT within 15 % and p90 TPOT within 5 % of the simulation's (median over 3
+seeds) at the instance's rate (utilisation <= 85 %), and its sustainable rate within 10 % of
+the simulated deployment's completion rate while overloaded (1.5x that rate)."""
 
 import json
 import statistics
 
+import numpy as np
 import pytest
 
 from optimizer.cli.common import dump
@@ -22,12 +24,16 @@ def _median(summaries, key):
     return statistics.median(s[key] for s in summaries)
 
 
+def _saturated_rps(out) -> float:
+    """Completions per second from the arrival at 50 % to the last arrival: the queue grows
+    all along, so every replica runs at capacity (fill-up and drain left out)."""
+    arrivals = np.sort(out.arrival_ns)
+    start, end = arrivals[len(arrivals) // 2], arrivals[-1]
+    done = np.count_nonzero((out.finish_ns >= start) & (out.finish_ns <= end))
+    return done / ((end - start) * 1e-9)
+
+
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "known gap: at 5 % utilisation the simulator's least-loaded router sends prompts to idle "
-    "replicas, so decodes almost never share a step with a prompt (sim TPOT 2.8 ms); the "
-    "planner charges every replica its share rho of prompt steps (3.5 ms, +24 %). TTFT agrees "
-    "within 1 %. See docs/serving-model.md, Known weaknesses."))
 def test_planner_against_simulation(tmp_path):
     inst = load_model(INSTANCE, Instance, "instance")
     result = solve_service(inst, time_limit_s=60)
@@ -38,12 +44,12 @@ def test_planner_against_simulation(tmp_path):
     assert planned.utilization <= 0.85
     sims = [run(INSTANCE, str(plan_path), Settings(requests=1500, seed=seed))[0] for seed in range(3)]
     assert _median(sims, "ttft_p90_s") == pytest.approx(planned.ttft_p90_s, rel=0.15)
-    assert _median(sims, "tpot_p90_ms") == pytest.approx(planned.tpot_ms, rel=0.05)
-    # sustainable rate: the simulation's throughput when offered 1.5x the planner's figure
+    assert _median(sims, "tpot_p90_ms") == pytest.approx(planned.tpot_p90_ms, rel=0.05)
+    # sustainable rate: the simulated completion rate while offered 1.5x the planner's figure
     over = json.loads(open(INSTANCE).read())
     over["workload"]["arrival_rate_rps"] = 1.5 * result.chosen.sustainable_rps
     over_path = tmp_path / "overload.json"
     over_path.write_text(json.dumps(over))
-    saturated = [run(str(over_path), str(plan_path), Settings(requests=3000, seed=seed))[0]
+    saturated = [_saturated_rps(run(str(over_path), str(plan_path), Settings(requests=6000, seed=seed))[1])
                  for seed in range(3)]
-    assert _median(saturated, "throughput_rps") == pytest.approx(result.chosen.sustainable_rps, rel=0.10)
+    assert statistics.median(saturated) == pytest.approx(result.chosen.sustainable_rps, rel=0.10)

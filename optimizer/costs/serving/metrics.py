@@ -6,32 +6,33 @@ prompt tokens and advances ``decodes`` running requests at ``context_tokens`` ea
 as the knobs' micro-batch counts say (integer ns: ``optimizer.costs.step_time`` through
 ``serving.replica``, or a test double), the number of queues and the GPUs.
 
-Steady state at a rate lambda per queue, prompts of s tokens, outputs of D tokens, a step
-budget of C tokens of which the n running decodes take one each:
-    n = lambda D TPOT                                  (Little's law, running decodes)
-    full = step(C - n, n)                              (a prompt's step: it sees the n
-                                                        running decodes, arrivals see time
-                                                        averages)
-    S = s / (C - n) * full                             (prefill service time of one prompt)
-    rho = lambda S                                     (prefill server utilisation)
-    TPOT = rho step(C - n', n') + (1 - rho) step(0, n') (mean step while a request decodes:
-                                                        it sees the n' = max(1, n) running
-                                                        ones, itself among them; least-loaded
-                                                        routing keeps the replicas' counts
-                                                        even)
-with step() at a fractional count linear between the integers around it.
-solved by fixed-point iteration from n = 0 (every map is non-decreasing in n, so the iterates
-increase to the least fixed point, or pass B or rho = 1: then the rate is not sustainable).
-    TTFT = W + (1 - e^-n) TPOT / 2                     (queue wait, rest of the step under way
-           + max(1, s / (C - n)) full                   if any decode runs, the prompt's own
-                                                        steps: it shares its first and last
-                                                        with neighbours)
-with W the wait of the deployment's prefill servers as one M/G/k queue (k = queues: requests
-go to the least-loaded replica, as the simulator and engines' routers send them; Allen-Cunneen
-with the prompt lengths' squared coefficient of variation cv^2, 0 = fixed prompts; for k = 1
-the Pollaczek-Khinchine M/G/1 wait); percentiles of W by the exponential tail of
-``queueing.wait_quantile_s`` with the Erlang-C probability of waiting. TPOT percentiles are the mean
-(each request averages D steps). E2E = TTFT + (D - 1) TPOT.
+Steady state at a rate lambda per queue (k queues, requests routed to the least-loaded one),
+prompts of s tokens, outputs of D tokens, a step budget of C tokens:
+    n = lambda (D - 1) TPOT                            (Little's law, running decodes per queue)
+    N ~ Poisson(k n)                                   (the deployment's decodes, M/G/inf)
+    n_a = E[floor(N / k)]                              (decodes of the least-loaded replica, the
+                                                        one a new prompt joins; n for k = 1)
+    full = step(C - n_a, n_a), K = max(1, s / (C - n_a)) (a prompt's step and its step count)
+    rho = lambda s / (C - n_a) full                    (prefill server utilisation)
+    f = K n_a / (D - 1)                                (share of a decode's steps that carry a
+                                                        prompt chunk: lambda K n_a such pairs per
+                                                        second against lambda (D - 1) decode steps)
+    n' = E[balanced count of the 1 + N requests]       (what a decoding request sees, itself
+                                                        included; 1 + n for k = 1)
+    TPOT = step(0, n') + f (step(C - n', n') - step(0, n'))
+with step() at a fractional count linear between the integers around it (``queueing.jsq_*``
+give n_a, n', P(N >= k)); solved by fixed-point iteration from n = 0 (every map is
+non-decreasing in n, so the iterates increase to the least fixed point, or pass B (n + rho >
+B) or rho = 1: then the rate is not sustainable).
+    TTFT = W + P(N >= k) step(0, n_a) / 2 + K full     (queue wait, rest of the step under way
+                                                        if the joined replica decodes, the
+                                                        prompt's own steps)
+with W the wait of the deployment's prefill servers as one M/G/k queue (Allen-Cunneen with the
+prompt lengths' squared coefficient of variation cv^2; Pollaczek-Khinchine for k = 1);
+percentiles: W's by the exponential tail of ``queueing.wait_quantile_s``, plus the own steps at
+n_a's normal quantile. TPOT percentiles: the mean plus the root sum of squares of the spread of
+the count a request sees over its life and of the prompts that join its replica meanwhile
+(``_tpot_quantile_s``). E2E = TTFT + (D - 1) TPOT, both at the percentile.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from statistics import NormalDist
 
 from optimizer.costs.serving import queueing as q
 from optimizer.costs.serving.knobs import ServingKnobs
@@ -91,18 +93,24 @@ class ServiceMetrics:
     stable: bool
     utilization: float  # max(prefill server utilisation, running decodes / B)
     running_requests: float  # mean running decodes per queue
-    step_full_ns: int  # a prompt's step (chunk + n decodes), rounded up
-    step_decode_ns: int  # a step without prefill (max(1, n) decodes), rounded up
+    step_full_ns: int  # a prompt's step (chunk + the decodes of the replica it joins), rounded up
+    step_decode_ns: int  # a step without prefill (the decodes a decoding request sees), rounded up
     ttft_mean_s: float
     ttft_p50_s: float
     ttft_p90_s: float
     ttft_p99_s: float
-    tpot_ms: float  # mean = every percentile (see module doc)
+    tpot_ms: float  # mean over requests
     e2e_p90_s: float
     output_tokens_per_s_per_gpu: float
+    tpot_p50_ms: float = math.inf
+    tpot_p90_ms: float = math.inf
+    tpot_p99_ms: float = math.inf
 
     def ttft_at(self, percentile: int) -> float:
         return {50: self.ttft_p50_s, 90: self.ttft_p90_s, 99: self.ttft_p99_s}[percentile]
+
+    def tpot_at(self, percentile: int) -> float:
+        return {50: self.tpot_p50_ms, 90: self.tpot_p90_ms, 99: self.tpot_p99_ms}[percentile]
 
     @property
     def tokens_per_s_per_user(self) -> float:
@@ -111,12 +119,16 @@ class ServiceMetrics:
 
 @dataclass(frozen=True)
 class _Steady:
-    running: float
-    rho: float
-    full_ns: float  # a step with a prompt chunk and the n decodes a prompt sees
-    decode_ns: float  # a step without prompt and the max(1, n) decodes a decoding request sees
+    running: float  # n, mean running decodes per queue
+    joined: float  # n_a, mean decodes of the replica a new prompt joins
+    rho: float  # prefill server utilisation of one queue
+    shared: float  # f, fraction of a decode's steps that carry a prompt chunk
+    seen: float  # mean decodes of a decoding request's step, itself included
+    full_ns: float  # a prompt's step: C - n_a prompt tokens and n_a decodes
+    decode_ns: float  # a step without prompt and ``seen`` decodes
+    with_prompt_ns: float  # a step with a prompt chunk and ``seen`` decodes
     tpot_s: float
-    chunk_tokens: float  # prompt tokens of a full step, C - n
+    chunk_tokens: float  # prompt tokens of a prompt's step, C - n_a
 
 
 def _at(step: Callable[[int], int], count: float) -> float:
@@ -128,30 +140,53 @@ def _at(step: Callable[[int], int], count: float) -> float:
 
 
 def _steady_state(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate: float) -> _Steady | None:
-    """Fixed point of the steady state at ``rate`` per queue; None if not sustainable."""
+    """Fixed point of the steady state at ``rate`` per queue (module doc); None if not
+    sustainable."""
     cap, budget, ctx = knobs.max_running_requests, knobs.prefill_chunk_tokens, load.decode_context_tokens
-    full = lambda k: rep.step_ns(knobs, budget - k, k, ctx)
-    idle = lambda k: rep.step_ns(knobs, 0, k, ctx)
+    def full(k):
+        return rep.step_ns(knobs, budget - k, k, ctx)
+    def idle(k):
+        return rep.step_ns(knobs, 0, k, ctx)
+    decode_steps = max(0, load.output_tokens - 1)
     running = 0.0
     for _ in range(_FIXED_POINT_STEPS):
         if running + 1.0 >= budget:
             return None  # the decodes fill the step: no prompt is ever prefilled
-        chunk = budget - running
-        full_p = _at(full, running)  # a prompt's step: the n running decodes (PASTA)
+        joined, seen = q.jsq_joined(running, rep.queues), q.jsq_seen(running, rep.queues)
+        chunk = budget - joined
+        steps = max(1.0, load.prompt_tokens / chunk)  # a prompt's steps, fractional
+        full_p = _at(full, joined)
         rho = rate * load.prompt_tokens / chunk * full_p * 1e-9
         if rho >= 1.0:
             return None
-        # a decoding request sees the n running ones, itself among them (at least one)
-        seen = max(1.0, running)
-        full_d, idle_d = _at(full, seen), _at(idle, seen)
-        tpot_s = (rho * full_d + (1.0 - rho) * idle_d) * 1e-9
-        nxt = q.littles_law_count(rate, load.output_tokens * tpot_s)
-        if nxt > cap:
-            return None
+        shared = min(1.0, steps * joined / decode_steps) if decode_steps else 0.0
+        idle_d, full_d = _at(idle, seen), _at(full, min(seen, budget - 1.0))
+        tpot_s = (idle_d + shared * (full_d - idle_d)) * 1e-9
+        nxt = q.littles_law_count(rate, decode_steps * tpot_s)
+        if nxt + rho > cap:
+            return None  # the running decodes plus the prompt being prefilled pass B
         if nxt - running <= 1e-9 * max(1.0, nxt):
-            return _Steady(nxt, rho, full_p, idle_d, tpot_s, chunk)
+            return _Steady(nxt, joined, rho, shared, seen, full_p, idle_d, full_d, tpot_s, chunk)
         running = nxt
     return None  # no convergence: treated as not sustainable
+
+
+def _tpot_quantile_s(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, st: _Steady, z: float) -> float:
+    """TPOT of the request at the standard-normal quantile ``z``: the mean plus the root sum
+    of squares of two independent spreads, the decodes its replica holds over its life
+    (``queueing.jsq_seen`` at the lifetime-averaged count's quantile) and the prompts that
+    join its replica meanwhile (Poisson, mean n_a, each sharing s / (C - n_a) steps)."""
+    if z <= 0.0:
+        return st.tpot_s
+    ctx = load.decode_context_tokens
+    def idle(k):
+        return rep.step_ns(knobs, 0, k, ctx)
+    seen_q = q.jsq_seen_quantile(st.running, rep.queues, z)
+    by_count = (_at(idle, seen_q) - st.decode_ns) * (1.0 - st.shared)
+    decode_steps = max(1, load.output_tokens - 1)
+    steps = max(1.0, load.prompt_tokens / st.chunk_tokens)
+    by_prompts = z * math.sqrt(st.joined) * steps / decode_steps * (st.with_prompt_ns - st.decode_ns)
+    return st.tpot_s + math.hypot(by_count, by_prompts) * 1e-9
 
 
 def predict(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: float) -> ServiceMetrics:
@@ -164,16 +199,34 @@ def predict(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: floa
         inf = math.inf
         return ServiceMetrics(rate_rps, False, 1.0, float(knobs.max_running_requests), 0, 0,
                               inf, inf, inf, inf, inf, inf, tokens_per_gpu)
+    budget, ctx = knobs.prefill_chunk_tokens, load.decode_context_tokens
+    def full(k):
+        return rep.step_ns(knobs, budget - k, k, ctx)
+    def idle(k):
+        return rep.step_ns(knobs, 0, k, ctx)
     service_s = load.prompt_tokens / st.chunk_tokens * st.full_ns * 1e-9
     wait_s, p_wait = q.mgk_mean_wait_s(rate_rps, service_s, load.prompt_cv2, rep.queues)
-    own_s = max(1.0, load.prompt_tokens / st.chunk_tokens) * st.full_ns * 1e-9
-    fixed_s = (1.0 - math.exp(-st.running)) * st.tpot_s / 2.0 + own_s
-    ttft = {p: q.wait_quantile_s(wait_s, p_wait, p / 100) + fixed_s for p in PERCENTILES}
-    tpot_ms = st.tpot_s * 1e3
+    busy = q.jsq_joined_busy(st.running, rep.queues)  # P(the joined replica runs a step)
+
+    def own_s(joined: float) -> float:
+        """The prompt's own steps and the rest of the step under way when it arrives."""
+        joined = min(joined, budget - 1.0)
+        rest = busy * _at(idle, max(1.0, joined)) / 2.0
+        return (max(1.0, load.prompt_tokens / (budget - joined)) * _at(full, joined) + rest) * 1e-9
+
+    ttft = {p: q.wait_quantile_s(wait_s, p_wait, p / 100)
+            + own_s(q.jsq_joined_quantile(st.running, rep.queues, _z(p))) for p in PERCENTILES}
+    tpot = {p: _tpot_quantile_s(rep, knobs, load, st, _z(p)) * 1e3 for p in PERCENTILES}
+    steps = max(0, load.output_tokens - 1)
     return ServiceMetrics(
         rate_rps, True, max(st.rho, st.running / knobs.max_running_requests), st.running,
-        math.ceil(st.full_ns), math.ceil(st.decode_ns), wait_s + fixed_s, ttft[50], ttft[90], ttft[99], tpot_ms,
-        ttft[90] + max(0, load.output_tokens - 1) * st.tpot_s, tokens_per_gpu)
+        math.ceil(st.full_ns), math.ceil(st.decode_ns), wait_s + own_s(st.joined), ttft[50], ttft[90],
+        ttft[99], st.tpot_s * 1e3, ttft[90] + steps * tpot[90] / 1e3, tokens_per_gpu,
+        tpot[50], tpot[90], tpot[99])
+
+
+def _z(percentile: int) -> float:
+    return NormalDist().inv_cdf(percentile / 100)
 
 
 def meets(m: ServiceMetrics, slo: Slo, load: ServiceLoad) -> bool:
@@ -181,9 +234,10 @@ def meets(m: ServiceMetrics, slo: Slo, load: ServiceLoad) -> bool:
     if not m.stable:
         return False
     ttft = m.ttft_at(slo.percentile)
-    e2e = ttft + max(0, load.output_tokens - 1) * m.tpot_ms / 1e3
+    tpot_ms = m.tpot_at(slo.percentile)
+    e2e = ttft + max(0, load.output_tokens - 1) * tpot_ms / 1e3
     return ((slo.max_ttft_s is None or ttft <= slo.max_ttft_s)
-            and (slo.max_tpot_ms is None or m.tpot_ms <= slo.max_tpot_ms)
+            and (slo.max_tpot_ms is None or tpot_ms <= slo.max_tpot_ms)
             and (slo.max_e2e_latency_s is None or e2e <= slo.max_e2e_latency_s))
 
 

@@ -12,6 +12,7 @@ estimate that finds a strong incumbent early; it prunes nothing itself).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import groupby
 
@@ -32,6 +33,7 @@ class ServiceSearch:
     configurations: int = 0  # with at least one group evaluated
     pruned: int = 0  # groups skipped by the bound
     without_knobs: int = 0  # no knob tuple fits the memory
+    unvisited: int = 0  # groups left when the time ran out (the search is then incomplete)
 
 
 def _prefill_estimate_rps(rep, knobs: ServingKnobs, load: ServiceLoad) -> float:
@@ -42,7 +44,8 @@ def _prefill_estimate_rps(rep, knobs: ServingKnobs, load: ServiceLoad) -> float:
 
 def _groups(knobs: list[ServingKnobs]) -> list[list[ServingKnobs]]:
     """Knob tuples grouped by (C, m_p, m_d): they differ only in B."""
-    key = lambda k: (k.prefill_chunk_tokens, k.prefill_micro_batches, k.decode_micro_batches)
+    def key(k):
+        return (k.prefill_chunk_tokens, k.prefill_micro_batches, k.decode_micro_batches)
     return [list(g) for _, g in groupby(sorted(knobs, key=key), key=key)]
 
 
@@ -77,14 +80,19 @@ def prepared_groups(inst, num_gpus: int, load: ServiceLoad, loads: tuple[tuple[i
 def search(inst, num_gpus: int, load: ServiceLoad, slo: Slo, rate_rps: float | None,
            loads: tuple[tuple[int, ...], ...], ranks_by_ep: dict[int, list], primary: str = "goodput",
            prune: bool = True, degrees: list[Degrees] | None = None,
-           min_goodput_rps: float | None = None) -> ServiceSearch:
+           min_goodput_rps: float | None = None,
+           out_of_time: Callable[[], bool] | None = None) -> ServiceSearch:
     """Candidates of ``prepared_groups``. With ``prune``, groups whose widest tuple sustains
     less than the best feasible candidate's ``primary`` figure (goodput, or throughput /
-    output tokens) are skipped."""
+    output tokens) are skipped. Once ``out_of_time()`` is true (checked before each group
+    after the first) the rest are counted in ``unvisited`` and not evaluated."""
     out = ServiceSearch()
     groups, out.without_knobs = prepared_groups(inst, num_gpus, load, loads, ranks_by_ep, degrees)
     best, seen = 0.0, set()
-    for deg, group, rep in groups:
+    for visited, (deg, group, rep) in enumerate(groups):
+        if visited and out_of_time is not None and out_of_time():
+            out.unvisited = len(groups) - visited
+            break
         widest = max(group, key=lambda k: k.max_running_requests)
         if prune and sustainable_rps(rep, widest, load) < best:
             out.pruned += 1
