@@ -99,7 +99,7 @@ def test_shipped_service_instances(name):
     assert doc["batch_sequences"] is None and doc["output_tokens"] == inst.workload.output_tokens
 
 
-@pytest.mark.parametrize("command", ["sweep", "place", "report", "export"])
+@pytest.mark.parametrize("command", ["sweep", "place", "report"])
 def test_batch_commands_refuse_a_service(tmp_path, command):
     """Commands of static batches say so in one line (exit 2) when given a service."""
     path = tmp_path / "tiny.json"
@@ -107,11 +107,24 @@ def test_batch_commands_refuse_a_service(tmp_path, command):
     plan = tmp_path / "plan.json"
     plan.write_text(json.dumps({"degrees": {"tp": 1, "pp": 1, "dp": 4, "ep": 4}}))
     args = {"sweep": ["sweep", path, "--gpus", "4"], "place": ["place", path, "--ep", "4"],
-            "report": ["report", plan, "--instance", path, "--output", tmp_path / "r.html"],
-            "export": ["export", plan, "--instance", path, "--to", "vllm"]}[command]
+            "report": ["report", plan, "--instance", path, "--output", tmp_path / "r.html"]}[command]
     res = expect(invoke(*args), 2)
     assert res.stderr.startswith("moeopt: workload.kind='service'") and len(res.stderr.splitlines()) == 1
     assert not (tmp_path / "r.html").exists()
+
+
+def test_export_of_a_service_needs_the_plans_serving_block(tmp_path):
+    """Exports take service plans (their launch settings come from the plan's ``serving``
+    block), so a service plan without that block is refused in one line (exit 2), nothing written."""
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps(TINY))
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"degrees": {"tp": 1, "pp": 1, "dp": 4, "ep": 4}}))
+    out = tmp_path / "ex"
+    res = expect(invoke("export", plan, "--instance", path, "--to", "vllm", "--output", out), 2)
+    assert res.stderr.startswith("moeopt: serving: a service plan needs its serving block")
+    assert len(res.stderr.splitlines()) == 1
+    assert not out.exists()
 
 
 def test_out_of_time_stops_the_search_after_one_group():
