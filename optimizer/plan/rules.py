@@ -299,8 +299,8 @@ def _dense(r: _Reading, num_layers: int) -> set[int]:
         return set(stated or [])
     dense = set(range(num_layers)) - set(r.inst.model.moe_layer_ids)
     if stated is not None and set(stated) != dense:
-        r.fail(RULE_PLACEMENT, f"dense_layers={_ranges(sorted(set(stated)))} but the instance's "
-               f"dense layers are [{_ranges(sorted(dense))}]")
+        r.fail(RULE_PLACEMENT, f"dense_layers={ranges(sorted(set(stated)))} but the instance's "
+               f"dense layers are [{ranges(sorted(dense))}]")
     return dense
 
 
@@ -337,15 +337,15 @@ def _expert_map(r: _Reading, deg: Degrees, num_layers: int) -> ExpertMap:
         if len(set(row)) != experts:
             missing = sorted(set(range(experts)) - set(row))
             r.fail(RULE_PLACEMENT, f"expert_placement[{layer}] misses expert(s) "
-                   f"{_ranges(missing[:20])}: every expert needs at least one slot")
+                   f"{ranges(missing[:20])}: every expert needs at least one slot")
     if redundant and r_doc is None:
         r.notes.append(f"{redundant} redundant slots inferred ({num_slots} slots, {experts} experts)")
     missing_layers = [x for x in range(num_layers) if x not in slots and x not in dense]
     if missing_layers:
         if r.inst is not None:
             r.fail(RULE_PLACEMENT, f"expert_placement has no entry for MoE layer(s) "
-                   f"{_ranges(missing_layers)} of the instance")
-        r.notes.append(f"layer(s) {_ranges(missing_layers)} have no expert_placement: exported as "
+                   f"{ranges(missing_layers)} of the instance")
+        r.notes.append(f"layer(s) {ranges(missing_layers)} have no expert_placement: exported as "
                        "dense layers (no MoE)")
     return ExpertMap(num_layers, experts, deg.ep, slots)
 
@@ -459,7 +459,7 @@ def _gpus(r: _Reading, deg: Degrees, gpn: int) -> tuple[GpuSlot, ...]:
     return tuple(out)
 
 
-def _ranges(xs: list[int]) -> str:
+def ranges(xs: list[int]) -> str:
     """[0,1,2,5,7,8] -> '0-2,5,7-8' (runs of +1 steps; repeats kept)."""
     if not xs:
         return ""

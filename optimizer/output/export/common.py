@@ -20,6 +20,7 @@ from optimizer.costs.layout import GpuSlot
 from optimizer.errors import InputError
 from optimizer.inputs.files import write_atomic
 from optimizer.plan.files import PlanData, printable
+from optimizer.plan.rules import ranges
 
 # ----------------------------------------------------------------------------------------------
 # Instances and runtime ranks
@@ -297,22 +298,6 @@ def node_count(world: int, gpn: int) -> int:
 
 # ----------------------------------------------------------------------------------------------
 # Helpers, dispatch
-
-
-def ranges(xs: list[int]) -> str:
-    """[0,1,2,5,7,8] -> '0-2,5,7-8' (runs of +1 steps; repeats kept)."""
-    if not xs:
-        return ""
-    parts = []
-    start = prev = xs[0]
-    for x in list(xs[1:]) + [None]:
-        if x is not None and x == prev + 1:
-            prev = x
-            continue
-        parts.append(str(start) if start == prev else f"{start}-{prev}")
-        if x is not None:
-            start = prev = x
-    return ",".join(parts)
 
 
 def unranges(text: str) -> list[int]:
