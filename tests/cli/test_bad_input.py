@@ -436,6 +436,7 @@ def test_check_rejects_huge_degrees_quickly(tmp_path):
 
 
 @pytest.mark.parametrize("fmt", ["table", "json"])
+@pytest.mark.slow
 def test_infeasible_solve_keeps_the_old_output(tmp_path, fmt):
     target = tmp_path / "plan.json"
     target.write_text("OLD")

@@ -263,6 +263,7 @@ def test_check_exits_3_when_a_requirement_fails(solved):
 # ---------------------------------------------------------------------------------- infeasible
 
 
+@pytest.mark.slow
 def test_solve_per_gpu_is_infeasible_and_names_the_bound(tmp_path):
     res = expect(invoke("solve", PER_GPU, "--output", tmp_path / "plan.json"), 3)
     assert "throughput" in res.stderr and "70.9" in res.stderr, shown(res)
@@ -270,6 +271,7 @@ def test_solve_per_gpu_is_infeasible_and_names_the_bound(tmp_path):
     assert not (tmp_path / "plan.json").exists()
 
 
+@pytest.mark.slow
 def test_solve_per_gpu_json_is_one_object(tmp_path):
     res = expect(invoke("solve", PER_GPU, "--format", "json", "--output", tmp_path / "plan.json"), 3)
     doc = json.loads(res.stdout)  # exactly one JSON document on stdout

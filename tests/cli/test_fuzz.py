@@ -116,6 +116,7 @@ def test_import_inspect_init_mutated_hf_configs(rng, root):
 
 @fuzz(100)
 @given(rng=RNG)
+@pytest.mark.slow
 def test_command_lines(rng, root):
     obeys_the_contract(fuzzkit.GENERATORS["cli"], rng, root)
 

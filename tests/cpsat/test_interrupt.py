@@ -150,6 +150,7 @@ def test_sigint_during_the_search_prints_the_best_plan(tmp_path):
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
+@pytest.mark.slow
 def test_sigint_while_building_the_model_stops_with_130(tmp_path):
     inst = slow_instance(tmp_path)
     run = Run("solve", inst, "--output", tmp_path / "plan.json", "--time-limit", "300", "-v", cwd=tmp_path)
@@ -274,6 +275,7 @@ def test_sigint_in_a_model_build_raises_out_of_time():
 # ------------------------------------------------------------------ time limits
 
 
+@pytest.mark.slow
 def test_a_model_build_past_the_deadline_is_abandoned():
     budget = Budget(0.2)
     start = time.monotonic()

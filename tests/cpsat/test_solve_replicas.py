@@ -8,6 +8,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from optimizer.cli.common import load_instance
@@ -37,6 +38,7 @@ def test_search_field_absent_from_dumps_when_unset():
     assert SearchSpec(redundant_experts=8).model_dump()["redundant_experts"] == 8
 
 
+@pytest.mark.slow
 def test_solve_with_redundant_experts_then_export(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     res = CliRunner().invoke(main, ["solve", str(QWEN), "--time-limit", "20",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 from click.testing import CliRunner
 
@@ -60,6 +61,7 @@ def test_place_result_exports_with_its_replicas(tmp_path):
     assert flag(argv, "--enable-eplb") is True and flag(argv, "-dp") == "8"
 
 
+@pytest.mark.slow
 def test_real_place_output_exports(tmp_path, monkeypatch):
     """End to end: `moeopt place` (Qwen3-30B-A3B: 128 experts on 8 ranks, 8 replicas), then
     `moeopt export` of its JSON; the placement's replicas are the export's."""

@@ -296,6 +296,7 @@ def test_report_hand_written_ep8_plan(plans, tmp_path, monkeypatch):
     assert "The plan has no solver block" in page.text
 
 
+@pytest.mark.slow
 def test_default_output_and_pareto_plot(plans, tmp_path, monkeypatch):
     """Without --output: results/<instance>/report.html, with the sweep's Pareto plot."""
     monkeypatch.chdir(tmp_path)
@@ -318,6 +319,7 @@ def test_default_output_and_pareto_plot(plans, tmp_path, monkeypatch):
     assert "the star is this plan" in page.text
 
 
+@pytest.mark.slow
 def test_report_escapes_text_and_rejects_bad_input(plans, tmp_path, monkeypatch):
     """Text from files is escaped; bad plans exit 2 with one line naming the problem."""
     monkeypatch.chdir(tmp_path)

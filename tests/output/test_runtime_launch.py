@@ -132,6 +132,7 @@ def solved_exports(tmp_path: Path):
     return doc, {rt: exported(doc, rt, tmp_path, inst) for rt in RUNTIMES}
 
 
+@pytest.mark.slow
 def test_solved_plan_settings_by_hand(tmp_path):
     doc, runs = solved_exports(tmp_path)
     # the plan (moeopt solve, DeepSeek-V3 FP8 on 8 H200 of 141 GB): TP1 DP8 EP8, 2 micro-batches
@@ -300,6 +301,7 @@ def schema_cases(tmp_path: Path):
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
+@pytest.mark.slow
 def test_every_exported_flag_is_in_the_runtime_schema(runtime, tmp_path):
     checked = 0
     for doc, inst in schema_cases(tmp_path):

@@ -133,6 +133,7 @@ def zipf_counts(layers: int, experts: int, tokens: int, seed: int) -> np.ndarray
     (16, 8, 0, 1, False), (32, 8, 8, 2, False), (64, 16, 16, 4, False), (64, 16, 16, 4, True),
     (96, 8, 0, 1, False),
 ])
+@pytest.mark.slow
 def test_never_worse_than_greedy_baseline(experts, ranks, redundant, nodes, spread):
     counts = zipf_counts(4, experts, 50_000, seed=experts + redundant)
     spec = PlaceSpec(ranks, redundant, nodes, spread)

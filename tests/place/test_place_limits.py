@@ -206,6 +206,7 @@ def test_absurd_ep_and_redundant_exit_2(tmp_path, rows, args, needle):
 
 # --------------------------------------------------------------------------- time limit
 
+@pytest.mark.slow
 def test_huge_ep_on_two_experts_is_fast_and_optimal(tmp_path):
     """2 experts (100 and 50 tokens) on 16384 ranks with 16382 redundant slots took 97 s
     with --time-limit 1. One slot per rank; the best counts r0 + r1 = 16384 give
@@ -242,6 +243,7 @@ def deepseek_like(layers: int, experts: int, seed: int) -> np.ndarray:
     return (rng.lognormal(0.0, 1.0, size=(layers, experts)) * 500).astype(np.int64) + 1
 
 
+@pytest.mark.slow
 def test_many_layers_within_a_one_second_limit(tmp_path):
     """58 x 256 loads on 16 ranks took 6.7 s with --time-limit 1. Now every layer has a
     valid plan, the statuses are honest, and the command ends well within 30 s."""
