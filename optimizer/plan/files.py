@@ -218,6 +218,18 @@ def _degree_checks(inst: Instance, f: PlanFile, deg: Degrees, broken: set[str]) 
 # Writing
 
 
+def plan_head(plan: Plan, status: str) -> dict:
+    """The keys every plan file opens with, in the contract's order (static and service plans)."""
+    d = plan.deg
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "instance": plan.instance,
+        "status": status,
+        "num_gpus": d.num_gpus,
+        "degrees": {"tp": d.tp, "pp": d.pp, "dp": d.dp, "ep": d.ep, "etp": d.etp, "edp": d.edp},
+    }
+
+
 def plan_to_json(plan: Plan, ev: Evaluation, status: str, solver: dict) -> dict:
     """The plan file of the interface contract (plus a few documented extra keys)."""
     d = plan.deg
@@ -233,11 +245,7 @@ def plan_to_json(plan: Plan, ev: Evaluation, status: str, solver: dict) -> dict:
                                    "buffers": bytes_to_gb(mem.buffers),
                                    "total": bytes_to_gb(mem.total)}})
     return {
-        "schema_version": SCHEMA_VERSION,
-        "instance": plan.instance,
-        "status": status,
-        "num_gpus": d.num_gpus,
-        "degrees": {"tp": d.tp, "pp": d.pp, "dp": d.dp, "ep": d.ep, "etp": d.etp, "edp": d.edp},
+        **plan_head(plan, status),
         "micro_batches": d.micro_batches,
         "sequences_per_micro_batch": ev.costs.seqs_per_micro_batch,
         "stages": [{"stage": j, "layers": list(layers)} for j, layers in enumerate(plan.stages)],

@@ -20,7 +20,7 @@ from optimizer.costs.timing import hot_load
 from optimizer.costs.units import bytes_to_gb, rate_target_to_int
 from optimizer.inputs.schema import Instance, Workload
 from optimizer.plan.evaluate import Check, Plan
-from optimizer.plan.files import SCHEMA_VERSION, PlanFile, _rule, check_structure
+from optimizer.plan.files import PlanFile, _rule, check_structure, plan_head
 
 KNOB_NAMES = ("max_running_requests", "prefill_chunk_tokens", "prefill_micro_batches", "decode_micro_batches")
 # Structural rules of a static batch that a service has no counterpart of.
@@ -96,13 +96,8 @@ def service_checks(inst: Instance, c: ServiceCandidate, memory_bytes: int) -> li
 def service_plan_to_json(plan: Plan, c: ServiceCandidate, memory_bytes: int, status: str, solver: dict) -> dict:
     """The plan file of a service: the static plan's structure, the per-replica knobs and
     the service metrics."""
-    d = plan.deg
     return {
-        "schema_version": SCHEMA_VERSION,
-        "instance": plan.instance,
-        "status": status,
-        "num_gpus": d.num_gpus,
-        "degrees": {"tp": d.tp, "pp": d.pp, "dp": d.dp, "ep": d.ep, "etp": d.etp, "edp": d.edp},
+        **plan_head(plan, status),
         "serving": {name: getattr(c.knobs, name) for name in KNOB_NAMES},
         "stages": [{"stage": j, "layers": list(layers)} for j, layers in enumerate(plan.stages)],
         "expert_placement": {str(layer): [list(r) for r in ranks]
