@@ -298,6 +298,18 @@ def roofline_s(flops: float, num_bytes: float, gpu: GpuSpec, eff=None, eta: floa
     return max(compute_s(flops, gpu, eff, eta, op_dtype), hbm_s(num_bytes, gpu, eta))
 
 
+def elementwise_bytes_per_token_layer(m: ModelSpec, layer: int, tp: int) -> float:
+    """HBM bytes the separate elementwise kernels of one layer move per token on one TP rank
+    (16-bit activations): two fused residual-add + RMSNorm (read the input and the residual,
+    write the normalised output and the new residual: 4h each) and, for a gated non-routed
+    FFN (shared expert or dense FFN), the activation gate (read gate and up, write their
+    product: 3 x its width / TP). The routed experts' gate is inside their grouped GEMM."""
+    a = 2
+    width = m.shared_expert_ffn_size if is_moe_layer(m, layer) else m.dense_ffn_size
+    gate = 3 * width / tp if m.ffn_matrices == 3 else 0.0
+    return a * (2 * 4 * m.hidden_size + gate)
+
+
 def link(hw: HardwareSpec, inter_node: bool) -> tuple[float, float]:
     """(bandwidth B/s, latency s) of the intra- or inter-node link of one GPU."""
     if inter_node:
@@ -329,15 +341,40 @@ def allgather_s(num_bytes: float, n: int, bandwidth_b_s: float, latency_s: float
 
 
 def all_to_all_hot_s(bytes_from_each_peer: float, local_peers: int, remote_peers: int,
-                     hw: HardwareSpec, intra_eta: float = 1.0, inter_eta: float = 1.0) -> float:
-    """Receive time of one rank in an all-to-all: intra- and inter-node shares each over
-    its own link, the slower sets the time (cost-model decision 5). ``local_peers``
-    excludes the rank itself; ``intra_eta``/``inter_eta``: achieved fractions of each link
-    (1 = the flat alpha-beta model; a profile's all-to-all kernel family otherwise)."""
+                     hw: HardwareSpec) -> float:
+    """Receive time of one rank in an all-to-all (alpha-beta, no latency): intra- and
+    inter-node shares each over its own link, the slower sets the time (cost-model decision
+    5). ``local_peers`` excludes the rank itself. A profile's kernel family replaces this
+    (``profiled.a2a_profiled_s``)."""
     intra_bw, _ = link(hw, False)
     inter_bw, _ = link(hw, True)
-    return max(bytes_from_each_peer * local_peers / (intra_bw * intra_eta),
-               bytes_from_each_peer * remote_peers / (inter_bw * inter_eta))
+    return max(bytes_from_each_peer * local_peers / intra_bw,
+               bytes_from_each_peer * remote_peers / inter_bw)
+
+
+def hit_probability(num_experts: int, top_k: int, experts_in_group: int) -> float:
+    """Probability that a token's top-k experts (k distinct of E, uniform routing) include at
+    least one of a given group of ``experts_in_group`` experts: 1 - C(E-g, k) / C(E, k)."""
+    miss = 1.0
+    for i in range(top_k):
+        miss *= max(num_experts - experts_in_group - i, 0) / (num_experts - i)
+    return 1.0 - miss
+
+
+def deepep_normal_bytes(tokens_per_rank: float, hidden: int, act_bytes: int, num_experts: int,
+                        top_k: int, ep: int, ranks_per_node: int) -> tuple[float, float]:
+    """(NVLink, RDMA) bytes one rank receives in one direction of DeepEP's normal (high-
+    throughput) all-to-all with balanced routing. The kernels send a token once per
+    destination rank it reaches (not once per expert), and across nodes once per
+    destination node over RDMA, forwarding it inside the node over NVLink (DeepSeek-V3
+    report, arXiv 2412.19437 §3.2.2; deepseek-ai/DeepEP README): NVLink carries
+    (EP-1) * T * h * a * P(rank hit), RDMA (nodes-1) * T * h * a * P(node hit)."""
+    row = tokens_per_rank * hidden * act_bytes
+    per_rank = num_experts // ep
+    nvlink = (ep - 1) * row * hit_probability(num_experts, top_k, per_rank)
+    nodes = max(ep // max(ranks_per_node, 1), 1)
+    rdma = (nodes - 1) * row * hit_probability(num_experts, top_k, per_rank * ranks_per_node)
+    return nvlink, rdma
 
 
 # ---------------------------------------------------------------- pipeline (§1.6)

@@ -257,14 +257,12 @@ def moe_terms(inst: Instance, deg: Degrees, tokens: int, touched_only: bool,
                                   gpu, eta))
     from_each_peer = tokens / deg.tp * m.top_k * m.hidden_size * ACT_BYTES
     _, ep_lat = cm.link(hw, facts.ep_remote_peers > 0)
-    a2a_eta = (1.0, 1.0)
-    measured = None if eff.flat or deg.ep == 1 else profiled.a2a_measured(
-        eff, tokens / deg.tp, deg.ep, from_each_peer * facts.ep_local_peers / deg.ep,
-        from_each_peer * facts.ep_remote_peers / deg.ep)
-    if measured is not None:
-        ep_lat, a2a_eta = measured[0], measured[1:]
-    a2a = 2 * cm.all_to_all_hot_s(from_each_peer, facts.ep_local_peers, facts.ep_remote_peers, hw,
-                                  *a2a_eta)
+    measured = None if eff.flat or deg.ep == 1 else profiled.a2a_profiled_s(
+        inst, eff, tokens / deg.tp, deg.ep, facts.ep_local_peers, facts.ep_remote_peers)
+    if measured is not None:  # the profile's kernel family (DeepEP), its per-message latency
+        a2a, ep_lat = 2 * measured[0], measured[1]
+    else:
+        a2a = 2 * cm.all_to_all_hot_s(from_each_peer, facts.ep_local_peers, facts.ep_remote_peers, hw)
     etp_bw, etp_lat = cm.link(hw, facts.etp_inter_node)
     gather_bytes = full_copies * m.hidden_size * ACT_BYTES
     gather_measured = None if eff.flat else eff.collective(
