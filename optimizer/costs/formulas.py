@@ -137,10 +137,30 @@ def routed_expert_params_total(m: ModelSpec) -> int:
     return len(m.moe_layer_ids) * m.num_experts * expert_params(m)
 
 
+def unquantized_dtype(m: ModelSpec) -> str:
+    """Type of the weights an 8- or 4-bit checkpoint leaves in 16 bits: everything but the
+    linear projections (embedding, LM head, router, norms, biases, q/k norms, sinks). The
+    public FP8 checkpoints (DeepSeek-V3, Qwen3-*-FP8, MiniMax-M2: ``modules_to_not_convert``
+    lm_head, gate, e_score_correction_bias) and the runtimes' FP8 modes keep them in bf16;
+    with 16- or 32-bit weights it is the weight type itself."""
+    return "bf16" if DTYPE_BYTES[m.weight_dtype] < 2 else m.weight_dtype
+
+
+def quantized_params_per_layer(m: ModelSpec, layer: int = 0) -> int:
+    """The linear projections of one layer held in ``weight_dtype`` (routed experts apart):
+    the attention matrices and the shared expert's or dense FFN's matrices."""
+    if is_moe_layer(m, layer):
+        return attention_matrix_params(m) + m.ffn_matrices * m.hidden_size * m.shared_expert_ffn_size
+    return attention_matrix_params(m) + dense_ffn_params(m)
+
+
 def weight_bytes(m: ModelSpec) -> float:
-    """All weights, routed experts in their own type."""
+    """All weights: the linear projections in ``weight_dtype``, routed experts in their own
+    type, the rest in ``unquantized_dtype``."""
     experts = routed_expert_params_total(m)
-    return ((total_params(m) - experts) * DTYPE_BYTES[m.weight_dtype]
+    quantized = sum(quantized_params_per_layer(m, l) for l in range(m.num_layers))
+    return (quantized * DTYPE_BYTES[m.weight_dtype]
+            + (total_params(m) - experts - quantized) * DTYPE_BYTES[unquantized_dtype(m)]
             + experts * DTYPE_BYTES[m.expert_weight_dtype or m.weight_dtype])
 
 
