@@ -202,13 +202,14 @@ def test_service_plan_uses_its_serving_block(tmp_path):
     doc = service_doc()
     _, _, out = exported(doc, "sglang", tmp_path, inst)
     o = options(launch_args(out)[1][0], 3)
-    # 48 x DP 8 = 384 running, 8192 x 8 = 65536 chunk; 120.5 / 141 = 0.8546 -> 0.86
+    # 48 x DP 8 = 384 running, 8192 x 8 = 65536 chunk; 120.5 / 151.397597184 (141 GiB) =
+    # 0.7959 -> 0.80, rounded up to two decimals
     assert o["--max-running-requests"] == "384" and o["--chunked-prefill-size"] == "65536"
-    assert o["--context-length"] == "5000" and o["--mem-fraction-static"] == "0.86"
+    assert o["--context-length"] == "5000" and o["--mem-fraction-static"] == "0.8"
     _, _, out = exported(doc, "vllm", tmp_path, inst)
     o = options(launch_args(out)[1][0], 3)
     assert o["--max-num-seqs"] == "48" and o["--max-num-batched-tokens"] == "8192"
-    assert o["--gpu-memory-utilization"] == "0.86"
+    assert o["--gpu-memory-utilization"] == "0.8"  # the same 0.7959 rounded up
     _, ex, out = exported(doc, "trtllm", tmp_path, inst)
     y = yaml.safe_load((out / "extra_llm_api_options.yaml").read_text())
     assert (y["max_batch_size"], y["max_num_tokens"]) == (48, 8192)
