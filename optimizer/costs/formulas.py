@@ -195,6 +195,39 @@ def kv_bytes_per_token(m: ModelSpec) -> float:
     return m.num_layers * kv_bytes_per_token_layer(m, 1)
 
 
+# Default memory fractions of the runtimes: vLLM's and TensorRT-LLM's documented 0.9; SGLang
+# derives its default from the GPU memory and TP size (0.88 is its single-GPU value): pass the
+# fraction the deployment launches with.
+RUNTIME_MEMORY_FRACTION = {"vllm": 0.9, "sglang": 0.88, "trtllm": 0.9}
+
+
+def runtime_kv_pool_bytes(runtime: str, capacity_bytes: float, weight_bytes: float,
+                          activation_bytes: float, reserve_bytes: float,
+                          fraction: float | None = None) -> float:
+    """KV-cache pool one GPU gets, bytes, as each runtime sizes it from its memory fraction
+    (``fraction``; None = its default), given the GPU's capacity, the weights, the peak
+    activations of a forward step and the non-tensor reserve (CUDA context, NCCL):
+
+    - vLLM (``gpu_memory_utilization``): fraction x capacity - weights - peak activations -
+      non-torch memory (vLLM's memory profiling, docs "gpu_memory_utilization");
+    - SGLang (``mem_fraction_static``): fraction x capacity - weights (the static part holds
+      the weights and the KV pool; activations and CUDA graphs live outside it);
+    - TensorRT-LLM (``kv_cache_config.free_gpu_memory_fraction``): fraction x the memory
+      free after loading the weights and a warm-up step (capacity - weights - activations -
+      reserve).
+    Never negative."""
+    if runtime not in RUNTIME_MEMORY_FRACTION:
+        raise ValueError(f"runtime {runtime!r}: one of {', '.join(RUNTIME_MEMORY_FRACTION)}")
+    f = RUNTIME_MEMORY_FRACTION[runtime] if fraction is None else fraction
+    if runtime == "vllm":
+        pool = f * capacity_bytes - weight_bytes - activation_bytes - reserve_bytes
+    elif runtime == "sglang":
+        pool = f * capacity_bytes - weight_bytes
+    else:  # trtllm
+        pool = f * (capacity_bytes - weight_bytes - activation_bytes - reserve_bytes)
+    return max(pool, 0.0)
+
+
 # ---------------------------------------------------------------- FLOPs (§1.2)
 def mean_attended(context_tokens: int, window: int | None) -> float:
     """Mean number of keys a prompt position attends to, causal (with a window cap)."""
