@@ -1,6 +1,6 @@
 """Fidelity: moeopt's predictions side by side with aiconfigurator's, on ten public
 configurations (DeepSeek-V3 FP8, Qwen3-30B-A3B, Mixtral-8x7B, Qwen3-235B-A22B FP8 on H100 and
-H200; the two 16-GPU ones cross nodes with EP 16).
+H200; three of them cross nodes with EP 16).
 
     python -m benchmarks.bench_fidelity --aic-python /tmp/aic-venv/bin/python [--json OUT]
 
@@ -8,11 +8,16 @@ For each configuration moeopt evaluates one fixed plan (the degrees below, conti
 placement, Megatron's rank layout, one micro-batch) twice: with the flat 50 %/80 % model
 (``hardware.profile`` None) and with the preset's fitted hardware profile. aiconfigurator's
 static estimator (``benchmarks/aic_predict.py``) runs in the Python given by --aic-python
-(``pip install aiconfigurator-core`` there; it runs on CPU). Printed: TTFT, TPOT, output
-tokens/s per GPU and memory per GPU per configuration, the ratio moeopt / aiconfigurator,
-the median and worst (furthest from 1) ratio per metric, and Kendall's tau between the two
-rankings of the configurations by output tokens/s per GPU. Without --aic-python the
-aiconfigurator columns are left out and the script says so.
+(``pip install aiconfigurator-core`` there; it runs on CPU), as it ships ("default") and
+aligned with moeopt's definitions ("aligned": balanced routing, the MoE dispatch/combine
+priced as the DeepEP all-to-all from its own measured tables where they cover the shape;
+docs/calibration.md §C4). Printed: TTFT, TPOT, output tokens/s per GPU and memory per GPU
+per configuration; the prefill time by operator group (moeopt's ``explain`` operators
+beside aiconfigurator's ops); the median and worst (furthest from 1) ratio moeopt /
+aiconfigurator per metric, over all configurations and over those whose reference could be
+aligned; and Kendall's tau between the two rankings of the configurations by output
+tokens/s per GPU. Without --aic-python the aiconfigurator columns are left out and the
+script says so.
 
 Workload: static batch, 4000 prompt and 1000 output tokens, ``batch_per_dp`` sequences per
 attention-DP replica; KV cache in bf16 on both sides (aiconfigurator's MLA tables for H100

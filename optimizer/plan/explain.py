@@ -80,6 +80,15 @@ def _phase_ops(inst: Instance, phase: PhaseCosts, hot: dict[int, int], stages, t
     return ops
 
 
+def _sol_fraction(sol_ns: int, ns: int, op: str, eff) -> float | None:
+    """Speed-of-light time / time; None when there is no comparable figure: an operator the
+    flat model does not time separately, or the all-to-all under a profile (DeepEP moves other
+    bytes than the flat model's k copies per token, docs/cost-model.md §1.5)."""
+    if not ns or not sol_ns or (op == "moe_communication" and not eff.flat):
+        return None
+    return sol_ns / ns
+
+
 def explain(inst: Instance, plan: Plan) -> dict:
     """The breakdown document (times in ms, memory in GB, shares and SOL fractions 0..1)."""
     ev = evaluate(inst, plan)
@@ -103,7 +112,7 @@ def explain(inst: Instance, plan: Plan) -> dict:
         doc["phases"][name] = {
             "total_ms": total / 1e6,
             "operators": [{"operator": op, "time_ms": ns / 1e6, "share": ns / total if total else 0.0,
-                           "sol_fraction": (sol[op] / ns) if ns and sol[op] else None, "source": _source(inst, eff, op)}
+                           "sol_fraction": _sol_fraction(sol[op], ns, op, eff), "source": _source(inst, eff, op)}
                           for op, ns in ops.items()]}
     worst = max(range(len(ev.stage_memory)), key=lambda j: ev.stage_memory[j].total)
     mem = ev.stage_memory[worst]
