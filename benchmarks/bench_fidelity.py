@@ -1,6 +1,6 @@
 """Fidelity: moeopt's predictions side by side with aiconfigurator's, on ten public
 configurations (DeepSeek-V3 FP8, Qwen3-30B-A3B, Mixtral-8x7B, Qwen3-235B-A22B FP8 on H100 and
-H200; the two 16-GPU ones cross nodes with EP 16).
+H200; three of them cross nodes with EP 16).
 
     python -m benchmarks.bench_fidelity --aic-python /tmp/aic-venv/bin/python [--json OUT]
 
@@ -8,11 +8,16 @@ For each configuration moeopt evaluates one fixed plan (the degrees below, conti
 placement, Megatron's rank layout, one micro-batch) twice: with the flat 50 %/80 % model
 (``hardware.profile`` None) and with the preset's fitted hardware profile. aiconfigurator's
 static estimator (``benchmarks/aic_predict.py``) runs in the Python given by --aic-python
-(``pip install aiconfigurator-core`` there; it runs on CPU). Printed: TTFT, TPOT, output
-tokens/s per GPU and memory per GPU per configuration, the ratio moeopt / aiconfigurator,
-the median and worst (furthest from 1) ratio per metric, and Kendall's tau between the two
-rankings of the configurations by output tokens/s per GPU. Without --aic-python the
-aiconfigurator columns are left out and the script says so.
+(``pip install aiconfigurator-core`` there; it runs on CPU), as it ships ("default") and
+aligned with moeopt's definitions ("aligned": balanced routing, the MoE dispatch/combine
+priced as the DeepEP all-to-all from its own measured tables where they cover the shape;
+docs/calibration.md §C4). Printed: TTFT, TPOT, output tokens/s per GPU and memory per GPU
+per configuration; the prefill time by operator group (moeopt's ``explain`` operators
+beside aiconfigurator's ops); the median and worst (furthest from 1) ratio moeopt /
+aiconfigurator per metric, over all configurations and over those whose reference could be
+aligned; and Kendall's tau between the two rankings of the configurations by output
+tokens/s per GPU. Without --aic-python the aiconfigurator columns are left out and the
+script says so.
 
 Workload: static batch, 4000 prompt and 1000 output tokens, ``batch_per_dp`` sequences per
 attention-DP replica; KV cache in bf16 on both sides (aiconfigurator's MLA tables for H100
@@ -33,6 +38,7 @@ from optimizer.costs.layout import Degrees, megatron_layout
 from optimizer.inputs.hf import model_from_hf_config
 from optimizer.inputs.schema import Instance
 from optimizer.plan.evaluate import Plan, evaluate
+from optimizer.plan.explain import explain
 from optimizer.plan.files import even_stages
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,7 +78,8 @@ def instance(name, fixture, dtype, preset, gpus, batch, profile) -> Instance:
 
 
 def moeopt_figures(inst: Instance, tp: int, dp: int, ep: int) -> dict:
-    """One fixed plan: PP 1, ETP 1, EDP = TP*DP/EP, contiguous experts, one micro-batch."""
+    """One fixed plan: PP 1, ETP 1, EDP = TP*DP/EP, contiguous experts, one micro-batch;
+    with the per-operator prefill and decode breakdown of ``moeopt explain`` (ms)."""
     m = inst.model
     deg = Degrees(tp=tp, pp=1, dp=dp, ep=ep, etp=1, edp=tp * dp // ep, micro_batches=1)
     per_rank = m.num_experts // ep
@@ -83,9 +90,11 @@ def moeopt_figures(inst: Instance, tp: int, dp: int, ep: int) -> dict:
     ev = evaluate(inst, plan)
     batch = inst.workload.batch_sequences
     total_s = (ev.ttft_ns + (OSL - 1) * ev.tpot_ns) / 1e9  # the last token needs no step after it
+    ops = {phase: {row["operator"]: row["time_ms"] for row in doc["operators"]}
+           for phase, doc in explain(inst, plan)["phases"].items()}
     return {"ttft_ms": ev.ttft_ns / 1e6, "tpot_ms": ev.tpot_ns / 1e6,
             "output_tokens_s_per_gpu": batch * OSL / total_s / deg.num_gpus,
-            "memory_gb": ev.max_memory_bytes / 1e9}
+            "memory_gb": ev.max_memory_bytes / 1e9, "prefill_ms": ops["prefill"]}
 
 
 def aic_figures(python: str, configs: list[dict]) -> list[dict]:
@@ -93,11 +102,36 @@ def aic_figures(python: str, configs: list[dict]) -> list[dict]:
                          capture_output=True, text=True, check=True)
     rows = json.loads(out.stdout)
     for row, cfg in zip(rows, configs):
-        if row["error"] is None:
-            gpus = cfg["tp"] * cfg["dp"]
-            total_s = (row["ttft_ms"] + (cfg["osl"] - 1) * row["tpot_ms"]) / 1e3
-            row["output_tokens_s_per_gpu"] = cfg["batch_per_dp"] * cfg["dp"] * cfg["osl"] / total_s / gpus
+        for label in ("default", "aligned"):
+            fig = row.get(label)
+            if fig:
+                total_s = (fig["ttft_ms"] + (cfg["osl"] - 1) * fig["tpot_ms"]) / 1e3
+                fig["output_tokens_s_per_gpu"] = cfg["batch_per_dp"] * cfg["dp"] * cfg["osl"] / total_s / (cfg["tp"] * cfg["dp"])
     return rows
+
+
+# moeopt's explain operators and aiconfigurator's op groups, side by side (prefill, ms)
+OPERATOR_COLUMNS = (("attn+linear", ("linear", "attention", "tp_all_reduce"), ("linear", "attention")),
+                    ("experts", ("routed_experts",), ("routed_experts",)),
+                    ("moe comm", ("moe_communication",), ("moe_comm",)),
+                    ("elementwise", ("elementwise",), ("elementwise",)),
+                    ("other", ("embedding", "lm_head", "pipeline_send"), ("embedding", "lm_head", "p2p")))
+
+
+def operator_table(rows: list[dict]) -> list[str]:
+    """Per configuration, prefill time by operator group: moeopt (profile) / aiconfigurator
+    (aligned), ms."""
+    lines = ["\nprefill by operator, ms: moeopt (profile) / aiconfigurator (aligned)",
+             f"{'configuration':<27}" + "".join(f"{c[0]:>22}" for c in OPERATOR_COLUMNS) + "  MoE comm reference"]
+    for row in rows:
+        aic = row["aic"]["aligned"]
+        cells = []
+        for _, ours, theirs in OPERATOR_COLUMNS:
+            a = sum(row["profile"]["prefill_ms"].get(k, 0.0) for k in ours)
+            b = sum(v for k, v in aic["prefill_ms"].items() if k in theirs)
+            cells.append(f"{a:>10.1f}/{b:>10.1f}")
+        lines.append(f"{row['config']:<27}" + "".join(f"{c:>22}" for c in cells) + f"  {aic['comm']}")
+    return lines
 
 
 def kendall_tau(a: list[float], b: list[float]) -> float:
@@ -136,39 +170,49 @@ def run(args, local: Path) -> int:
             (local / fixture).mkdir(exist_ok=True)
             (local / fixture / "config.json").write_text((FIXTURES / f"{fixture}.json").read_text())
             aic_model = str(local / fixture)
+        m = inst.model
         row["aic_input"] = {"model": aic_model, "system": system, "tp": tp, "pp": 1, "dp": dp, "ep": ep,
-                            "batch_per_dp": batch_dp, "isl": ISL, "osl": OSL}
+                            "batch_per_dp": batch_dp, "isl": ISL, "osl": OSL, "hidden": m.hidden_size,
+                            "top_k": m.top_k, "experts": m.num_experts, "moe_layers": len(m.moe_layer_ids)}
         rows.append(row)
     if args.aic_python:
         for row, aic in zip(rows, aic_figures(args.aic_python, [r["aic_input"] for r in rows])):
             row["aic"] = aic
     else:
         print("aiconfigurator's estimator not run (no --aic-python): moeopt's figures only")
-    header = f"{'configuration':<27}" + "".join(f"{m:>26}" for m in METRICS)
+    header = f"{'configuration':<27}" + "".join(f"{m:>35}" for m in METRICS)
     print(header)
-    print(" " * 27 + "".join(f"{'flat/profile/aic':>26}" for _ in METRICS))
+    print(" " * 27 + "".join(f"{'flat/profile/aic aligned/aic':>35}" for _ in METRICS))
     for row in rows:
         cells = []
         for m in METRICS:
-            aic = row.get("aic", {}).get(m)
-            cells.append(f"{row['flat'][m]:>8.1f}/{row['profile'][m]:>8.1f}/" + (f"{aic:>8.1f}" if aic else f"{'-':>8}"))
-        print(f"{row['config']:<27}" + "".join(f"{c:>26}" for c in cells))
-        if row.get("aic", {}).get("error"):
+            refs = [(row.get("aic") or {}).get(k) for k in ("aligned", "default")]
+            ref = "/".join(f"{r[m]:>7.1f}" if r else f"{'-':>7}" for r in refs)
+            cells.append(f"{row['flat'][m]:>7.1f}/{row['profile'][m]:>7.1f}/" + ref)
+        print(f"{row['config']:<27}" + "".join(f"{c:>35}" for c in cells))
+        if (row.get("aic") or {}).get("error"):
             print(f"  aiconfigurator: {row['aic']['error']}")
     summary = {}
     ok = [r for r in rows if r.get("aic") and r["aic"]["error"] is None]
     if ok:
+        for line in operator_table(ok):
+            print(line)
         print(f"\nmoeopt / aiconfigurator over {len(ok)} configurations (median, worst):")
-        for label in ("flat", "profile"):
-            summary[label] = {}
+        # the references whose MoE communication aiconfigurator's data could not put on
+        # DeepEP (no measurement of the shape at that node count) price another algorithm
+        comparable = [r for r in ok if "all-gather kept" not in r["aic"]["aligned"]["comm"]]
+        for label, ref, subset in (("flat", "aligned", ok), ("profile", "aligned", ok),
+                                   ("profile", "aligned", comparable), ("profile", "default", ok)):
+            key = f"{label} vs aic {ref}" + ("" if subset is ok else f", {len(subset)} DeepEP-aligned")
+            summary[key] = {}
             for m in METRICS:
-                ratios = [r[label][m] / r["aic"][m] for r in ok]
-                summary[label][m] = {"median": statistics.median(ratios), "worst": worst(ratios)}
-            tau = kendall_tau([r[label]["output_tokens_s_per_gpu"] for r in ok],
-                              [r["aic"]["output_tokens_s_per_gpu"] for r in ok])
-            summary[label]["kendall_tau_output_tokens_s_per_gpu"] = tau
-            print(f"  {label:<8}" + "  ".join(f"{m} {summary[label][m]['median']:.2f} ({summary[label][m]['worst']:.2f})"
-                                               for m in METRICS) + f"  Kendall tau {tau:.2f}")
+                ratios = [r[label][m] / r["aic"][ref][m] for r in subset]
+                summary[key][m] = {"median": statistics.median(ratios), "worst": worst(ratios)}
+            tau = kendall_tau([r[label]["output_tokens_s_per_gpu"] for r in subset],
+                              [r["aic"][ref]["output_tokens_s_per_gpu"] for r in subset])
+            summary[key]["kendall_tau_output_tokens_s_per_gpu"] = tau
+            print(f"  {key:<42}" + "  ".join(f"{m} {summary[key][m]['median']:.2f} ({summary[key][m]['worst']:.2f})"
+                                              for m in METRICS) + f"  Kendall tau {tau:.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "summary": summary}, indent=1) + "\n")
     return 0

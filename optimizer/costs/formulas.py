@@ -137,10 +137,30 @@ def routed_expert_params_total(m: ModelSpec) -> int:
     return len(m.moe_layer_ids) * m.num_experts * expert_params(m)
 
 
+def unquantized_dtype(m: ModelSpec) -> str:
+    """Type of the weights an 8- or 4-bit checkpoint leaves in 16 bits: everything but the
+    linear projections (embedding, LM head, router, norms, biases, q/k norms, sinks). The
+    public FP8 checkpoints (DeepSeek-V3, Qwen3-*-FP8, MiniMax-M2: ``modules_to_not_convert``
+    lm_head, gate, e_score_correction_bias) and the runtimes' FP8 modes keep them in bf16;
+    with 16- or 32-bit weights it is the weight type itself."""
+    return "bf16" if DTYPE_BYTES[m.weight_dtype] < 2 else m.weight_dtype
+
+
+def quantized_params_per_layer(m: ModelSpec, layer: int = 0) -> int:
+    """The linear projections of one layer held in ``weight_dtype`` (routed experts apart):
+    the attention matrices and the shared expert's or dense FFN's matrices."""
+    if is_moe_layer(m, layer):
+        return attention_matrix_params(m) + m.ffn_matrices * m.hidden_size * m.shared_expert_ffn_size
+    return attention_matrix_params(m) + dense_ffn_params(m)
+
+
 def weight_bytes(m: ModelSpec) -> float:
-    """All weights, routed experts in their own type."""
+    """All weights: the linear projections in ``weight_dtype``, routed experts in their own
+    type, the rest in ``unquantized_dtype``."""
     experts = routed_expert_params_total(m)
-    return ((total_params(m) - experts) * DTYPE_BYTES[m.weight_dtype]
+    quantized = sum(quantized_params_per_layer(m, l) for l in range(m.num_layers))
+    return (quantized * DTYPE_BYTES[m.weight_dtype]
+            + (total_params(m) - experts - quantized) * DTYPE_BYTES[unquantized_dtype(m)]
             + experts * DTYPE_BYTES[m.expert_weight_dtype or m.weight_dtype])
 
 
@@ -173,6 +193,39 @@ def kv_tokens(m: ModelSpec, layer: int, context_tokens: int) -> int:
 def kv_bytes_per_token(m: ModelSpec) -> float:
     """K and V of one token over all layers, unsplit, bytes (no window cap)."""
     return m.num_layers * kv_bytes_per_token_layer(m, 1)
+
+
+# Default memory fractions of the runtimes: vLLM's and TensorRT-LLM's documented 0.9; SGLang
+# derives its default from the GPU memory and TP size (0.88 is its single-GPU value): pass the
+# fraction the deployment launches with.
+RUNTIME_MEMORY_FRACTION = {"vllm": 0.9, "sglang": 0.88, "trtllm": 0.9}
+
+
+def runtime_kv_pool_bytes(runtime: str, capacity_bytes: float, weight_bytes: float,
+                          activation_bytes: float, reserve_bytes: float,
+                          fraction: float | None = None) -> float:
+    """KV-cache pool one GPU gets, bytes, as each runtime sizes it from its memory fraction
+    (``fraction``; None = its default), given the GPU's capacity, the weights, the peak
+    activations of a forward step and the non-tensor reserve (CUDA context, NCCL):
+
+    - vLLM (``gpu_memory_utilization``): fraction x capacity - weights - peak activations -
+      non-torch memory (vLLM's memory profiling, docs "gpu_memory_utilization");
+    - SGLang (``mem_fraction_static``): fraction x capacity - weights (the static part holds
+      the weights and the KV pool; activations and CUDA graphs live outside it);
+    - TensorRT-LLM (``kv_cache_config.free_gpu_memory_fraction``): fraction x the memory
+      free after loading the weights and a warm-up step (capacity - weights - activations -
+      reserve).
+    Never negative."""
+    if runtime not in RUNTIME_MEMORY_FRACTION:
+        raise ValueError(f"runtime {runtime!r}: one of {', '.join(RUNTIME_MEMORY_FRACTION)}")
+    f = RUNTIME_MEMORY_FRACTION[runtime] if fraction is None else fraction
+    if runtime == "vllm":
+        pool = f * capacity_bytes - weight_bytes - activation_bytes - reserve_bytes
+    elif runtime == "sglang":
+        pool = f * capacity_bytes - weight_bytes
+    else:  # trtllm
+        pool = f * (capacity_bytes - weight_bytes - activation_bytes - reserve_bytes)
+    return max(pool, 0.0)
 
 
 # ---------------------------------------------------------------- FLOPs (§1.2)
@@ -298,6 +351,18 @@ def roofline_s(flops: float, num_bytes: float, gpu: GpuSpec, eff=None, eta: floa
     return max(compute_s(flops, gpu, eff, eta, op_dtype), hbm_s(num_bytes, gpu, eta))
 
 
+def elementwise_bytes_per_token_layer(m: ModelSpec, layer: int, tp: int) -> float:
+    """HBM bytes the separate elementwise kernels of one layer move per token on one TP rank
+    (16-bit activations): two fused residual-add + RMSNorm (read the input and the residual,
+    write the normalised output and the new residual: 4h each) and, for a gated non-routed
+    FFN (shared expert or dense FFN), the activation gate (read gate and up, write their
+    product: 3 x its width / TP). The routed experts' gate is inside their grouped GEMM."""
+    a = 2
+    width = m.shared_expert_ffn_size if is_moe_layer(m, layer) else m.dense_ffn_size
+    gate = 3 * width / tp if m.ffn_matrices == 3 else 0.0
+    return a * (2 * 4 * m.hidden_size + gate)
+
+
 def link(hw: HardwareSpec, inter_node: bool) -> tuple[float, float]:
     """(bandwidth B/s, latency s) of the intra- or inter-node link of one GPU."""
     if inter_node:
@@ -329,15 +394,40 @@ def allgather_s(num_bytes: float, n: int, bandwidth_b_s: float, latency_s: float
 
 
 def all_to_all_hot_s(bytes_from_each_peer: float, local_peers: int, remote_peers: int,
-                     hw: HardwareSpec, intra_eta: float = 1.0, inter_eta: float = 1.0) -> float:
-    """Receive time of one rank in an all-to-all: intra- and inter-node shares each over
-    its own link, the slower sets the time (cost-model decision 5). ``local_peers``
-    excludes the rank itself; ``intra_eta``/``inter_eta``: achieved fractions of each link
-    (1 = the flat alpha-beta model; a profile's all-to-all kernel family otherwise)."""
+                     hw: HardwareSpec) -> float:
+    """Receive time of one rank in an all-to-all (alpha-beta, no latency): intra- and
+    inter-node shares each over its own link, the slower sets the time (cost-model decision
+    5). ``local_peers`` excludes the rank itself. A profile's kernel family replaces this
+    (``profiled.a2a_profiled_s``)."""
     intra_bw, _ = link(hw, False)
     inter_bw, _ = link(hw, True)
-    return max(bytes_from_each_peer * local_peers / (intra_bw * intra_eta),
-               bytes_from_each_peer * remote_peers / (inter_bw * inter_eta))
+    return max(bytes_from_each_peer * local_peers / intra_bw,
+               bytes_from_each_peer * remote_peers / inter_bw)
+
+
+def hit_probability(num_experts: int, top_k: int, experts_in_group: int) -> float:
+    """Probability that a token's top-k experts (k distinct of E, uniform routing) include at
+    least one of a given group of ``experts_in_group`` experts: 1 - C(E-g, k) / C(E, k)."""
+    miss = 1.0
+    for i in range(top_k):
+        miss *= max(num_experts - experts_in_group - i, 0) / (num_experts - i)
+    return 1.0 - miss
+
+
+def deepep_normal_bytes(tokens_per_rank: float, hidden: int, act_bytes: int, num_experts: int,
+                        top_k: int, ep: int, ranks_per_node: int) -> tuple[float, float]:
+    """(NVLink, RDMA) bytes one rank receives in one direction of DeepEP's normal (high-
+    throughput) all-to-all with balanced routing. The kernels send a token once per
+    destination rank it reaches (not once per expert), and across nodes once per
+    destination node over RDMA, forwarding it inside the node over NVLink (DeepSeek-V3
+    report, arXiv 2412.19437 §3.2.2; deepseek-ai/DeepEP README): NVLink carries
+    (EP-1) * T * h * a * P(rank hit), RDMA (nodes-1) * T * h * a * P(node hit)."""
+    row = tokens_per_rank * hidden * act_bytes
+    per_rank = num_experts // ep
+    nvlink = (ep - 1) * row * hit_probability(num_experts, top_k, per_rank)
+    nodes = max(ep // max(ranks_per_node, 1), 1)
+    rdma = (nodes - 1) * row * hit_probability(num_experts, top_k, per_rank * ranks_per_node)
+    return nvlink, rdma
 
 
 # ---------------------------------------------------------------- pipeline (§1.6)

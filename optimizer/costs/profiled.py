@@ -30,7 +30,8 @@ def dense_parts_s(inst: Instance, tp: int, layer: int, tokens: int, flops: float
                   kv_bytes: float, decode_tokens: int, eff) -> dict[str, float]:
     """Seconds of one non-routed layer on one TP rank, by operator: ``linear`` (attention
     projections, router, shared expert or dense FFN as one GEMM of the same FLOPs with
-    k = h), ``attention`` (the core: scores + context and the KV traffic). ``flops``: all
+    k = h), ``attention`` (the core: scores + context and the KV traffic), ``elementwise``
+    (norms, residual adds, the non-routed FFN's activation gate). ``flops``: all
     non-routed FLOPs of the ``tokens`` over all heads; ``decode_tokens``: how many of the
     tokens are decode requests (the phase with the majority sets the attention table).
     Layers of one kind (MoE or dense, sliding or not) share the answer (memoised in ``eff``)."""
@@ -65,7 +66,9 @@ def _dense_parts_s(inst, tp, layer, moe, sliding, tokens, flops, kv_bytes, decod
     eta_a = eff.attention_eta(attention_kind(inst), sliding, "decode" if decode else "prefill",
                               context)
     attention_s = cm.roofline_s(core_flops, kv_bytes, inst.hardware.gpu, eff, eta_a, "bf16")
-    return {"linear": linear_s, "attention": attention_s}
+    # no table times the norms and the activation gate: streamed at the flat HBM efficiency
+    elementwise_s = cm.hbm_s(tokens * cm.elementwise_bytes_per_token_layer(m, layer, tp), inst.hardware.gpu)
+    return {"linear": linear_s, "attention": attention_s, "elementwise": elementwise_s}
 
 
 def expert_eta(inst: Instance, routed_rows: float, etp: int, ep: int, eff) -> float | None:
@@ -88,19 +91,37 @@ def a2a_family(tokens_per_rank: float) -> str:
     return "deepep_ll" if tokens_per_rank <= LL_MAX_TOKENS_PER_RANK else "deepep_normal"
 
 
-def a2a_measured(eff, tokens_per_rank: float, ep: int, local_bytes: float,
-                 remote_bytes: float) -> tuple[float, float, float] | None:
-    """(per-message latency s, intra eta, inter eta) of one all-to-all direction, from the
-    profile's kernel family for this batch size; None when the profile has no table. Byte
-    counts are the balanced per-rank shares; a profile without inter-node measurements lends
-    the family's intra-node efficiency curve to the inter-node link (docs/calibration.md)."""
+def a2a_profiled_s(inst: Instance, eff, tokens_per_rank: float, ep: int, local_peers: int,
+                   remote_peers: int) -> tuple[float, float] | None:
+    """(time of one all-to-all direction at full load, s; per-message latency, s) from the
+    profile's kernel family for this batch size, or None when the profile has no table.
+    "Full load" is the cost tables' convention: the hot rank's time is this times its share
+    of the routed rows (ep x the balanced time). Byte models (docs/cost-model.md §1.5):
+    DeepEP low-latency sends every (token, expert) pair, (T*k*h*a/EP) from each peer;
+    DeepEP normal sends a token once per destination rank over NVLink and once per
+    destination node over RDMA (``formulas.deepep_normal_bytes``). Each link's bytes are
+    divided by that link's measured efficiency; a profile without inter-node measurements
+    lends the family's intra-node curve to the inter-node link (docs/calibration.md)."""
+    m, hw = inst.model, inst.hardware
     family = a2a_family(tokens_per_rank)
-    intra = eff.collective("all_to_all", "intra", ep, local_bytes, family)
+    if family == "deepep_normal":
+        nvlink, rdma = cm.deepep_normal_bytes(tokens_per_rank, m.hidden_size, 2, m.num_experts,
+                                              m.top_k, ep, local_peers + 1)
+        if not remote_peers:
+            rdma = 0.0
+    else:
+        per_peer = tokens_per_rank * m.top_k * m.hidden_size * 2 / ep
+        nvlink, rdma = per_peer * local_peers, per_peer * remote_peers
+    intra = eff.collective("all_to_all", "intra", ep, nvlink, family)
     inter = None
-    if remote_bytes:  # no inter-node table: the family's intra-node curve against the inter link
-        inter = (eff.collective("all_to_all", "inter", ep, remote_bytes, family)
-                 or eff.collective("all_to_all", "intra", ep, remote_bytes, family))
+    if rdma:
+        inter = (eff.collective("all_to_all", "inter", ep, rdma, family)
+                 or eff.collective("all_to_all", "intra", ep, rdma, family))
     if intra is None and inter is None:
         return None
+    intra_bw, _ = cm.link(hw, False)
+    inter_bw, _ = cm.link(hw, True)
+    balanced = max(nvlink / (intra_bw * (intra[1] if intra else 1.0)),
+                   rdma / (inter_bw * (inter[1] if inter else 1.0)))
     latency = max(x[0] for x in (intra, inter) if x is not None)
-    return latency, (intra[1] if intra else 1.0), (inter[1] if inter else 1.0)
+    return ep * balanced, latency

@@ -257,14 +257,12 @@ def moe_terms(inst: Instance, deg: Degrees, tokens: int, touched_only: bool,
                                   gpu, eta))
     from_each_peer = tokens / deg.tp * m.top_k * m.hidden_size * ACT_BYTES
     _, ep_lat = cm.link(hw, facts.ep_remote_peers > 0)
-    a2a_eta = (1.0, 1.0)
-    measured = None if eff.flat or deg.ep == 1 else profiled.a2a_measured(
-        eff, tokens / deg.tp, deg.ep, from_each_peer * facts.ep_local_peers / deg.ep,
-        from_each_peer * facts.ep_remote_peers / deg.ep)
-    if measured is not None:
-        ep_lat, a2a_eta = measured[0], measured[1:]
-    a2a = 2 * cm.all_to_all_hot_s(from_each_peer, facts.ep_local_peers, facts.ep_remote_peers, hw,
-                                  *a2a_eta)
+    measured = None if eff.flat or deg.ep == 1 else profiled.a2a_profiled_s(
+        inst, eff, tokens / deg.tp, deg.ep, facts.ep_local_peers, facts.ep_remote_peers)
+    if measured is not None:  # the profile's kernel family (DeepEP), its per-message latency
+        a2a, ep_lat = 2 * measured[0], measured[1]
+    else:
+        a2a = 2 * cm.all_to_all_hot_s(from_each_peer, facts.ep_local_peers, facts.ep_remote_peers, hw)
     etp_bw, etp_lat = cm.link(hw, facts.etp_inter_node)
     gather_bytes = full_copies * m.hidden_size * ACT_BYTES
     gather_measured = None if eff.flat else eff.collective(
@@ -318,10 +316,10 @@ def edge_costs(inst: Instance, deg: Degrees, facts: LinkFacts, tokens: int,
     tp_bw, tp_lat = cm.link(hw, facts.tp_inter_node)
     embed_s = cm.hbm_s(hidden_bytes, gpu) + cm.allreduce_s(hidden_bytes, deg.tp, tp_bw, tp_lat)
     eff = efficiency_of(inst)
-    dtype = profiled.gemm_dtype(m.weight_dtype)
+    dtype = profiled.gemm_dtype(cm.unquantized_dtype(m))  # the head stays 16-bit in FP8 checkpoints
     head_eta = None if eff.flat else eff.gemm_eta(dtype, logits, m.vocab_size / deg.tp, m.hidden_size)
     head_s = cm.roofline_s(logits * cm.lm_head_flops_per_sequence(m) / deg.tp,
-                           cm.embedding_params(m) / deg.tp * DTYPE_BYTES[m.weight_dtype], gpu,
+                           cm.embedding_params(m) / deg.tp * DTYPE_BYTES[cm.unquantized_dtype(m)], gpu,
                            eff, head_eta, dtype)
     pp_bw, pp_lat = cm.link(hw, facts.pp_inter_node)
     p2p_s = hidden_bytes / deg.tp / pp_bw + pp_lat if deg.pp > 1 else 0.0
@@ -330,14 +328,17 @@ def edge_costs(inst: Instance, deg: Degrees, facts: LinkFacts, tokens: int,
 
 def _layer_weight_bytes(inst: Instance, deg: Degrees, layer: int) -> float:
     """Weights of one layer on one GPU (attention and dense parts split by TP, routed
-    experts E/EP per rank split ETP ways, router and norms replicated)."""
+    experts E/EP per rank split ETP ways, router and norms replicated; linear projections
+    in the weight type, the rest in ``formulas.unquantized_dtype``)."""
     m = inst.model
-    b = DTYPE_BYTES[m.weight_dtype]
-    common = cm.attention_params(m) / deg.tp * b + cm.norm_params_per_layer(m) * b
+    b, b16 = DTYPE_BYTES[m.weight_dtype], DTYPE_BYTES[cm.unquantized_dtype(m)]
+    linear = cm.quantized_params_per_layer(m, layer)
+    split = cm.attention_params(m) + (cm.shared_expert_params(m) if cm.is_moe_layer(m, layer)
+                                      else cm.dense_ffn_params(m))  # TP-split weights
+    common = (linear * b + (split - linear) * b16) / deg.tp + cm.norm_params_per_layer(m) * b16
     if not cm.is_moe_layer(m, layer):
-        return common + cm.dense_ffn_params(m) / deg.tp * b
-    return (common + (cm.router_params(m) + cm.shared_expert_params(m) / deg.tp) * b
-            + m.num_experts // deg.ep * cm.expert_bytes(m) / deg.etp)
+        return common
+    return common + cm.router_params(m) * b16 + m.num_experts // deg.ep * cm.expert_bytes(m) / deg.etp
 
 
 def _per_kind(inst: Instance, cache: dict, key: tuple, of_layer) -> tuple[int, ...]:
@@ -375,7 +376,6 @@ def memory_parts(inst: Instance, deg: Degrees, tokens: int, layer_kv: list[float
     micro-batch (a static batch's, or one engine step's), weights (``layer_weights`` when
     already computed), and ``layer_kv``."""
     m, hw, wl = inst.model, inst.hardware, inst.workload
-    b = DTYPE_BYTES[m.weight_dtype]
     h = m.hidden_size
     mean_copies = tokens * m.top_k * deg.etp / deg.tp  # routed rows one GPU computes
     qkv_width = (m.num_attention_heads + 2 * m.num_kv_heads) * m.head_dim / deg.tp
@@ -388,14 +388,15 @@ def memory_parts(inst: Instance, deg: Degrees, tokens: int, layer_kv: list[float
         buffers += (1 + wl.moe_buffer_factor) * tokens / deg.tp * m.top_k * h * ACT_BYTES
     if deg.pp > 1:
         buffers += tokens * h * ACT_BYTES / deg.tp
-    head = 0.0 if (m.tie_word_embeddings and deg.pp == 1) else cm.embedding_params(m) / deg.tp * b
-    head += (cm.head_params(m) - (0 if m.tie_word_embeddings else cm.embedding_params(m))) * b
+    b16 = DTYPE_BYTES[cm.unquantized_dtype(m)]  # embedding, head and final norm stay 16-bit
+    head = 0.0 if (m.tie_word_embeddings and deg.pp == 1) else cm.embedding_params(m) / deg.tp * b16
+    head += (cm.head_params(m) - (0 if m.tie_word_embeddings else cm.embedding_params(m))) * b16
     return MemoryParts(ceil_int(acts), ceil_int(buffers),
                        layer_weights if layer_weights is not None else
                        tuple(ceil_int(_layer_weight_bytes(inst, deg, l)) for l in range(m.num_layers)),
                        tuple(ceil_int(x) for x in layer_kv),
-                       ceil_int(cm.embedding_params(m) / deg.tp * b),
-                       ceil_int(head + cm.norm_params_per_layer(m) / 2 * b))
+                       ceil_int(cm.embedding_params(m) / deg.tp * b16),
+                       ceil_int(head + cm.norm_params_per_layer(m) / 2 * b16))
 
 
 def stage_costs(inst: Instance, deg: Degrees, facts: LinkFacts, cache: dict | None = None) -> StageCosts:

@@ -52,7 +52,7 @@ def _phase_ops(inst: Instance, phase: PhaseCosts, hot: dict[int, int], stages, t
                decode: bool, deg, eff) -> dict[str, int]:
     """ns per operator group for one micro-batch through all stages."""
     m = inst.model
-    ops = {"linear": 0, "attention": 0, "tp_all_reduce": 0, "routed_experts": 0,
+    ops = {"linear": 0, "attention": 0, "elementwise": 0, "tp_all_reduce": 0, "routed_experts": 0,
            "moe_communication": 0, "embedding": phase.embed_ns, "lm_head": phase.head_ns,
            "pipeline_send": (len(stages) - 1) * phase.p2p_ns}
     for layer in range(m.num_layers):
@@ -66,14 +66,27 @@ def _phase_ops(inst: Instance, phase: PhaseCosts, hot: dict[int, int], stages, t
             flops = tokens * cm.dense_flops_per_token_layer(m, inst.workload.prompt_tokens, layer)
             kv = tokens * cm.kv_bytes_per_token_layer(m, deg.tp)
         parts = profiled.dense_parts_s(inst, deg.tp, layer, tokens, flops, kv, tokens if decode else 0, eff)
-        share = parts["linear"] / max(parts["linear"] + parts["attention"], 1e-30)
-        ops["linear"] += round(dense * share)
-        ops["attention"] += dense - round(dense * share)
+        if isinstance(eff, _AtPeak):  # a flat layer is one roofline: no separate elementwise kernels
+            parts = {**parts, "elementwise": 0.0}
+        whole = max(sum(parts.values()), 1e-30)
+        linear, elementwise = round(dense * parts["linear"] / whole), round(dense * parts["elementwise"] / whole)
+        ops["linear"] += linear
+        ops["elementwise"] += elementwise
+        ops["attention"] += dense - linear - elementwise
         if layer in hot:
             total, comm = phase.moe_ns(hot[layer]), phase.moe_comm_ns(hot[layer])
             ops["routed_experts"] += total - comm
             ops["moe_communication"] += comm
     return ops
+
+
+def _sol_fraction(sol_ns: int, ns: int, op: str, eff) -> float | None:
+    """Speed-of-light time / time; None when there is no comparable figure: an operator the
+    flat model does not time separately, or the all-to-all under a profile (DeepEP moves other
+    bytes than the flat model's k copies per token, docs/cost-model.md §1.5)."""
+    if not ns or not sol_ns or (op == "moe_communication" and not eff.flat):
+        return None
+    return sol_ns / ns
 
 
 def explain(inst: Instance, plan: Plan) -> dict:
@@ -99,7 +112,7 @@ def explain(inst: Instance, plan: Plan) -> dict:
         doc["phases"][name] = {
             "total_ms": total / 1e6,
             "operators": [{"operator": op, "time_ms": ns / 1e6, "share": ns / total if total else 0.0,
-                           "sol_fraction": (sol[op] / ns) if ns else None, "source": _source(inst, eff, op)}
+                           "sol_fraction": _sol_fraction(sol[op], ns, op, eff), "source": _source(inst, eff, op)}
                           for op, ns in ops.items()]}
     worst = max(range(len(ev.stage_memory)), key=lambda j: ev.stage_memory[j].total)
     mem = ev.stage_memory[worst]

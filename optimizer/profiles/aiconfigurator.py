@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 from pathlib import Path
 
+from optimizer.costs import formulas as cm
 from optimizer.costs.profile import FORMAT_VERSION, Profile
 from optimizer.inputs.presets import GPU_PRESETS
 from optimizer.profiles.fit import Sol
@@ -58,6 +59,29 @@ def find_table(root: Path, system: str, op: str, filename: str,
             best = max(found, key=lambda f: (f.stat().st_size, _version_key(f.parent.name)))
             return best, f"{runtime} {best.parent.name}"
     return None
+
+
+def find_by_nodes(root: Path, system: str, op: str, filename: str,
+                  runtimes: tuple[str, ...] = RUNTIMES) -> list[tuple[Path, str, int]]:
+    """For each node count a DeepEP table measures (its ``node_num`` column), the preferred
+    runtime's version with the most rows at that count (ties to the newest): a list of
+    (file, "runtime version", node count). Inter-node rows exist only in some versions
+    (e.g. SGLang 0.5.6.post2 on H100/H200), so single-node and inter-node curves may come
+    from different versions; each is named in the provenance."""
+    for runtime in runtimes:
+        base = root / system / op / runtime
+        if not base.is_dir():
+            continue
+        best: dict[int, tuple[tuple, Path, str]] = {}
+        for f in sorted(p / filename for p in base.iterdir() if (p / filename).is_file()):
+            counts = _read(f).groupby("node_num").size()
+            for nodes, n in counts.items():
+                key = (int(n), _version_key(f.parent.name))
+                if int(nodes) not in best or key > best[int(nodes)][0]:
+                    best[int(nodes)] = (key, f, f"{runtime} {f.parent.name}")
+        if best:
+            return [(f, label, nodes) for nodes, (_, f, label) in sorted(best.items())]
+    return []
 
 
 def _read(path: Path):
@@ -176,6 +200,18 @@ def fit_mla(ctx, gen, sol) -> list[dict]:
     return out
 
 
+def _deepep_bytes(family: str, tokens: int, hidden: int, experts: int, top_k: int, ep: int,
+                  link: str) -> float:
+    """Bytes one rank receives over ``link`` in one direction of a DeepEP kernel measured
+    with ``tokens`` per rank on ``ep`` ranks (8 per node): the byte model the cost tables
+    use (``profiled.a2a_profiled_s``), so eta = these bytes / (link bandwidth x time)."""
+    if family == "deepep_normal":
+        nvlink, rdma = cm.deepep_normal_bytes(tokens, hidden, 2, experts, top_k, ep, min(ep, 8))
+        return nvlink if link == "intra" else rdma
+    pairs = tokens * top_k * hidden * 2 / ep  # (token, expert) pairs from each peer
+    return pairs * (ep - 1 if link == "intra" else ep - 8)
+
+
 def fit_collectives(custom, nccl, ll, normal, intra_gb_s, inter_gb_s) -> list[dict]:
     out = []
     intra = intra_gb_s * 1e9
@@ -209,8 +245,8 @@ def fit_collectives(custom, nccl, ll, normal, intra_gb_s, inter_gb_s) -> list[di
         for nodes, g in df.groupby("node_num"):
             ep = 8 * int(nodes)
             link = "intra" if nodes == 1 else "inter"
-            share = (ep - 1) / ep if nodes == 1 else (ep - 8) / ep
-            sizes = list(g.num_token * g.num_topk * g.hidden_size * 2 * share)
+            sizes = [_deepep_bytes(family, r.num_token, r.hidden_size, r.num_experts, r.num_topk, ep,
+                                   link) for r in g.itertuples()]
             table = _collective_table("all_to_all", link, family, ep, sizes, list(g.t), 1.0,
                                       intra if nodes == 1 else inter_gb_s * 1e9)
             out.append(table)
@@ -235,6 +271,16 @@ def fit_profile(preset: str, root: Path | None = None, today: str | None = None,
         used.append(f"{op}/{filename} ({found[1]})")
         return _read(found[0])
 
+    def deepep(filename):
+        """Every node count's rows, each from the version measuring it most (None if none)."""
+        import pandas as pd
+        parts = []
+        for path, label, nodes in find_by_nodes(root, system, "comm", filename, runtimes):
+            df = _read(path)
+            parts.append(df[df.node_num == nodes])
+            used.append(f"comm/{filename} node_num {nodes} ({label})")
+        return pd.concat(parts, ignore_index=True) if parts else None
+
     def fitted(op, filename, fit):
         """The first runtime (in preference order) whose table ``fit`` turns into tables."""
         for rt in runtimes:
@@ -254,8 +300,8 @@ def fit_profile(preset: str, root: Path | None = None, today: str | None = None,
                          table("mla", "generation_mla_perf.parquet"), sol)
     collectives = fit_collectives(table("comm", "custom_allreduce_perf.parquet"),
                                   table("comm", "nccl_perf.parquet"),
-                                  table("comm", "wideep_deepep_ll_perf.parquet"),
-                                  table("comm", "wideep_deepep_normal_perf.parquet"),
+                                  deepep("wideep_deepep_ll_perf.parquet"),
+                                  deepep("wideep_deepep_normal_perf.parquet"),
                                   spec["intra_node_bandwidth_gb_s"], spec["inter_node_bandwidth_gb_s"])
     runtimes = sorted({u.rsplit("(", 1)[1].rstrip(")") for u in used})
     return Profile.model_validate({

@@ -180,7 +180,7 @@ def test_init_writes_a_valid_instance_that_round_trips(tmp_path):
     assert doc["name"] == "out"
     inst = Instance.model_validate(doc)
     assert load_instance(str(out)) == inst
-    assert inst.hardware.gpu.memory_gb == 141.0 and inst.hardware.gpu.peak_tflops == 1978.9  # FP8 cores
+    assert inst.hardware.gpu.memory_gb == 141 * 2**30 / 1e9 and inst.hardware.gpu.peak_tflops == 1978.9  # 141 GiB; FP8 cores
     assert (inst.workload.batch_sequences, inst.workload.prompt_tokens, inst.workload.output_tokens) == (64, 4000, 1000)
     r = inst.requirements
     assert (r.max_ttft_s, r.max_tpot_ms, r.min_throughput_tokens_per_ms, r.throughput_scope) == (10, 50, 5, "per_gpu")

@@ -196,7 +196,9 @@ def test_instances_exercise_the_search(instances, references):
     infeasible = len(references) - len(feasible)
     assert len(sharded) >= NUM_RANDOM // 5, (len(sharded), len(tensor), infeasible)
     assert len(tensor) >= 3
-    assert 5 <= infeasible <= NUM_RANDOM // 3
+    # at most 3/8 infeasible (41 of 120 since FP8 checkpoints keep embedding, head, router
+    # and norms in bf16: fp8 instances need more memory and a slower LM head)
+    assert 5 <= infeasible <= NUM_RANDOM * 3 // 8
 
 
 def test_brute_force_reference_plan_evaluates_to_its_figures(instances, references):

@@ -357,7 +357,9 @@ def test_deepseek_v3_fp8_fits_8_h200_not_8_h100():
     weights = cm.weight_bytes(spec("deepseek_v3"))
     assert 660e9 < weights < 690e9
     assert weights / 8 <= usable_gb("h200-sxm") * 1e9
-    assert weights / 8 > GPU_PRESETS["h100-sxm"]["gpu"]["memory_gb"] * 1e9  # not even with no reserve
+    # 672.99 GB / 8 = 84.12 GB fits the bare 80 GiB = 85.90 GB, not what is left after the
+    # 4.158 GB runtime + NCCL reserve (81.74 GB)
+    assert GPU_PRESETS["h100-sxm"]["gpu"]["memory_gb"] * 1e9 > weights / 8 > usable_gb("h100-sxm") * 1e9
     assert weights / 16 <= usable_gb("h100-sxm") * 1e9
     assert min_gpus_for_weights(weights, usable_gb("h100-sxm")) == 9
 

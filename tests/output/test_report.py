@@ -489,19 +489,19 @@ def test_uniform_loads_are_said_not_drawn(plans, tmp_path):
 
 
 def test_memory_states_usable_figure_beside_raw_capacity(plans, tmp_path):
-    """H200: 141 GB HBM - 3.758 GB runtime reserve - 0.4 GB NCCL = 136.842 GB usable, the
-    figure ``moeopt init`` prints; bars leave the 4.158 GB reserve out."""
+    """H200: 141 GiB = 151.398 GB HBM - 3.758 GB runtime reserve - 0.4 GB NCCL = 147.240 GB
+    usable, the figure ``moeopt init`` prints; bars leave the 4.158 GB reserve out."""
     doc = json.loads(plans["p8"].read_text())
     h200 = variant(tmp_path, "h200", hardware={"preset": "h200-sxm", "num_gpus": 8},
                    requirements={"max_ttft_s": 10})
     pic = htmlreport.memory_bars(htmlreport.collect(load_instance(str(h200)), doc))
-    assert ("against 136.8 GB usable per GPU: 141 GB HBM less the 4.16 GB reserve" in pic.caption)
+    assert ("against 147.2 GB usable per GPU: 151.398 GB HBM less the 4.16 GB reserve" in pic.caption)
     init = run(["init", "--model", str(REPO / "tests/fixtures/hf/mixtral_8x7b.json"), "--gpu", "h200-sxm",
                 "--gpus", "8", "--output", str(tmp_path / "init.json")])
-    assert "(136.8 GB usable each)" in init.stdout  # the same figure as moeopt init
+    assert "(147.2 GB usable each)" in init.stdout  # the same figure as moeopt init
     ax = pic.fig.axes[0]
     usable = [line.get_ydata()[0] for line in ax.get_lines() if line.get_label() == "usable"]
-    assert usable == [pytest.approx(141 - 3.758 - 0.4)]
+    assert usable == [pytest.approx(141 * 2**30 / 1e9 - 3.758 - 0.4)]
     tops = [max(y for _, y in path.vertices) for path in ax.collections[-1].get_paths()]
     stated = [sum(g["memory_gb"][k] for k in ("weights", "kv_cache", "activations", "buffers"))
               for g in doc["gpus"]]
@@ -510,7 +510,7 @@ def test_memory_states_usable_figure_beside_raw_capacity(plans, tmp_path):
     capped = variant(tmp_path, "capped", hardware={"preset": "h200-sxm", "num_gpus": 8},
                      requirements={"max_memory_gb": 100})
     pic = htmlreport.memory_bars(htmlreport.collect(load_instance(str(capped)), doc))
-    assert "against 95.8 GB usable per GPU: the 100 GB limit (raw HBM 141 GB) less" in pic.caption
+    assert "against 95.8 GB usable per GPU: the 100 GB limit (raw HBM 151.398 GB) less" in pic.caption
     assert "HBM capacity" in [line.get_label() for line in pic.fig.axes[0].get_lines()]
 
 

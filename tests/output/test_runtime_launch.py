@@ -135,7 +135,7 @@ def solved_exports(tmp_path: Path):
 @pytest.mark.slow
 def test_solved_plan_settings_by_hand(tmp_path):
     doc, runs = solved_exports(tmp_path)
-    # the plan (moeopt solve, DeepSeek-V3 FP8 on 8 H200 of 141 GB): TP1 DP8 EP8, 2 micro-batches
+    # the plan (moeopt solve, DeepSeek-V3 FP8 on 8 H200 of 141 GiB): TP1 DP8 EP8, 2 micro-batches
     # of 4 sequences; batch 64 sequences / DP 8 = 8 per replica; prompts 4000, outputs 1000.
     assert doc["degrees"]["dp"] == 8 and doc["micro_batches"] == 2
     assert doc["sequences_per_micro_batch"] == 4
@@ -149,22 +149,26 @@ def test_solved_plan_settings_by_hand(tmp_path):
     # SGLang divides the running cap and the chunk by the DP-attention size: 8*8, 16000*8
     assert o["--max-running-requests"] == "64" and o["--chunked-prefill-size"] == "128000"
     assert o["--context-length"] == "5000" and o["--kv-cache-dtype"] == "fp8_e4m3"
-    # (98.856 + 1.405) / 141 = 0.7111 -> 0.72 (rounded up)
-    assert o["--mem-fraction-static"] == "0.72"
+    # the export re-evaluates the plan: the FP8 checkpoint's embedding and head (2 * 926,679,040
+    # parameters), final norm 7,168, per MoE layer norms 14,336 + MLA norms 2,048 + router
+    # 1,835,264 (x 58) and per dense layer 16,384 (x 3) are bf16: + 1,960,809,984 B, so the
+    # weights are 98.856 + 1.961 = 100.817 GB; (100.817 + 1.405) / 151.398 (141 GiB) = 0.6752
+    # -> 0.68 (rounded up)
+    assert o["--mem-fraction-static"] == "0.68"
     _, _, out = runs["vllm"]
     _, cmds = launch_args(out)
     o = options(cmds[0], 3)
     # per engine (one DP rank): 8 sequences, one micro-batch of 4 x 4000 = 16000 prompt tokens
     assert o["--max-num-seqs"] == "8" and o["--max-num-batched-tokens"] == "16000"
     assert o["--max-model-len"] == "5000" and o["--kv-cache-dtype"] == "fp8"
-    assert o["--gpu-memory-utilization"] == "0.9"       # 125.981 / 141 = 0.8935 -> 0.90
+    assert o["--gpu-memory-utilization"] == "0.85"  # (125.981 + 1.961) / 151.398 = 0.8451 -> 0.85
     _, _, out = runs["trtllm"]
     y = yaml.safe_load((out / "extra_llm_api_options.yaml").read_text())
     assert (y["max_batch_size"], y["max_num_tokens"], y["max_seq_len"]) == (8, 16000, 5000)
     assert y["enable_chunked_prefill"] is True and y["kv_cache_config"]["dtype"] == "fp8"
-    # KV 1.405 over what the weights and the step leave: 141 - (125.981 - 1.405) = 16.424 GB,
-    # 1.405 / 16.424 = 0.0856 -> 0.09
-    assert y["kv_cache_config"]["free_gpu_memory_fraction"] == 0.09
+    # KV 1.405 over what the weights and the step leave: 151.398 - (127.942 - 1.405) = 24.861 GB,
+    # 1.405 / 24.861 = 0.0565 -> 0.06
+    assert y["kv_cache_config"]["free_gpu_memory_fraction"] == 0.06
 
 
 def test_every_export_names_its_runtime_version(tmp_path):
@@ -202,13 +206,14 @@ def test_service_plan_uses_its_serving_block(tmp_path):
     doc = service_doc()
     _, _, out = exported(doc, "sglang", tmp_path, inst)
     o = options(launch_args(out)[1][0], 3)
-    # 48 x DP 8 = 384 running, 8192 x 8 = 65536 chunk; 120.5 / 141 = 0.8546 -> 0.86
+    # 48 x DP 8 = 384 running, 8192 x 8 = 65536 chunk; 120.5 / 151.397597184 (141 GiB) =
+    # 0.7959 -> 0.80, rounded up to two decimals
     assert o["--max-running-requests"] == "384" and o["--chunked-prefill-size"] == "65536"
-    assert o["--context-length"] == "5000" and o["--mem-fraction-static"] == "0.86"
+    assert o["--context-length"] == "5000" and o["--mem-fraction-static"] == "0.8"
     _, _, out = exported(doc, "vllm", tmp_path, inst)
     o = options(launch_args(out)[1][0], 3)
     assert o["--max-num-seqs"] == "48" and o["--max-num-batched-tokens"] == "8192"
-    assert o["--gpu-memory-utilization"] == "0.86"
+    assert o["--gpu-memory-utilization"] == "0.8"  # the same 0.7959 rounded up
     _, ex, out = exported(doc, "trtllm", tmp_path, inst)
     y = yaml.safe_load((out / "extra_llm_api_options.yaml").read_text())
     assert (y["max_batch_size"], y["max_num_tokens"]) == (48, 8192)

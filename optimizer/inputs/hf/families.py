@@ -1,6 +1,6 @@
 """Family detection (``architectures[0]``, then ``model_type``) and the per-family mapping of
 HF fields to ``ModelSpec`` fields: Mixtral, Qwen2-MoE, Qwen3-MoE, DeepSeek (V1 GQA, V2/V3
-MLA), OLMoE, GPT-OSS, DBRX, Phi-3.5-MoE, Llama-4, and generic field names for anything else.
+MLA), OLMoE, GPT-OSS, DBRX, Phi-3.5-MoE, Llama-4, MiniMax-M2, and generic field names for anything else.
 Each mapper takes the decoder's ``Cfg`` and returns a dict of model fields (no dtypes, no name)."""
 
 from __future__ import annotations
@@ -299,6 +299,28 @@ def generic_fields(c: Cfg) -> dict:
             **_explicit_or_every_layer(c, L)}
 
 
+def _minimax_m2(c: Cfg) -> dict:
+    """MiniMax-M2 / M2.5: every layer MoE (``num_local_experts`` of ``intermediate_size``), no
+    shared expert; ``use_qk_norm`` with ``qk_norm_type`` "per_layer" is one RMSNorm over all
+    query heads and one over all key heads ((n_h + n_kv) * d_h weights per layer);
+    ``use_routing_bias`` is the router's score-correction bias (E per layer)."""
+    h, L = c.int("hidden_size"), c.int("num_hidden_layers")
+    qk_norm = "none"
+    if c.bool("use_qk_norm", False):
+        kind = c.str("qk_norm_type") if c.has("qk_norm_type") else "per_layer"
+        if kind not in ("per_layer", "per_head"):
+            c._bad("qk_norm_type", kind, "must be 'per_layer' or 'per_head'")
+        qk_norm = "full" if kind == "per_layer" else "per_head"
+    if c.int("shared_intermediate_size", 0, minimum=0):
+        c._bad("shared_intermediate_size", c.data["shared_intermediate_size"],
+               "a shared expert is not part of the MiniMax-M2 layout moeopt reads (expected 0)")
+    return {"num_layers": L, "hidden_size": h, **_attention_shape(c, h),
+            "num_experts": c.int("num_local_experts"), "top_k": c.int("num_experts_per_tok"),
+            "expert_ffn_size": c.int("intermediate_size"), "ffn_matrices": 3,
+            "vocab_size": c.int("vocab_size"), "tie_word_embeddings": c.bool("tie_word_embeddings", False),
+            "qk_norm": qk_norm, "router_bias": c.bool("use_routing_bias", False)}
+
+
 FAMILIES: dict[str, tuple[str, Callable[[Cfg], dict]]] = {
     "mixtral": ("Mixtral", _mixtral),
     "qwen2_moe": ("Qwen2-MoE", _qwen2_moe),
@@ -312,6 +334,7 @@ FAMILIES: dict[str, tuple[str, Callable[[Cfg], dict]]] = {
     "phimoe": ("Phi-MoE", _phimoe),
     "llama4": ("Llama-4", _llama4),
     "llama4_text": ("Llama-4", _llama4),
+    "minimax_m2": ("MiniMax-M2", _minimax_m2),
 }
 ARCHITECTURES: dict[str, str] = {
     "MixtralForCausalLM": "mixtral", "Qwen2MoeForCausalLM": "qwen2_moe",
@@ -320,6 +343,7 @@ ARCHITECTURES: dict[str, str] = {
     "OlmoeForCausalLM": "olmoe", "GptOssForCausalLM": "gpt_oss", "DbrxForCausalLM": "dbrx",
     "PhimoeForCausalLM": "phimoe", "PhiMoEForCausalLM": "phimoe",
     "Llama4ForConditionalGeneration": "llama4", "Llama4ForCausalLM": "llama4_text",
+    "MiniMaxM2ForCausalLM": "minimax_m2",
 }
 
 

@@ -1,7 +1,8 @@
 """Weight and KV-cache data types of a HF checkpoint: ``torch_dtype`` (or ``dtype``) gives the
 weights and the KV cache; ``quantization_config.quant_method`` "fp8" (or fbgemm_fp8,
-compressed-tensors FP8) makes every weight FP8, "mxfp4" makes the routed experts MXFP4. An
-explicit weight dtype replaces both."""
+compressed-tensors FP8) makes every linear projection FP8 (the embedding, LM head, router and
+norms stay 16-bit: ``formulas.unquantized_dtype``; ``modules_to_not_convert`` is checked
+against that), "mxfp4" makes the routed experts MXFP4. An explicit weight dtype replaces both."""
 
 from __future__ import annotations
 
@@ -53,6 +54,7 @@ def dtype_fields(root: Cfg, text: Cfg, weight_dtype: str | None) -> dict:
         method = qc.str("quant_method")
         if method in ("fp8", "fbgemm_fp8") or (method == "compressed-tensors" and _compressed_fp8(qc)):
             out["weight_dtype"] = "fp8"
+            _check_not_converted(qc)
         elif method == "mxfp4":
             out["expert_weight_dtype"] = "mxfp4"
         else:
@@ -60,6 +62,30 @@ def dtype_fields(root: Cfg, text: Cfg, weight_dtype: str | None) -> dict:
                              f"(fp8, fbgemm_fp8, compressed-tensors FP8, mxfp4); give the weight "
                              f"type explicitly (--weight-dtype)")
     return out
+
+
+# Modules an FP8 checkpoint may leave in 16 bits that moeopt already counts in 16 bits
+# (formulas.unquantized_dtype): embedding, LM head, router ("gate", its score-correction bias),
+# norms. Matched against the last part of a module name.
+UNQUANTIZED_MODULES = ("lm_head", "embed_tokens", "gate", "router", "e_score_correction_bias")
+
+
+def _check_not_converted(qc: Cfg) -> None:
+    """``modules_to_not_convert`` (or ``ignored_layers``/``ignore``) of an FP8 checkpoint: every
+    module it names must be one moeopt holds in 16 bits anyway; a linear projection left
+    unconverted (e.g. attention) cannot be represented with one weight type."""
+    for key in ("modules_to_not_convert", "ignored_layers", "ignore"):
+        names = qc.data.get(key)
+        if names is None:
+            continue
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            qc._bad(key, names, "must be a list of module names")
+        for name in names:
+            last = name.rsplit(".", 1)[-1]
+            if last not in UNQUANTIZED_MODULES and "norm" not in last:
+                raise InputError(f"{qc.source}: {qc.prefix}{key} names {name!r}: moeopt holds only the "
+                                 f"embedding, LM head, router and norms in 16 bits under FP8 weights; "
+                                 f"give the weight type explicitly (--weight-dtype bf16 or fp8)")
 
 
 def _compressed_fp8(qc: Cfg) -> bool:
