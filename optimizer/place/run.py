@@ -2,8 +2,8 @@
 
 Method per layer (layers are independent)
 1. Replica counts by the min-max greedy, heaviest replica first onto the least-loaded
-   rank (``packing``; all layers first, so each has a plan), then the pairwise descent
-   (``heuristic``).
+   rank (``packing``; all layers first and at once, ``pack_many``, so each starts from the
+   EPLB recipe's plan whatever the limit), then the pairwise descent (``heuristic``).
 2. Small layers (``exact_size`` <= ``EXACT_MAX_LITERALS``, and a budget of at least
    ``EXACT_S_PER_LITERAL`` per literal): the full CP-SAT model (``exact``), after a short
    local search for a better hint when there are replicas.
@@ -16,9 +16,11 @@ A layer's status is "optimal" when CP-SAT proved it or its max load meets the lo
 
 Time limit: one deadline for the whole call. Each layer gets (time left) / (layers left);
 every stage (packing, descent, local search, CP-SAT) stops at its layer's deadline and the
-best complete plan found so far is kept. The packing of all layers comes first and
-stops at the deadline too (a layer not packed by then gets a round-robin plan); layers
-reached after the deadline keep their packing (method "greedy": no search ran). A layer
+best complete plan found so far is kept. The packing of all layers comes first and is
+never cut by the clock (a few ms per layer, one array step per replica for all layers;
+only a layer needing ``pack``'s rare freeing move is packed alone, and that one may be cut
+to a round-robin plan); layers reached after the deadline keep their packing (method
+"greedy": no search ran). A layer
 whose search was stopped by the clock is reported with ``time_limit_reached``. What still
 runs after the deadline is O(slots) per layer (replica counts, bound, round robin, about
 3-10 us per slot, capped by ``problem.MAX_TOTAL_SLOTS``), plus one CP-SAT or numpy step
@@ -36,9 +38,11 @@ import time
 
 import numpy as np
 
+from optimizer.place.bounds import min_max_replicas
 from optimizer.place.exact import EXACT_MAX_LITERALS, EXACT_S_PER_LITERAL, exact_size, solve_exact
 from optimizer.place.heuristic import ILS_STALL, TRIES_PER_EFFORT, descent, local_search
 from optimizer.place.layer_state import LayerState
+from optimizer.place.packing import pack_many
 from optimizer.place.problem import REL_TOL, LayerPlacement, Placement, PlaceSpec, Settings
 from optimizer.place.rank_nodes import nodes_by_bundles
 
@@ -70,20 +74,37 @@ def place(counts: np.ndarray, layer_ids: list[int], spec: PlaceSpec, settings: S
 
 def _run_group(counts, layer_ids, rows: list[int], spec: PlaceSpec, settings: Settings,
                deadline: float, threads: int | None = None) -> list[LayerPlacement]:
-    """Every layer of ``rows`` packed first (so each has a plan even when time runs out),
-    then improved in turn, each within (time left) / (layers left)."""
+    """Every layer of ``rows`` packed first, all at once and whatever the deadline (the
+    EPLB-quality plan every layer starts from: ``pack_many``, a few ms per layer), then
+    improved in turn, each within (time left) / (layers left)."""
+    start = time.monotonic()
+    packed = _pack_rows(counts, rows, spec)
+    pack_s = (time.monotonic() - start) / max(1, len(rows))
     states = []
-    for row in rows:
+    for row, first in zip(rows, packed):
         start = time.monotonic()
         st = LayerState(np.asarray(counts[row], dtype=np.int64), spec,
-                        settings.seed + 7919 * layer_ids[row], deadline, settings.effort)
-        states.append((st, time.monotonic() - start))
+                        settings.seed + 7919 * layer_ids[row], deadline, settings.effort, first)
+        states.append((st, pack_s + time.monotonic() - start))
     out = []
     for i, (row, (st, pack_s)) in enumerate(zip(rows, states)):
         share = max(0.0, deadline - time.monotonic()) / (len(rows) - i)
         out.append(_improve(st, layer_ids[row], share, threads or settings.workers, pack_s))
         states[i] = None  # free the layer's state
     return out
+
+
+def _pack_rows(counts, rows: list[int], spec: PlaceSpec) -> list[tuple[np.ndarray, np.ndarray] | None]:
+    """Per row: (min-max replica counts, ``pack``'s plan), computed for all rows at once by
+    ``pack_many``; None for a row that needs ``pack``'s freeing move (LayerState packs it)."""
+    if not rows:
+        return []
+    n = np.asarray(counts[rows], dtype=np.float64)
+    E = n.shape[1]
+    S = spec.slots_per_rank(E)
+    count = np.array([min_max_replicas(row, E + spec.redundant, spec.max_replicas()) for row in n], dtype=np.int64)
+    plans, done = pack_many(n, count, spec, S)
+    return [(count[i], plans[i]) if done[i] else None for i in range(len(rows))]
 
 
 def _run_parallel(counts, layer_ids, spec, settings, deadline, groups) -> list[LayerPlacement]:
