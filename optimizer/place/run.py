@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -49,13 +50,15 @@ from optimizer.place.rank_nodes import nodes_by_bundles
 log = logging.getLogger(__name__)
 
 
-def place(counts: np.ndarray, layer_ids: list[int], spec: PlaceSpec, settings: Settings) -> Placement:
+def place(counts: np.ndarray, layer_ids: list[int], spec: PlaceSpec, settings: Settings,
+          progress: Callable[[int], None] | None = None) -> Placement:
     """Placement of every layer of ``counts`` ([layers][experts] int tokens).
 
     ``settings.time_limit_s`` is one deadline for the whole call (see the module doc): each
     layer gets (time left) / (layers left) of its worker; with ``workers > 1`` and several
     layers, layers are split round-robin over that many processes (each CP-SAT
-    single-threaded), otherwise CP-SAT uses ``workers`` threads.
+    single-threaded), otherwise CP-SAT uses ``workers`` threads. ``progress(k)`` is called
+    as layers finish, ``k`` the number just finished (all layers add up to ``len(layer_ids)``).
     """
     start = time.monotonic()
     counts = np.asarray(counts, dtype=np.int64)
@@ -64,16 +67,18 @@ def place(counts: np.ndarray, layer_ids: list[int], spec: PlaceSpec, settings: S
     deadline = start + settings.time_limit_s
     groups = max(1, min(settings.workers, num_layers))
     if groups == 1:
-        results = _run_group(counts, layer_ids, list(range(num_layers)), spec, settings, deadline)
+        results = _run_group(counts, layer_ids, list(range(num_layers)), spec, settings, deadline,
+                             progress=progress)
     else:
-        results = _run_parallel(counts, layer_ids, spec, settings, deadline, groups)
+        results = _run_parallel(counts, layer_ids, spec, settings, deadline, groups, progress)
     position = {lid: i for i, lid in enumerate(layer_ids)}
     results.sort(key=lambda lp: position[lp.layer])
     return Placement(spec, num_experts, results, time.monotonic() - start)
 
 
 def _run_group(counts, layer_ids, rows: list[int], spec: PlaceSpec, settings: Settings,
-               deadline: float, threads: int | None = None) -> list[LayerPlacement]:
+               deadline: float, threads: int | None = None,
+               progress: Callable[[int], None] | None = None) -> list[LayerPlacement]:
     """Every layer of ``rows`` packed first, all at once and whatever the deadline (the
     EPLB-quality plan every layer starts from: ``pack_many``, a few ms per layer), then
     improved in turn, each within (time left) / (layers left)."""
@@ -91,6 +96,8 @@ def _run_group(counts, layer_ids, rows: list[int], spec: PlaceSpec, settings: Se
         share = max(0.0, deadline - time.monotonic()) / (len(rows) - i)
         out.append(_improve(st, layer_ids[row], share, threads or settings.workers, pack_s))
         states[i] = None  # free the layer's state
+        if progress is not None:
+            progress(1)
     return out
 
 
@@ -107,7 +114,7 @@ def _pack_rows(counts, rows: list[int], spec: PlaceSpec) -> list[tuple[np.ndarra
     return [(count[i], plans[i]) if done[i] else None for i in range(len(rows))]
 
 
-def _run_parallel(counts, layer_ids, spec, settings, deadline, groups) -> list[LayerPlacement]:
+def _run_parallel(counts, layer_ids, spec, settings, deadline, groups, progress=None) -> list[LayerPlacement]:
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
@@ -116,11 +123,16 @@ def _run_parallel(counts, layer_ids, spec, settings, deadline, groups) -> list[L
         pool = ProcessPoolExecutor(max_workers=groups, mp_context=mp.get_context("fork"))
     except (OSError, ValueError) as exc:  # no fork or no semaphores here: one process
         log.warning("place: no worker processes (%s); solving layers one by one", exc)
-        return _run_group(counts, layer_ids, list(range(counts.shape[0])), spec, settings, deadline)
+        return _run_group(counts, layer_ids, list(range(counts.shape[0])), spec, settings, deadline,
+                          progress=progress)
     # CLOCK_MONOTONIC is system-wide on Linux, so the deadline means the same in children.
     with pool:
         futures = [pool.submit(_run_group, counts, layer_ids, r, spec, settings, deadline, 1)
                    for r in rows]
+        if progress is not None:  # a process's layers count when all of them are done
+            from concurrent.futures import as_completed
+            for done in as_completed(futures):
+                progress(len(done.result()))
         return [lp for f in futures for lp in f.result()]
 
 

@@ -69,3 +69,38 @@ def test_first_placement_at_least_as_balanced_as_the_eplb_greedy(experts, ranks,
         for row, lp in zip(counts.tolist(), first.layers):
             eplb = balancedness(row, greedy_place(row, ranks, redundant))
             assert lp.balancedness >= eplb * (1 - 1e-12)
+
+
+# --- progress: layers done, and the bar of `moeopt place` on a terminal only ---
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_progress_counts_every_layer_once(workers):
+    counts = _loads(np.random.default_rng(3), 5, 16, False)
+    seen = []
+    place(counts, list(range(5)), PlaceSpec(4), Settings(time_limit_s=0.5, workers=workers), progress=seen.append)
+    assert sum(seen) == 5 and all(k >= 1 for k in seen)
+
+
+def _cli_place(tmp_path, monkeypatch, terminal: bool):
+    from click.testing import CliRunner
+
+    import optimizer.cli.common as common
+    import optimizer.cli.place as place_cli
+    from optimizer.cli import main
+    path = tmp_path / "loads.npy"
+    np.save(path, _loads(np.random.default_rng(4), 3, 16, True))
+    monkeypatch.setattr(common, "on_terminal", lambda: terminal)
+    monkeypatch.setattr(place_cli, "BAR_AFTER_S", 0.0)  # draw at once, not after 2 s
+    return CliRunner().invoke(main, ["place", "--loads", str(path), "--ep", "4", "--time-limit", "0.5"])
+
+
+def test_the_layer_bar_is_drawn_on_a_terminal(tmp_path, monkeypatch):
+    res = _cli_place(tmp_path, monkeypatch, terminal=True)
+    assert res.exit_code == 0, res.stderr
+    assert "place: MoE layers" in res.stderr and "/3 " in res.stderr  # the bar of 3 layers
+
+
+def test_no_bar_off_a_terminal(tmp_path, monkeypatch):
+    res = _cli_place(tmp_path, monkeypatch, terminal=False)
+    assert res.exit_code == 0 and res.stderr == ""
+    assert "balancedness mean" in res.stdout
