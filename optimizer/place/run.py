@@ -49,6 +49,8 @@ from optimizer.place.rank_nodes import nodes_by_bundles
 
 log = logging.getLogger(__name__)
 
+PACK_MANY_CELLS = 1 << 24  # (layer, expert, rank) flags of one ``pack_many`` call at most (16 MB)
+
 
 def place(counts: np.ndarray, layer_ids: list[int], spec: PlaceSpec, settings: Settings,
           progress: Callable[[int], None] | None = None) -> Placement:
@@ -104,14 +106,19 @@ def _run_group(counts, layer_ids, rows: list[int], spec: PlaceSpec, settings: Se
 def _pack_rows(counts, rows: list[int], spec: PlaceSpec) -> list[tuple[np.ndarray, np.ndarray] | None]:
     """Per row: (min-max replica counts, ``pack``'s plan), computed for all rows at once by
     ``pack_many``; None for a row that needs ``pack``'s freeing move (LayerState packs it)."""
-    if not rows:
-        return []
-    n = np.asarray(counts[rows], dtype=np.float64)
-    E = n.shape[1]
+    E, G = counts.shape[1], spec.num_ranks
+    if not rows or E * G > PACK_MANY_CELLS:  # huge layers: ``pack`` alone, which the clock can cut
+        return [None] * len(rows)
     S = spec.slots_per_rank(E)
-    count = np.array([min_max_replicas(row, E + spec.redundant, spec.max_replicas()) for row in n], dtype=np.int64)
-    plans, done = pack_many(n, count, spec, S)
-    return [(count[i], plans[i]) if done[i] else None for i in range(len(rows))]
+    out: list[tuple[np.ndarray, np.ndarray] | None] = []
+    chunk = max(1, PACK_MANY_CELLS // (E * G))  # [layers][E][G] flags per call at most PACK_MANY_CELLS
+    for first in range(0, len(rows), chunk):
+        n = np.asarray(counts[rows[first:first + chunk]], dtype=np.float64)
+        count = np.array([min_max_replicas(row, E + spec.redundant, spec.max_replicas()) for row in n],
+                         dtype=np.int64)
+        plans, done = pack_many(n, count, spec, S)
+        out += [(count[i], plans[i]) if done[i] else None for i in range(len(n))]
+    return out
 
 
 def _run_parallel(counts, layer_ids, spec, settings, deadline, groups, progress=None) -> list[LayerPlacement]:
