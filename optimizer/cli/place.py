@@ -6,10 +6,24 @@ import logging
 
 import click
 
-from optimizer.cli.common import FORMAT, VERBOSE, FiniteFloatRange, batch_only, dump, load_instance, run
+from optimizer.cli.common import (
+    FORMAT,
+    VERBOSE,
+    ElapsedBar,
+    FiniteFloatRange,
+    batch_only,
+    dump,
+    load_instance,
+    progress_bar,
+    run,
+)
 from optimizer.errors import InputError
 
 log = logging.getLogger(__name__)
+
+# On a terminal, a bar of MoE layers done (--current: of seconds used) appears once a run has
+# taken this long (s); shorter runs and runs off a terminal draw nothing.
+BAR_AFTER_S = 2.0
 
 HELP = """Expert placement for measured or synthetic loads: which experts (and replicas of hot
 experts) each EP rank holds, per MoE layer, minimizing the hottest rank's load.
@@ -196,9 +210,14 @@ def place_cmd(instance, loads_path, ep, redundant, nodes, spread_replicas, forma
             if size is None and inst is not None:
                 from optimizer.costs.formulas import expert_bytes as model_expert_bytes
                 size = model_expert_bytes(inst.model)
-            result = rebalance(counts, layer_ids, current, spec, settings, tolerance, minimize, size)
+            with ElapsedBar(settings.time_limit_s, "rebalancing: seconds used of the time limit", BAR_AFTER_S):
+                result = rebalance(counts, layer_ids, current, spec, settings, tolerance, minimize, size)
         else:
-            result = place(counts, layer_ids, spec, settings)
+            bar = progress_bar(len(layer_ids), "place: MoE layers", "layer", delay=BAR_AFTER_S)
+            try:
+                result = place(counts, layer_ids, spec, settings, progress=bar.update)
+            finally:
+                bar.close()
         for lp in result.layers:
             log.info("layer %d: %s, greedy max %.1f -> %.1f, bound %.1f, %.2f s", lp.layer, lp.method,
                      lp.greedy_max_load, lp.max_load, lp.lower_bound, lp.wall_s)

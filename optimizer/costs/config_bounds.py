@@ -13,9 +13,11 @@ from bisect import bisect_right
 from dataclasses import dataclass
 from itertools import accumulate
 
+import numpy as np
+
 from optimizer.costs.greedy_placement import greedy_ranks
 from optimizer.costs.tables import StageCosts
-from optimizer.costs.timing import batch_times, objective_ns
+from optimizer.costs.timing import batch_times, decode_step_ns, makespan_ns, objective_ns
 from optimizer.costs.units import LOAD_SCALE, ceil_div
 
 
@@ -163,6 +165,122 @@ def config_bounds(c: StageCosts, hot_lb: list[int], moe_ids: list[int], cap: int
     return Bounds(objective_ns(c, ttft, tpot, len(moe_ids)), ttft, tpot, ttft + c.decode_steps * tpot, True)
 
 
+def config_bounds_many(cfgs, hot_lb_of_ep: dict[int, list[int]], moe_ids: list[int], cap: int) -> list[Bounds]:
+    """``[config_bounds(c, hot_lb_of_ep[c.deg.ep], moe_ids, cap) for c in cfgs]``, the same
+    integers, computed with array operations: the phases of all configurations with the
+    same stage count share one vectorised binary search of ``min_slowest_stage_ns``. Falls
+    back to the scalar function when an intermediate product could leave int64."""
+    out: list[Bounds] = []
+    groups: dict[int, list[int]] = {}
+    for k, c in enumerate(cfgs):
+        groups.setdefault(c.deg.pp, []).append(k)
+    found: dict[tuple[int, str], tuple[int, int | None]] = {}  # (k, phase) -> (layer time sum, slowest)
+    for members in groups.values():
+        rows = [(k, "prefill") for k in members] + [(k, "decode") for k in members if cfgs[k].decode is not None]
+        times = _min_slowest_many([(cfgs[k], getattr(cfgs[k], phase)) for k, phase in rows],
+                                  hot_lb_of_ep, moe_ids, cap)
+        if times is not None:
+            found.update(zip(rows, times))
+    for k, c in enumerate(cfgs):
+        if (k, "prefill") not in found:
+            out.append(config_bounds(c, hot_lb_of_ep[c.deg.ep], moe_ids, cap))
+            continue
+        p, m = c.deg.pp, c.deg.micro_batches
+        layer_sum, slowest = found[k, "prefill"]
+        if slowest is None:
+            out.append(Bounds(0, 0, 0, 0, False))
+            continue
+        total = layer_sum + c.prefill.embed_ns + c.prefill.head_ns
+        ttft = total + (m - 1) * max(slowest, ceil_div(total, p)) + (p - 1) * c.prefill.p2p_ns
+        tpot = 0
+        if c.decode is not None:
+            dec_sum, slow_dec = found[k, "decode"]
+            dec_total = dec_sum + c.decode.embed_ns + c.decode.head_ns
+            tpot = max(m, p) * max(slow_dec or 0, ceil_div(dec_total, p)) + (p - 1) * c.decode.p2p_ns
+        out.append(Bounds(objective_ns(c, ttft, tpot, len(moe_ids)), ttft, tpot, ttft + c.decode_steps * tpot, True))
+    return out
+
+
+_INT64_SAFE = 1 << 61
+
+
+def layer_ns_matrix(phases, hot_rows: list[list[int]], moe_ids: list[int]) -> np.ndarray | None:
+    """``layer_times_ns(phases[i], dict(zip(moe_ids, hot_rows[i])))`` for every i as one int64
+    array [len(phases), layers], ns (the same integer arithmetic as ``PhaseCosts.moe_ns``);
+    None when an intermediate product (or a later sum of 8 phases' times) could leave int64."""
+    coef_py = [[ph.moe_compute_full_ns + ph.moe_comm_full_ns, ph.moe_act_full_ns + ph.moe_comm_full_ns,
+                ph.moe_weights_ns, ph.moe_latency_ns] for ph in phases]
+    top_hot = max((max(row) for row in hot_rows if row), default=0)
+    if max(max(max(row) for row in coef_py) * max(top_hot, 1) * 4,
+           max(sum(ph.layer_dense_ns) for ph in phases) * 8) >= _INT64_SAFE:
+        return None
+    layer_ns = np.array([ph.layer_dense_ns for ph in phases], dtype=np.int64)
+    if moe_ids:
+        hot = np.array(hot_rows, dtype=np.int64).reshape(len(phases), len(moe_ids))
+        coef = np.array(coef_py, dtype=np.int64)
+        compute = -((-coef[:, 0:1] * hot) // LOAD_SCALE)
+        memory = coef[:, 2:3] - ((-coef[:, 1:2] * hot) // LOAD_SCALE)
+        layer_ns[:, moe_ids] += np.maximum(compute, memory) + coef[:, 3:4]
+    return layer_ns
+
+
+def _min_slowest_many(rows, hot_lb_of_ep, moe_ids: list[int], cap: int) -> list[tuple[int, int | None]] | None:
+    """For (configuration, phase) pairs of one stage count: (sum of the layer times,
+    ``min_slowest_stage_ns`` or None) per pair, as Python ints; None when int64 could
+    overflow. The binary search starts from a tighter bracket than the scalar one
+    (the mean stage time below; one greedy try above): the greedy split's success is
+    monotone in the limit, so the least limit it meets is the same."""
+    group = [c for c, _ in rows]
+    phases = [ph for _, ph in rows]
+    count, n, p = len(rows), len(group[0].memory.layer_weights), group[0].deg.pp
+    fixed_py = [[(ph.embed_ns if j == 0 else 0) + (ph.head_ns if j == p - 1 else 0) for j in range(p)]
+                for ph in phases]
+    bytes_py = [[w + kv for w, kv in zip(c.memory.layer_weights, c.memory.layer_kv)] for c in group]
+    rooms_py = [[_stage_room(c, j, cap) for j in range(p)] for c in group]
+    if max(max(x for row in fixed_py for x in row) * 8,
+           (max(sum(row) for row in bytes_py) + max(abs(r) for row in rooms_py for r in row)) * 4) >= _INT64_SAFE:
+        return None
+    layer_ns = layer_ns_matrix(phases, [hot_lb_of_ep[c.deg.ep] for c in group], moe_ids)
+    if layer_ns is None:
+        return None
+    zeros = np.zeros((count, 1), dtype=np.int64)
+    time_sum = np.concatenate([zeros, np.cumsum(layer_ns, axis=1)], axis=1)
+    bytes_sum = np.concatenate([zeros, np.cumsum(np.array(bytes_py, dtype=np.int64), axis=1)], axis=1)
+    rooms, fixed = np.array(rooms_py, dtype=np.int64), np.array(fixed_py, dtype=np.int64)
+    index = np.arange(count)
+
+    def split_ok(limit: np.ndarray) -> np.ndarray:
+        """Whether the front-greedy split of ``min_slowest_stage_ns`` succeeds at ``limit``."""
+        start = np.zeros(count, dtype=np.int64)
+        ok = np.ones(count, dtype=bool)
+        for j in range(p):
+            most = n - start - (p - j - 1)
+            by_time = (time_sum <= (time_sum[index, start] + limit - fixed[:, j])[:, None]).sum(axis=1) - 1 - start
+            by_bytes = (bytes_sum <= (bytes_sum[index, start] + rooms[:, j])[:, None]).sum(axis=1) - 1 - start
+            take = np.minimum(np.minimum(most, by_time), by_bytes)
+            ok &= take > 0
+            start = np.minimum(start + np.maximum(take, 0), n)
+        return ok & (start == n)
+
+    totals = time_sum[:, -1]
+    everything = totals + fixed.sum(axis=1)  # every stage's time added up
+    hi = everything.copy()
+    fits = split_ok(hi)
+    widest = layer_ns.max(axis=1)
+    lo = np.maximum(widest, -(-everything // p))  # the slowest stage is at least the mean one
+    guess = np.minimum(lo + widest + fixed.max(axis=1), hi)
+    hi = np.where(fits & split_ok(guess), guess, hi)
+    lo = np.minimum(lo, hi)
+    active = fits & (lo < hi)
+    while active.any():
+        mid = (lo + hi) // 2
+        ok = split_ok(mid)
+        hi = np.where(active & ok, mid, hi)
+        lo = np.where(active & ~ok, mid + 1, lo)
+        active = fits & (lo < hi)
+    return [(int(t), int(x) if f else None) for t, x, f in zip(totals, lo, fits)]
+
+
 @dataclass(frozen=True)
 class GreedyPlan:
     """A feasible plan built without the solver (warm start and objective cutoff)."""
@@ -191,6 +309,44 @@ def _min_max_splits(c: StageCosts, hot: dict[int, int], cap: int, tried: list[li
     return out
 
 
+def _prefix_sums(cfgs: list[StageCosts], hot_of: dict[int, dict[int, int]], moe_ids: list[int]) -> dict[int, list]:
+    """Per configuration index: per phase (prefill, then decode), the prefix sums of its
+    layer times at the hot loads ``hot_of[ep]``, as Python ints; {} when int64 could overflow."""
+    phases = [ph for c in cfgs for ph in _phases(c)]
+    if not phases:
+        return {}
+    matrix = layer_ns_matrix(phases, [[hot_of[c.deg.ep][l] for l in moe_ids] for c in cfgs for _ in _phases(c)],
+                             moe_ids)
+    if matrix is None:
+        return {}
+    rows = np.concatenate([np.zeros((len(phases), 1), dtype=np.int64), np.cumsum(matrix, axis=1)], axis=1).tolist()
+    out, i = {}, 0
+    for k, c in enumerate(cfgs):
+        out[k] = rows[i:i + len(_phases(c))]
+        i += len(_phases(c))
+    return out
+
+
+def _phases(c: StageCosts) -> list:
+    """The phase costs of ``c``: prefill, then decode when it decodes."""
+    return [c.prefill] if c.decode is None else [c.prefill, c.decode]
+
+
+def _split_times(c: StageCosts, counts: list[int], sums: list[list[int]]) -> tuple[int, int, int]:
+    """(TTFT, TPOT, batch makespan) of the split ``counts`` from the layer-time prefix sums
+    ``sums`` of each phase (``timing.batch_times`` without recomputing the layer times), ns."""
+    p, m = len(counts), c.deg.micro_batches
+    ends = list(accumulate(counts, initial=0))
+
+    def stage_times(ph, prefix: list[int]) -> list[int]:
+        return [prefix[ends[j + 1]] - prefix[ends[j]] + (ph.embed_ns if j == 0 else 0)
+                + (ph.head_ns if j == p - 1 else 0) for j in range(p)]
+
+    ttft = makespan_ns(stage_times(c.prefill, sums[0]), m, c.prefill.p2p_ns)
+    tpot = decode_step_ns(stage_times(c.decode, sums[1]), m, c.decode.p2p_ns) if c.decode is not None else 0
+    return ttft, tpot, ttft + c.decode_steps * tpot
+
+
 def greedy_plan(cfgs: list[StageCosts], loads, moe_ids: list[int], limits_ns: dict[str, int],
                 cap: int, goal: str = "objective", placements: dict | None = None,
                 lower: list[int] | None = None) -> GreedyPlan | None:
@@ -205,9 +361,12 @@ def greedy_plan(cfgs: list[StageCosts], loads, moe_ids: list[int], limits_ns: di
     hot_of: dict[int, dict[int, int]] = {}  # ep -> MoE layer -> hot load (once per EP degree)
     best = None  # ((goal key), k, split index), counts
 
+    sums: dict[int, list] = {}  # k -> per phase: prefix sums of its layer times, ns
+
     def consider(k: int, c: StageCosts, j: int, counts: list[int]) -> None:
         nonlocal best
-        _, ttft, tpot, span = batch_times(c, stages_of(counts), hot_of[c.deg.ep])
+        ttft, tpot, span = _split_times(c, counts, sums[k]) if k in sums else \
+            batch_times(c, stages_of(counts), hot_of[c.deg.ep])[1:]
         if not _meets(limits_ns, ttft, tpot, span):
             return
         lost = objective_ns(c, ttft, tpot, len(moe_ids))
@@ -216,13 +375,13 @@ def greedy_plan(cfgs: list[StageCosts], loads, moe_ids: list[int], limits_ns: di
             best = (rank, counts)
 
     first: dict[int, list[int]] = {}
-    for k, c in enumerate(cfgs):
-        ep = c.deg.ep
+    for ep in sorted({c.deg.ep for c in cfgs}):
         if ep not in placements:
             placements[ep] = [greedy_ranks(row, ep) for row in loads]
-        if ep not in hot_of:
-            hot_of[ep] = dict(zip(moe_ids, (max(sum(row[x] for x in r) for r in ranks)
-                                            for row, ranks in zip(loads, placements[ep]))))
+        hot_of[ep] = dict(zip(moe_ids, (max(sum(row[x] for x in r) for r in ranks)
+                                        for row, ranks in zip(loads, placements[ep]))))
+    sums.update(_prefix_sums(cfgs, hot_of, moe_ids))
+    for k, c in enumerate(cfgs):
         counts = layer_split_fits(c, len(c.memory.layer_weights), cap)
         if counts is not None:
             first[k] = counts

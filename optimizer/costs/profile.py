@@ -229,9 +229,9 @@ class Efficiency:
                                                            experts_per_gpu))
 
     def _grouped_eta(self, dtype, tokens_per_expert, hidden, inter, experts_per_gpu):
-        rows = [((t.hidden, t.inter, t.experts_per_gpu), t) for t in self.profile.grouped_gemm
-                if t.dtype == dtype]
-        table = _near(rows, (hidden, max(inter, 1), max(experts_per_gpu, 1)))
+        table = self._cached(("grouped_table", dtype, hidden, inter, experts_per_gpu), lambda: _near(
+            [((t.hidden, t.inter, t.experts_per_gpu), t) for t in self.profile.grouped_gemm if t.dtype == dtype],
+            (hidden, max(inter, 1), max(experts_per_gpu, 1))))  # the table depends on the shape only
         return table.over_tokens_per_expert.at(max(tokens_per_expert, 1e-3)) if table else None
 
     def attention_eta(self, kind: str, sliding: bool, phase: str, context: float) -> float | None:

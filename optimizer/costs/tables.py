@@ -291,11 +291,34 @@ def _dense_layers(inst: Instance, deg: Degrees, tokens: int, decode: bool, facts
 
 def _phase(inst: Instance, deg: Degrees, tokens: int, seqs: int, decode: bool,
            facts: LinkFacts, cache: dict | None = None) -> PhaseCosts:
-    """Costs of one phase: ``tokens`` per micro-batch (prefill) or per decode step."""
-    dense = _dense_layers(inst, deg, tokens, decode, facts, cache)
+    """Costs of one phase: ``tokens`` per micro-batch (prefill) or per decode step. With
+    ``cache``, memoized under everything the phase reads of the configuration (TP, EP, ETP,
+    whether there are several stages, tokens, sequences, phase, link facts)."""
     logits = tokens if decode else seqs  # prefill: the last position of each sequence
-    return assemble_phase(inst, deg, facts, dense, moe_terms(inst, deg, tokens, decode, facts),
-                          tokens, logits)
+    key = ("phase", deg.tp, deg.ep, deg.etp, deg.pp > 1, tokens, logits, decode, facts)
+    phase = None if cache is None else cache.get(key)
+    if phase is None:
+        dense = _dense_layers(inst, deg, tokens, decode, facts, cache)
+        phase = assemble_phase(inst, deg, facts, dense, _moe_terms_cached(inst, deg, tokens, decode, facts, cache),
+                               tokens, logits)
+        if cache is not None:
+            cache[key] = phase
+    return phase
+
+
+def _moe_terms_cached(inst: Instance, deg: Degrees, tokens: int, touched_only: bool, facts: LinkFacts,
+                      cache: dict | None) -> tuple[int, ...]:
+    """``moe_terms``, memoized in ``cache`` under everything it reads of the configuration
+    (TP, EP, ETP, tokens, phase, EP peers and ETP link): configurations differing only in PP,
+    DP or micro-batch count share them."""
+    if cache is None:
+        return moe_terms(inst, deg, tokens, touched_only, facts)
+    key = ("moe", deg.tp, deg.ep, deg.etp, tokens, touched_only, facts.ep_local_peers,
+           facts.ep_remote_peers, facts.etp_inter_node)
+    terms = cache.get(key)
+    if terms is None:
+        terms = cache[key] = moe_terms(inst, deg, tokens, touched_only, facts)
+    return terms
 
 
 def assemble_phase(inst: Instance, deg: Degrees, facts: LinkFacts, dense: list[tuple[int, int]],

@@ -7,7 +7,10 @@ once the deadline plus a grace has passed. Under ``stop_on_sigint`` the first SI
 search in progress (which returns its best solution) and starts no further solve.
 
 ``clock`` is the one time source of budgets and builds (monotonic seconds); tests replace it
-to check deadlines deterministically.
+to check deadlines deterministically. ``cpu_clock`` (this process's CPU seconds) bounds the
+one part of a build that the wall clock never cuts: the work before its first plan to fall
+back on (``building`` with ``ready``). On a busy machine that work takes longer in wall time
+but about the same CPU time, so a short limit still ends with a plan.
 """
 
 from __future__ import annotations
@@ -30,6 +33,11 @@ def clock() -> float:
     return time.monotonic()
 
 
+def cpu_clock() -> float:
+    """CPU seconds this process has used (every thread, ``time.process_time``)."""
+    return time.process_time()
+
+
 class OutOfTime(Exception):
     """Raised into a model build (pure Python, which CP-SAT's limit cannot stop) when the
     deadline plus its grace passes, or on Ctrl-C."""
@@ -44,6 +52,7 @@ class Budget:
     def __init__(self, seconds: float):
         self.seconds = seconds
         self.deadline = clock() + seconds
+        self.cpu_start = cpu_clock()
         self.grace = 1.0 + 0.1 * seconds
         self.interrupted = False
         self.building = False
@@ -57,6 +66,11 @@ class Budget:
     def expired(self) -> bool:
         """True when less than the shortest useful solve (MIN_SOLVE_S) is left."""
         return self.left() < MIN_SOLVE_S
+
+    def cpu_left(self) -> float:
+        """CPU seconds the process may still spend before its first plan: the limit plus
+        the grace, counted from the budget's start."""
+        return self.seconds + self.grace - (cpu_clock() - self.cpu_start)
 
     def interrupt(self) -> None:
         """Stop the active search (it returns its best solution) and any later one."""
@@ -100,11 +114,13 @@ def stop_on_sigint(budget: Budget) -> Iterator[Budget]:
 def building(budget: Budget, ready: Callable[[], bool] | None = None) -> Iterator[None]:
     """A model build that raises OutOfTime once the deadline plus the grace has passed
     (a SIGALRM timer: Python code stops at its next bytecode). With ``ready`` (True once
-    the build has a plan to fall back on), it stops at the deadline itself when ready,
-    and uses the grace only while not. The timer is armed only in the main thread and only
-    when nobody else uses SIGALRM; it is disarmed on leaving."""
+    the build has a plan to fall back on), it stops at the deadline itself when ready; while
+    not ready, the wall clock does not stop it, only its CPU time past the limit plus the
+    grace (``Budget.cpu_left``), so a busy machine still gets its fallback plan. The timer
+    is armed only in the main thread and only when nobody else uses SIGALRM; it is
+    disarmed on leaving."""
     last = budget.deadline + budget.grace
-    if budget.interrupted or last - clock() <= 0:
+    if budget.interrupted or (ready is None and last - clock() <= 0) or (ready is not None and budget.cpu_left() <= 0):
         raise OutOfTime("no time left")
     first = budget.deadline if ready is not None else last
     armed = False
@@ -115,10 +131,12 @@ def building(budget: Budget, ready: Callable[[], bool] | None = None) -> Iterato
             def on_alarm(signum, frame):
                 if not budget.building:
                     return
-                now = clock()
-                if ready is None or ready() or now >= last:
+                if ready is None or ready():
                     raise OutOfTime("time limit")
-                signal.setitimer(signal.ITIMER_REAL, max(0.01, min(0.05, last - now)))  # look again soon
+                cpu_left = budget.cpu_left()
+                if cpu_left <= 0:
+                    raise OutOfTime("time limit (CPU time before a first plan)")
+                signal.setitimer(signal.ITIMER_REAL, max(0.01, min(0.05, cpu_left)))  # look again soon
 
             signal.signal(signal.SIGALRM, on_alarm)
             signal.setitimer(signal.ITIMER_REAL, max(0.001, first - clock()))

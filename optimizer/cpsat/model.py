@@ -20,7 +20,7 @@ from ortools.sat.python import cp_model
 import constraints
 from constraints.pipeline import phase_of
 from optimizer.costs.candidates import admissible_degrees
-from optimizer.costs.config_bounds import config_bounds, greedy_plan, hot_load_lower_bound
+from optimizer.costs.config_bounds import config_bounds_many, greedy_plan, hot_load_lower_bound
 from optimizer.costs.expert_loads import expert_loads
 from optimizer.costs.tables import LinkFacts, StageCosts, stage_costs
 from optimizer.costs.timing import makespan_limit_ns
@@ -250,8 +250,7 @@ def _survivors(data: ModelData, cfgs, hot_lb, limits, cap_bytes, explain, cutoff
     the greedy plan over them, and (explain mode) the configurations a requirement rules
     out by a bound, with those requirements."""
     kept, blocked = [], []
-    for config in cfgs:
-        bound = config_bounds(config, hot_lb[config.deg.ep], data.moe_ids, cap_bytes)
+    for config, bound in zip(cfgs, config_bounds_many(cfgs, hot_lb, data.moe_ids, cap_bytes)):
         reasons = tuple(name for name in REQUIREMENTS if (name == "memory" and not bound.memory_fits)
                         or (name in limits and bound.timing_ns(name) > limits[name]))
         if not reasons:

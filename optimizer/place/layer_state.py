@@ -20,11 +20,12 @@ SCALE = 1_000_000            # node-coverage weights: the heaviest expert's toke
 class LayerState:
     """Search state of one layer: replica counts ``count`` [E] and the plan ``R`` [G][S].
     Starts from the min-max replica counts packed heaviest replica first (``pack``); the
-    packing stops at ``deadline`` (monotonic seconds) with a round-robin plan. ``effort``:
+    packing stops at ``deadline`` (monotonic seconds) with a round-robin plan. ``packed``:
+    (replica counts, plan) of that packing when already computed (``pack_many``). ``effort``:
     the deterministic budget of ``Settings.effort`` (None: the clock alone)."""
 
     def __init__(self, n: np.ndarray, spec: PlaceSpec, seed: int, deadline: float | None = None,
-                 effort: float | None = None):
+                 effort: float | None = None, packed: tuple[np.ndarray, np.ndarray] | None = None):
         self.ni = n
         self.n = n.astype(np.float64)
         self.spec = spec
@@ -35,13 +36,19 @@ class LayerState:
         self.cap = spec.max_replicas()
         self.node = np.arange(self.G) // (self.G // self.K)
         self.mean = float(self.n.sum()) / self.G
-        count = min_max_replicas(self.n, self.E + spec.redundant, self.cap)
+        if packed is None:
+            count = min_max_replicas(self.n, self.E + spec.redundant, self.cap)
+        else:
+            count = packed[0].tolist()
         self.lower = lower_bound(n, spec, deadline, count)
         self.rng = random.Random(seed)
         self.seed = seed
         self.effort = effort
         self.count = np.array(count, dtype=np.int64)
-        ranks, self.packing_cut = pack(self.n, self.count, spec, self.S, deadline)
+        if packed is None:
+            ranks, self.packing_cut = pack(self.n, self.count, spec, self.S, deadline)
+        else:
+            ranks, self.packing_cut = packed[1], False
         self.R = np.array(ranks, dtype=np.int64)  # packing_cut: round robin, the deadline passed
 
     def loads(self, R=None, count=None) -> np.ndarray:

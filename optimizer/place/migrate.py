@@ -136,10 +136,16 @@ def migrate_layer(n: np.ndarray, current: np.ndarray, best: np.ndarray, spec: Pl
     if current_max <= target * (1 + 1e-12):
         return result(current.copy(), True)   # no move needed
     start = time.monotonic()
-    near = _repair_ladder(n, current, np.bincount(best.ravel(), minlength=len(n)), spec, best_max,
-                          tolerance, start + REPAIR_SHARE * (deadline - start), seed)
-    if near is not None and _cost(near, current, node, objective) < _cost(hint, current, node, objective):
-        hint = near
+    repair_end = start + REPAIR_SHARE * (deadline - start)
+    have = np.bincount(current.ravel(), minlength=len(n))
+    options = [nearest_counts(nf, have, target, spec.max_replicas()), np.bincount(best.ravel(), minlength=len(n))]
+    tries = [(counts, ladder) for ladder in (False, True) for counts in options if counts is not None]
+    for k, (counts, ladder) in enumerate(tries):  # current counts first, straight to T first
+        end = start + (k + 1) / len(tries) * (repair_end - start)
+        near = (_repair_ladder(n, current, counts, spec, best_max, tolerance, end, seed) if ladder
+                else repair(n, current, counts, spec, target, end, seed))
+        if near is not None and _cost(near, current, node, objective) < _cost(hint, current, node, objective):
+            hint = near
     model = _Model(n, current, hint, best, spec, tolerance, objective, node)
     limit = deadline - time.monotonic()
     fixed = model.counts_fixed
@@ -157,6 +163,29 @@ def migrate_layer(n: np.ndarray, current: np.ndarray, best: np.ndarray, spec: Pl
             _cost(plan, current, node, objective) > _cost(hint, current, node, objective):
         return result(hint, False, fixed)   # rounded weights let an edge plan through, or no gain
     return result(plan, proven, fixed)
+
+
+def nearest_counts(n: np.ndarray, have: np.ndarray, target: float, cap: int) -> np.ndarray | None:
+    """[E] replica counts closest to ``have`` (the current ones) under which no single
+    replica exceeds ``target``: every expert with ``n[e] / have[e] > target`` gets the
+    replicas it needs (``ceil(n[e] / target)``), each taken from the expert that can spare
+    one at the least per-replica load afterwards (``n[f] / (have[f] - 1)``, ties: lower id).
+    None when ``cap`` or the slots cannot provide them. Each changed count costs at least
+    one move, so these counts keep most of the current plan."""
+    count = have.astype(np.int64).copy()
+    need = np.maximum(1, np.ceil(n / target * (1 - 1e-12)).astype(np.int64)) if target > 0 else np.ones_like(count)
+    if (need > cap).any():
+        return None
+    for e in np.flatnonzero(count < need):
+        for _ in range(int(need[e] - count[e])):
+            spare = np.flatnonzero((count > need) & (count > 1))
+            if len(spare) == 0:
+                return None
+            after = n[spare] / (count[spare] - 1)
+            f = int(spare[int(np.argmin(after))])
+            count[f] -= 1
+            count[e] += 1
+    return count
 
 
 def _repair_ladder(n, current, count, spec, best_max, tolerance, deadline, seed):

@@ -114,3 +114,48 @@ def round_robin(count: np.ndarray, spec: PlaceSpec, S: int) -> np.ndarray:
     ranks = np.empty((G, S), dtype=np.int64)
     ranks[cycle] = slots.reshape(S, G).T  # slot p goes to rank cycle[p % G], in order of p
     return ranks
+
+
+def pack_many(n: np.ndarray, count: np.ndarray, spec: PlaceSpec, S: int) -> tuple[np.ndarray, np.ndarray]:
+    """``pack`` (no deadline) of every layer at once, one replica of every layer per step.
+
+    ``n`` [L][E] float tokens, ``count`` [L][E] replica counts. Returns ``R`` [L][G][S]
+    expert ids and ``done`` [L] bool: True where the layer's plan is exactly ``pack``'s
+    (same order of replicas, same least-loaded rank with ties to the lower id, the same
+    float sums); False where ``pack`` would need a freeing move (only ranks holding the
+    expert have room): the caller packs those layers with ``pack``. The work is O(E + R)
+    array steps of size [L][G], whatever the number of layers."""
+    L, E = n.shape
+    G, K = spec.num_ranks, spec.num_nodes
+    per = G // K
+    node_of = np.arange(G) // per
+    weight = n / count                                         # [L][E] per-replica tokens
+    items = np.empty((L, G * S), dtype=np.int64)
+    for l in range(L):  # heaviest replica first, ties: lower id (pack's order)
+        order = np.lexsort((np.arange(E), -weight[l]))
+        items[l] = np.repeat(order, count[l][order])
+    rows = np.arange(L)
+    item_w = weight[rows[:, None], items]                      # [L][G*S]
+    total = np.zeros((L, G))
+    fill = np.zeros((L, G), dtype=np.int64)
+    holds = np.zeros((L, E, G), dtype=bool)
+    node_holds = np.zeros((L, E, K), dtype=bool) if spec.spread_replicas else None
+    R = np.zeros((L, G, S), dtype=np.int64)
+    done = np.ones(L, dtype=bool)
+    for i in range(G * S):
+        e = items[:, i]
+        blocked = (fill >= S) | holds[rows, e]
+        if node_holds is not None:
+            blocked |= node_holds[rows, e][:, node_of]
+        candidate = np.where(blocked, np.inf, total)
+        g = np.argmin(candidate, axis=1)
+        done &= ~blocked[rows, g]  # every rank blocked: pack would move another expert
+        live = rows[done]
+        g, e = g[done], e[done]
+        R[live, g, fill[live, g]] = e
+        fill[live, g] += 1
+        total[live, g] += item_w[live, i]
+        holds[live, e, g] = True
+        if node_holds is not None:
+            node_holds[live, e, node_of[g]] = True
+    return R, done

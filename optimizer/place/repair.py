@@ -25,6 +25,7 @@ from optimizer.place.exact import new_solver
 from optimizer.place.problem import PlaceSpec
 
 GROUP_START = 3              # cool ranks joined to the hottest one in the first try
+SWAP_STEPS_PER_RANK = 8      # exchanges (``_swap``) tried per rank before only CP-SAT re-assigns
 STEP_DETERMINISTIC_S = 0.1   # CP-SAT deterministic seconds per re-assignment of 4 ranks (best plan found
                              # by then is taken; none found counts as "cannot meet the target")
 
@@ -39,12 +40,21 @@ def repair(n: np.ndarray, current: np.ndarray, count: np.ndarray, spec: PlaceSpe
         return None
     weight = n.astype(np.float64) / count
     held = {(int(e), g) for g in range(len(current)) for e in current[g]}
+    was_held = np.zeros((len(n), len(current)), dtype=bool)   # [E][G]: current holds (e, g)
+    was_held[current, np.arange(len(current))[:, None]] = True
     k = GROUP_START
+    swaps = 0
     while time.monotonic() < deadline:
         loads = weight[plan].sum(axis=1)
         a = int(np.argmax(loads))
         if loads[a] <= target * (1 + 1e-12):
+            if not spec.spread_replicas:
+                _fewer_moves(plan, weight, target, was_held, deadline)
             return plan
+        if not spec.spread_replicas and swaps < SWAP_STEPS_PER_RANK * len(plan) and \
+                _swap(plan, weight, loads, a, target, was_held):
+            swaps += 1
+            continue
         cool = [int(g) for g in np.argsort(loads, kind="stable") if g != a][:k]
         group = [a] + cool
         new_rows = _regroup(plan, group, n, count, spec, target, held, deadline, seed)
@@ -55,6 +65,71 @@ def repair(n: np.ndarray, current: np.ndarray, count: np.ndarray, spec: PlaceSpe
             continue
         plan[group] = new_rows
     return None
+
+
+def _swap(plan: np.ndarray, weight: np.ndarray, loads: np.ndarray, a: int, target: float,
+          was_held: np.ndarray) -> bool:
+    """One exchange of a replica of the hottest rank ``a`` with one of another rank ``b``
+    (in place), keeping ``b`` within ``target`` and the replicas of an expert on distinct
+    ranks: one that brings ``a`` within ``target`` at the fewest new (expert, rank) pairs
+    (``was_held`` [E][G]: the current plan's pairs cost nothing), then the lowest pair
+    maximum; else the one lowering the pair maximum most. False when no exchange lowers it."""
+    G, S = plan.shape
+    wa = weight[plan[a]]                                        # [S]
+    delta = wa[None, :, None] - weight[plan][:, None, :]       # [G][S (from a)][S (from b)]
+    new_a, new_b = loads[a] - delta, loads[:, None, None] + delta
+    on_rank = np.zeros((G, weight.shape[0]), dtype=bool)
+    on_rank[np.arange(G)[:, None], plan] = True
+    ok = (new_b <= target * (1 + 1e-12)) & (np.maximum(new_a, new_b) < loads[a] * (1 - 1e-12))
+    ok &= ~on_rank[:, plan[a]][:, :, None]                     # e (from a) not on b already
+    ok &= ~on_rank[a][plan][:, None, :]                        # f (from b) not on a already
+    ok[a] = False
+    if not ok.any():
+        return False
+    cost = (~was_held[plan[a]].T)[:, :, None].astype(np.int64) + (~was_held[plan, a])[:, None, :]
+    peak = np.maximum(new_a, new_b)
+    within = ok & (new_a <= target * (1 + 1e-12))
+    if within.any():
+        key = np.where(within, cost * 4.0 * loads[a] + peak, np.inf)
+    else:
+        key = np.where(ok, peak, np.inf)
+    b, i, j = np.unravel_index(int(np.argmin(key)), key.shape)
+    plan[a, i], plan[b, j] = plan[b, j], plan[a, i]
+    return True
+
+
+def _fewer_moves(plan: np.ndarray, weight: np.ndarray, target: float, was_held: np.ndarray,
+                 deadline: float) -> None:
+    """Exchanges of two replicas between two ranks (in place) that lower the number of new
+    (expert, rank) pairs while both ranks stay within ``target`` and an expert's replicas on
+    distinct ranks: the largest saving first (then the lowest pair maximum), until none is
+    left or ``deadline``. Every step saves at least one move, so at most G*S steps."""
+    G, S = plan.shape
+    rank = np.arange(G)
+    limit = target * (1 + 1e-12)
+    while time.monotonic() < deadline:
+        w = weight[plan]                                           # [G][S]
+        loads = w.sum(axis=1)
+        fresh = ~was_held[plan, rank[:, None]]                     # [G][S] pair not in current
+        on_rank = np.zeros((G, weight.shape[0]), dtype=bool)
+        on_rank[rank[:, None], plan] = True
+        # item (b, i) goes to rank c and item (c, j) to rank b; arrays [G b][S i][G c][S j]
+        delta = w[:, :, None, None] - w[None, None, :, :]
+        new_b = loads[:, None, None, None] - delta
+        new_c = loads[None, None, :, None] + delta
+        fresh_at = ~was_held[plan]                                 # [G][S][G r]: (plan[g, s], r) fresh
+        saving = (fresh[:, :, None, None].astype(np.int64) + fresh[None, None, :, :]
+                  - fresh_at[:, :, :, None] - np.transpose(fresh_at, (2, 0, 1))[:, None, :, :])
+        ok = (saving > 0) & (new_b <= limit) & (new_c <= limit)
+        holds = on_rank.T[plan]                                    # [G][S][G r]: rank r holds plan[g, s]
+        ok &= ~holds[:, :, :, None]                                # e (from b) not on c already
+        ok &= ~np.transpose(holds, (2, 0, 1))[:, None, :, :]       # f (from c) not on b already
+        ok[rank, :, rank, :] = False
+        if not ok.any():
+            return
+        key = np.where(ok, -saving * 4.0 * limit + np.maximum(new_b, new_c), np.inf)
+        b, i, c, j = np.unravel_index(int(np.argmin(key)), key.shape)
+        plan[b, i], plan[c, j] = plan[c, j], plan[b, i]
 
 
 def _recount(n: np.ndarray, current: np.ndarray, count: np.ndarray, spec: PlaceSpec) -> np.ndarray | None:

@@ -2,8 +2,8 @@
 
 Method per layer (layers are independent)
 1. Replica counts by the min-max greedy, heaviest replica first onto the least-loaded
-   rank (``packing``; all layers first, so each has a plan), then the pairwise descent
-   (``heuristic``).
+   rank (``packing``; all layers first and at once, ``pack_many``, so each starts from the
+   EPLB recipe's plan whatever the limit), then the pairwise descent (``heuristic``).
 2. Small layers (``exact_size`` <= ``EXACT_MAX_LITERALS``, and a budget of at least
    ``EXACT_S_PER_LITERAL`` per literal): the full CP-SAT model (``exact``), after a short
    local search for a better hint when there are replicas.
@@ -16,9 +16,11 @@ A layer's status is "optimal" when CP-SAT proved it or its max load meets the lo
 
 Time limit: one deadline for the whole call. Each layer gets (time left) / (layers left);
 every stage (packing, descent, local search, CP-SAT) stops at its layer's deadline and the
-best complete plan found so far is kept. The packing of all layers comes first and
-stops at the deadline too (a layer not packed by then gets a round-robin plan); layers
-reached after the deadline keep their packing (method "greedy": no search ran). A layer
+best complete plan found so far is kept. The packing of all layers comes first and is
+never cut by the clock (a few ms per layer, one array step per replica for all layers;
+only a layer needing ``pack``'s rare freeing move is packed alone, and that one may be cut
+to a round-robin plan); layers reached after the deadline keep their packing (method
+"greedy": no search ran). A layer
 whose search was stopped by the clock is reported with ``time_limit_reached``. What still
 runs after the deadline is O(slots) per layer (replica counts, bound, round robin, about
 3-10 us per slot, capped by ``problem.MAX_TOTAL_SLOTS``), plus one CP-SAT or numpy step
@@ -33,25 +35,32 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import numpy as np
 
+from optimizer.place.bounds import min_max_replicas
 from optimizer.place.exact import EXACT_MAX_LITERALS, EXACT_S_PER_LITERAL, exact_size, solve_exact
 from optimizer.place.heuristic import ILS_STALL, TRIES_PER_EFFORT, descent, local_search
 from optimizer.place.layer_state import LayerState
+from optimizer.place.packing import pack_many
 from optimizer.place.problem import REL_TOL, LayerPlacement, Placement, PlaceSpec, Settings
 from optimizer.place.rank_nodes import nodes_by_bundles
 
 log = logging.getLogger(__name__)
 
+PACK_MANY_CELLS = 1 << 24  # (layer, expert, rank) flags of one ``pack_many`` call at most (16 MB)
 
-def place(counts: np.ndarray, layer_ids: list[int], spec: PlaceSpec, settings: Settings) -> Placement:
+
+def place(counts: np.ndarray, layer_ids: list[int], spec: PlaceSpec, settings: Settings,
+          progress: Callable[[int], None] | None = None) -> Placement:
     """Placement of every layer of ``counts`` ([layers][experts] int tokens).
 
     ``settings.time_limit_s`` is one deadline for the whole call (see the module doc): each
     layer gets (time left) / (layers left) of its worker; with ``workers > 1`` and several
     layers, layers are split round-robin over that many processes (each CP-SAT
-    single-threaded), otherwise CP-SAT uses ``workers`` threads.
+    single-threaded), otherwise CP-SAT uses ``workers`` threads. ``progress(k)`` is called
+    as layers finish, ``k`` the number just finished (all layers add up to ``len(layer_ids)``).
     """
     start = time.monotonic()
     counts = np.asarray(counts, dtype=np.int64)
@@ -60,33 +69,59 @@ def place(counts: np.ndarray, layer_ids: list[int], spec: PlaceSpec, settings: S
     deadline = start + settings.time_limit_s
     groups = max(1, min(settings.workers, num_layers))
     if groups == 1:
-        results = _run_group(counts, layer_ids, list(range(num_layers)), spec, settings, deadline)
+        results = _run_group(counts, layer_ids, list(range(num_layers)), spec, settings, deadline,
+                             progress=progress)
     else:
-        results = _run_parallel(counts, layer_ids, spec, settings, deadline, groups)
+        results = _run_parallel(counts, layer_ids, spec, settings, deadline, groups, progress)
     position = {lid: i for i, lid in enumerate(layer_ids)}
     results.sort(key=lambda lp: position[lp.layer])
     return Placement(spec, num_experts, results, time.monotonic() - start)
 
 
 def _run_group(counts, layer_ids, rows: list[int], spec: PlaceSpec, settings: Settings,
-               deadline: float, threads: int | None = None) -> list[LayerPlacement]:
-    """Every layer of ``rows`` packed first (so each has a plan even when time runs out),
-    then improved in turn, each within (time left) / (layers left)."""
+               deadline: float, threads: int | None = None,
+               progress: Callable[[int], None] | None = None) -> list[LayerPlacement]:
+    """Every layer of ``rows`` packed first, all at once and whatever the deadline (the
+    EPLB-quality plan every layer starts from: ``pack_many``, a few ms per layer), then
+    improved in turn, each within (time left) / (layers left)."""
+    start = time.monotonic()
+    packed = _pack_rows(counts, rows, spec)
+    pack_s = (time.monotonic() - start) / max(1, len(rows))
     states = []
-    for row in rows:
+    for row, first in zip(rows, packed):
         start = time.monotonic()
         st = LayerState(np.asarray(counts[row], dtype=np.int64), spec,
-                        settings.seed + 7919 * layer_ids[row], deadline, settings.effort)
-        states.append((st, time.monotonic() - start))
+                        settings.seed + 7919 * layer_ids[row], deadline, settings.effort, first)
+        states.append((st, pack_s + time.monotonic() - start))
     out = []
     for i, (row, (st, pack_s)) in enumerate(zip(rows, states)):
         share = max(0.0, deadline - time.monotonic()) / (len(rows) - i)
         out.append(_improve(st, layer_ids[row], share, threads or settings.workers, pack_s))
         states[i] = None  # free the layer's state
+        if progress is not None:
+            progress(1)
     return out
 
 
-def _run_parallel(counts, layer_ids, spec, settings, deadline, groups) -> list[LayerPlacement]:
+def _pack_rows(counts, rows: list[int], spec: PlaceSpec) -> list[tuple[np.ndarray, np.ndarray] | None]:
+    """Per row: (min-max replica counts, ``pack``'s plan), computed for all rows at once by
+    ``pack_many``; None for a row that needs ``pack``'s freeing move (LayerState packs it)."""
+    E, G = counts.shape[1], spec.num_ranks
+    if not rows or E * G > PACK_MANY_CELLS:  # huge layers: ``pack`` alone, which the clock can cut
+        return [None] * len(rows)
+    S = spec.slots_per_rank(E)
+    out: list[tuple[np.ndarray, np.ndarray] | None] = []
+    chunk = max(1, PACK_MANY_CELLS // (E * G))  # [layers][E][G] flags per call at most PACK_MANY_CELLS
+    for first in range(0, len(rows), chunk):
+        n = np.asarray(counts[rows[first:first + chunk]], dtype=np.float64)
+        count = np.array([min_max_replicas(row, E + spec.redundant, spec.max_replicas()) for row in n],
+                         dtype=np.int64)
+        plans, done = pack_many(n, count, spec, S)
+        out += [(count[i], plans[i]) if done[i] else None for i in range(len(n))]
+    return out
+
+
+def _run_parallel(counts, layer_ids, spec, settings, deadline, groups, progress=None) -> list[LayerPlacement]:
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
@@ -95,11 +130,16 @@ def _run_parallel(counts, layer_ids, spec, settings, deadline, groups) -> list[L
         pool = ProcessPoolExecutor(max_workers=groups, mp_context=mp.get_context("fork"))
     except (OSError, ValueError) as exc:  # no fork or no semaphores here: one process
         log.warning("place: no worker processes (%s); solving layers one by one", exc)
-        return _run_group(counts, layer_ids, list(range(counts.shape[0])), spec, settings, deadline)
+        return _run_group(counts, layer_ids, list(range(counts.shape[0])), spec, settings, deadline,
+                          progress=progress)
     # CLOCK_MONOTONIC is system-wide on Linux, so the deadline means the same in children.
     with pool:
         futures = [pool.submit(_run_group, counts, layer_ids, r, spec, settings, deadline, 1)
                    for r in rows]
+        if progress is not None:  # a process's layers count when all of them are done
+            from concurrent.futures import as_completed
+            for done in as_completed(futures):
+                progress(len(done.result()))
         return [lp for f in futures for lp in f.result()]
 
 

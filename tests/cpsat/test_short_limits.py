@@ -89,3 +89,63 @@ def test_instance_default_is_automatic(monkeypatch):
     solver = make_solver(settings, 1.0, 11)
     assert solver.parameters.num_workers == 2 and solver.parameters.interleave_search
     assert make_solver(SolverSettings.of(auto, workers=3), 1.0, 1).parameters.num_workers == 3  # explicit wins
+
+
+# --- a machine too busy to finish the build by the deadline (a stalled build, not a busy one) ---
+
+STALL_S = 2.5  # > the 1 s limit plus its 1.1 s grace: the wall-clock deadline passes mid-build
+
+
+def _stall_the_build(monkeypatch):
+    """The build's cost tables first wait STALL_S of wall time without using CPU, as on a
+    machine that gives this process no CPU for a while."""
+    import time
+    real = search_mod.candidate_costs
+
+    def stalled(*args, **kwargs):
+        time.sleep(STALL_S)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(search_mod, "candidate_costs", stalled)
+
+
+def test_a_stalled_build_still_returns_the_greedy_plan(monkeypatch):
+    inst = load_model(REPO / "instances" / "deepseek_v3_fp8_h100.json", Instance, "instance")
+    best = solve(inst, workers=1)
+    _stall_the_build(monkeypatch)
+    cut = solve(inst, time_limit_s=1, workers=1)
+    # the deadline passed before the first greedy plan; the build went on (its CPU time stayed
+    # far below the limit plus grace) and then stopped at its next look at the clock: the
+    # greedy plan, or phase 1's plan from its shortest search, is the plan (no phase 2)
+    assert cut.status == "feasible" and cut.secondary is None
+    check = evaluate(inst, cut.plan)
+    assert check.feasible and cut.primary.objective == check.objective_ns
+    assert cut.primary.bound <= best.primary.objective <= cut.primary.objective
+
+
+def test_a_build_spending_its_cpu_budget_before_a_plan_is_abandoned(monkeypatch):
+    """The CPU-time cap is real: with the process's CPU clock replaced by the wall clock, the
+    stalled build has spent the limit plus grace before its first plan and is abandoned."""
+    import time
+
+    from optimizer.cpsat import budget as budget_mod
+    from optimizer.errors import NoSolutionError
+    monkeypatch.setattr(budget_mod, "cpu_clock", time.monotonic)
+    _stall_the_build(monkeypatch)
+    inst = load_model(REPO / "instances" / "deepseek_v3_fp8_h100.json", Instance, "instance")
+    with pytest.raises(NoSolutionError, match="building the model took all of it"):
+        solve(inst, time_limit_s=1, workers=1)
+
+
+def test_the_command_line_writes_the_greedy_plan_of_a_stalled_build(monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    from optimizer.cli.main import main
+    _stall_the_build(monkeypatch)
+    out = tmp_path / "plan.json"
+    done = CliRunner().invoke(main, ["solve", str(REPO / "instances" / "deepseek_v3_fp8_h100.json"),
+                                     "--time-limit", "1", "--workers", "1", "--output", str(out)])
+    assert done.exit_code == 0, done.output
+    solver = json.loads(out.read_text())["solver"]
+    assert solver["status"] == "feasible" and "makespan_status" not in solver  # no time for phase 2
+    assert 0 <= solver["gap"] < 1 and solver["bound"] <= solver["objective"]

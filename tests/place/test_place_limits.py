@@ -223,18 +223,20 @@ def test_huge_ep_on_two_experts_is_fast_and_optimal(tmp_path):
     assert doc["layers"][0]["max_load"] == round(50 / 5461, 3)
 
 
-def test_packing_cut_by_the_deadline_is_a_valid_feasible_plan():
-    """Time limit 0: the packing stops before its first replica and returns the round-robin
-    layout: experts 0, 2 on rank 0 and 1, 3 on rank 1, loads 10 + 10 = 20 and 1 + 1 = 2,
-    where 10 + 1 = 11 (= the mean, so the bound) is optimal; the report says the clock
-    stopped it."""
-    counts = np.array([[10, 1, 10, 1]], dtype=np.int64)
+def test_a_zero_time_limit_still_returns_the_packed_plan():
+    """Time limit 0: the packing (the EPLB recipe, never cut by the clock) still runs, and
+    nothing after it. Loads 8, 7, 6, 5, 4, 3 on 2 ranks of 3 slots, heaviest first onto the
+    less loaded rank (ties: lower rank): 8 -> r0 (8), 7 -> r1 (7), 6 -> r1 (13), 5 -> r0
+    (13), 4 -> r0 (17, tie to the lower rank), 3 -> r1 (16): max 17, which is optimal (the
+    total 33 is odd) but above the bound 33 / 2 = 16.5, so it is reported as a greedy plan
+    that the clock stopped."""
+    counts = np.array([[8, 7, 6, 5, 4, 3]], dtype=np.int64)
     spec = PlaceSpec(2)
     doc = place(counts, [0], spec, Settings(time_limit_s=0.0)).to_json()
     check_honest(doc, counts, spec)
     lay = doc["layers"][0]
-    assert (lay["max_load"], lay["lower_bound"], lay["status"]) == (20.0, 11.0, "feasible")
-    assert lay["ranks"] == [[0, 2], [1, 3]] and lay["method"] == "greedy"
+    assert (lay["max_load"], lay["lower_bound"], lay["status"]) == (17.0, 16.5, "feasible")
+    assert lay["ranks"] == [[0, 3, 4], [1, 2, 5]] and lay["method"] == "greedy"
     assert lay["time_limit_reached"] and doc["time_limit_reached"]
 
 

@@ -233,3 +233,47 @@ def test_effort_makes_the_local_search_repeatable():
     assert runs[0].method == "search"
     assert runs[0].ranks == runs[1].ranks and runs[0].max_load == runs[1].max_load
     assert not runs[0].time_limit_reached
+
+
+# --- the fast repair: replica counts near the current ones, exchanges, then fewer moves ---
+
+def test_nearest_counts_by_hand():
+    """Loads 12, 4, 2, 1 with counts 1, 2, 2, 1 in service and target 6: expert 0 needs
+    ceil(12 / 6) = 2 replicas. Experts 1 and 2 can spare one (2 > their need of 1); after
+    giving it up their per-replica loads would be 4 / 1 = 4 and 2 / 1 = 2, so expert 2 gives
+    it: counts 2, 2, 1, 1 (one changed pair of counts)."""
+    from optimizer.place.migrate import nearest_counts
+    out = nearest_counts(np.array([12.0, 4, 2, 1]), np.array([1, 2, 2, 1]), 6.0, cap=3)
+    assert out.tolist() == [2, 2, 1, 1]
+    assert nearest_counts(np.array([12.0, 4, 2, 1]), np.array([1, 2, 2, 1]), 6.0, cap=1) is None  # 2 > cap
+
+
+def test_repair_exchange_by_hand():
+    """Loads 5, 4, 1, 1 on 2 ranks of 2, current {0, 1} = 9 | {2, 3} = 2, target 6. Every
+    exchange of the hot rank's items with the cool rank's gives loads {5, 6} (5 + 1 | 4 + 1 or
+    4 + 1 | 5 + 1): all within 6, all cost 2 moves, peak 6; the first in order (expert 0 with
+    expert 2) is taken: {2, 1} = 5 | {0, 3} = 6, 2 moves, and no exchange can save one."""
+    from optimizer.place.repair import repair
+    n = np.array([5, 4, 1, 1])
+    current = np.array([[0, 1], [2, 3]])
+    plan = repair(n, current, np.ones(4, dtype=np.int64), PlaceSpec(2), 6.0, time.monotonic() + 10)
+    assert plan.tolist() == [[2, 1], [0, 3]]
+    assert count_moves(plan, current)[0] == 2
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_repair_meets_the_target_with_no_more_moves_than_needed_by_brute_force(seed):
+    """On small layers (a plan within 5 % of the best always exists) the repaired plan
+    meets its target, holds every expert once on ranks of S, and moves no fewer experts
+    than the brute-force minimum (so the counting is honest)."""
+    from optimizer.place.repair import repair
+    rng = random.Random(100 + seed)
+    E, G, S = 6, 3, 2
+    n, current = _case(rng, E, G, S)
+    best, least = brute_moves(n.tolist(), current.tolist(), G, S, 0.05)
+    target = float(best) * 1.05
+    plan = repair(n, current, np.ones(E, dtype=np.int64), PlaceSpec(G), target, time.monotonic() + 10, seed)
+    assert plan is not None
+    assert sorted(plan.ravel().tolist()) == list(range(E)) and plan.shape == (G, S)
+    assert max(sum(n[e] for e in r) for r in plan) <= target * (1 + 1e-12)
+    assert count_moves(plan, current)[0] >= least
