@@ -142,6 +142,7 @@ class DisaggModel:
         the previous ones kept at their optimum; None when nothing is feasible. Each phase
         gets what is left of ``time_limit_s``; an unproven phase ends the sequence."""
         deadline = time.monotonic() + time_limit_s
+        self.last_status = "unknown"
         phases: list[Phase] = []
         found = None
         for name, sense in order:
@@ -157,6 +158,7 @@ class DisaggModel:
                 self.model.minimize(var)
             start = time.perf_counter()
             status = solver.solve(self.model)
+            self.last_status = solver.status_name(status).lower()
             if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
                 if not phases:
                     return None

@@ -144,3 +144,26 @@ def decode_goodput_rps(dq: DecodeQueue, max_tpot_ms: float | None, percentile: i
     """Highest per-replica rate at which the percentile's TPOT meets the SLO and finds a slot."""
     return largest_rate(lambda r: meets_tpot(predict_decode(dq, r), max_tpot_ms, percentile),
                         _start_rps(dq))
+
+
+def decode_rate_bound(step_ns: DecodeStep, queues: int, output_tokens: int, cap: int,
+                      max_tpot_ms: float | None) -> float:
+    """An upper bound on the rate any queue model of these decode steps sustains with a mean
+    TPOT within ``max_tpot_ms`` (aggregated or decode pool): a queue's rate is
+    n / ((D - 1) TPOT) with n < B its mean running requests and TPOT >= step(floor(n)) (a
+    request's step holds at least n decodes, itself included, and steps only grow with
+    decodes); TPOT <= the SLO caps n below M = min(B, N + 1), N the most decodes whose step
+    fits the SLO. Split at M / 2: rate <= k max((M / 2) / step(1), M / step(floor(M / 2))) / (D - 1)."""
+    most = cap
+    if max_tpot_ms is not None:
+        limit_ns = max_tpot_ms * 1e6
+        if step_ns(1) > limit_ns:
+            return 0.0
+        low, high = 1, cap  # largest N in [1, cap] with step(N) <= limit (step non-decreasing)
+        while low < high:
+            mid = (low + high + 1) // 2
+            low, high = (mid, high) if step_ns(mid) <= limit_ns else (low, mid - 1)
+        most = min(cap, low + 1)
+    half = max(1, most // 2)
+    per_step = max(most / 2.0 / step_ns(1), most / step_ns(half))
+    return queues * per_step * 1e9 / max(1, output_tokens - 1)

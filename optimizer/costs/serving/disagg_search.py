@@ -50,12 +50,13 @@ class PoolSearch:
     wall_s: dict[str, float] = field(default_factory=dict)
 
 
-def replica_sizes(gpus_per_node: int, budget: int) -> list[int]:
+def replica_sizes(gpus_per_node: int, budget: int, max_replica_gpus: int | None = None) -> list[int]:
     """GPU counts of one replica that divide the GPUs per node or are multiples of it, below
-    ``budget`` (the other pool needs at least one GPU)."""
+    ``budget`` (the other pool needs at least one GPU) and at most ``max_replica_gpus``."""
+    top = budget - 1 if max_replica_gpus is None else min(budget - 1, max_replica_gpus)
     small = [g for g in range(1, gpus_per_node + 1) if gpus_per_node % g == 0]
-    large = list(range(2 * gpus_per_node, budget, gpus_per_node))
-    return [g for g in small + large if g < budget]
+    large = list(range(2 * gpus_per_node, top + 1, gpus_per_node))
+    return [g for g in small + large if g <= top]
 
 
 def _replica(inst: Instance, deg: Degrees, load: ServiceLoad, loads, ranks_by_ep) -> tuple[Replica, tuple]:
@@ -85,13 +86,15 @@ def transfer_classes(inst: Instance, g_prefill: int, decode_sizes: set[int], bud
 
 def pool_candidates(inst: Instance, budget: int, load: ServiceLoad, slo: Slo, rate_rps: float | None,
                     loads, ranks_by_ep: dict[int, list],
-                    degrees_of: Callable[[int], list[Degrees]] | None = None) -> PoolSearch:
-    """Undominated prefill and decode candidates on at most ``budget`` GPUs in all.
-    ``degrees_of(g)`` lists the configurations of g GPUs (default ``service_degrees``)."""
+                    degrees_of: Callable[[int], list[Degrees]] | None = None,
+                    max_replica_gpus: int | None = None) -> PoolSearch:
+    """Undominated prefill and decode candidates on at most ``budget`` GPUs in all, replicas
+    of at most ``max_replica_gpus`` GPUs. ``degrees_of(g)`` lists the configurations of g
+    GPUs (default ``service_degrees``)."""
     degrees_of = degrees_of or (lambda g: service_degrees(inst, g))
     out = PoolSearch(kv_transfer_bytes=kv_transfer_bytes(inst, load.prompt_tokens))
     max_mb = inst.search.max_micro_batches
-    sizes = replica_sizes(inst.hardware.gpus_per_node, budget)
+    sizes = replica_sizes(inst.hardware.gpus_per_node, budget, max_replica_gpus)
     configs = [(g, deg) for g in sizes for deg in degrees_of(g)]
     out.configurations = len(configs)
     start = time.perf_counter()
