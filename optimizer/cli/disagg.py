@@ -71,9 +71,9 @@ def disagg_doc(inst: Instance, gpus, objective, time_limit, workers, seed, trace
 
 def agg_doc(inst: Instance, gpus, objective, time_limit, workers, seed, trace) -> tuple[dict, list[str]]:
     from optimizer.cli.service import solver_dict
-    from optimizer.cpsat.service_solve import solve_service
+    from optimizer.cpsat.disagg_auto import solve_agg_for_auto
     from optimizer.plan.service import peak_memory_bytes, service_plan_to_json
-    result = solve_service(inst, gpus, objective, time_limit, workers, seed, trace)
+    result = solve_agg_for_auto(inst, gpus, objective, time_limit, workers, seed, trace)
     memory = peak_memory_bytes(inst, result.plan, result.chosen.knobs, result.load)
     doc = service_plan_to_json(result.plan, result.chosen, memory, result.status, solver_dict(result))
     doc["solver"]["gap"] = 0.0 if result.status == "optimal" else _agg_gap(doc["solver"])

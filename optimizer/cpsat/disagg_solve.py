@@ -93,12 +93,13 @@ def solve_disagg(inst: Instance, num_gpus: int | None = None, objective: str | N
     budget = num_gpus or inst.hardware.num_gpus
     shared = disagg_inputs(inst, budget, trace)
     rate, target = inst.workload.arrival_rate_rps, inst.requirements.min_goodput_rps
-    found = pool_candidates(inst, budget, shared.load, shared.slo, rate, shared.loads, shared.ranks_by_ep)
+    target_score = None if target is None else rate_target_to_int(target)
+    found = pool_candidates(inst, budget, shared.load, shared.slo, rate, shared.loads, shared.ranks_by_ep,
+                            goodput_first=objective == "goodput", min_goodput_score=target_score)
     searched_s = time.perf_counter() - start
     if not found.prefill or not found.decode:
         raise _no_pools(found, budget)
-    model = DisaggModel(found.prefill, found.decode, budget, inst.hardware.gpus_per_node,
-                        None if target is None else rate_target_to_int(target))
+    model = DisaggModel(found.prefill, found.decode, budget, inst.hardware.gpus_per_node, target_score)
     other = next(o for o in DISAGG_OBJECTIVES if o != objective)
     choice = model.solve([(objective, "max"), (other, "max"), ("gpus", "min")],
                          max(MIN_SOLVE_S, limit - (time.perf_counter() - start)),
@@ -156,4 +157,5 @@ def solver_dict(result: DisaggResult) -> dict:
             "prefill_candidates": len(result.searched.prefill),
             "decode_candidates": len(result.searched.decode),
             "candidates_evaluated": result.searched.evaluated,
+            "decode_configurations_pruned": result.searched.pruned,
             "configurations": result.searched.configurations}

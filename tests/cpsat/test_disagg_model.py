@@ -196,3 +196,20 @@ def test_solve_equals_brute_force_over_every_configuration(objective):
     ev = result.evaluation  # the plan, evaluated from its pools alone, has the chosen scores
     assert min(ev.prefill.replicas * ev.prefill_figures.goodput_score,
                ev.decode.replicas * ev.decode_figures.goodput_score) == best[0 if objective == "goodput" else 1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("objective", ["goodput", "throughput"])
+def test_auto_agg_side_equals_the_service_solve(objective):
+    """--mode auto's aggregated search (one prediction rules a knob group out) reaches the
+    same optimum as ``moeopt solve``'s service search."""
+    from optimizer.cpsat.disagg_auto import solve_agg_for_auto
+    from optimizer.cpsat.service_solve import solve_service
+    from optimizer.inputs.schema import Instance
+    from tests.cpsat.test_service_solve import TINY
+    inst = Instance.model_validate(TINY)
+    full = solve_service(inst, objective=objective, time_limit_s=60)
+    fast = solve_agg_for_auto(inst, None, objective, 60.0, None, None)
+    assert full.status == fast.status == "optimal"
+    assert [p.value for p in fast.choice.phases] == [p.value for p in full.choice.phases]
+    assert len(fast.searched.candidates) < len(full.searched.candidates)

@@ -3,9 +3,10 @@
 Replica sizes g divide the GPUs per node or are multiples of it (docs/plan-file.md); a pool's
 replica leaves room for at least one replica of the other pool. Per size, every configuration
 of ``replica.service_degrees`` with the placement ``ranks_by_ep`` (least hot load per layer),
-Megatron's layout and even stages; decode candidates first (their sizes fix the prefill
-pool's transfer classes), then prefill candidates. Dominated candidates (same GPUs and
-transfer class, no better goodput and capacity) are dropped before the model.
+Megatron's layout and even stages; the decode configurations' sizes and bounds first (the
+sizes fix the prefill pool's transfer classes), then prefill candidates, then decode candidates, pruned by a bound
+when the goodput comes first. Dominated candidates (same GPUs and transfer class, no better
+goodput, capacity and fewest replicas at the rate) are dropped before the model.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from optimizer.costs.serving.disagg import (
     PrefillCandidate,
     TransferClass,
     decode_knobs,
+    decode_queue,
     evaluate_decode,
     evaluate_prefill,
     kv_transfer_bytes,
@@ -31,6 +33,7 @@ from optimizer.costs.serving.disagg import (
     transfer_seconds,
     undominated,
 )
+from optimizer.costs.serving.disagg_decode import decode_rate_bound
 from optimizer.costs.serving.metrics import Replica, ServiceLoad, Slo
 from optimizer.costs.serving.replica import even_stages, replica, replica_memory, service_degrees
 from optimizer.costs.tables import LinkFacts
@@ -46,6 +49,7 @@ class PoolSearch:
     decode: list[DecodeCandidate] = field(default_factory=list)
     configurations: int = 0  # (size, degrees) tuples enumerated
     evaluated: int = 0  # candidates evaluated, before dominance
+    pruned: int = 0  # decode configurations a bound ruled out before evaluation
     kv_transfer_bytes: float = 0.0
     wall_s: dict[str, float] = field(default_factory=dict)
 
@@ -84,32 +88,66 @@ def transfer_classes(inst: Instance, g_prefill: int, decode_sizes: set[int], bud
     return out
 
 
+def pair_goodput_score(p: PrefillCandidate, d: DecodeCandidate, budget: int, gpus_per_node: int) -> int:
+    """The best deployment goodput score of one (prefill, decode) pair within ``budget``, with
+    the pair's rules (transfer class, replicas at the instance's rate); -1 when none fits."""
+    if min(p.gpus, d.gpus) != p.transfer.links or p.min_replicas is None or d.min_replicas is None:
+        return -1
+    best = -1
+    for xp in range(max(1, p.min_replicas), budget // p.gpus + 1):
+        room = (budget - xp * p.gpus) // d.gpus
+        for xd in range(max(1, d.min_replicas), room + 1):
+            if (p.transfer.link == INTRA_NODE) != (xp * p.gpus + xd * d.gpus <= gpus_per_node):
+                continue
+            best = max(best, min(xp * p.goodput_score, xd * d.goodput_score))
+    return best
+
+
+def _undominated_decode(cands: list[DecodeCandidate]) -> list[DecodeCandidate]:
+    return undominated(cands, lambda c: (c.gpus, (c.goodput_rps, c.capacity_rps,
+                                                  -(c.min_replicas if c.min_replicas is not None else 1 << 30))))
+
+
+def _undominated_prefill(cands: list[PrefillCandidate]) -> list[PrefillCandidate]:
+    return undominated(cands, lambda c: ((c.gpus, c.transfer), (c.goodput_rps, c.capacity_rps,
+                                                                -(c.min_replicas if c.min_replicas is not None
+                                                                  else 1 << 30))))
+
+
 def pool_candidates(inst: Instance, budget: int, load: ServiceLoad, slo: Slo, rate_rps: float | None,
                     loads, ranks_by_ep: dict[int, list],
                     degrees_of: Callable[[int], list[Degrees]] | None = None,
-                    max_replica_gpus: int | None = None) -> PoolSearch:
+                    max_replica_gpus: int | None = None, goodput_first: bool = False,
+                    min_goodput_score: int | None = None) -> PoolSearch:
     """Undominated prefill and decode candidates on at most ``budget`` GPUs in all, replicas
     of at most ``max_replica_gpus`` GPUs. ``degrees_of(g)`` lists the configurations of g
-    GPUs (default ``service_degrees``)."""
+    GPUs (default ``service_degrees``).
+
+    With ``goodput_first`` (the solve maximizes goodput first) a decode configuration is not
+    evaluated when even ``decode_rate_bound`` x its most replicas is below the goodput of a
+    feasible pair already found (``pair_goodput_score``, at least ``min_goodput_score``):
+    it cannot be part of an optimal deployment. Decode configurations are visited in
+    decreasing order of that bound, so a strong pair is found early."""
     degrees_of = degrees_of or (lambda g: service_degrees(inst, g))
     out = PoolSearch(kv_transfer_bytes=kv_transfer_bytes(inst, load.prompt_tokens))
-    max_mb = inst.search.max_micro_batches
-    sizes = replica_sizes(inst.hardware.gpus_per_node, budget, max_replica_gpus)
+    gpn, max_mb = inst.hardware.gpus_per_node, inst.search.max_micro_batches
+    sizes = replica_sizes(gpn, budget, max_replica_gpus)
     configs = [(g, deg) for g in sizes for deg in degrees_of(g)]
     out.configurations = len(configs)
     start = time.perf_counter()
-    decode = []
+    decode_configs = []  # (bound on one replica's goodput, deg, knobs, replica)
     for _, deg in configs:
         knobs = decode_knobs(replica_memory(inst, deg, even_stages(inst.model.num_layers, deg.pp), load),
                              deg.pp, max_mb)
         if knobs:
             rep, _ = _replica(inst, deg, load, loads, ranks_by_ep)
-            decode += [evaluate_decode(deg, k, rep, load, slo, rate_rps) for k in knobs]
-    out.evaluated += len(decode)
-    out.decode = undominated(decode, lambda c: (c.gpus, (c.goodput_rps, c.capacity_rps)))
-    out.wall_s["decode"] = time.perf_counter() - start
+            for k in knobs:
+                dq = decode_queue(rep, k, load)
+                bound = decode_rate_bound(dq.step_ns, dq.queues, dq.output_tokens, dq.cap, slo.max_tpot_ms)
+                decode_configs.append((bound, deg, k, rep))
+    out.wall_s["decode_bounds"] = time.perf_counter() - start
     start = time.perf_counter()
-    decode_sizes = {c.gpus for c in out.decode}
+    decode_sizes = {deg.num_gpus for _, deg, _, _ in decode_configs}
     prefill = []
     for g, deg in configs:
         classes = transfer_classes(inst, g, decode_sizes, budget, out.kv_transfer_bytes)
@@ -122,6 +160,28 @@ def pool_candidates(inst: Instance, budget: int, load: ServiceLoad, slo: Slo, ra
             for k in knobs:
                 prefill += evaluate_prefill(deg, k, rep, load, slo, rate_rps, classes)
     out.evaluated += len(prefill)
-    out.prefill = undominated(prefill, lambda c: ((c.gpus, c.transfer), (c.goodput_rps, c.capacity_rps)))
+    out.prefill = _undominated_prefill(prefill)
     out.wall_s["prefill"] = time.perf_counter() - start
+    start = time.perf_counter()
+    min_prefill = min((c.gpus for c in out.prefill), default=budget)
+
+    def most_score(bound: float, g: int) -> float:
+        return bound * 1e6 * max(0, (budget - min_prefill) // g)
+    decode_configs.sort(key=lambda t: -most_score(t[0], t[1].num_gpus))
+    incumbent = -1 if min_goodput_score is None else min_goodput_score - 1
+    decode = []
+    for bound, deg, k, rep in decode_configs:
+        if goodput_first and most_score(bound, deg.num_gpus) * (1 + 1e-9) < incumbent:
+            out.pruned += 1
+            continue
+        cand = evaluate_decode(deg, k, rep, load, slo, rate_rps)
+        decode.append(cand)
+        if goodput_first:
+            for p in out.prefill:
+                score = pair_goodput_score(p, cand, budget, gpn)
+                if min_goodput_score is None or score >= min_goodput_score:
+                    incumbent = max(incumbent, score)
+    out.evaluated += len(decode)
+    out.decode = _undominated_decode(decode)
+    out.wall_s["decode"] = time.perf_counter() - start
     return out
