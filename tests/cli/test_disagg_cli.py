@@ -147,3 +147,22 @@ def test_size_usage_errors(tmp_path):
     assert "--rate-range" in expect(invoke("size", inst, "--rate-range", "5:1:1"), 2).stderr
     assert "--gpus-allowed" in expect(invoke("size", inst, "--rate", "1", "--gpus-allowed", "x"), 2).stderr
     assert "workload.kind='batch'" in expect(invoke("size", BATCH_INSTANCE, "--rate", "1"), 2).stderr
+
+
+@pytest.mark.slow
+def test_python_api_solve_disagg_and_size(tmp_path):
+    from optimizer.api import size, solve_disagg
+    from optimizer.costs.serving.replica import service_load
+    from optimizer.cpsat.disagg_solve import solver_dict
+    from optimizer.inputs.schema import Instance
+    from optimizer.plan.check import check_service_plan_file
+    from optimizer.plan.pools import disagg_plan_to_json
+    inst = Instance.model_validate(tiny_disagg())
+    result = solve_disagg(inst, time_limit_s=60)
+    doc = disagg_plan_to_json(inst.name, result.evaluation, result.status, solver_dict(result))
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(doc))
+    checked, _, ok = check_service_plan_file(inst, str(path), service_load(inst.workload))
+    assert ok and checked["metrics"] == doc["metrics"]
+    rows = size(inst, [200.0], gpus_allowed=list(range(1, 17)))
+    assert rows[0]["rate_rps"] == 200.0 and rows[0]["disagg"]["num_gpus"] == rows[0]["disagg"]["plan"]["num_gpus"]
