@@ -121,6 +121,9 @@ def solve_mode_command(inst: Instance, instance_path: str, mode: str, gpus, obje
     chosen = _better(docs)
     doc = docs[chosen]
     doc.setdefault("mode", chosen)
+    if mode == "auto":
+        doc["solver"]["auto"] = {"chosen": chosen, **{name: _auto_summary(docs[name], why.get(name))
+                                                      for name in ("agg", "disagg")}}
     target = output or str(Path("results") / inst.name / "plan.json")
     if target != "-":
         write_atomic(target, dump(doc), "--output" if output else "output")
@@ -134,6 +137,17 @@ def solve_mode_command(inst: Instance, instance_path: str, mode: str, gpus, obje
             click.echo(summary_line(name, docs[name], why.get(name)))
         click.echo(f"chosen: {chosen} (the higher goodput per GPU)")
     click.echo(f"plan written to {target}")
+
+
+def _auto_summary(doc: dict | None, why_not: str | None) -> dict:
+    """What ``--mode auto`` records of each mode in the written plan's solver block."""
+    if doc is None:
+        return {"status": "infeasible", "why_not": why_not}
+    m, solver = doc["metrics"], doc["solver"]
+    return {"status": doc["status"], "gap": solver.get("gap", 0.0), "num_gpus": doc["num_gpus"],
+            "goodput_rps": m["goodput_rps"], "goodput_rps_per_gpu": m["goodput_rps_per_gpu"],
+            "ttft_p90_s": m["ttft_p90_s"], "tpot_p90_ms": m["tpot_p90_ms"], "wall_s": solver["wall_s"],
+            "shape": summary_line("", doc).split("|")[3].strip()}
 
 
 def _better(docs: dict[str, dict | None]) -> str:
