@@ -1,7 +1,9 @@
 """The fewest GPUs of a disaggregated deployment serving a request rate within the SLOs.
 
 One candidate enumeration (``costs.serving.disagg_search``, without an arrival rate) on the
-largest allowed GPU count, replica sizes up to ``max_replica_gpus``; then, per rate R, the
+largest allowed GPU count, replica sizes up to ``max_replica_gpus`` (decode configurations
+that cannot beat a deployment already found for any of the rates asked are not evaluated);
+then, per rate R, the
 ``disagg_model`` with goodput >= R and the GPUs one of the allowed counts, minimizing GPUs.
 Goodput >= R means every pool serves R / replicas per replica within its SLO (monotone in the
 rate), so the deployment meets the SLOs at R.
@@ -37,7 +39,8 @@ class DisaggSize:
 class DisaggSizer:
     """Candidates enumerated once; ``size(rate)`` solves one small model per rate."""
 
-    def __init__(self, inst: Instance, allowed_gpus: list[int], max_replica_gpus: int, trace=None):
+    def __init__(self, inst: Instance, allowed_gpus: list[int], max_replica_gpus: int, trace=None,
+                 rates: list[float] | None = None):
         check_disagg_instance(inst)
         self.allowed = sorted(allowed_gpus)
         top = self.allowed[-1]
@@ -51,7 +54,8 @@ class DisaggSizer:
         self.shared: DisaggInputs = disagg_inputs(self.inst, min(top, max_replica_gpus + 1), trace)
         self.found: PoolSearch = pool_candidates(
             self.inst, top, self.shared.load, self.shared.slo, None, self.shared.loads, self.shared.ranks_by_ep,
-            max_replica_gpus=max_replica_gpus)
+            max_replica_gpus=max_replica_gpus, allowed_gpus=self.allowed,
+            size_targets=None if rates is None else sorted({rate_target_to_int(r) for r in rates}))
         self.enumerate_s = time.perf_counter() - start
 
     def size(self, rate_rps: float, time_limit_s: float, workers: int = 1, seed: int = 0) -> DisaggSize:

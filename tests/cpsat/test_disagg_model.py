@@ -213,3 +213,21 @@ def test_auto_agg_side_equals_the_service_solve(objective):
     assert full.status == fast.status == "optimal"
     assert [p.value for p in fast.choice.phases] == [p.value for p in full.choice.phases]
     assert len(fast.searched.candidates) < len(full.searched.candidates)
+
+
+@pytest.mark.slow
+def test_size_pruning_keeps_the_fewest_gpus():
+    """Decode configurations skipped for sizing (their bound cannot beat a deployment found)
+    never change the answer: the same fewest GPUs as with every candidate evaluated."""
+    from optimizer.cpsat.disagg_size import DisaggSizer
+    from optimizer.inputs.schema import Instance
+    inst = Instance.model_validate(tiny_disagg())
+    rates = [50.0, 200.0, 400.0, 700.0]
+    allowed = list(range(1, 17))
+    pruned = DisaggSizer(inst, allowed, 16, rates=rates)
+    full = DisaggSizer(inst, allowed, 16)
+    assert pruned.found.pruned > 0 and full.found.pruned == 0
+    for rate in rates:
+        a, b = pruned.size(rate, 30.0), full.size(rate, 30.0)
+        assert a.status == b.status == "optimal"
+        assert a.num_gpus == b.num_gpus

@@ -11,6 +11,7 @@ goodput, capacity and fewest replicas at the rate) are dropped before the model.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -103,6 +104,39 @@ def pair_goodput_score(p: PrefillCandidate, d: DecodeCandidate, budget: int, gpu
     return best
 
 
+def pair_fewest_gpus(p: PrefillCandidate, d: DecodeCandidate, target_score: int, allowed: set[int],
+                     gpus_per_node: int) -> int | None:
+    """The fewest GPUs (an allowed count) of one pair whose deployment goodput score reaches
+    ``target_score``, with the pair's transfer rules; None when none does."""
+    if min(p.gpus, d.gpus) != p.transfer.links or p.goodput_score <= 0 or d.goodput_score <= 0:
+        return None
+    top = max(allowed)
+    best = None
+    for xp in range(-(-target_score // p.goodput_score), top // p.gpus + 1):
+        for xd in range(-(-target_score // d.goodput_score), (top - xp * p.gpus) // d.gpus + 1):
+            total = xp * p.gpus + xd * d.gpus
+            if best is not None and total >= best:
+                break
+            if total in allowed and (p.transfer.link == INTRA_NODE) == (total <= gpus_per_node):
+                best = total
+                break
+    return best
+
+
+def _size_useless(bound_rps: float, g: int, targets: list[int], prefill_least: dict[int, float],
+                  incumbents: dict[int, float]) -> bool:
+    """True when a decode configuration of ``g`` GPUs per replica and goodput bound
+    ``bound_rps`` needs more GPUs, with the fewest prefill GPUs, than a deployment already
+    found, for every target score."""
+    for t in targets:
+        if bound_rps <= 0:
+            continue
+        least = g * math.ceil(t / (bound_rps * 1e6) * (1 - 1e-12)) + prefill_least[t]
+        if least <= incumbents[t]:
+            return False
+    return True
+
+
 def _undominated_decode(cands: list[DecodeCandidate]) -> list[DecodeCandidate]:
     return undominated(cands, lambda c: (c.gpus, (c.goodput_rps, c.capacity_rps,
                                                   -(c.min_replicas if c.min_replicas is not None else 1 << 30))))
@@ -118,7 +152,8 @@ def pool_candidates(inst: Instance, budget: int, load: ServiceLoad, slo: Slo, ra
                     loads, ranks_by_ep: dict[int, list],
                     degrees_of: Callable[[int], list[Degrees]] | None = None,
                     max_replica_gpus: int | None = None, goodput_first: bool = False,
-                    min_goodput_score: int | None = None) -> PoolSearch:
+                    min_goodput_score: int | None = None, size_targets: list[int] | None = None,
+                    allowed_gpus: list[int] | None = None) -> PoolSearch:
     """Undominated prefill and decode candidates on at most ``budget`` GPUs in all, replicas
     of at most ``max_replica_gpus`` GPUs. ``degrees_of(g)`` lists the configurations of g
     GPUs (default ``service_degrees``).
@@ -127,7 +162,10 @@ def pool_candidates(inst: Instance, budget: int, load: ServiceLoad, slo: Slo, ra
     evaluated when even ``decode_rate_bound`` x its most replicas is below the goodput of a
     feasible pair already found (``pair_goodput_score``, at least ``min_goodput_score``):
     it cannot be part of an optimal deployment. Decode configurations are visited in
-    decreasing order of that bound, so a strong pair is found early."""
+    decreasing order of that bound, so a strong pair is found early. With ``size_targets``
+    (goodput scores, for ``moeopt size``) a decode configuration is not evaluated when, for
+    every target, its replicas at that bound plus the fewest prefill GPUs reaching the target
+    exceed the GPUs of a deployment already found (``pair_fewest_gpus`` on ``allowed_gpus``)."""
     degrees_of = degrees_of or (lambda g: service_degrees(inst, g))
     out = PoolSearch(kv_transfer_bytes=kv_transfer_bytes(inst, load.prompt_tokens))
     gpn, max_mb = inst.hardware.gpus_per_node, inst.search.max_micro_batches
@@ -169,13 +207,28 @@ def pool_candidates(inst: Instance, budget: int, load: ServiceLoad, slo: Slo, ra
         return bound * 1e6 * max(0, (budget - min_prefill) // g)
     decode_configs.sort(key=lambda t: -most_score(t[0], t[1].num_gpus))
     incumbent = -1 if min_goodput_score is None else min_goodput_score - 1
+    targets = size_targets or []
+    allowed = set(allowed_gpus or range(1, budget + 1))
+    prefill_least = {t: min((c.gpus * -(-t // c.goodput_score) for c in out.prefill if c.goodput_score > 0),
+                            default=math.inf) for t in targets}
+    fewest = {t: math.inf for t in targets}
+    if targets:
+        decode_configs.sort(key=lambda t: -t[0] / t[1].num_gpus)
     decode = []
     for bound, deg, k, rep in decode_configs:
         if goodput_first and most_score(bound, deg.num_gpus) * (1 + 1e-9) < incumbent:
             out.pruned += 1
             continue
+        if targets and _size_useless(bound, deg.num_gpus, targets, prefill_least, fewest):
+            out.pruned += 1
+            continue
         cand = evaluate_decode(deg, k, rep, load, slo, rate_rps)
         decode.append(cand)
+        for t in targets:
+            for p in out.prefill:
+                n = pair_fewest_gpus(p, cand, t, allowed, gpn)
+                if n is not None:
+                    fewest[t] = min(fewest[t], n)
         if goodput_first:
             for p in out.prefill:
                 score = pair_goodput_score(p, cand, budget, gpn)
