@@ -166,3 +166,12 @@ def test_python_api_solve_disagg_and_size(tmp_path):
     assert ok and checked["metrics"] == doc["metrics"]
     rows = size(inst, [200.0], gpus_allowed=list(range(1, 17)))
     assert rows[0]["rate_rps"] == 200.0 and rows[0]["disagg"]["num_gpus"] == rows[0]["disagg"]["plan"]["num_gpus"]
+
+
+def test_a_disaggregated_plan_against_a_static_batch_is_one_line_exit_2(tmp_path):
+    from tests.plan.test_pools import _doc
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps(_doc()))
+    res = expect(invoke("check", BATCH_INSTANCE, plan), 2)
+    assert "pools: a disaggregated plan is checked against a service instance" in res.stderr
+    assert res.stderr.count("\n") == 1
