@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from optimizer.cli.common import dump
-from optimizer.errors import InfeasibleError, InputError
+from optimizer.errors import InfeasibleError, InputError, NoSolutionError
 from optimizer.inputs.files import write_atomic
 from optimizer.inputs.schema import Instance
 
@@ -99,23 +99,27 @@ def solve_mode_command(inst: Instance, instance_path: str, mode: str, gpus, obje
     docs: dict[str, dict | None] = {}
     why: dict[str, str] = {}
     notes: list[str] = []
+    timed_out = False
     try:
         docs["disagg"] = disagg_doc(inst, gpus, objective, limit, workers, seed, trace)
-    except InfeasibleError as exc:
+    except (InfeasibleError, NoSolutionError) as exc:
         if mode == "disagg":
             _echo_infeasible(inst, exc, format_)
             raise
-        docs["disagg"], why["disagg"] = None, str(exc)
+        docs["disagg"], why["disagg"], timed_out = None, str(exc), isinstance(exc, NoSolutionError)
     if mode == "auto":
         left = max(1.0, limit - (time.monotonic() - start))
         try:
             docs["agg"], notes = agg_doc(inst, gpus, objective, left, workers, seed, trace)
-        except InfeasibleError as exc:
+        except (InfeasibleError, NoSolutionError) as exc:
             docs["agg"], why["agg"] = None, str(exc)
+            timed_out = timed_out or isinstance(exc, NoSolutionError)
         if docs["agg"] is None and docs["disagg"] is None:
-            exc = InfeasibleError(f"infeasible in both modes: agg: {why['agg']}; disagg: {why['disagg']}",
-                                  {"status": "infeasible", "explanation": f"agg: {why['agg']}; disagg: {why['disagg']}",
-                                   "conflicts": ["goodput"], "bounds": {}})
+            kind = NoSolutionError if timed_out else InfeasibleError
+            exc = kind(f"no plan in either mode: agg: {why['agg']}; disagg: {why['disagg']}",
+                       {"status": "unknown" if timed_out else "infeasible",
+                        "explanation": f"agg: {why['agg']}; disagg: {why['disagg']}",
+                        "conflicts": [] if timed_out else ["goodput"], "bounds": {}})
             _echo_infeasible(inst, exc, format_)
             raise exc
     chosen = _better(docs)
@@ -160,6 +164,6 @@ def _better(docs: dict[str, dict | None]) -> str:
     return "disagg" if dis > agg else "agg"
 
 
-def _echo_infeasible(inst: Instance, exc: InfeasibleError, format_: str) -> None:
+def _echo_infeasible(inst: Instance, exc: InfeasibleError | NoSolutionError, format_: str) -> None:
     if format_ == "json":
         click.echo(dump({"schema_version": 1, "instance": inst.name, **exc.payload}), nl=False)

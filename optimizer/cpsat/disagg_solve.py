@@ -21,7 +21,7 @@ from optimizer.costs.units import rate_target_to_int
 from optimizer.cpsat.budget import MIN_SOLVE_S
 from optimizer.cpsat.disagg_model import DISAGG_OBJECTIVES, DisaggChoice, DisaggModel
 from optimizer.cpsat.service_solve import placements
-from optimizer.errors import InfeasibleError, InputError
+from optimizer.errors import InfeasibleError, InputError, NoSolutionError
 from optimizer.inputs.schema import Instance, ServiceWorkload
 from optimizer.plan.evaluate import Plan
 from optimizer.plan.pools import DisaggEvaluation, PoolPlan, evaluate_disagg
@@ -105,6 +105,11 @@ def solve_disagg(inst: Instance, num_gpus: int | None = None, objective: str | N
                          max(MIN_SOLVE_S, limit - (time.perf_counter() - start)),
                          workers or inst.search.workers, inst.search.seed if seed is None else seed)
     model_s = time.perf_counter() - start - searched_s
+    if choice is None and model.last_status != "infeasible":
+        message = (f"time limit: CP-SAT found no pair of pools in {limit:g} s ({model.last_status}); "
+                   "raise --time-limit")
+        raise NoSolutionError(message, {"status": "unknown", "explanation": message, "conflicts": [],
+                                        "bounds": {}})
     if choice is None:
         raise _infeasible(inst, found, rate, target)
     ev = evaluate_disagg(inst, shared.load,
