@@ -1,17 +1,17 @@
 """``moeopt size``: the fewest GPUs serving a request rate within the SLOs, aggregated and
 disaggregated.
 
-Aggregated: the allowed GPU counts in increasing order; on each, the service candidates of
-every configuration and knob group (``costs.serving.search.prepared_groups``) are examined
-until one has goodput >= R. A group is ruled out without its goodput search when an upper
-bound on its rate is below R: the lesser of the prefill capacity without decodes,
-queues * C / (s step(C, 0)) (decodes only make a step of C tokens slower), and
-``disagg_decode.decode_rate_bound`` (the decode side within the TPOT SLO). The first count
-with such a candidate is the answer, proven fewest when every smaller allowed count was
-ruled out completely. A group not ruled out by its bound is judged by ONE prediction at R
-(meeting the SLOs is monotone in the rate: goodput >= R exactly when the SLOs hold at R);
-what each group was seen to serve or miss is kept across rates (``--rate-range``). Out of time, the
-answer is "unknown" from the first count not examined completely.
+Aggregated: the allowed GPU counts in increasing order; on each, the knob groups of every
+configuration (``costs.serving.search.prepared_groups``), sorted by an upper bound on their
+goodput: the lesser of the prefill capacity without decodes, queues * C / (s step(C, 0))
+(decodes only make a step of C tokens slower), and ``disagg_decode.decode_rate_bound`` (the
+decode side within the TPOT SLO). Groups whose bound is below R are ruled out at once; the
+others are judged by ONE prediction of their widest knob tuple at R (meeting the SLOs is
+monotone in the rate: goodput >= R exactly when the SLOs hold at R; the widest tuple has the
+group's highest goodput). The first count with a group serving R is the answer, proven fewest
+when every smaller allowed count was ruled out completely; what each group was seen to serve
+or miss is kept across rates (``--rate-range``). Out of time, the answer is "unknown" from the
+first count not examined completely.
 
 Disaggregated: ``cpsat.disagg_size`` (one CP-SAT model per rate).
 """
