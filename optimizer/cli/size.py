@@ -56,7 +56,8 @@ def parse_allowed(text: str | None, gpus_per_node: int, max_gpus: int) -> list[i
 
 
 @click.command(name="size", help="The fewest GPUs serving a request rate within the SLOs, aggregated and "
-                                 "disaggregated; exit 3 when no allowed count serves it.")
+                                 "disaggregated; exit 3 when no allowed count serves it (proven), "
+                                 "4 when the time limit left it open.")
 @click.argument("instance", type=click.Path(dir_okay=True))
 @click.option("--rate", type=FiniteFloatRange(min=0, min_open=True), default=None, help="requests/s")
 @click.option("--rate-range", "rate_range", default=None, metavar="A:B:STEP", help="a table over rates")
@@ -89,12 +90,16 @@ def size(instance, rate, rate_range, gpus_allowed, max_gpus, max_replica_gpus, m
             click.echo(dump(results[0] if rate is not None else results), nl=False)
         else:
             click.echo(size_table(results), nl=False)
-        unserved = [r for r in results if all((r.get(m) or {}).get("num_gpus") is None for m in ("agg", "disagg"))
-                    and any((r.get(m) or {}).get("status") == "infeasible" for m in ("agg", "disagg"))]
+        modes = [m for m in ("agg", "disagg") if mode in (m, "both")]
+        unserved = [r for r in results if all(r[m]["num_gpus"] is None for m in modes)]
         if unserved:
             first = unserved[0]
-            click.echo(f"moeopt: infeasible: {first['rate_rps']:g} requests/s: {first['why_not']}", err=True)
-            sys.exit(3)
+            if all(first[m]["status"] == "infeasible" for m in modes):
+                click.echo(f"moeopt: infeasible: {first['rate_rps']:g} requests/s: {first['why_not']}", err=True)
+                sys.exit(3)
+            click.echo(f"moeopt: time limit: {first['rate_rps']:g} requests/s: no mode found a GPU count "
+                       "serving it in time (raise --time-limit)", err=True)
+            sys.exit(4)
     run(verbose, body)
 
 
