@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # the heavy modules load on first call, not on ``import optimizer``
     import pandas as pd
 
+    from optimizer.cpsat.disagg_solve import DisaggResult
     from optimizer.cpsat.solve import SolveResult
     from optimizer.inputs.schema import Instance
     from optimizer.plan.evaluate import Evaluation, Plan
@@ -140,4 +141,35 @@ def simulate(instance: str | PathLike, plan: str | PathLike, *, requests: int = 
     return Simulation(summary, outcome, dep)
 
 
-__all__ = ["load_instance", "solve", "check", "pareto", "simulate", "CheckReport", "Simulation"]
+def solve_disagg(instance, *, gpus: int | None = None, objective: str | None = None,
+                 time_limit_s: float | None = None, workers: int | None = None,
+                 seed: int | None = None) -> DisaggResult:
+    """The best disaggregated deployment of a service (``moeopt solve --mode disagg``): a
+    DisaggResult with ``status``, ``evaluation`` (both pools, the transfer; ``.metrics()``,
+    ``.pool_metrics(role)``), ``choice`` (candidates, replica counts, CP-SAT phases) and
+    ``wall_s`` split by stage. ``plan.pools.disagg_plan_to_json`` writes its plan file."""
+    from optimizer.cpsat.disagg_solve import solve_disagg as run
+    inst = _instance(instance)
+    _check_gpus(inst, gpus)
+    return run(inst, gpus, objective, time_limit_s, workers, seed)
+
+
+def size(instance, rates: list[float], *, gpus_allowed: list[int] | None = None,
+         max_gpus: int = 512, max_replica_gpus: int | None = None, mode: str = "both",
+         time_limit_s: float | None = None, workers: int | None = None, seed: int | None = None) -> list[dict]:
+    """``moeopt size``: per rate ``{"rate_rps", "agg": {...}, "disagg": {...}}`` with the
+    fewest GPUs (``num_gpus``, None when no allowed count serves the rate), ``status`` and the
+    plan. Allowed counts: ``gpus_allowed``, else the multiples of the node size up to
+    ``max_gpus``."""
+    from optimizer.search.size import size_rows
+    inst = _instance(instance)
+    gpn = inst.hardware.gpus_per_node
+    allowed = sorted(gpus_allowed) if gpus_allowed else list(range(gpn, max_gpus + 1, gpn))
+    path = "." if inst is instance else str(instance)  # a trace is read relative to the file
+    return size_rows(inst, path, rates, allowed, max_replica_gpus, mode,
+                     time_limit_s if time_limit_s is not None else inst.search.time_limit_s,
+                     workers or inst.search.workers, inst.search.seed if seed is None else seed)
+
+
+__all__ = ["load_instance", "solve", "check", "pareto", "simulate", "solve_disagg", "size", "CheckReport",
+           "Simulation"]

@@ -54,6 +54,7 @@ from optimizer.cli import (  # noqa: E402
     report,
     schema,
     simulate,
+    size,
     solve,
     sweep,
 )
@@ -62,7 +63,7 @@ from optimizer.cli import (  # noqa: E402
 for _command in (solve.command, check.command, schema.command, pareto.command, sweep.command,
                  export.command, report.command, import_hf.command, inspect_model.command,
                  init_instance.command, place.command, simulate.command, calibrate.command,
-                 explain.command):
+                 explain.command, size.command):
     main.add_command(_command)
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,5 +7,8 @@ micro-batch counts) of one configuration, limited by the KV cache and memory. ``
 for one knob tuple and one request rate, the predicted TTFT, TPOT, end-to-end latency,
 utilisation and throughput, the sustainable rate and the goodput (bisection). The step time
 of one engine step is an input (a callable), so the model is tested with known step times.
+Disaggregated serving: ``disagg_decode`` (the decode pool's queue model and rate bound),
+``disagg`` (prefill and decode pool candidates per replica, the KV transfer),
+``disagg_search`` (every pool candidate within a GPU budget, dominance and bound pruning).
 See docs/serving-model.md for the approximations and their sources.
 """

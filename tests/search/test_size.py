@@ -1,0 +1,44 @@
+"""``moeopt size``'s aggregated scan: the bound that rules a knob group out without a goodput
+search really bounds the group's goodput, and the scan's answer equals the smallest count whose
+full service search reaches the rate."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from optimizer.costs.serving.metrics import goodput_rps
+from optimizer.inputs.schema import Instance
+from optimizer.search.size import AggSizer
+from tests.cpsat.test_disagg_model import tiny_disagg
+
+
+@pytest.mark.slow
+def test_group_bound_is_above_every_group_goodput():
+    inst = Instance.model_validate(tiny_disagg())
+    sizer = AggSizer(inst, [2, 4])
+    checked = 0
+    for gpus in (2, 4):
+        for group in sizer._groups(gpus):
+            for knobs in group.knobs:
+                good = goodput_rps(group.rep, knobs, sizer.load, sizer.slo)
+                assert good <= group.bound_rps * (1 + 1e-9), (group.deg, knobs)
+                checked += 1
+    assert checked > 100
+
+
+@pytest.mark.slow
+def test_scan_answer_is_the_smallest_count_reaching_the_rate():
+    inst = Instance.model_validate(tiny_disagg())
+    counts = [1, 2, 3, 4, 5, 6]
+    sizer = AggSizer(inst, counts)
+    best = {}
+    for gpus in counts:  # the full answer: every group's widest knobs, goodput by bisection
+        best[gpus] = max(goodput_rps(g.rep, g.widest, sizer.load, sizer.slo) for g in sizer._groups(gpus))
+    for rate in (30.0, 120.0, 260.0, 10_000.0):
+        answer = sizer.size(rate, time.monotonic() + 120)
+        expected = next((n for n in counts if best[n] >= rate), None)
+        assert answer.num_gpus == expected
+        assert answer.status == ("optimal" if expected else "infeasible")
+        assert answer.ruled_out == [n for n in counts if expected is None or n < expected]
