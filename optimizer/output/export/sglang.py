@@ -61,7 +61,10 @@ def sglang_serving_args(s: LaunchSettings, dp: int) -> list[tuple[str, object]]:
     return args
 
 
-def export_sglang(p: PlanData, out_dir: Path, serving: LaunchSettings | None = None) -> Export:
+def export_sglang(p: PlanData, out_dir: Path, serving: LaunchSettings | None = None,
+                  pd: list[tuple[str, object | None]] | None = None) -> Export:
+    """``pd``: the prefill/decode flags of one pool replica of a disaggregated plan
+    (``export.disagg``), appended after the workload's flags."""
     split = split_instances(p, "sglang")
     d, e = p.deg, p.experts
     world = split.moe_world                         # SGLang --tp: the TP world of one stage
@@ -82,6 +85,7 @@ def export_sglang(p: PlanData, out_dir: Path, serving: LaunchSettings | None = N
              ("--ep-dispatch-algorithm", "static")]
     if serving is not None:
         args += sglang_serving_args(serving, split.dp)
+    args += pd or []
     inst_world = world * d.pp
     nnodes = node_count(inst_world, p.gpus_per_node)
     needs: tuple[str, ...] = ()
