@@ -24,7 +24,7 @@ KV transfer: NIXL in every runtime (SGLang ``--disaggregation-transfer-backend n
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
@@ -98,10 +98,12 @@ def export_pools(pools: list[Pool], doc: dict, fmt: str, out_dir: Path,
     """``export_disagg`` of pools already read (``pools.read_pools``)."""
     if fmt == "megatron":
         return export_disagg(doc, fmt, out_dir, inst, source)   # the one refusal
-    gpn = {p.plan.gpus_per_node for p in pools}
-    if len(gpn) != 1:
-        raise InputError(f"plan {source}: the pools state different GPUs per node {sorted(gpn)}")
-    seats = replica_seats(pools, gpn.pop())
+    # with an instance every pool has its node size; without one a pool's GPU list shows at
+    # most its own size, so the largest is taken (and said in the notes)
+    gpn = max(p.plan.gpus_per_node for p in pools)
+    if inst is None:
+        pools = [replace(p, plan=replace(p.plan, gpus_per_node=gpn)) for p in pools]
+    seats = replica_seats(pools, gpn)
     if fmt == "csv":
         return _csv(pools, out_dir)
     parts = {p.role: _pool_export(p, i, fmt, out_dir, inst, seats[p.role][0]) for i, p in enumerate(pools)}
@@ -215,6 +217,9 @@ def _compose(doc: dict, fmt: str, pools: list[Pool], parts: dict[str, Export],
     notes = [f"{role}: {n}" for role, ex in parts.items() for n in ex.notes]
     notes.append(f"{nodes} node(s) of {gpn} GPUs; KV caches travel over NIXL "
                  + ("inside one node" if nodes == 1 else "between nodes"))
+    if not with_instance:
+        notes.append(f"no --instance: {gpn} GPUs per node, the most any pool's gpus list shows; "
+                     "give --instance for the cluster's own node size")
     needs = tuple(sorted({v for ex in parts.values() for v in ex.needs}))
     settings = {"mode": "disagg", "runtime_version": RUNTIME_VERSIONS[fmt],
                 "kv_transfer": "nixl", "router_port": ROUTER_PORT}
