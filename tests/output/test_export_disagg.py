@@ -375,3 +375,83 @@ def test_layout_matches_the_pool_reader(tmp_path):
             assert firsts[role][k] // 8 == node
             assert firsts[role][k] % 8 == (local[0] if local else 0)
 
+
+
+# ----------------------------------------------------------------------------------------------
+# The runtimes' and routers' own parsers (throwaway environments of .ci/runtime-parsers)
+
+
+def router_python(runtime: str) -> str:
+    from optimizer.output.export.disagg import ROUTER_VERSIONS
+    package, pinned = ROUTER_VERSIONS[runtime]
+    python = os.environ.get("MOEOPT_ROUTER_PYTHON")
+    if not python:
+        pytest.skip(f"MOEOPT_ROUTER_PYTHON not set: run .ci/runtime-parsers to build the "
+                    f"throwaway environment with {package} {pinned}")
+    probe = subprocess.run([python, "-c", f"from importlib.metadata import version; "
+                            f"print(version({package!r}))"], capture_output=True, text=True)
+    if probe.returncode or probe.stdout.strip() != pinned:
+        pytest.skip(f"{package} {pinned} not installed in {python}")
+    return python
+
+
+def recorded_launches(fmt: str, tmp_path: Path) -> tuple[list[list[str]], list[list[str]]]:
+    """(server argvs after the program words, router argvs) of every case, from launch.sh
+    runs with the recorder (ports and addresses as the script computes them)."""
+    bin_dir = recorder_path(tmp_path)
+    servers, routers = [], []
+    for name, (doc, layout) in CASES.items():
+        out = tmp_path / f"{fmt}-{name}"
+        exported(doc, fmt, out, INSTANCES.get(name, lambda: None)())
+        for (role, k), (node, _, nodes) in sorted(layout.items()):
+            env = {"ROLE": role, "REPLICA": k}
+            if nodes > 1:
+                env.update(NODE_RANK=0, HEAD_ADDR=ADDRESSES[node])
+            call = run_launch(out, bin_dir, **env)[0]
+            argv = call["argv"]
+            servers.append(argv[2:] if fmt == "sglang" else argv[1:])   # -m module | serve
+        nodes_needed = max(node + nodes for node, _, nodes in layout.values())
+        call = run_launch(out, bin_dir, ROLE="router", NODES=" ".join(ADDRESSES[:nodes_needed]))[0]
+        routers.append(call["argv"][2:] if fmt == "sglang" else call["argv"])
+    return servers, routers
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["sglang", "vllm"])
+def test_runtime_parser_accepts_every_pool_launch(fmt, tmp_path):
+    from tests.output.test_runtime_parsers import parsed, runtime_python
+    python = runtime_python(fmt)
+    servers, _ = recorded_launches(fmt, tmp_path)
+    results = parsed(python, fmt, servers, tmp_path)
+    assert len(results) == len(servers) >= 8
+    for argv, ns in zip(servers, results):
+        o = opts(argv)
+        if fmt == "sglang":
+            assert ns["disaggregation_mode"] == o["--disaggregation-mode"]
+            assert ns["disaggregation_transfer_backend"] == "nixl"
+            assert ns["port"] == int(o["--port"])
+        else:
+            config = ns["kv_transfer_config"]
+            assert (config["kv_connector"], config["kv_role"]) == tuple(
+                json.loads(o["--kv-transfer-config"]).values())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["sglang", "vllm"])
+def test_router_parser_accepts_every_router_launch(fmt, tmp_path):
+    python = router_python(fmt)
+    _, routers = recorded_launches(fmt, tmp_path)
+    path = tmp_path / "routers.jsonl"
+    path.write_text("".join(json.dumps(a) + "\n" for a in routers))
+    res = subprocess.run([python, str(REPO / "tests" / "tools" / "router_parser.py"), fmt, str(path)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    results = [json.loads(line) for line in res.stdout.splitlines()]
+    assert len(results) == len(routers) == len(CASES)
+    for argv, got in zip(routers, results):
+        assert got["pd_disaggregation"] and got["port"] == 8000
+        prefill = [argv[i + 1] for i, w in enumerate(argv) if w == "--prefill"]
+        decode = [argv[i + 1] for i, w in enumerate(argv) if w == "--decode"]
+        assert [u for u, _ in got["prefill_urls"]] == prefill and got["decode_urls"] == decode
+        if fmt == "sglang":   # every prefill URL with its bootstrap port
+            assert all(isinstance(b, int) for _, b in got["prefill_urls"])
