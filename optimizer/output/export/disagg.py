@@ -29,6 +29,7 @@ from pathlib import Path
 
 import yaml
 
+from optimizer.costs.expert_loads import expert_loads
 from optimizer.errors import InputError
 from optimizer.inputs.schema import Instance
 from optimizer.output.export.common import Export, Launch, comment, q, shell_command, split_instances
@@ -162,8 +163,10 @@ def _pool_export(pool: Pool, index: int, fmt: str, out_dir: Path, inst: Instance
     sub = out_dir / pool.role
     if fmt == "sglang":
         return export_sglang(pool.plan, sub, settings, pd)
-    if fmt == "vllm":
-        return export_vllm(pool.plan, sub, None, settings, pd)
+    if fmt == "vllm":   # the instance's loads: plan vs vLLM's linear map in the README
+        loads = (dict(zip(inst.model.moe_layer_ids, expert_loads(inst)))
+                 if inst is not None else None)
+        return export_vllm(pool.plan, sub, loads, settings, pd)
     if fmt == "trtllm":
         return export_trtllm(pool.plan, sub, settings, pd)
     raise InputError(f"--to={fmt!r}: a disaggregated plan exports to sglang, vllm, trtllm or csv")
@@ -199,7 +202,11 @@ def _compose(doc: dict, fmt: str, pools: list[Pool], parts: dict[str, Export],
     files: dict[str, str] = {}
     for role, ex in parts.items():
         for name, text in ex.files.items():
-            if name not in ("launch.sh", "README.txt"):
+            if name == "README.txt":   # the pool's own details: mapping, rank map, placement
+                text = (f"One replica of the {role} pool of a disaggregated plan: start it with "
+                        f"../launch.sh (ROLE={role} REPLICA=k), which runs the command below with "
+                        "its ports; ../README.txt has the whole deployment.\n\n" + text)
+            if name != "launch.sh":
                 files[f"{role}/{name}"] = text
     gpn = pools[0].plan.gpus_per_node
     nodes = -(-sum(p.num_gpus for p in pools) // gpn)
