@@ -355,6 +355,8 @@ def test_cli_json_lists_the_pools_and_csv_writes_one_file_per_pool(tmp_path, mon
     doc = json.loads(res.output)
     assert [(p["role"], p["replicas"], p["gpus_per_replica"]) for p in doc["pools"]] == [
         ("prefill", 2, 4), ("decode", 1, 8)]
+    assert doc["variables"] == ["ROLE", "REPLICA", "MODEL", "NODES"]
+    assert doc["instances"] == 3 and doc["gpus_per_instance"] is None   # 2 + 1 servers
     assert sorted(Path("o").rglob("expert_location.json")) == [
         Path("o/decode/expert_location.json"), Path("o/prefill/expert_location.json")]
     res = CliRunner().invoke(main, ["export", "p.json", "--to", "csv", "--output", "c"])

@@ -178,7 +178,7 @@ class Export:
     launches: list[Launch]
     env: dict[str, str]
     instances: int
-    gpus_per_instance: int
+    gpus_per_instance: int | None     # None for a disaggregated plan: per pool in ``pools``
     settings: dict
     warnings: list[str]
     notes: list[str] = field(default_factory=list)
@@ -189,7 +189,10 @@ class Export:
 
     @property
     def variables(self) -> tuple[str, ...]:
-        """Shell variables launch.sh needs: MODEL, the multi-node ones, INSTANCE."""
+        """Shell variables launch.sh needs: MODEL, the multi-node ones, INSTANCE; for a
+        disaggregated plan ROLE and REPLICA per server, NODES for the router."""
+        if self.pools:
+            return ("ROLE", "REPLICA", "MODEL") + self.needs + ("NODES",)
         return ("MODEL",) + self.needs + (("INSTANCE",) if self.instances > 1 else ())
 
     def summary(self, out_dir: Path, written: list[Path]) -> dict:

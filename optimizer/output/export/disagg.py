@@ -180,7 +180,7 @@ def _csv(pools: list[Pool], out_dir: Path) -> Export:
             files[f"{pool.role}/{name}"] = text
         notes.append(f"{pool.role}/gpus.csv: one replica of the {pool.role} pool ({pool.replicas} "
                      f"identical replicas of {pool.gpus_per_replica} GPUs), ranks 0..{pool.gpus_per_replica - 1}")
-    return Export("csv", files, [], {}, sum(p.replicas for p in pools), 0, {}, [], notes,
+    return Export("csv", files, [], {}, sum(p.replicas for p in pools), None, {}, [], notes,
                   pools=[_pool_row(p, None) for p in pools])
 
 
@@ -232,7 +232,7 @@ def _compose(doc: dict, fmt: str, pools: list[Pool], parts: dict[str, Export],
                 "kv_transfer": "nixl", "router_port": ROUTER_PORT}
     if fmt in ROUTER_VERSIONS:
         settings["router"] = "==".join(ROUTER_VERSIONS[fmt])
-    ex = Export(fmt, files, launches, {}, sum(len(s) for s in seats.values()), 0, settings,
+    ex = Export(fmt, files, launches, {}, sum(len(s) for s in seats.values()), None, settings,
                 warnings, notes, needs, pools=[_pool_row(p, parts[p.role]) for p in pools])
     ex.files["launch.sh"] = _launch_sh(fmt, doc, pools, parts, seats, router, nodes)
     ex.files["README.txt"] = _readme(fmt, doc, pools, parts, seats, ex, with_instance)
