@@ -7,8 +7,11 @@ second replica), EP 32 over attention DP 32 (TP 1), PP 2 with an uneven 31/30 sp
 onto the least-loaded rank that has a free slot and no copy of that expert yet).
 
 Then times the whole process ``moeopt export PLAN --to FORMAT --output TMP`` (median of
---runs runs, default 3) for each format and checks the 2 s target; then times the refusal of a
-plan of 2^20 GPUs (exit 2 before any layout, within the same target).
+--runs runs, default 3) for each format and checks the 2 s target; the same for a
+disaggregated plan of that model (``deepseek_disagg_plan``: 4 prefill replicas of EP16 x DP16
+and one decode replica of the plan above, 128 GPUs; Megatron-Core must refuse it, exit 2);
+then times the refusal of a plan of 2^20 GPUs (exit 2 before any layout, within the same
+target).
 
     python -m benchmarks.bench_export [--runs 3] [--keep DIR]
 """
@@ -90,6 +93,37 @@ def deepseek_plan(seed: int = 0, layers: int = 61, dense: int = 3, experts: int 
             "metrics": {"load_imbalance": 0.05}}
 
 
+def deepseek_disagg_plan() -> dict:
+    """A disaggregated plan: prefill 4 x (EP16 over DP16, PP1, 32 replicas), decode 1 x the
+    64-GPU plan of ``deepseek_plan`` (docs/plan-file.md "Disaggregated plans")."""
+    pools = []
+    for role, replicas, plan in (("prefill", 4, deepseek_plan(seed=1, ep=16, pp=1)),
+                                 ("decode", 1, deepseek_plan())):
+        pool = {k: v for k, v in plan.items() if k not in ("schema_version", "instance", "status")}
+        pools.append({"role": role, "replicas": replicas, **pool})
+    return {"schema_version": 1, "instance": "deepseek_v3_hand", "status": "feasible",
+            "mode": "disagg", "num_gpus": sum(p["replicas"] * p["num_gpus"] for p in pools),
+            "pools": pools}
+
+
+def time_export(plan_path: Path, fmt: str, out: Path, runs: int) -> tuple[list[float], list[float], int]:
+    """(wall times, CPU times, exit code of the last run) of ``runs`` exports."""
+    times, cpu, code = [], [], 0
+    for _ in range(runs):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t0 = time.perf_counter()
+        proc = subprocess.run(moeopt_command() + ["export", str(plan_path), "--to", fmt,
+                                                  "--output", str(out)],
+                              capture_output=True, text=True)
+        times.append(time.perf_counter() - t0)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+        code = proc.returncode
+        if code not in (0, 2):
+            print(f"{fmt}: exit {code}: {proc.stderr.strip()}")
+    return times, cpu, code
+
+
 def moeopt_command() -> list[str]:
     exe = shutil.which("moeopt") or str(Path(sys.executable).with_name("moeopt"))
     if Path(exe).exists():
@@ -111,25 +145,25 @@ def main() -> int:
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs (wall time suffers "
           "from other work; CPU = user + sys of the process)")
     worst = 0.0
-    for fmt in FORMATS:
-        times, cpu = [], []
-        for _ in range(args.runs):
-            before = resource.getrusage(resource.RUSAGE_CHILDREN)
-            t0 = time.perf_counter()
-            proc = subprocess.run(moeopt_command() + ["export", str(plan_path), "--to", fmt,
-                                                      "--output", str(work / fmt)],
-                                  capture_output=True, text=True)
-            times.append(time.perf_counter() - t0)
-            after = resource.getrusage(resource.RUSAGE_CHILDREN)
-            cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
-            if proc.returncode != 0:
-                print(f"{fmt}: exit {proc.returncode}: {proc.stderr.strip()}")
+    disagg_path = work / "deepseek_v3_disagg_plan.json"
+    disagg_path.write_text(json.dumps(deepseek_disagg_plan()))
+    for label, path in (("", plan_path), ("disagg ", disagg_path)):
+        if label:
+            print(f"disaggregated plan: {disagg_path} ({disagg_path.stat().st_size / 1e3:.0f} kB): "
+                  "prefill 4 x 16 GPUs (EP16), decode 1 x 64 GPUs (EP32, PP2), 128 GPUs")
+        for fmt in FORMATS:
+            out = work / f"{label.strip() or 'agg'}-{fmt}"
+            times, cpu, code = time_export(path, fmt, out, args.runs)
+            refused = bool(label) and fmt == "megatron"
+            if code != (2 if refused else 0):
+                print(f"{label}{fmt}: exit {code}, expected {2 if refused else 0}")
                 return 1
-        med = statistics.median(times)
-        worst = max(worst, med)
-        size = sum(f.stat().st_size for f in (work / fmt).iterdir())
-        print(f"{fmt:9s} wall median {med:.3f} s (min {min(times):.3f}, max {max(times):.3f}), "
-              f"CPU median {statistics.median(cpu):.3f} s, files {size / 1e3:.0f} kB")
+            med = statistics.median(times)
+            worst = max(worst, med)
+            size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) if out.exists() else 0
+            print(f"{label}{fmt:9s} wall median {med:.3f} s (min {min(times):.3f}, max "
+                  f"{max(times):.3f}), CPU median {statistics.median(cpu):.3f} s, "
+                  + ("refused (exit 2)" if refused else f"files {size / 1e3:.0f} kB"))
     print(f"worst median {worst:.3f} s: {'OK' if worst <= TARGET_S else 'OVER'} (target {TARGET_S} s)")
     refused = refusal_time(work)
     worst = max(worst, refused)

@@ -1,4 +1,6 @@
-"""``moeopt check``: structure, constraints and metrics of a plan file, recomputed."""
+"""``moeopt check``: structure, constraints and metrics of a plan file, recomputed. A plan with
+redundant expert slots is evaluated with them: a replicated expert's load split evenly over its
+replicas, and the replicas' weights added to each GPU's memory (``plan.replicas``)."""
 
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from optimizer.plan.audit import (
 from optimizer.plan.evaluate import Check, Evaluation, Plan, evaluate
 from optimizer.plan.files import PlanFile, check_structure
 from optimizer.plan.pools import ROLES, DisaggEvaluation, PoolPlan, disagg_checks, evaluate_disagg, is_disagg, read_pools
+from optimizer.plan.replicas import with_replica_weights
 from optimizer.plan.service import check_line, check_service_plan, service_plan_from_file
 
 
@@ -37,7 +40,7 @@ def check_plan_file(inst: Instance, path: str,
         raise InputError(f"plan {path}: pools: a disaggregated plan is checked against a service "
                          f"instance (workload.kind 'service'), not a static batch")
     pf = load_model(path, PlanFile, "plan")
-    plan, checks, problems = check_structure(inst, pf, str(path))
+    plan, checks, problems = check_structure(inst, pf, str(path), replicas=True)
     if plan is None:
         claims = status_claim(pf.status, False) + instance_claim(pf.instance, inst.name)
         doc = {"feasible": False, "checks": [asdict(c) for c in checks], "metrics": {}}
@@ -49,7 +52,7 @@ def check_plan_file(inst: Instance, path: str,
         if claims:
             lines += ["Claims against moeopt's figures"] + claim_lines(claims)
         return doc, "\n".join(lines + ["plan is not valid"]) + "\n", False
-    ev = evaluate(inst, plan)
+    ev = with_replica_weights(inst, plan, evaluate(inst, plan))   # hot loads: replicas share
     checks = checks + ev.checks
     metrics = ev.metrics()
     feasible = all(c.ok for c in checks)

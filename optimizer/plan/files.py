@@ -165,10 +165,12 @@ def plan_from_file(inst: Instance, f: PlanFile, source: str = "(in memory)"
     return plan, checks
 
 
-def check_structure(inst: Instance, f: PlanFile, source: str = "(in memory)"
-                    ) -> tuple[Plan | None, list[Check], list[Problem]]:
+def check_structure(inst: Instance, f: PlanFile, source: str = "(in memory)",
+                    replicas: bool = False) -> tuple[Plan | None, list[Check], list[Problem]]:
     """``plan_from_file`` plus the reader's problems (the same rules ``export`` applies, each
-    with its one-line reason)."""
+    with its one-line reason). ``replicas``: a plan with redundant expert slots is read and
+    returned (``moeopt check``, which adds their weights: ``plan.replicas``); without it, such
+    a plan is refused (callers whose figures leave the replicas' weights out)."""
     data, problems = read_plan(f, inst, source, cap_gpus=False)
     d = f.degrees
     etp = d.etp or 1
@@ -181,9 +183,9 @@ def check_structure(inst: Instance, f: PlanFile, source: str = "(in memory)"
         return None, checks, problems  # nothing sensible to lay out (far too many ranks to try)
     checks += [_rule(RULE_STAGES, RULE_STAGES not in broken),
                _rule(RULE_PLACEMENT, RULE_PLACEMENT not in broken
-                     and (data is None or data.experts.redundant == 0)),
+                     and (replicas or data is None or data.experts.redundant == 0)),
                _rule(RULE_LAYOUT, RULE_LAYOUT not in broken)]
-    if data is not None and data.experts.redundant:
+    if data is not None and data.experts.redundant and not replicas:
         problems.append(Problem(RULE_PLACEMENT, f"plan {source}: {data.experts.redundant} "
                                 "redundant expert slots: check evaluates plans without replicas"))
     if data is None or not all(c.ok for c in checks):

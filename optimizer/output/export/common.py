@@ -178,17 +178,21 @@ class Export:
     launches: list[Launch]
     env: dict[str, str]
     instances: int
-    gpus_per_instance: int
+    gpus_per_instance: int | None     # None for a disaggregated plan: per pool in ``pools``
     settings: dict
     warnings: list[str]
     notes: list[str] = field(default_factory=list)
     needs: tuple[str, ...] = ()       # shell variables the launch needs besides MODEL
     instance_gpus: list[str | None] = field(default_factory=list)  # CUDA_VISIBLE_DEVICES per
                                                                     # instance (None: multi-node)
+    pools: list[dict] = field(default_factory=list)   # disaggregated plans: one entry per pool
 
     @property
     def variables(self) -> tuple[str, ...]:
-        """Shell variables launch.sh needs: MODEL, the multi-node ones, INSTANCE."""
+        """Shell variables launch.sh needs: MODEL, the multi-node ones, INSTANCE; for a
+        disaggregated plan ROLE and REPLICA per server, NODES for the router."""
+        if self.pools:
+            return ("ROLE", "REPLICA", "MODEL") + self.needs + ("NODES",)
         return ("MODEL",) + self.needs + (("INSTANCE",) if self.instances > 1 else ())
 
     def summary(self, out_dir: Path, written: list[Path]) -> dict:
@@ -198,7 +202,8 @@ class Export:
                 "settings": self.settings, "env": self.env, "variables": list(self.variables),
                 "launch": [{"when": lc.when, "command": lc.command.replace("$HERE", here)}
                            for lc in self.launches],
-                "warnings": self.warnings, "notes": self.notes}
+                "warnings": self.warnings, "notes": self.notes,
+                **({"pools": self.pools} if self.pools else {})}
 
 
 def q(value: object) -> str:
@@ -325,6 +330,7 @@ def write_export(ex: Export, out_dir: Path, root: Path | None = None) -> list[Pa
     written = []
     for name, text in ex.files.items():
         path = out_dir / name
+        _refuse_links(out_dir, path.parent)   # a pool's sub-folder (disaggregated plans)
         if path.is_symlink():
             raise InputError(f"--output {out_dir}: {name} is a symbolic link; moeopt export does "
                              "not write through links")

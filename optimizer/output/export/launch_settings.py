@@ -24,12 +24,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from optimizer.costs.formulas import expert_bytes
 from optimizer.costs.tables import seqs_per_replica
 from optimizer.costs.units import bytes_to_gb
 from optimizer.errors import InputError
 from optimizer.inputs.schema import Instance
 from optimizer.plan.files import PlanData
+from optimizer.plan.replicas import replica_weight_bytes
 
 # The runtime versions the exports are written for (pinned here only).
 RUNTIME_VERSIONS = {"sglang": "0.5.23", "vllm": "0.33.0", "trtllm": "1.2.1"}
@@ -116,10 +116,9 @@ def replica_bytes(p: PlanData, inst: Instance, layers) -> float:
     """Bytes the redundant experts add to one GPU of a stage holding ``layers``: the cost
     model counts ``E // EP`` experts per EP rank and MoE layer (``costs/tables.py``); a rank
     of a plan with replicas holds ``slots_per_rank`` of them, each split ETP ways."""
-    e, m = p.experts, inst.model
-    extra = e.slots_per_rank - m.num_experts // p.deg.ep
+    e = p.experts
     moe = sum(1 for layer in layers if layer in e.slots)
-    return max(extra, 0) * moe * expert_bytes(m) / p.deg.etp
+    return replica_weight_bytes(inst.model, p.deg.ep, p.deg.etp, e.slots_per_rank, moe)
 
 
 SERVING_KNOBS = ("max_running_requests", "prefill_chunk_tokens", "prefill_micro_batches",

@@ -61,7 +61,10 @@ def sglang_serving_args(s: LaunchSettings, dp: int) -> list[tuple[str, object]]:
     return args
 
 
-def export_sglang(p: PlanData, out_dir: Path, serving: LaunchSettings | None = None) -> Export:
+def export_sglang(p: PlanData, out_dir: Path, serving: LaunchSettings | None = None,
+                  pd: list[tuple[str, object | None]] | None = None) -> Export:
+    """``pd``: the prefill/decode flags of one pool replica of a disaggregated plan
+    (``export.disagg``), appended after the workload's flags."""
     split = split_instances(p, "sglang")
     d, e = p.deg, p.experts
     world = split.moe_world                         # SGLang --tp: the TP world of one stage
@@ -77,11 +80,15 @@ def export_sglang(p: PlanData, out_dir: Path, serving: LaunchSettings | None = N
         args += [("--dp-size", split.dp), ("--enable-dp-attention", None)]
     if d.pp > 1:
         args.append(("--pp-size", d.pp))
+    # no --ep-dispatch-algorithm: SGLang 0.5.23 refuses "static" with the default all-to-all
+    # backend "none" (which hybrid EP < TP needs) and, left unset with a non-trivial
+    # --init-expert-location, picks "dynamic" there and "static" under an a2a backend
+    # (arg_groups/parallel_hook.py, _handle_eplb_and_dispatch)
     args += [("--ep-size", d.ep), ("--ep-num-redundant-experts", e.redundant),
-             ("--init-expert-location", '"$HERE/expert_location.json"'),
-             ("--ep-dispatch-algorithm", "static")]
+             ("--init-expert-location", '"$HERE/expert_location.json"')]
     if serving is not None:
         args += sglang_serving_args(serving, split.dp)
+    args += pd or []
     inst_world = world * d.pp
     nnodes = node_count(inst_world, p.gpus_per_node)
     needs: tuple[str, ...] = ()

@@ -71,7 +71,10 @@ def trtllm_serving_settings(s: LaunchSettings, dp: int) -> tuple[dict, list[str]
     return doc, warnings
 
 
-def export_trtllm(p: PlanData, out_dir: Path, serving: LaunchSettings | None = None) -> Export:
+def export_trtllm(p: PlanData, out_dir: Path, serving: LaunchSettings | None = None,
+                  pd: tuple[list[tuple[str, object | None]], dict] | None = None) -> Export:
+    """``pd``: (trtllm-serve flags, LLM API keys) of one pool replica of a disaggregated plan
+    (``export.disagg``): the flags go after ``--extra_llm_api_options``, the keys into its YAML."""
     split = split_instances(p, "trtllm")
     d, e = p.deg, p.experts
     if split.tp > 1 and split.dp > 1:
@@ -98,6 +101,8 @@ def export_trtllm(p: PlanData, out_dir: Path, serving: LaunchSettings | None = N
         warnings += more
     else:
         warnings.append(missing_warning("trtllm"))
+    if pd is not None:
+        settings.update(pd[1])
     balancer = d.ep > 1 or e.redundant > 0
     yaml = trtllm_yaml(settings, e if balancer else None,
                        f"plan {p.name}: one instance of {tp * d.pp} GPUs, launch {split.count}, "
@@ -106,6 +111,7 @@ def export_trtllm(p: PlanData, out_dir: Path, serving: LaunchSettings | None = N
     args: list[tuple[str, object | None]] = [
         ("--tp_size", tp), ("--pp_size", d.pp), ("--ep_size", d.ep),
         ("--extra_llm_api_options", '"$HERE/extra_llm_api_options.yaml"')]
+    args += pd[0] if pd is not None else []
     if split.count > 1:
         args.append(("--port", '"$PORT"'))
     nnodes = node_count(world, p.gpus_per_node)

@@ -82,8 +82,10 @@ def vllm_serving_args(s: LaunchSettings) -> list[tuple[str, object | None]]:
     return args
 
 
-def export_vllm(p: PlanData, out_dir: Path, loads=None, serving: LaunchSettings | None = None
-                ) -> Export:
+def export_vllm(p: PlanData, out_dir: Path, loads=None, serving: LaunchSettings | None = None,
+                pd: list[tuple[str, object | None]] | None = None) -> Export:
+    """``pd``: the prefill/decode flags of one pool replica of a disaggregated plan
+    (``export.disagg``), appended after the workload's flags."""
     split = split_instances(p, "vllm")
     d, e = p.deg, p.experts
     width = split.moe_world
@@ -109,6 +111,7 @@ def export_vllm(p: PlanData, out_dir: Path, loads=None, serving: LaunchSettings 
         args.append(("--eplb-config", q(json.dumps({"num_redundant_experts": e.redundant}))))
     if serving is not None:
         args += vllm_serving_args(serving)
+    args += pd or []
     if split.count > 1:
         args.append(("--port", '"$PORT"'))
     env = {"VLLM_PP_LAYER_PARTITION": stage_partition(p)} if uneven_stages(p) else {}
