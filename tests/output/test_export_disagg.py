@@ -234,7 +234,7 @@ def test_every_replica_launches_its_pool_gpus_and_the_router_finds_them(case, fm
 
 
 def qwen_doc() -> dict:
-    """Qwen3-30B-A3B on H200 (141 GB): prefill 2 x (TP1 DP4 EP4), decode 1 x (TP1 DP8 EP8)."""
+    """Qwen3-30B-A3B on H200 (141 GiB): prefill 2 x (TP1 DP4 EP4), decode 1 x (TP1 DP8 EP8)."""
     return disagg_doc(qwen_pool("prefill", 2, (8, 8192), 90.0, tp=1, dp=4, ep=4),
                       qwen_pool("decode", 1, (256, 4096), 130.0, tp=1, dp=8, ep=8),
                       "qwen3_30b_a3b_h200_service")
@@ -252,8 +252,9 @@ def test_pool_settings_by_hand(tmp_path):
     # 8192 x 4 = 32768; decode 256 x 8 = 2048, 4096 x 8 = 32768
     assert (pre["max_running_requests"], pre["chunked_prefill_size"]) == (32, 32768)
     assert (dec["max_running_requests"], dec["chunked_prefill_size"]) == (2048, 32768)
-    # memory fraction: 90 / 141 = 0.6383 -> 0.64; 130 / 141 = 0.9220 -> 0.93 (rounded up)
-    assert (pre["mem_fraction_static"], dec["mem_fraction_static"]) == (0.64, 0.93)
+    # memory fraction of the H200's 141 GiB = 151.397 GB: 90 / 151.397 = 0.5945 -> 0.60;
+    # 130 / 151.397 = 0.8587 -> 0.86 (rounded up)
+    assert (pre["mem_fraction_static"], dec["mem_fraction_static"]) == (0.6, 0.86)
     assert pre["context_length"] == dec["context_length"] == 5000
     assert "kv_cache_dtype" not in pre and "kv_cache_dtype" not in dec
     assert (pre["tp"], pre["ep"], dec["tp"], dec["ep"]) == (4, 4, 8, 8)
@@ -262,7 +263,7 @@ def test_pool_settings_by_hand(tmp_path):
     # vLLM per engine (one DP rank): 8 sequences, 8192 tokens; decode 256, max(4096, 256) = 4096
     assert (pre["max_num_seqs"], pre["max_num_batched_tokens"]) == (8, 8192)
     assert (dec["max_num_seqs"], dec["max_num_batched_tokens"]) == (256, 4096)
-    assert (pre["gpu_memory_utilization"], dec["gpu_memory_utilization"]) == (0.64, 0.93)
+    assert (pre["gpu_memory_utilization"], dec["gpu_memory_utilization"]) == (0.6, 0.86)
     t = exported(doc, "trtllm", tmp_path / "t", inst)
     pre, dec = (p["settings"] for p in t.pools)
     assert (pre["max_batch_size"], pre["max_num_tokens"], pre["max_seq_len"]) == (8, 8192, 5000)
