@@ -38,8 +38,8 @@ class AffineTimer:
         return 0 if p + d == 0 else MS + 10_000 * p + 100_000 * d
 
 
-def pool(role: str, cap: int, chunk: int = 100, queues: int = 1) -> Deployment:
-    return Deployment(queues, queues, Knobs(cap, chunk, 1, 1), 10**6, AffineTimer(), None, role)
+def pool(role: str, cap: int, chunk: int = 100, queues: int = 1, kv_tokens: int = 10**6) -> Deployment:
+    return Deployment(queues, queues, Knobs(cap, chunk, 1, 1), kv_tokens, AffineTimer(), None, role)
 
 
 def constant_transfer(_prompt_tokens: int) -> int:
@@ -82,6 +82,34 @@ def test_prefill_slot_is_held_until_the_transfer_ends():
     out = simulate_disagg(pool(PREFILL, 1), pool(DECODE, 4), constant_transfer, reqs)
     assert out.first_token_ns.tolist() == [6_500_000, 11 * MS]
     assert out.finish_ns.tolist() == out.first_token_ns.tolist()  # one output token: done on arrival
+
+
+def test_prefill_kv_held_by_a_transfer_makes_the_next_prompt_wait():
+    """Prefill KV of 160 tokens (10 blocks of 16), budget 200: A (150 tokens, 10 blocks) runs
+    [0, 2.5] (1 + 1.5 ms); B (50 tokens, 4 blocks) does not fit beside it, and A's blocks stay
+    until its transfer ends at 5.5 ms (the queue waits; nothing is preempted). B then runs
+    [5.5, 7.0] (1 + 0.5 ms): first token at 10.0 ms."""
+    reqs = requests([150, 50], [1, 1], [0, 0])
+    out = simulate_disagg(pool(PREFILL, 4, chunk=200, kv_tokens=160), pool(DECODE, 4), constant_transfer, reqs)
+    assert out.first_token_ns.tolist() == [5_500_000, 10 * MS]
+    assert out.preemptions == 0 and out.pools[0].peak_kv_fraction == 1.0
+
+
+def test_decode_kv_pressure_preempts_and_recomputes_on_the_decode_queue():
+    """Decode KV of 64 tokens (4 blocks); A and B (16 prompt, 20 out) at 0 ms. Prefill: one
+    step of 32 tokens (1.32 ms) + 3 ms transfer: both reach the decode queue at 4.32 ms, 2
+    blocks each (17 tokens with the first decode slot). 16 steps of 2 decodes (1.2 ms) give
+    tokens 2..17 (contexts up to 32 = 2 blocks each) -> 23.52 ms. The next needs a third
+    block for A: B (newest) is preempted, and its recompute (16 + 17 = 33 tokens, 3 blocks)
+    does not fit beside A, so A decodes alone 3 steps (1.1 ms): done at 26.82 ms. B is then
+    prefilled again on the decode queue (33 tokens: 1.33 ms -> token 18 at 28.15) and decodes
+    tokens 19 and 20 (2 x 1.1 ms): done at 30.35 ms; its first token stays at 4.32 ms."""
+    reqs = requests([16, 16], [20, 20], [0, 0])
+    out = simulate_disagg(pool(PREFILL, 4), pool(DECODE, 4, kv_tokens=64), constant_transfer, reqs)
+    assert out.first_token_ns.tolist() == [4_320_000, 4_320_000]
+    assert out.finish_ns.tolist() == [26_820_000, 30_350_000]
+    assert (out.pools[0].preemptions, out.pools[1].preemptions) == (0, 1)
+    assert out.pools[1].steps == 16 + 3 + 1 + 2
 
 
 def test_least_loaded_routing_in_each_pool():
