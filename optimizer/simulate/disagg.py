@@ -8,8 +8,8 @@ the planner's): a request of ``s`` prompt tokens moves
 copy of the cache, a sliding layer at most its window) over ``links = min(g_prefill,
 g_decode)`` GPU links in parallel, taking ``bytes / (links * bandwidth) + latency`` (rounded
 up to whole ns by ``costs.units.seconds_to_ns``), on the intra-node link when the whole
-deployment fits on one node, else on the inter-node one (``plan.pools.transfer_link``). A
-transfer is a pure delay (no link contention).
+deployment fits on one node, else on the inter-node one (the documented layout rule, written
+here again rather than imported). A transfer is a pure delay (no link contention).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from optimizer.costs import formulas as cm
 from optimizer.costs.units import seconds_to_ns
 from optimizer.inputs.schema import Instance
-from optimizer.plan.pools import INTRA_NODE, read_pools, replica_doc, transfer_link
+from optimizer.plan.pools import read_pools, replica_doc
 from optimizer.simulate.deployment import DECODE, PREFILL, Deployment, deployment
 
 
@@ -56,8 +56,9 @@ def transfer_of(inst: Instance, prefill_gpus: int, decode_gpus: int, total_gpus:
     """The transfer between replicas of ``prefill_gpus`` and ``decode_gpus`` GPUs in a
     deployment of ``total_gpus``."""
     m, hw = inst.model, inst.hardware
-    link = transfer_link(total_gpus, hw.gpus_per_node)
-    bandwidth, latency = ((hw.intra_node_bandwidth_gb_s, hw.intra_node_latency_us) if link == INTRA_NODE
+    one_node = total_gpus <= hw.gpus_per_node  # every prefill replica beside every decode one
+    link = "intra_node" if one_node else "inter_node"
+    bandwidth, latency = ((hw.intra_node_bandwidth_gb_s, hw.intra_node_latency_us) if one_node
                           else (hw.inter_node_bandwidth_gb_s, hw.inter_node_latency_us))
     sliding = sum(1 for layer in range(m.num_layers) if m.is_sliding(layer))
     return Transfer(link, min(prefill_gpus, decode_gpus), bandwidth, latency,
