@@ -77,8 +77,5 @@ def service_text(inst: Instance, doc: dict, notes: list[str]) -> str:
 
 def check_service_command(inst: Instance, instance_path: str, plan_path: str) -> tuple[dict, str, bool]:
     from optimizer.costs.serving.replica import service_load
-    from optimizer.inputs.files import load_model
-    from optimizer.plan.files import PlanFile
-    from optimizer.plan.service import check_service_plan
-    pf = load_model(plan_path, PlanFile, "plan")
-    return check_service_plan(inst, pf, service_load(inst.workload, trace_of(inst, instance_path)))
+    from optimizer.plan.check import check_service_plan_file
+    return check_service_plan_file(inst, plan_path, service_load(inst.workload, trace_of(inst, instance_path)))

@@ -32,10 +32,14 @@ from optimizer.inputs.files import write_atomic
               help="replicated expert slots per MoE layer, placed after the solve by the placement "
                    "engine on the chosen EP degree, the plan then re-evaluated (default: "
                    "search.redundant_experts, else none)")
+@click.option("--mode", type=click.Choice(["agg", "disagg", "auto"]), default="agg", show_default=True,
+              help="services: agg = one pool running prefill and decode; disagg = a prefill pool and a "
+                   "decode pool with their own degrees and replica counts (docs/serving-model.md); auto = "
+                   "both, the higher goodput per GPU written, one summary line each")
 @click.option("-v", "--verbose", count=True,
               help="logs to stderr and every expert id per EP rank in the printed plan; -vv shows tracebacks")
 def solve(instance, format_, output, gpus, time_limit, workers, seed, report, log_solver, dump_model,
-          objective, redundant, verbose):
+          objective, redundant, mode, verbose):
     def body():
         from optimizer import api
         from optimizer.output.text import plan_text, status_note
@@ -44,6 +48,13 @@ def solve(instance, format_, output, gpus, time_limit, workers, seed, report, lo
         inst = load_instance(instance)
         if gpus is not None and gpus > inst.hardware.num_gpus:
             raise InputError(f"--gpus={gpus}: exceeds hardware.num_gpus={inst.hardware.num_gpus}")
+        if mode != "agg":  # disaggregated or both: optimizer/cli/disagg.py
+            if inst.workload.kind != "service":
+                raise InputError(f"--mode={mode}: workload.kind='batch': disaggregated serving plans "
+                                 "services (workload.kind 'service'); a static batch is solved with --mode agg")
+            from optimizer.cli.disagg import solve_mode_command
+            return solve_mode_command(inst, instance, mode, gpus, objective, time_limit, workers, seed,
+                                      format_, output)
         if inst.workload.kind == "service":  # services: optimizer/cli/service.py
             from optimizer.cli.service import solve_service_command
             return solve_service_command(inst, instance, gpus, objective, time_limit, workers, seed, format_, output)

@@ -27,17 +27,43 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from optimizer.costs.expert_loads import expert_loads
+from optimizer.costs.serving.disagg import (
+    INTER_NODE,
+    INTRA_NODE,
+    DecodeCandidate,
+    PrefillCandidate,
+    TransferClass,
+    decode_queue,
+    evaluate_decode,
+    evaluate_prefill,
+    kv_transfer_bytes,
+    predict_prefill,
+    prefill_load,
+    prompt_kv_load,
+    transfer_seconds,
+)
+from optimizer.costs.serving.disagg_decode import DecodeMetrics, predict_decode
 from optimizer.costs.serving.knobs import ServingKnobs
+from optimizer.costs.serving.metrics import ServiceLoad, ServiceMetrics
+from optimizer.costs.serving.replica import replica, replica_memory
+from optimizer.costs.tables import LinkFacts
+from optimizer.costs.timing import hot_load
+from optimizer.costs.units import bytes_to_gb, gb_to_bytes_floor, rate_target_to_int
 from optimizer.errors import InputError
 from optimizer.inputs.files import validation_message
 from optimizer.inputs.schema import Instance
-from optimizer.plan.files import SCHEMA_VERSION, PlanData, PlanFile, read_plan
+from optimizer.plan.evaluate import Check, Plan
+from optimizer.plan.files import SCHEMA_VERSION, PlanData, PlanFile, plan_head, read_plan
 from optimizer.plan.rules import MAX_PLAN_GPUS
-from optimizer.plan.service import knobs_from_file
+from optimizer.plan.service import (
+    KNOB_NAMES,
+    knobs_from_file,
+    service_slo,
+)
 
 ROLES = ("prefill", "decode")
 MODES = ("agg", "disagg")
-INTRA_NODE, INTER_NODE = "intra_node", "inter_node"
 # the keys of a pool that are not the replica's plan fields
 POOL_KEYS = ("role", "replicas", "num_gpus")
 
@@ -161,3 +187,187 @@ def pools_plan_head(instance: str, status: str, total_gpus: int) -> dict[str, An
     """The keys a disaggregated plan file opens with, in the contract's order."""
     return {"schema_version": SCHEMA_VERSION, "instance": instance, "status": status,
             "mode": "disagg", "num_gpus": total_gpus}
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluation from the plan alone (the planner writes its plans through it, ``check`` reruns it)
+
+
+@dataclass(frozen=True)
+class PoolPlan:
+    """What the evaluation needs of one pool: the replica's plan and knobs, the replicas."""
+
+    role: str
+    plan: Plan
+    knobs: ServingKnobs
+    replicas: int
+
+    @property
+    def gpus_per_replica(self) -> int:
+        return self.plan.deg.num_gpus
+
+
+@dataclass(frozen=True)
+class DisaggEvaluation:
+    """Both pools' per-replica figures, the transfer, and the metrics at the operating rate
+    (the instance's arrival rate, else the deployment's goodput)."""
+
+    prefill: PoolPlan
+    decode: PoolPlan
+    transfer: TransferClass
+    kv_bytes_per_request: float
+    transfer_s: float
+    prefill_figures: PrefillCandidate  # per replica
+    decode_figures: DecodeCandidate  # per replica
+    rate_rps: float
+    prefill_at: ServiceMetrics  # at rate / prefill replicas (TTFT without the transfer)
+    decode_at: DecodeMetrics  # at rate / decode replicas
+    memory_bytes: dict[str, int]  # role -> peak bytes of the most loaded GPU
+    output_tokens: int
+    percentile: int
+
+    @property
+    def num_gpus(self) -> int:
+        return sum(p.replicas * p.gpus_per_replica for p in (self.prefill, self.decode))
+
+    @property
+    def goodput_rps(self) -> float:
+        return min(self.prefill.replicas * self.prefill_figures.goodput_rps,
+                   self.decode.replicas * self.decode_figures.goodput_rps)
+
+    @property
+    def capacity_rps(self) -> float:
+        return min(self.prefill.replicas * self.prefill_figures.capacity_rps,
+                   self.decode.replicas * self.decode_figures.capacity_rps)
+
+    def ttft_s(self, percentile: int) -> float:
+        return self.prefill_at.ttft_at(percentile) + self.transfer_s
+
+    def metrics(self) -> dict[str, float]:
+        """The contract's service metrics of the deployment (plus extras)."""
+        d, total = self.output_tokens, self.num_gpus
+        tpot_p90 = self.decode_at.tpot_p90_ms
+        return {
+            "rate_rps": self.rate_rps,
+            "ttft_p50_s": self.ttft_s(50), "ttft_p90_s": self.ttft_s(90), "ttft_p99_s": self.ttft_s(99),
+            "tpot_p50_ms": self.decode_at.tpot_p50_ms, "tpot_p90_ms": tpot_p90,
+            "e2e_latency_p90_s": self.ttft_s(90) + max(0, d - 1) * tpot_p90 / 1e3,
+            "goodput_rps": self.goodput_rps,
+            "goodput_rps_per_gpu": self.goodput_rps / total,
+            "sustainable_rps": self.capacity_rps,
+            "output_tokens_per_s_per_gpu": self.rate_rps * d / total,
+            "max_output_tokens_per_s_per_gpu": self.capacity_rps * d / total,
+            "tokens_per_s_per_user": 1000.0 / self.decode_at.tpot_mean_ms,
+            "utilization": max(self.prefill_at.utilization, self.decode_at.utilization),
+            "max_memory_gb": bytes_to_gb(max(self.memory_bytes.values())),
+        }
+
+    def pool_metrics(self, role: str) -> dict[str, float]:
+        """One replica's figures at its share of the operating rate."""
+        pool = self.prefill if role == "prefill" else self.decode
+        figures = self.prefill_figures if role == "prefill" else self.decode_figures
+        out = {"rate_rps": self.rate_rps / pool.replicas, "goodput_rps": figures.goodput_rps,
+               "sustainable_rps": figures.capacity_rps}
+        if role == "prefill":
+            m = self.prefill_at
+            out.update({"ttft_p50_s": m.ttft_p50_s, "ttft_p90_s": m.ttft_p90_s, "ttft_p99_s": m.ttft_p99_s,
+                        "utilization": m.utilization})
+        else:
+            m = self.decode_at
+            out.update({"tpot_p50_ms": m.tpot_p50_ms, "tpot_p90_ms": m.tpot_p90_ms,
+                        "running_requests_per_queue": m.running, "utilization": m.utilization})
+        out["max_memory_gb"] = bytes_to_gb(self.memory_bytes[role])
+        return out
+
+    def transfer_doc(self) -> dict[str, Any]:
+        return {"link": self.transfer.link, "links": self.transfer.links,
+                "kv_bytes_per_request": self.kv_bytes_per_request, "transfer_s": self.transfer_s}
+
+
+def _replica_of(inst: Instance, plan: Plan, load: ServiceLoad):
+    moe_ids = inst.model.moe_layer_ids
+    hot = {l: hot_load(row, plan.placement[l]) for l, row in zip(moe_ids, expert_loads(inst))}
+    return replica(inst, plan.deg, LinkFacts.of(plan.slots), plan.stages, hot, load)
+
+
+def evaluate_disagg(inst: Instance, load: ServiceLoad, prefill: PoolPlan, decode: PoolPlan) -> DisaggEvaluation:
+    """Every figure of a disaggregated deployment from its pools alone (module doc,
+    docs/serving-model.md): the transfer from the layout, each pool's per-replica goodput and
+    capacity, and the metrics at the operating rate."""
+    slo, rate = service_slo(inst), inst.workload.arrival_rate_rps
+    total = prefill.replicas * prefill.gpus_per_replica + decode.replicas * decode.gpus_per_replica
+    cls = TransferClass(transfer_link(total, inst.hardware.gpus_per_node),
+                        min(prefill.gpus_per_replica, decode.gpus_per_replica))
+    num_bytes = kv_transfer_bytes(inst, load.prompt_tokens)
+    seconds = transfer_seconds(inst, num_bytes, cls.links, cls.link)
+    rep_p = _replica_of(inst, prefill.plan, prefill_load(load))
+    pre = evaluate_prefill(prefill.plan.deg, prefill.knobs, rep_p, load, slo, rate, {cls: seconds})[0]
+    rep_d = _replica_of(inst, decode.plan, load)
+    dec = evaluate_decode(decode.plan.deg, decode.knobs, rep_d, load, slo, rate)
+    goodput = min(prefill.replicas * pre.goodput_rps, decode.replicas * dec.goodput_rps)
+    capacity = min(prefill.replicas * pre.capacity_rps, decode.replicas * dec.capacity_rps)
+    operating = rate if rate is not None else (goodput if goodput > 0 else capacity * 1e-6)
+    memory = {
+        "prefill": replica_memory(inst, prefill.plan.deg, prefill.plan.stages, prompt_kv_load(load))
+        .peak_bytes(prefill.knobs.max_running_requests, prefill.knobs.prefill_chunk_tokens),
+        "decode": replica_memory(inst, decode.plan.deg, decode.plan.stages, load)
+        .peak_bytes(decode.knobs.max_running_requests, decode.knobs.prefill_chunk_tokens),
+    }
+    return DisaggEvaluation(prefill, decode, cls, num_bytes, seconds, pre, dec, operating,
+                            predict_prefill(rep_p, prefill.knobs, load, operating / prefill.replicas),
+                            predict_decode(decode_queue(rep_d, decode.knobs, load), operating / decode.replicas),
+                            memory, load.output_tokens, slo.percentile)
+
+
+def disagg_checks(inst: Instance, ev: DisaggEvaluation) -> list[Check]:
+    """Memory of each pool, both pools stable and the SLOs at the instance's rate (a decode
+    slot at the percentile included), the goodput target."""
+    limit = gb_to_bytes_floor(inst.memory_limit_gb)
+    checks = [Check(f"{role}: memory_per_gpu", bytes_to_gb(b), inst.memory_limit_gb, "GB", b <= limit)
+              for role, b in ev.memory_bytes.items()]
+    req, p = inst.requirements, ev.percentile
+    if inst.workload.arrival_rate_rps is not None:
+        pre, dec = ev.prefill_at, ev.decode_at
+        checks += [Check("prefill: stable_at_arrival_rate", pre.utilization, 1.0, "utilization", pre.stable),
+                   Check("decode: stable_at_arrival_rate", dec.utilization, 1.0, "utilization", dec.stable),
+                   Check(f"decode: slot_free_at_p{p}", dec.running, ev.decode.knobs.max_running_requests,
+                         "running requests per queue (mean)", dec.stable and dec.admitted_at[p])]
+        if req.max_ttft_s is not None:
+            checks.append(Check(f"ttft_p{p}", ev.ttft_s(p), req.max_ttft_s, "s",
+                                pre.stable and ev.ttft_s(p) <= req.max_ttft_s))
+        if req.max_tpot_ms is not None:
+            checks.append(Check(f"tpot_p{p}", dec.tpot_at(p), req.max_tpot_ms, "ms",
+                                dec.stable and dec.tpot_at(p) <= req.max_tpot_ms))
+    if req.min_goodput_rps is not None:
+        score = min(ev.prefill.replicas * ev.prefill_figures.goodput_score,
+                    ev.decode.replicas * ev.decode_figures.goodput_score)
+        checks.append(Check("goodput", ev.goodput_rps, req.min_goodput_rps, "requests/s",
+                            score >= rate_target_to_int(req.min_goodput_rps)))
+    return checks
+
+
+def _pool_doc(pool: PoolPlan, status: str, metrics: dict) -> dict:
+    plan = pool.plan
+    head = plan_head(plan, status)
+    return {
+        "role": pool.role, "replicas": pool.replicas, "num_gpus": plan.deg.num_gpus,
+        "degrees": head["degrees"],
+        "serving": {name: getattr(pool.knobs, name) for name in KNOB_NAMES},
+        "stages": [{"stage": j, "layers": list(layers)} for j, layers in enumerate(plan.stages)],
+        "expert_placement": {str(layer): [list(r) for r in ranks] for layer, ranks in sorted(plan.placement.items())},
+        "gpus": [{"rank": s.rank, "node": s.node, "local_rank": s.local_rank, "stage": s.stage,
+                  "tp_rank": s.tp_rank, "dp_rank": s.dp_rank, "ep_rank": s.ep_rank,
+                  "etp_rank": s.etp_rank, "edp_rank": s.edp_rank} for s in plan.slots],
+        "metrics": metrics,
+    }
+
+
+def disagg_plan_to_json(instance: str, ev: DisaggEvaluation, status: str, solver: dict) -> dict:
+    """The plan file of a disaggregated deployment (docs/plan-file.md)."""
+    return {
+        **pools_plan_head(instance, status, ev.num_gpus),
+        "pools": [_pool_doc(pool, status, ev.pool_metrics(pool.role)) for pool in (ev.prefill, ev.decode)],
+        "transfer": ev.transfer_doc(),
+        "metrics": ev.metrics(),
+        "solver": solver,
+    }

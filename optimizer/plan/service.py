@@ -144,7 +144,7 @@ def check_service_plan(inst: Instance, f: PlanFile, load: ServiceLoad) -> tuple[
     plan, knobs, checks = service_plan_from_file(inst, f)
     if plan is None:
         doc = {"feasible": False, "checks": [asdict(c) for c in checks], "metrics": {}}
-        lines = ["Structure"] + [_check_line(c) for c in checks] + ["plan is not valid"]
+        lines = ["Structure"] + [check_line(c) for c in checks] + ["plan is not valid"]
         return doc, "\n".join(lines) + "\n", False
     cand = evaluate_service_plan(inst, plan, knobs, load)
     memory = peak_memory_bytes(inst, plan, knobs, load)
@@ -152,11 +152,11 @@ def check_service_plan(inst: Instance, f: PlanFile, load: ServiceLoad) -> tuple[
     metrics = service_metrics(cand, memory)
     feasible = all(c.ok for c in checks)
     doc = {"feasible": feasible, "checks": [asdict(c) for c in checks], "metrics": metrics}
-    lines = ["Checks"] + [_check_line(c) for c in checks] + ["Metrics"]
+    lines = ["Checks"] + [check_line(c) for c in checks] + ["Metrics"]
     lines += [f"  {k:<34} {v:.6g}" for k, v in metrics.items()]
     lines.append("feasible: every constraint holds" if feasible else "INFEASIBLE: a constraint is violated")
     return doc, "\n".join(lines) + "\n", feasible
 
 
-def _check_line(c: Check) -> str:
+def check_line(c: Check) -> str:
     return f"  {'ok ' if c.ok else 'FAIL'} {c.name:<48} {c.value:.6g} (limit {c.limit:.6g} {c.unit})"

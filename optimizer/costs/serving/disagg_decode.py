@@ -1,0 +1,146 @@
+"""The decode pool of a disaggregated service: one replica that only generates (plain Python).
+
+Input: ``step_ns(decodes)``, the time of a decode-only engine step of one queue (an
+attention-DP rank with its own scheduler) advancing ``decodes`` requests at the mean decode
+context (integer ns: ``serving.replica`` with no prompt chunk, or a test double), the queues
+``k`` of the replica, the output tokens ``D`` and the running-request cap ``B`` per queue.
+
+Arrivals: transferred requests reach the replica as a Poisson stream of rate lambda (the
+router splits the deployment's rate evenly over the decode replicas) and join the queue with
+the fewest running requests. Each decodes ``D - 1`` steps (the prefill pool gives the first
+token). Steady state per queue, with the least-loaded routing of ``queueing.jsq_*``:
+    n = (lambda / k) (D - 1) TPOT          (Little's law)
+    TPOT = step(n')                        (n' = jsq_seen(n, k): the decodes a decoding
+                                            request's step holds, itself included)
+solved by fixed-point iteration from n = 0 (the least fixed point; every map is
+non-decreasing in n). Not sustainable when the iterates reach ``B``.
+At the SLO percentile (standard-normal quantile z):
+    TPOT_q = step(jsq_seen_quantile(n, k, z))   (the count over a request's life at its quantile)
+    admitted: jsq_joined_quantile(n, k, z) + 1 <= B   (the queue a request joins has a free slot
+                                                       at the quantile: no wait for a slot)
+Goodput: the highest rate meeting both (bisection: each is monotone in the rate).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from statistics import NormalDist
+
+from optimizer.costs.serving import queueing as q
+
+DecodeStep = Callable[[int], int]  # decodes -> ns of a decode-only step
+_FIXED_POINT_STEPS = 500
+_RELATIVE_TOLERANCE = 1e-7
+
+
+@dataclass(frozen=True)
+class DecodeQueue:
+    """What the decode model needs of one decode replica."""
+
+    step_ns: DecodeStep
+    queues: int  # k, attention-DP schedulers
+    output_tokens: int  # D, per request (mean); D - 1 decode steps each
+    cap: int  # B, running requests per queue
+
+
+@dataclass(frozen=True)
+class DecodeMetrics:
+    """Predicted figures of one decode replica at one rate (per replica)."""
+
+    rate_rps: float
+    stable: bool
+    running: float  # n, mean running requests per queue
+    tpot_mean_ms: float
+    tpot_p50_ms: float
+    tpot_p90_ms: float
+    tpot_p99_ms: float
+    admitted_at: dict[int, bool]  # percentile -> the joined queue has a slot at that quantile
+    utilization: float  # n / B
+
+    def tpot_at(self, percentile: int) -> float:
+        return {50: self.tpot_p50_ms, 90: self.tpot_p90_ms, 99: self.tpot_p99_ms}[percentile]
+
+
+def z_of(percentile: int) -> float:
+    return NormalDist().inv_cdf(percentile / 100)
+
+
+def _at(step: DecodeStep, count: float) -> float:
+    """step(count) at a fractional count >= 1, linear between the integers around it."""
+    low = max(1, math.floor(count))
+    frac = count - low
+    base = step(low)
+    return base if frac <= 1e-12 else base + frac * (step(low + 1) - base)
+
+
+def steady_running(dq: DecodeQueue, rate_rps: float) -> float | None:
+    """Least fixed point n of the steady state at ``rate_rps`` per replica (module doc), or
+    None when it reaches the cap B."""
+    per_queue = rate_rps / dq.queues
+    steps = max(0, dq.output_tokens - 1)
+    running = 0.0
+    for _ in range(_FIXED_POINT_STEPS):
+        tpot_s = _at(dq.step_ns, q.jsq_seen(running, dq.queues)) * 1e-9
+        nxt = q.littles_law_count(per_queue, steps * tpot_s)
+        if nxt >= dq.cap:
+            return None
+        if nxt - running <= 1e-9 * max(1.0, nxt):
+            return nxt
+        running = nxt
+    return None
+
+
+def predict_decode(dq: DecodeQueue, rate_rps: float) -> DecodeMetrics:
+    """Figures of the replica at ``rate_rps`` (infinite TPOT when not sustainable)."""
+    n = steady_running(dq, rate_rps)
+    if n is None:
+        inf = math.inf
+        return DecodeMetrics(rate_rps, False, float(dq.cap), inf, inf, inf, inf,
+                             {p: False for p in (50, 90, 99)}, 1.0)
+    k = dq.queues
+    tpot = {p: _at(dq.step_ns, q.jsq_seen_quantile(n, k, z_of(p))) * 1e-6 for p in (50, 90, 99)}
+    admitted = {p: q.jsq_joined_quantile(n, k, z_of(p)) + 1.0 <= dq.cap for p in (50, 90, 99)}
+    mean = _at(dq.step_ns, q.jsq_seen(n, k)) * 1e-6
+    return DecodeMetrics(rate_rps, True, n, mean, tpot[50], tpot[90], tpot[99], admitted,
+                         n / dq.cap)
+
+
+def meets_tpot(m: DecodeMetrics, max_tpot_ms: float | None, percentile: int) -> bool:
+    """Stable, a slot at the percentile, and TPOT at the percentile within the SLO."""
+    return (m.stable and m.admitted_at[percentile]
+            and (max_tpot_ms is None or m.tpot_at(percentile) <= max_tpot_ms))
+
+
+def largest_rate(ok: Callable[[float], bool], start_rps: float) -> float:
+    """Largest rate with ok(rate) for a monotone ok (true below r*, false above): doubling
+    from ``start_rps``, then bisection to ``_RELATIVE_TOLERANCE`` (the lower end is returned);
+    0 when ok(start / 2^40) is false."""
+    low, high = 0.0, start_rps
+    while ok(high):
+        low, high = high, 2.0 * high
+        if high > 1e12:
+            return low
+    if low == 0.0 and not ok(start_rps * 2.0**-40):
+        return 0.0
+    while high - low > _RELATIVE_TOLERANCE * high:
+        mid = (low + high) / 2.0
+        low, high = (mid, high) if ok(mid) else (low, mid)
+    return low
+
+
+def _start_rps(dq: DecodeQueue) -> float:
+    """A rate of the right order: one running request per queue."""
+    return dq.queues / (max(1, dq.output_tokens - 1) * dq.step_ns(1) * 1e-9)
+
+
+def decode_capacity_rps(dq: DecodeQueue) -> float:
+    """Highest per-replica rate with a steady state below the cap."""
+    return largest_rate(lambda r: steady_running(dq, r) is not None, _start_rps(dq))
+
+
+def decode_goodput_rps(dq: DecodeQueue, max_tpot_ms: float | None, percentile: int) -> float:
+    """Highest per-replica rate at which the percentile's TPOT meets the SLO and finds a slot."""
+    return largest_rate(lambda r: meets_tpot(predict_decode(dq, r), max_tpot_ms, percentile),
+                        _start_rps(dq))
