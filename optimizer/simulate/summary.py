@@ -54,22 +54,25 @@ def meets_slo(out: Outcome, idx: np.ndarray, req: Requirements) -> np.ndarray:
     return good
 
 
-def window_ns(out: Outcome, warmup_fraction: float) -> tuple[int, int]:
-    """From the first measured arrival to the last measured completion."""
+def load_window_ns(out: Outcome, warmup_fraction: float) -> tuple[int, int]:
+    """While the measured requests arrive: from the first measured arrival to the last
+    arrival (the drain after it left out); when they all arrive at once, to the last
+    completion."""
     idx = measured(out, warmup_fraction)
     ok = idx[~out.rejected[idx]]
     if not len(ok):
         return 0, 0
-    return int(out.arrival_ns[idx].min()), int(out.finish_ns[ok].max())
+    start, last = int(out.arrival_ns[idx].min()), int(out.arrival_ns[idx].max())
+    return start, last if last > start else int(out.finish_ns[ok].max())
 
 
 def pool_summary(out: Outcome, stats: PoolStats, warmup_fraction: float, max_running: int) -> dict:
-    """One pool's figures over the measured window: ``busy_fraction`` (share of its queues'
-    time running steps), ``mean_running_per_queue`` (time-average of the requests in a
-    queue's running step), ``utilization`` (a prefill pool: its busy fraction; a decode
-    pool: mean running / ``max_running``), the KV peak (most blocks a queue held / its
-    capacity), preemptions and steps."""
-    window = window_ns(out, warmup_fraction)
+    """One pool's figures over the load window (``load_window_ns``): ``busy_fraction``
+    (share of its queues' time running steps), ``mean_running_per_queue`` (time-average of
+    the requests in a queue's running step), ``utilization`` (a prefill pool: its busy
+    fraction; a decode pool: mean running / ``max_running``), and over the whole run the KV
+    peak (most blocks a queue held / its capacity), preemptions and steps."""
+    window = load_window_ns(out, warmup_fraction)
     busy, running = stats.busy_fraction(*window), stats.mean_stepping(*window)
     return {"utilization": busy if stats.role == "prefill" else running / max_running,
             "busy_fraction": busy, "mean_running_per_queue": running,

@@ -20,7 +20,7 @@ from optimizer.inputs.service import Requests
 from optimizer.simulate.deployment import BOTH, DECODE, PREFILL, Deployment, Knobs, deployment
 from optimizer.simulate.disagg import disagg_deployment, transfer_of
 from optimizer.simulate.engine import simulate, simulate_disagg
-from optimizer.simulate.summary import summarize
+from optimizer.simulate.summary import pool_summary, summarize
 from tests.simulate.test_simulate import CONTRACT_KEYS, tiny_doc
 
 MS = 1_000_000  # ns
@@ -68,6 +68,13 @@ def test_disagg_by_hand_with_a_test_double_step(decode_cap, finish_ms):
     assert out.transfer_ns.tolist() == [3 * MS] * 3
     # steps: prefill 3; decode 2 + 1 (cap 2) or 2 + 2 + 1 (cap 1)
     assert [p.steps for p in out.pools] == [3, 3 if decode_cap == 2 else 5]
+    # utilisation while the requests arrive ([0, 20] ms): prefill busy 4 of 20 ms; decode
+    # steps inside it: 2 x 1.2 ms with 2 requests (cap 2) or 4 x 1.1 ms with 1 (cap 1)
+    prefill, decode = (pool_summary(out, stats, 0.0, cap) for stats, cap in zip(out.pools, (4, decode_cap)))
+    assert prefill["utilization"] == prefill["busy_fraction"] == pytest.approx(4 / 20, rel=1e-12)
+    running = 2 * 2.4 / 20 if decode_cap == 2 else 4.4 / 20
+    assert decode["mean_running_per_queue"] == pytest.approx(running, rel=1e-12)
+    assert decode["utilization"] == pytest.approx(running / decode_cap, rel=1e-12)
     summary = summarize(out, Instance.model_validate(tiny_doc()).requirements, 0.0)
     tpots = sorted([(finish_ms[0] - 7) / 2, (finish_ms[1] - 7) / 2, 25.9 - 24.8])
     assert summary["tpot_p90_ms"] == pytest.approx(tpots[-1], rel=1e-12)  # nearest rank of 3
