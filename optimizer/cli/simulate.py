@@ -60,11 +60,11 @@ def simulate(instance, plan, requests, seed, repeats, warmup_fraction, routing,
 
 
 def _shape(dep) -> str:
-    """'8 replica(s)', or the pools of a disaggregated plan: 'prefill 2 queue(s) on 4 GPUs ...'."""
+    """'8 replica(s)', or the queues of a disaggregated plan's pools: '2 prefill + 3 decode queues'."""
     pools = getattr(dep, "pools", None)
     if pools is None:
         return f"{dep.replicas} replica(s)"
-    return ", ".join(f"{p.role} {p.replicas} queue(s) on {p.num_gpus} GPUs" for p in pools)
+    return " + ".join(f"{p.replicas} {p.role}" for p in pools) + f" queues on {dep.num_gpus} GPUs"
 
 
 command = simulate
