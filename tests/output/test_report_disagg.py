@@ -32,7 +32,7 @@ def disagg_doc(link: str = "inter_node") -> dict:
             "mode": "disagg", "num_gpus": 14,
             "pools": [{"role": "prefill", "replicas": 3, **_replica(1, 2, 2)},
                       {"role": "decode", "replicas": 1, **_replica(1, 8, 8)}],
-            "transfer": {"link": link, "kv_bytes_per_request": 393216000, "transfer_s": 0.00394336},
+            "transfer": {"link": link, "links": 2, "kv_bytes_per_request": 393216000, "transfer_s": 0.00394336},
             "metrics": {"ttft_p90_s": 0.31, "tpot_p90_ms": 21.5, "goodput_rps": 30.0}}
 
 
@@ -63,7 +63,7 @@ def test_report_of_a_disagg_plan_shows_both_pools_and_the_transfer(tmp_path):
     assert pools[2][:11] == ["decode", "1", "8", "8", "0", "1", "1", "8", "8", "1", "1"]
     transfer = {row[0]: row[1:] for row in page.table("KV transfer")[1:]}
     assert transfer["link"] == ["inter_node", "inter_node", "holds"]  # 14 GPUs > 8 per node
-    assert transfer["links (GPUs sending in parallel)"][1] == "2"
+    assert transfer["links"] == ["2", "2", "holds"]  # min(2, 8) GPUs
     assert transfer["kv_bytes_per_request"][0] == "393216000" and transfer["transfer_s"][0] == "0.00394336"
     assert {row[0]: row[1] for row in page.table("Plan")[1:]}["nodes"] == "2"
     assert {row[0]: row[1] for row in page.table("Metrics")[1:]}["tpot_p90_ms"] == "21.5"
@@ -83,6 +83,7 @@ def test_report_flags_a_stated_link_the_layout_contradicts(tmp_path):
     page = Page((tmp_path / "r.html").read_text())
     link = {row[0]: row[1:] for row in page.table("KV transfer")[1:]}["link"]
     assert link == ["intra_node", "inter_node", "differs: the layout gives inter_node"]
+    assert {row[0]: row[1:] for row in page.table("KV transfer")[1:]}["links"] == ["2", "2", "holds"]
     assert "no instance given" in page.text
 
 

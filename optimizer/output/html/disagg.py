@@ -3,7 +3,7 @@ and the KV transfer between them, in the page style of ``page``.
 
 Page: the plan's head, a table of the pools (per pool: replicas, GPUs per replica, GPUs,
 first global ranks, degrees, knobs), the transfer as the plan states it (link, links, bytes
-per request, seconds) with its link checked against the layout rule
+per request, seconds) with its link and link count checked against the layout rule
 (``plan.pools.transfer_link``), the plan's metrics and solver block; a deployment map (every
 GPU of the cluster coloured by pool replica, ``plan.pools.replica_first_ranks``); then per
 pool the pictures of one replica (cluster map, expert placement, memory, routed loads with an
@@ -87,23 +87,29 @@ def _ranks_text(firsts: tuple[int, ...]) -> str:
 
 
 def _transfer_rows(doc: dict, views: list[PoolView], gpus_per_node: int) -> tuple[list[list[object]], str]:
-    """(rows, note): the plan's transfer block, the link checked against the layout rule."""
+    """(rows, note): the plan's transfer block, its link and links checked against the layout."""
     stated = doc.get("transfer") if isinstance(doc.get("transfer"), dict) else {}
     total = sum(v.pool.num_gpus for v in views)
     link = transfer_link(total, gpus_per_node)
     links = min(v.pool.gpus_per_replica for v in views)
-    rows = [["link", stated_text(stated["link"]) if "link" in stated else "-", link,
-             ("holds" if stated.get("link") == link else f"differs: the layout gives {link}")
-             if "link" in stated else "derived"],
-            ["links (GPUs sending in parallel)", "-", links, "derived: min of the replicas' GPUs"]]
+    rows = [_derived_row("link", stated, link, "the layout gives"),
+            _derived_row("links", stated, links, "min of the replicas' GPUs gives")]
     for key in ("kv_bytes_per_request", "transfer_s"):
         rows.append([key, stated_text(stated[key]) if key in stated else "-", "-", "as the plan states it"])
     rows += [[k, stated_text(v), "-", "as the plan states it"] for k, v in stated.items()
-             if k not in ("link", "kv_bytes_per_request", "transfer_s")]
+             if k not in ("link", "links", "kv_bytes_per_request", "transfer_s")]
     note = ("" if stated else
             "The plan states no transfer block (a hand-written plan?): bytes and seconds are not shown; "
             "docs/plan-file.md gives the formula.")
     return rows, note
+
+
+def _derived_row(key: str, stated: dict, derived: object, rule: str) -> list[object]:
+    """A transfer figure the layout determines: as stated, as derived, and whether they agree."""
+    if key not in stated:
+        return [key, "-", derived, "derived"]
+    check = "holds" if stated[key] == derived else f"differs: {rule} {derived}"
+    return [key, stated_text(stated[key]), derived, check]
 
 
 def deployment_map(views: list[PoolView], gpus_per_node: int) -> Picture:
