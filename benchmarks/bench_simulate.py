@@ -4,7 +4,9 @@ Cases (written to a temporary folder from the shipped instances' model and hardw
 - qwen3-chat: Qwen3-30B-A3B on 2 H200 (attention DP 2, EP 2), Poisson at 16 requests/s,
   lognormal prompts (mean 600, sigma 1) and outputs (mean 250, sigma 0.8);
 - deepseek-v3: DeepSeek-V3 FP8 on 8 H200 (attention DP 8, EP 8), Poisson at 20 requests/s,
-  lognormal prompts (mean 2,000, sigma 0.8) and outputs (mean 300, sigma 0.8).
+  lognormal prompts (mean 2,000, sigma 0.8) and outputs (mean 300, sigma 0.8);
+- qwen3-chat-disagg: the qwen3-chat workload on a disaggregated plan of the same 2 H200, one
+  prefill replica and one decode replica of 1 GPU each (prefill pool, KV transfer, decode pool).
 Each case runs the whole process ``moeopt simulate INSTANCE PLAN --requests 10000
 --format json`` and prints wall and CPU time, engine steps, and the headline figures.
 
@@ -32,7 +34,18 @@ def _lognormal(mean: float, sigma: float) -> dict:
 CASES = {
     "qwen3-chat": ("qwen3_30b_a3b_h200.json", 2, 16.0, _lognormal(600, 1.0), _lognormal(250, 0.8)),
     "deepseek-v3": ("deepseek_v3_fp8_h200.json", 8, 20.0, _lognormal(2000, 0.8), _lognormal(300, 0.8)),
+    "qwen3-chat-disagg": ("qwen3_30b_a3b_h200.json", 2, 16.0, _lognormal(600, 1.0), _lognormal(250, 0.8)),
 }
+DISAGG = {"qwen3-chat-disagg": (1, 1)}  # GPUs of the prefill and the decode replica
+
+
+def _plan(name: str, gpus: int) -> dict:
+    if name not in DISAGG:
+        return {"degrees": {"tp": 1, "pp": 1, "dp": gpus, "ep": gpus, "etp": 1, "edp": 1}}
+    pools = [{"role": role, "replicas": 1, "num_gpus": g,
+              "degrees": {"tp": 1, "pp": 1, "dp": g, "ep": g, "etp": 1, "edp": 1}}
+             for role, g in zip(("prefill", "decode"), DISAGG[name])]
+    return {"mode": "disagg", "num_gpus": sum(DISAGG[name]), "pools": pools}
 
 
 def write_case(folder: Path, name: str) -> tuple[Path, Path]:
@@ -43,7 +56,7 @@ def write_case(folder: Path, name: str) -> tuple[Path, Path]:
                          "output_tokens": output},
                requirements={"max_ttft_s": 2.0, "max_tpot_ms": 60.0})
     doc["hardware"]["num_gpus"] = gpus
-    plan = {"degrees": {"tp": 1, "pp": 1, "dp": gpus, "ep": gpus, "etp": 1, "edp": 1}}
+    plan = _plan(name, gpus)
     inst_path, plan_path = folder / f"{name}.json", folder / f"{name}_plan.json"
     inst_path.write_text(json.dumps(doc))
     plan_path.write_text(json.dumps(plan))

@@ -14,6 +14,8 @@ from optimizer.errors import InputError
     "Write one self-contained HTML file with pictures of PLAN: cluster map, expert placement, "
     "memory per GPU, routed load per EP rank, requirements and the Pareto plot (from "
     "results/<instance>/sweep.csv or pareto.csv). Loads and requirements need --instance. "
+    "A disaggregated plan shows both pools (a deployment map, then each pool's pictures) and "
+    "the KV transfer. "
     "Default output: results/<instance>/report.html."))
 @click.argument("plan", type=click.Path(dir_okay=True))
 @click.option("--instance", "instance_path", default=None, type=click.Path(dir_okay=True),
@@ -29,8 +31,10 @@ def command(plan, instance_path, output, verbose):
         doc = read_json(plan, "plan")
         if not isinstance(doc, dict):
             raise InputError(f"plan {plan}: expected a JSON object, got {type(doc).__name__}")
+        from optimizer.plan.pools import is_disagg
         inst = load_instance(instance_path) if instance_path else None
-        batch_only(inst, "report")
+        if not is_disagg(doc):  # a disaggregated plan is a service's
+            batch_only(inst, "report")
         target = output or str(default_report_path(inst, doc))
         if target == "-":
             click.echo(render_report(inst, doc, source=str(Path(plan))), nl=False)

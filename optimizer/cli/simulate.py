@@ -9,9 +9,11 @@ from optimizer.cli.common import FORMAT, VERBOSE, FiniteFloatRange, dump, run
 
 HELP = ("Simulate PLAN serving INSTANCE's workload request by request (continuous batching, "
         "chunked prefill, FCFS, recompute preemption) and report latency percentiles, goodput "
-        "and KV use. A service instance sends --requests requests (Poisson at its rate, a closed "
-        "loop, or its trace); a batch instance sends its batch at time 0. Knobs the plan lacks come "
-        "from the options. Writes JSON and a PNG of latency against time (--output, default "
+        "and KV use. A disaggregated plan (pools) runs a prefill pool, the KV transfer and a "
+        "decode pool, and adds per-pool utilisation and KV peaks. A service instance sends "
+        "--requests requests (Poisson at its rate, a closed loop, or its trace); a batch "
+        "instance sends its batch at time 0. Knobs the plan lacks come from the options. "
+        "Writes JSON and a PNG of latency against time (--output, default "
         "results/<name>/simulate.json).")
 
 
@@ -47,7 +49,7 @@ def simulate(instance, plan, requests, seed, repeats, warmup_fraction, routing,
                             max_running_requests, prefill_chunk_tokens)
         summary, out, dep = simulate_run(instance, plan, settings)
         json_path, png_path = output_paths(dep.instance, output)
-        title = f"{dep.instance.name}: {dep.replicas} replica(s), seed {seed}"
+        title = f"{dep.instance.name}: {_shape(dep)}, seed {seed}"
         png = plot_png(out, warmup_fraction if dep.instance.workload.kind == "service" else 0.0, title)
         write_atomic(json_path, dump(summary), "--output")
         write_atomic(png_path, png, "--output")
@@ -55,6 +57,14 @@ def simulate(instance, plan, requests, seed, repeats, warmup_fraction, routing,
                    table(summary, f"simulation of {title}") + f"wrote {json_path} and {png_path}\n",
                    nl=False)
     run(verbose, body)
+
+
+def _shape(dep) -> str:
+    """'8 replica(s)', or the queues of a disaggregated plan's pools: '2 prefill + 3 decode queues'."""
+    pools = getattr(dep, "pools", None)
+    if pools is None:
+        return f"{dep.replicas} replica(s)"
+    return " + ".join(f"{p.replicas} {p.role}" for p in pools) + f" queues on {dep.num_gpus} GPUs"
 
 
 command = simulate

@@ -1,5 +1,6 @@
 """What the simulator needs of a plan: one replica's step-time function, its KV capacity and
-its serving knobs (from the plan, else from the command line, else documented defaults)."""
+its serving knobs (from the plan, else from the command line, else documented defaults); for
+a disaggregated plan, one such deployment per pool (``disagg.py``)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ KNOBS = ("max_running_requests", "prefill_chunk_tokens", "prefill_micro_batches"
 DEFAULT_MAX_RUNNING_REQUESTS = 256  # vLLM's --max-num-seqs default
 DEFAULT_PREFILL_CHUNK_TOKENS = 2048  # vLLM's --max-num-batched-tokens default for serving
 KV_BLOCK_TOKENS = 16  # vLLM's default --block-size (SGLang's page size 1 is finer)
+BOTH, PREFILL, DECODE = "both", "prefill", "decode"  # what a replica runs (replica.py)
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,9 @@ class Knobs:
 
 @dataclass(frozen=True)
 class Deployment:
-    """One replica's costs; every replica of the plan has the same ones."""
+    """One replica queue's costs; every queue of the plan (or of a pool) has the same ones.
+    ``replicas``: queues (attention-DP ranks over every replica); ``role``: BOTH for an
+    aggregated plan, PREFILL or DECODE for a pool of a disaggregated one."""
 
     replicas: int
     num_gpus: int
@@ -44,6 +48,7 @@ class Deployment:
     kv_capacity_tokens: int
     timer: StepTimer  # step time of a micro-batch
     instance: Instance
+    role: str = BOTH
 
     @property
     def kv_blocks(self) -> int:
@@ -118,13 +123,15 @@ def kv_capacity_tokens(inst: Instance, plan: Plan, step_tokens: int) -> int:
     return capacity
 
 
-def deployment(inst: Instance, doc: dict, options: dict[str, int | None]) -> Deployment:
-    """Everything the simulator needs of the plan document ``doc`` for ``inst``."""
+def deployment(inst: Instance, doc: dict, options: dict[str, int | None], role: str = BOTH,
+               copies: int = 1) -> Deployment:
+    """Everything the simulator needs of the plan document ``doc`` for ``inst``; ``copies``
+    identical replicas of it (a pool's ``replicas``) each bring their ``dp`` queues."""
     plan = structural_plan(inst, doc)
     knobs = plan_knobs(doc, plan, options)
     hot = {l: hot_load(row, plan.placement[l])
            for l, row in zip(inst.model.moe_layer_ids, expert_loads(inst))}
     facts = LinkFacts.of(plan.slots)
     timer = StepTimer(inst, plan.deg, facts, plan.stages, hot)
-    return Deployment(plan.deg.dp, plan.deg.num_gpus, knobs,
-                      kv_capacity_tokens(inst, plan, knobs.prefill_chunk_tokens), timer, inst)
+    return Deployment(copies * plan.deg.dp, copies * plan.deg.num_gpus, knobs,
+                      kv_capacity_tokens(inst, plan, knobs.prefill_chunk_tokens), timer, inst, role)

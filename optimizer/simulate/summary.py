@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from optimizer.inputs.schema import Requirements
-from optimizer.simulate.engine import Outcome
+from optimizer.simulate.engine import Outcome, PoolStats
 
 
 def _pct(values: np.ndarray, q: float) -> float | None:
@@ -54,6 +54,32 @@ def meets_slo(out: Outcome, idx: np.ndarray, req: Requirements) -> np.ndarray:
     return good
 
 
+def load_window_ns(out: Outcome, warmup_fraction: float) -> tuple[int, int]:
+    """While the measured requests arrive: from the first measured arrival to the last
+    arrival (the drain after it left out); when they all arrive at once, to the last
+    completion."""
+    idx = measured(out, warmup_fraction)
+    ok = idx[~out.rejected[idx]]
+    if not len(ok):
+        return 0, 0
+    start, last = int(out.arrival_ns[idx].min()), int(out.arrival_ns[idx].max())
+    return start, last if last > start else int(out.finish_ns[ok].max())
+
+
+def pool_summary(out: Outcome, stats: PoolStats, warmup_fraction: float, max_running: int) -> dict:
+    """One pool's figures over the load window (``load_window_ns``): ``busy_fraction``
+    (share of its queues' time running steps), ``mean_running_per_queue`` (time-average of
+    the requests in a queue's running step), ``utilization`` (a prefill pool: its busy
+    fraction; a decode pool: mean running / ``max_running``), and over the whole run the KV
+    peak (most blocks a queue held / its capacity), preemptions and steps."""
+    window = load_window_ns(out, warmup_fraction)
+    busy, running = stats.busy_fraction(*window), stats.mean_stepping(*window)
+    return {"utilization": busy if stats.role == "prefill" else running / max_running,
+            "busy_fraction": busy, "mean_running_per_queue": running,
+            "peak_kv_fraction": stats.peak_kv_fraction, "preemptions": stats.preemptions,
+            "engine_steps": stats.steps}
+
+
 def summarize(out: Outcome, req: Requirements, warmup_fraction: float) -> dict:
     """The contract's keys (times in s, TPOT in ms) plus a few extras."""
     idx = measured(out, warmup_fraction)
@@ -80,8 +106,19 @@ def summarize(out: Outcome, req: Requirements, warmup_fraction: float) -> dict:
     }
 
 
+def _flat(doc: dict, prefix: str = "") -> list[tuple[str, object]]:
+    """Nested objects as dotted keys (``pools.prefill.utilization``)."""
+    rows: list[tuple[str, object]] = []
+    for key, value in doc.items():
+        if isinstance(value, dict):
+            rows += _flat(value, f"{prefix}{key}.")
+        else:
+            rows.append((prefix + key, value))
+    return rows
+
+
 def table(summary: dict, title: str) -> str:
-    rows = [(k, v) for k, v in summary.items()]
+    rows = _flat(summary)
     width = max(len(k) for k, _ in rows)
     lines = [title]
     for key, value in rows:
