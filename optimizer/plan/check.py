@@ -14,7 +14,6 @@ from optimizer.costs.units import bytes_to_gb
 from optimizer.errors import InputError
 from optimizer.inputs.files import load_model, read_json, validation_message
 from optimizer.inputs.schema import Instance
-from optimizer.output.text import check_lines, memory_lines, metric_lines
 from optimizer.plan.audit import (
     derived_figures,
     instance_claim,
@@ -25,6 +24,7 @@ from optimizer.plan.audit import (
 )
 from optimizer.plan.evaluate import Check, Evaluation, Plan, evaluate
 from optimizer.plan.files import PlanFile, check_structure
+from optimizer.plan.lines import check_lines, memory_lines, metric_lines
 from optimizer.plan.pools import ROLES, DisaggEvaluation, PoolPlan, disagg_checks, evaluate_disagg, is_disagg, read_pools
 from optimizer.plan.replicas import with_replica_weights
 from optimizer.plan.service import check_line, check_service_plan, service_plan_from_file

@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime
 from pathlib import Path
 
-from optimizer.costs import formulas as cm
+import optimizer.costs.formulas as cm
 from optimizer.costs.profile import FORMAT_VERSION, Profile
 from optimizer.inputs.presets import GPU_PRESETS
 from optimizer.profiles.fit import Sol

@@ -15,7 +15,7 @@ def hf_extra_params(config: dict) -> dict[str, int]:
     DeepSeek-V3's multi-token-prediction module(s) (``mtp_params``: one MoE decoder layer,
     eh_proj 2h x h and three norms each; embedding and head shared) and Llama-4's vision
     encoder with its projector (``vision_params``)."""
-    from optimizer.costs import formulas as cm
+    import optimizer.costs.formulas as cm
     out: dict[str, int] = {}
     key, _ = family_of(config)
     if key in ("deepseek_v2", "deepseek_v3") and isinstance(config.get("num_nextn_predict_layers"), int) \
