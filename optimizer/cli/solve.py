@@ -39,7 +39,8 @@ from optimizer.inputs.files import write_atomic
 @click.option("--current", "current_path", type=click.Path(dir_okay=True), default=None,
               help="the placement in service (moeopt placement, plan file or SGLang/vLLM expert-location "
                    "JSON): when its EP ranks and slots match the plan's, the plan moves the fewest experts "
-                   "from it (default: search.current_placement)")
+                   "from it, placed after the solve in max(1 s, 25 %) of the time limit (default: "
+                   "search.current_placement)")
 @click.option("--tolerance", type=FiniteFloatRange(0.0, 1.0), default=None,
               help="with a current placement: each layer's hottest EP rank may exceed the best balance "
                    "found from scratch by this fraction [default: 0.001]")

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from optimizer.cli.migration import moves_per_gpu
 from optimizer.inputs.schema import Instance, SearchSpec
 from optimizer.place.current import read_current
 from optimizer.place.migrate import count_moves
@@ -72,6 +73,17 @@ def random_current(rng: random.Random, slots: int) -> dict[str, list[list[int]]]
     for layer in ("0", "1"):
         out[layer] = [list(r) for r in plans[rng.randrange(len(plans))]]
     return out
+
+
+def test_moves_per_gpu_sum_over_the_layers_of_a_stage_by_hand():
+    from types import SimpleNamespace
+    # PP2: stage 0 holds layers 0 and 1, stage 1 layer 2; EP2, 2 experts per rank
+    plan = SimpleNamespace(stages=((0, 1), (2,)),
+                           placement={0: ((0, 1), (2, 3)), 1: ((0, 2), (1, 3)), 2: ((2, 3), (0, 1))})
+    current = {0: [[0, 1], [2, 3]], 1: [[0, 1], [2, 3]], 2: [[0, 1], [2, 3]]}
+    # stage 0: layer 0 keeps all; layer 1 copies expert 2 onto rank 0 and 1 onto rank 1: 1 each.
+    # stage 1: layer 2 swaps the ranks' sets: 2 copies into each rank
+    assert moves_per_gpu(plan, current) == {(0, 0): 1, (0, 1): 1, (1, 0): 2, (1, 1): 2}
 
 
 @pytest.fixture(scope="module")
