@@ -20,7 +20,8 @@ def trace_of(inst: Instance, instance_path: str):
 
 
 def solve_service_command(inst: Instance, instance_path: str, gpus, objective, time_limit, workers, seed,
-                          format_: str, output: str | None) -> None:
+                          format_: str, output: str | None, current=None, tolerance: float = 0.001,
+                          minimize: str = "moves") -> None:
     from optimizer.cpsat.service_solve import solve_service
     from optimizer.plan.service import peak_memory_bytes, service_plan_to_json
     try:
@@ -29,8 +30,18 @@ def solve_service_command(inst: Instance, instance_path: str, gpus, objective, t
         if format_ == "json":
             click.echo(dump({"schema_version": 1, "instance": inst.name, **exc.payload}), nl=False)
         raise
-    memory = peak_memory_bytes(inst, result.plan, result.chosen.knobs, result.load)
-    doc = service_plan_to_json(result.plan, result.chosen, memory, result.status, solver_dict(result))
+    plan, chosen, status, moved = result.plan, result.chosen, result.status, None
+    if current is not None:  # the fewest moves from the placement in service
+        from optimizer.cli.migration import service_with_current
+        plan, chosen, status, moved = service_with_current(
+            inst, result, current, tolerance, minimize, max(1.0, 0.25 * (time_limit or inst.search.time_limit_s)),
+            max(1, workers or inst.search.workers), seed if seed is not None else inst.search.seed)
+    memory = peak_memory_bytes(inst, plan, chosen.knobs, result.load)
+    doc = service_plan_to_json(plan, chosen, memory, status, solver_dict(result))
+    if moved is not None:
+        doc["migration"] = moved
+        if not moved["reused"]:
+            click.echo(f"moeopt: {moved['reason']}", err=True)
     target = output or str(Path("results") / inst.name / "plan.json")
     if target != "-":
         write_atomic(target, dump(doc), "--output" if output else "output")
@@ -38,6 +49,9 @@ def solve_service_command(inst: Instance, instance_path: str, gpus, objective, t
         click.echo(dump(doc), nl=False)
     else:
         click.echo(service_text(inst, doc, result.notes), nl=False)
+        if moved is not None and moved["reused"]:
+            from optimizer.cli.migration import summary_line
+            click.echo(summary_line(moved))
         click.echo(f"plan written to {target}")
 
 

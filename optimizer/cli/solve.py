@@ -36,10 +36,21 @@ from optimizer.inputs.files import write_atomic
               help="services: agg = one pool running prefill and decode; disagg = a prefill pool and a "
                    "decode pool with their own degrees and replica counts (docs/serving-model.md); auto = "
                    "both, the higher goodput per GPU written, one summary line each")
+@click.option("--current", "current_path", type=click.Path(dir_okay=True), default=None,
+              help="the placement in service (moeopt placement, plan file or SGLang/vLLM expert-location "
+                   "JSON): when its EP ranks and slots match the plan's, the plan moves the fewest experts "
+                   "from it, placed after the solve in max(1 s, 25 %) of the time limit (default: "
+                   "search.current_placement)")
+@click.option("--tolerance", type=FiniteFloatRange(0.0, 1.0), default=None,
+              help="with a current placement: each layer's hottest EP rank may exceed the best balance "
+                   "found from scratch by this fraction [default: 0.001]")
+@click.option("--minimize", type=click.Choice(["moves", "bytes"]), default=None,
+              help="with a current placement: expert moves, or moved bytes (the same plan: routed "
+                   "experts share one size) [default: moves]")
 @click.option("-v", "--verbose", count=True,
               help="logs to stderr and every expert id per EP rank in the printed plan; -vv shows tracebacks")
 def solve(instance, format_, output, gpus, time_limit, workers, seed, report, log_solver, dump_model,
-          objective, redundant, mode, verbose):
+          objective, redundant, mode, current_path, tolerance, minimize, verbose):
     def body():
         from optimizer import api
         from optimizer.output.text import plan_text, status_note
@@ -48,6 +59,10 @@ def solve(instance, format_, output, gpus, time_limit, workers, seed, report, lo
         inst = load_instance(instance)
         if gpus is not None and gpus > inst.hardware.num_gpus:
             raise InputError(f"--gpus={gpus}: exceeds hardware.num_gpus={inst.hardware.num_gpus}")
+        from optimizer.cli.migration import check_options, open_current
+        check_options(mode, current_path, tolerance, minimize, inst)
+        current = open_current(inst, instance, current_path)  # checked before any search
+        moving = (tolerance if tolerance is not None else 0.001, minimize or "moves")
         if mode != "agg":  # disaggregated or both: optimizer/cli/disagg.py
             if inst.workload.kind != "service":
                 raise InputError(f"--mode={mode}: workload.kind='batch': disaggregated serving plans "
@@ -57,7 +72,8 @@ def solve(instance, format_, output, gpus, time_limit, workers, seed, report, lo
                                       format_, output)
         if inst.workload.kind == "service":  # services: optimizer/cli/service.py
             from optimizer.cli.service import solve_service_command
-            return solve_service_command(inst, instance, gpus, objective, time_limit, workers, seed, format_, output)
+            return solve_service_command(inst, instance, gpus, objective, time_limit, workers, seed, format_, output,
+                                         current, *moving)
         if objective not in (None, "lost-time"):
             raise InputError(f"--objective={objective}: a static batch is planned for lost-time "
                              f"(then its makespan); {objective} applies to services")
@@ -78,7 +94,17 @@ def solve(instance, format_, output, gpus, time_limit, workers, seed, report, lo
             click.echo("moeopt: interrupted: the plan below is the best found so far", err=True)
         plan, evaluation, status = result.plan, result.evaluation, result.status
         replicas = redundant if redundant is not None else inst.search.redundant_experts
-        if replicas:   # CP-SAT proved the plan without replicas, not this one: "feasible"
+        moved, placed = None, None
+        if current is not None:  # the fewest moves from it (optimizer/cli/migration.py)
+            from optimizer.cli.migration import batch_with_current
+            plan, evaluation, status, solver, moved, placed = batch_with_current(
+                inst, plan, evaluation, status, solver, current, replicas or 0, *moving,
+                max(1.0, 0.25 * (time_limit or inst.search.time_limit_s)), max(1, workers or inst.search.workers),
+                seed if seed is not None else inst.search.seed)
+        if replicas and placed is not None:
+            solver = dict(solver, replicas={"redundant_experts": replicas, "status": placed["status"],
+                                            "balancedness_min": placed["balancedness_min"]})
+        elif replicas:   # CP-SAT proved the plan without replicas, not this one: "feasible"
             from optimizer.cli.replicas import with_replicas
             plan, evaluation, placed = with_replicas(
                 inst, plan, replicas, max(1.0, 0.25 * (time_limit or inst.search.time_limit_s)),
@@ -90,6 +116,10 @@ def solve(instance, format_, output, gpus, time_limit, workers, seed, report, lo
         doc = plan_to_json(plan, evaluation, status, solver)
         if replicas:
             doc["redundant_experts"] = replicas
+        if moved is not None:
+            doc["migration"] = moved
+            if not moved["reused"]:
+                click.echo(f"moeopt: {moved['reason']}", err=True)
         target = output or str(Path("results") / inst.name / "plan.json")
         if target != "-":
             write_atomic(target, dump(doc), "--output" if output else "output")
@@ -104,6 +134,9 @@ def solve(instance, format_, output, gpus, time_limit, workers, seed, report, lo
             note = status_note(solver, result.extra.get("unproven_placement_layers"))
             click.echo(plan_text(inst, plan, evaluation, status, solver,
                                  expert_ids=verbose >= 1, note=note), nl=False)
+            if moved is not None and moved["reused"]:
+                from optimizer.cli.migration import summary_line
+                click.echo(summary_line(moved))
             click.echo(f"plan written to {target}")
     run(verbose, body)
 

@@ -370,12 +370,18 @@ class SearchSpec(_Strict):
     redundant_experts: Annotated[int, Field(ge=0, le=4096)] | None = Field(
         None, description="replicated expert slots per MoE layer, placed after the solve by "
                           "the placement engine on the chosen EP degree (solve --redundant-experts)")
+    current_placement: Annotated[str, Field(min_length=1, max_length=4096)] | None = Field(
+        None, description="the expert placement in service (a moeopt placement, a plan file or an "
+                          "SGLang/vLLM expert-location map), relative to the instance file: the "
+                          "plan moves the fewest experts from it (solve --current)")
 
     @model_serializer(mode="wrap")
     def _omit_absent_redundant(self, handler):
         data = handler(self)   # absent: left out, so instances serialise as before
-        if isinstance(data, dict) and data.get("redundant_experts") is None:
-            data.pop("redundant_experts", None)
+        if isinstance(data, dict):
+            for key in ("redundant_experts", "current_placement"):
+                if data.get(key) is None:
+                    data.pop(key, None)
         return data
 
 
