@@ -132,12 +132,13 @@ def batch_with_current(inst, plan, evaluation, status: str, solver: dict, curren
     unchanged and there are no replicas (then the plan is as good as the one CP-SAT proved),
     else "feasible"."""
     from optimizer.plan.evaluate import evaluate
+    from optimizer.plan.replicas import with_replica_weights
 
     problem = reuse_problem(current, plan.deg.ep, inst.model.num_experts, redundant)
     if problem is not None or (redundant and plan.deg.ep == 1):   # EP1 + replicas: with_replicas says why
         return plan, evaluation, status, solver, not_reused(current, problem or "EP1"), None
     moved = migrate_plan(inst, plan, current, redundant, tolerance, minimize, time_limit_s, workers, seed)
-    ev = evaluate(inst, moved.plan)
+    ev = with_replica_weights(inst, moved.plan, evaluate(inst, moved.plan))  # as check counts it
     if not ev.feasible:
         missed = next(c.name for c in ev.checks if not c.ok)
         reason = (f"{current.field} {current.path}: not reused, the plan is placed from scratch: the "

@@ -3,17 +3,18 @@
 placed afterwards by the placement engine (``optimizer.place``) on the plan's EP degree, for
 the instance's expert loads, and the plan is re-evaluated (``optimizer.plan.evaluate``).
 
-Memory: the cost model counts ``E // EP`` experts per EP rank, so the re-evaluated
-``memory_gb`` leaves the replicas' weights out; ``moeopt export`` adds them to the memory
-fractions (docs/runtimes.md Part 3). Time: a replicated expert's load is split evenly over
-its replicas (``costs.timing.hot_load``).
+Memory: the cost model counts ``E // EP`` experts per EP rank; the re-evaluation adds the
+replicas' weights (``plan.replicas.with_replica_weights``, what ``moeopt check`` and the
+exports count), and a plan the replicas push over a requirement is refused (exit 3) rather
+than written. Time: a replicated expert's load is split evenly over its replicas
+(``costs.timing.hot_load``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from optimizer.errors import InputError
+from optimizer.errors import InfeasibleError, InputError
 
 
 def with_replicas(inst, plan, redundant: int, time_limit_s: float, workers: int, seed: int):
@@ -25,6 +26,7 @@ def with_replicas(inst, plan, redundant: int, time_limit_s: float, workers: int,
     from optimizer.place.problem import PlaceSpec, Settings
     from optimizer.place.run import place
     from optimizer.plan.evaluate import evaluate
+    from optimizer.plan.replicas import with_replica_weights
 
     ep, experts = plan.deg.ep, inst.model.num_experts
     if ep == 1:
@@ -38,4 +40,12 @@ def with_replicas(inst, plan, redundant: int, time_limit_s: float, workers: int,
     result = place(counts, moe_ids, PlaceSpec(ep, redundant), Settings(time_limit_s, workers, seed))
     placement = {lp.layer: tuple(tuple(sorted(r)) for r in lp.ranks) for lp in result.layers}
     replicated = dataclasses.replace(plan, placement=placement)
-    return replicated, evaluate(inst, replicated), result
+    ev = with_replica_weights(inst, replicated, evaluate(inst, replicated))
+    missed = [c for c in ev.checks if not c.ok]
+    if missed:
+        c = missed[0]
+        raise InfeasibleError(
+            f"--redundant-experts={redundant}: with the replicas' weights the plan misses {c.name} "
+            f"({c.value:.4g} {c.unit}, limit {c.limit:.4g}); use fewer replicas or more GPUs",
+            {"status": "infeasible", "conflicts": [c.name]})
+    return replicated, ev, result

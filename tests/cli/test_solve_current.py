@@ -3,8 +3,10 @@ experts are placed with the fewest moves from the placement in service, within t
 of the best balance; checked against brute force (every placement of a layer enumerated, loads
 as exact fractions), against the from-scratch plan, by ``moeopt check`` and through an export.
 
-The instance: 2 layers x 8 experts (top-2, power-law loads) on 4 GPUs with 0.45 GB each, so
-the weights only fit with the experts split: the solve picks EP2 (4 experts per rank, or 5
+The instance: 2 layers x 8 experts (top-2, power-law loads) on 4 GPUs with 0.6 GB each, so
+the weights only fit with the experts split (the EP2 plan holds 0.483 GB per GPU, 0.550 GB with
+the 2 redundant slots' weights: one more 33.6 MB expert per rank in each of 2 layers; EP1
+would need 4 x 2 x 33.6 MB = 0.268 GB more than EP2, 0.75 GB): the solve picks EP2 (4 experts per rank, or 5
 with 2 redundant slots); brute force enumerates C(8,4)^2 = 4,900 (C(8,5)^2 = 3,136) plans.
 """
 
@@ -37,7 +39,7 @@ def mig_doc() -> dict:
     doc["model"].update(num_experts=EXPERTS, top_k=2, hidden_size=1024, expert_ffn_size=8192,
                         num_attention_heads=8, num_kv_heads=8, head_dim=128)
     doc["expert_load"] = {"kind": "power_law", "exponent": 1.0, "seed": 3}
-    doc["hardware"]["gpu"]["memory_gb"] = 0.45
+    doc["hardware"]["gpu"]["memory_gb"] = 0.6
     doc["hardware"].update(nccl_buffer_gb=0.01, runtime_reserve_gb=0.01)
     doc["workload"].update(batch_sequences=64, prompt_tokens=128)
     doc["requirements"] = {"max_ttft_s": 10}
