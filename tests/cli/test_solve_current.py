@@ -283,3 +283,16 @@ def test_service_plan_with_current_moves_less_and_passes_check(tmp_path):
     assert mig["moves"] == moves <= min(plain, mig["scratch_moves"])
     check = fuzzkit.invoke(["check", str(service), "plan.json"], tmp_path)
     assert check.code == 0, check.stdout + check.stderr
+
+
+def test_replicas_that_overflow_memory_are_refused_not_written(tmp_path):
+    # 0.5 GB per GPU: the EP2 plan fits (0.483 GB) but its 2 redundant slots add one 33.6 MB
+    # expert per rank in each of 2 layers: 0.483 + 0.067 = 0.550 GB > 0.5 -> exit 3, no file
+    doc = mig_doc()
+    doc["hardware"]["gpu"]["memory_gb"] = 0.5
+    (tmp_path / "mig8.json").write_text(json.dumps(doc))
+    out = solve(tmp_path, "--redundant-experts", "2")
+    assert out.code == 3, out.stderr
+    assert out.stderr.count("\n") == 1 and "memory_per_gpu (0.5504 GB, limit 0.5)" in out.stderr
+    assert not (tmp_path / "plan.json").exists()
+    assert solve(tmp_path).code == 0  # without the replicas the same instance is solved
