@@ -99,14 +99,15 @@ def test_shipped_service_instances(name):
     assert doc["batch_sequences"] is None and doc["output_tokens"] == inst.workload.output_tokens
 
 
-@pytest.mark.parametrize("command", ["sweep", "place", "report"])
+@pytest.mark.parametrize("command", ["place", "report"])
 def test_batch_commands_refuse_a_service(tmp_path, command):
-    """Commands of static batches say so in one line (exit 2) when given a service."""
+    """Commands of static batches say so in one line (exit 2) when given a service (``sweep``
+    takes services: tests/search/test_service_front.py)."""
     path = tmp_path / "tiny.json"
     path.write_text(json.dumps(TINY))
     plan = tmp_path / "plan.json"
     plan.write_text(json.dumps({"degrees": {"tp": 1, "pp": 1, "dp": 4, "ep": 4}}))
-    args = {"sweep": ["sweep", path, "--gpus", "4"], "place": ["place", path, "--ep", "4"],
+    args = {"place": ["place", path, "--ep", "4"],
             "report": ["report", plan, "--instance", path, "--output", tmp_path / "r.html"]}[command]
     res = expect(invoke(*args), 2)
     assert res.stderr.startswith("moeopt: workload.kind='service'") and len(res.stderr.splitlines()) == 1
