@@ -63,7 +63,8 @@ def configurations_bar():
                               "per user. Rows equal in every objective are shown once; rows sorted by "
                               "num_gpus, ttft_s, load_imbalance, communication_ms, then the degrees. For a service: "
                               "output tokens/s per GPU (max) against tokens/s per user (max), "
-                              "each deployment at its goodput rate.")
+                              "each deployment at its goodput rate (--objective goodput) or its "
+                              "sustainable rate (--objective throughput).")
 @click.argument("instance", type=click.Path(dir_okay=True))
 @TABLE_FORMAT
 @click.option("--output", type=OutputPath(), default="-", show_default=True, help="file to write ('-' = stdout)")

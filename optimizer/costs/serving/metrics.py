@@ -12,8 +12,12 @@ prompts of s tokens, outputs of D tokens, a step budget of C tokens:
     N ~ Poisson(k n)                                   (the deployment's decodes, M/G/inf)
     n_a = E[floor(N / k)]                              (decodes of the least-loaded replica, the
                                                         one a new prompt joins; n for k = 1)
-    full = step(C - n_a, n_a), K = max(1, s / (C - n_a)) (a prompt's step and its step count)
-    rho = lambda s / (C - n_a) full                    (prefill server utilisation)
+    x = C - n_a if s >= C - n_a, else min(C - n_a, s (1 + lambda t))  (prompt tokens of a prompt
+                                                        step: a short prompt shares its step with
+                                                        those that came during the step under
+                                                        way, t; ``_prompt_step_tokens``)
+    full = step(x, n_a), K = s / x                     (a prompt's step and its step count)
+    rho = lambda K full                                (prefill server utilisation)
     f = K n_a / (D - 1)                                (share of a decode's steps that carry a
                                                         prompt chunk: lambda K n_a such pairs per
                                                         second against lambda (D - 1) decode steps)
@@ -24,13 +28,16 @@ with step() at a fractional count linear between the integers around it (``queue
 give n_a, n', P(N >= k)); solved by fixed-point iteration from n = 0 (every map is
 non-decreasing in n, so the iterates increase to the least fixed point, or pass B (n + rho >
 B) or rho = 1: then the rate is not sustainable).
-    TTFT = W + P(N >= k) step(0, n_a) / 2 + K full     (queue wait, rest of the step under way
+    TTFT = W + W_r + P(N >= k) step(0, n_a) / 2 + max(1, K) full
+                                                       (queue waits, rest of the step under way
                                                         if the joined replica decodes, the
                                                         prompt's own steps)
 with W the wait of the deployment's prefill servers as one M/G/k queue (Allen-Cunneen with the
-prompt lengths' squared coefficient of variation cv^2; Pollaczek-Khinchine for k = 1);
-percentiles: W's by the exponential tail of ``queueing.wait_quantile_s``, plus the own steps at
-n_a's normal quantile. TPOT percentiles: the mean plus the root sum of squares of the spread of
+prompt lengths' squared coefficient of variation cv^2; Pollaczek-Khinchine for k = 1) and W_r
+the wait behind a prompt the joined replica still prefills (least-loaded routing counts
+requests: ``queueing.refill_*``, k > 1 only); percentiles: W's by the exponential tail of
+``queueing.wait_quantile_s``, W_r's from its tail, plus the own steps at n_a's normal quantile.
+TPOT percentiles: the mean plus the root sum of squares of the spread of
 the count a request sees over its life and of the prompts that join its replica meanwhile
 (``_tpot_quantile_s``). E2E = TTFT + (D - 1) TPOT, both at the percentile.
 """
