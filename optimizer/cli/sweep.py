@@ -111,6 +111,7 @@ def _service(inst, instance_path, counts, format_, output, jobs, resume, backend
     if format_ == "table":
         p = inst.requirements.percentile
         shown = table.drop(columns=["why_not"]).rename(columns={"ttft_s": f"ttft_p{p}_s", "tpot_ms": f"tpot_p{p}_ms"})
+        shown = shown.apply(lambda col: col.map(lambda v: float(f"{v:.4g}") if isinstance(v, float) else v))
         click.echo(f"Best service plan per GPU count (objective {objective})")
         click.echo(render(shown, "table"), nl=False)
         for _, row in table[table["why_not"] != ""].iterrows():
