@@ -38,7 +38,7 @@ def one_run(instance: Path, out: Path) -> tuple[float, float, dict]:
     """(wall s, CPU s, plan) of one whole ``moeopt solve`` process."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "optimizer.cli.main", "solve", str(instance), "--output", str(out)],
+    subprocess.run([str(Path(sys.executable).parent / "moeopt"), "solve", str(instance), "--output", str(out)],
                    check=True, stdout=subprocess.DEVNULL, env={**os.environ, "PYTHONHASHSEED": "0"})
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
