@@ -12,6 +12,10 @@ TABLE_FORMAT = click.option("--format", "format_", type=click.Choice(["table", "
                             default="table", show_default=True,
                             help="output format: table (human units, then the top rows), or csv / json "
                                  "(the raw columns)")
+OBJECTIVE = click.option("--objective", type=click.Choice(["lost-time", "throughput", "goodput"]), default=None,
+                         help="static batch: lost-time (the only one; the front itself does not depend "
+                              "on it). Service: goodput (default; every point at its goodput rate) or "
+                              "throughput (every point at its sustainable rate, latency aside)")
 TOP = click.option("--top", type=click.IntRange(0, 1000), default=5, show_default=True,
                    help="after the table, the N best deployments meeting every requirement "
                         "(by throughput per GPU, then TTFT); 0: none")
@@ -59,7 +63,8 @@ def configurations_bar():
                               "per user. Rows equal in every objective are shown once; rows sorted by "
                               "num_gpus, ttft_s, load_imbalance, communication_ms, then the degrees. For a service: "
                               "output tokens/s per GPU (max) against tokens/s per user (max), "
-                              "each deployment at its goodput rate.")
+                              "each deployment at its goodput rate (--objective goodput) or its "
+                              "sustainable rate (--objective throughput).")
 @click.argument("instance", type=click.Path(dir_okay=True))
 @TABLE_FORMAT
 @click.option("--output", type=OutputPath(), default="-", show_default=True, help="file to write ('-' = stdout)")
@@ -77,16 +82,18 @@ def configurations_bar():
                    "(default: search.time_limit_s)")
 @click.option("--workers", type=click.IntRange(1, 64), default=None)
 @click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=None)
+@OBJECTIVE
 @VERBOSE
 def command(instance, format_, output, gpus, show_all, top, backend, address, time_limit, workers,
-            seed, verbose):
+            seed, objective, verbose):
     def body():
         from optimizer import api
         if backend != "ray" and address:
             raise InputError(f"--address={address}: only with --backend ray")
         inst = load_instance(instance)
         if inst.workload.kind == "service":  # the throughput-interactivity front of a service
-            return _service(inst, instance, gpus, format_, output)
+            return _service(inst, instance, gpus, format_, output, service_objective(objective), time_limit)
+        batch_objective(objective)
         update, close = configurations_bar()
         try:
             df = api.pareto(inst, gpus=gpus, time_limit_s=time_limit, workers=workers, seed=seed,
@@ -111,7 +118,23 @@ def command(instance, format_, output, gpus, show_all, top, backend, address, ti
     run(verbose, body)
 
 
-def _service(inst, instance_path, gpus, format_, output):
+def service_objective(objective: str | None) -> str:
+    """The objective of a service (goodput by default); lost-time is the static batch's."""
+    if objective == "lost-time":
+        raise InputError("--objective=lost-time: a service is planned for goodput or throughput "
+                         "(lost-time is the static batch's)")
+    return objective or "goodput"
+
+
+def batch_objective(objective: str | None) -> str:
+    """The objective of a static batch: lost-time, the only one."""
+    if objective not in (None, "lost-time"):
+        raise InputError(f"--objective={objective}: a static batch is planned for lost-time "
+                         f"(then its makespan); {objective} applies to services")
+    return "lost-time"
+
+
+def _service(inst, instance_path, gpus, format_, output, objective, time_limit):
     from optimizer.cli.service import trace_of
     from optimizer.search.service_pareto import service_pareto_table
     from optimizer.search.sweep import with_gpus
@@ -119,7 +142,12 @@ def _service(inst, instance_path, gpus, format_, output):
         if gpus > inst.hardware.num_gpus:
             raise InputError(f"--gpus={gpus}: exceeds hardware.num_gpus={inst.hardware.num_gpus}")
         inst = with_gpus(inst, gpus)
-    text = render(service_pareto_table(inst, trace_of(inst, instance_path)), format_)
+    table = service_pareto_table(inst, trace_of(inst, instance_path), objective, time_limit)
+    if table.attrs.get("unsolved"):
+        limit = time_limit or inst.search.time_limit_s
+        click.echo(f"moeopt: warning: the time limit of {limit:g} s left {table.attrs['unsolved']} knob "
+                   "group(s) unevaluated; the front may miss points", err=True)
+    text = render(table, format_)
     if output == "-":
         click.echo(text, nl=False)
     else:

@@ -7,14 +7,17 @@ from pathlib import Path
 import click
 
 from optimizer.cli.common import VERBOSE, FiniteFloatRange, OutputPath, batch_only, load_instance, progress_bar, run
-from optimizer.cli.pareto import TABLE_FORMAT, TOP, render, render_with_top
+from optimizer.cli.pareto import OBJECTIVE, TABLE_FORMAT, TOP, batch_objective, render, render_with_top, service_objective
 from optimizer.errors import InputError
 
 
 @click.command("sweep", help="Solve and Pareto over GPU counts: which counts meet every requirement, "
                              "the smallest that does, and the front across counts (fewer GPUs "
                              "is one more objective). Writes results/<name>/sweep.csv, "
-                             "sweep.parquet, sweep-summary.csv and pareto.png.")
+                             "sweep.parquet, sweep-summary.csv and pareto.png. For a service: one "
+                             "service solve per count (--objective goodput or throughput), one row per "
+                             "count with goodput and throughput per GPU and TTFT/TPOT at the SLO "
+                             "percentile, written to results/<name>/sweep-summary.csv.")
 @click.argument("instance", type=click.Path(dir_okay=True))
 @click.option("--gpus", "gpus_text", required=True, help="comma-separated GPU counts, e.g. 8,16,32,64")
 @TABLE_FORMAT
@@ -30,9 +33,10 @@ from optimizer.errors import InputError
 @click.option("--workers", type=click.IntRange(1, 64), default=None)
 @click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=None)
 @TOP
+@OBJECTIVE
 @VERBOSE
 def command(instance, gpus_text, format_, output, jobs, resume, backend, address, time_limit,
-            workers, seed, top, verbose):
+            workers, seed, top, objective, verbose):
     def body():
         from optimizer.cpsat.search import SolverSettings
         from optimizer.search.sweep import (
@@ -44,10 +48,14 @@ def command(instance, gpus_text, format_, output, jobs, resume, backend, address
             write_outputs,
         )
         inst = load_instance(instance)
-        batch_only(inst, "sweep")
         counts = parse_counts(gpus_text)
         if backend != "ray" and address:
             raise InputError(f"--address={address}: only with --backend ray")
+        if inst.workload.kind == "service":
+            return _service(inst, instance, counts, format_, output, jobs, resume, backend, time_limit,
+                            service_objective(objective))
+        batch_only(inst, "sweep")
+        batch_objective(objective)
         out_dir = Path(output) if output else Path("results") / inst.name
         settings = SolverSettings.of(inst, time_limit, workers, seed)
         bar = progress_bar(len(counts), "sweep: GPU counts", "count")
@@ -84,3 +92,31 @@ def points_done(bar, done: int, gpus: int) -> None:
     """Advance the sweep's bar to ``done`` points, naming the count just finished."""
     bar.set_postfix_str(f"last: {gpus} GPUs", refresh=False)
     bar.update(done - bar.n)
+
+
+def _service(inst, instance_path, counts, format_, output, jobs, resume, backend, time_limit, objective):
+    """The service sweep: one service solve per count, one row each."""
+    from optimizer.cli.service import trace_of
+    from optimizer.inputs.files import write_atomic
+    from optimizer.search.service_sweep import service_sweep, smallest_meeting
+    if resume:
+        raise InputError("--resume: a service sweep is computed afresh (it keeps no points)")
+    if backend == "ray":
+        raise InputError("--backend=ray: a service sweep runs locally (--jobs for processes)")
+    limit = time_limit if time_limit is not None else inst.search.time_limit_s
+    table = service_sweep(inst, counts, objective, limit, jobs, trace_of(inst, instance_path))
+    out_dir = Path(output) if output else Path("results") / inst.name
+    path = out_dir / "sweep-summary.csv"
+    write_atomic(path, table.to_csv(index=False))
+    if format_ == "table":
+        p = inst.requirements.percentile
+        shown = table.drop(columns=["why_not"]).rename(columns={"ttft_s": f"ttft_p{p}_s", "tpot_ms": f"tpot_p{p}_ms"})
+        shown = shown.apply(lambda col: col.map(lambda v: float(f"{v:.4g}") if isinstance(v, float) else v))
+        click.echo(f"Best service plan per GPU count (objective {objective})")
+        click.echo(render(shown, "table"), nl=False)
+        for _, row in table[table["why_not"] != ""].iterrows():
+            click.echo(f"  {row['num_gpus']} GPUs: {row['why_not']}")
+        click.echo(f"smallest GPU count meeting every requirement: {smallest_meeting(table) or 'none of these'}")
+        click.echo(f"written: {path}")
+    else:
+        click.echo(render(table, format_), nl=False)

@@ -216,8 +216,10 @@ class Efficiency:
         return self._cached(("gemm", dtype, m, n, k), lambda: self._gemm_eta(dtype, m, n, k))
 
     def _gemm_eta(self, dtype, m, n, k):
-        rows = [((t.n, t.k), t) for t in self.profile.gemm if t.dtype == dtype]
-        table = _near(rows, (max(n, 1), max(k, 1)))
+        def nearest():  # the table depends on the shape (n, k) only: looked up once per shape
+            rows = [((t.n, t.k), t) for t in self.profile.gemm if t.dtype == dtype]
+            return _near(rows, (max(n, 1), max(k, 1)))
+        table = self._cached(("gemm table", dtype, n, k), nearest)
         return table.over_m.at(max(m, 1)) if table else None
 
     def grouped_eta(self, dtype: str, tokens_per_expert: float, hidden: int, inter: float,
@@ -258,9 +260,11 @@ class Efficiency:
                             lambda: self._collective(op, link, peers, num_bytes, family))
 
     def _collective(self, op, link, peers, num_bytes, family):
-        rows = [((t.peers,), t) for t in self.profile.collectives
-                if t.op == op and t.link == link and (family is None or t.family == family)]
-        table = _near(rows, (peers,))
+        def nearest():  # the table depends on (op, link, peers, family) only
+            rows = [((t.peers,), t) for t in self.profile.collectives
+                    if t.op == op and t.link == link and (family is None or t.family == family)]
+            return _near(rows, (peers,))
+        table = self._cached(("collective table", op, link, peers, family), nearest)
         if table is None:
             return None
         return table.latency_us * 1e-6, table.over_bytes.at(max(num_bytes, 1))

@@ -50,6 +50,7 @@ class ServiceModel:
 
     def __init__(self, candidates: list[ServiceCandidate], min_goodput_score: int | None = None):
         self.candidates = candidates
+        self.min_goodput_score = min_goodput_score
         model = self.model = cp_model.CpModel()
         self.pick = [model.new_bool_var(f"pick[{k}]") for k in range(len(candidates))]
         model.add_exactly_one(self.pick)
@@ -82,6 +83,8 @@ class ServiceModel:
             start = time.perf_counter()
             status = solver.solve(self.model)
             if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+                if not phases and status == cp_model.UNKNOWN:  # out of time, not infeasible
+                    return self._best_allowed(order, time.perf_counter() - start)
                 if not phases:
                     return None
                 break
@@ -96,3 +99,16 @@ class ServiceModel:
             for k, v in enumerate(self.pick):
                 self.model.add_hint(v, k == index)
         return ServiceChoice(index, tuple(phases))
+
+    def _best_allowed(self, order: list[str], wall_s: float) -> ServiceChoice | None:
+        """When CP-SAT found nothing in its time (a tiny remainder of the limit): the best
+        candidate meeting the rows, in the objectives' lexicographic order, chosen here in
+        Python (every candidate enumerated: its score is also the bound); reported with
+        status "unknown", as CP-SAT did not prove it."""
+        allowed = [k for k, c in enumerate(self.candidates) if c.meets_rate is not False
+                   and (self.min_goodput_score is None or c.goodput_score >= self.min_goodput_score)]
+        if not allowed:
+            return None
+        index = max(allowed, key=lambda k: tuple(getattr(self.candidates[k], f"{n}_score") for n in order))
+        value = getattr(self.candidates[index], f"{order[0]}_score")
+        return ServiceChoice(index, (ServicePhase(order[0], "unknown", value, value, wall_s),))

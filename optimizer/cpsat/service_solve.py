@@ -98,6 +98,9 @@ def solve_service(inst: Instance, num_gpus: int | None = None, objective: str | 
     result = ServiceResult("optimal" if proven else "feasible", plan, chosen, choice, objective,
                            load, slo, found, time.perf_counter() - start)
     result.notes = notable_alternatives(found.candidates, chosen, target)
+    if choice.phases[0].status == "unknown":
+        result.notes.append("CP-SAT had no time left to choose among the candidates: the best one "
+                            "was taken by enumeration (raise --time-limit for CP-SAT's proof)")
     if found.unvisited:
         result.notes.append(f"the time limit ({limit:g} s) ran out in the service search: "
                             f"{found.unvisited} knob groups not evaluated, so the plan is not proven "

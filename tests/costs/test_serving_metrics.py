@@ -131,21 +131,32 @@ def affine(knobs, c, n, ctx):
 
 def test_steady_state_is_a_fixed_point():
     # with decodes that cost time (affine double, one queue), the result solves the equations
-    # of docs/serving-model.md: a prompt's steps at n decodes, a decoding request's at 1 + n,
-    # a share f = max(1, s / (C - n)) n / (D - 1) of them with a prompt chunk (here the
-    # 1000-token prompt fits one 2048-token step: one step)
+    # of docs/serving-model.md: the 1000-token prompt is shorter than the 2048-token budget, so
+    # a prompt step holds x = s ceil(8 (1 + lambda t)) / 8 prompt tokens (the prompt and those
+    # that arrived during the step under way, t: the decode step, then refined once with the
+    # prompt step's share rho), beside n decodes (one queue: n_a = n); a prompt takes s / x of
+    # such steps; a decoding request sees 1 + n decodes and a share f = (s / x) n / (D - 1) of
+    # its steps carries prompt tokens
+    import math
     rep = Replica(affine, queues=1, gpus=8)
     load, knobs = ServiceLoad(1000, 500), ServingKnobs(256, 2048, 1, 1)
     m = predict(rep, knobs, load, 5.0)
     n, ctx = m.running_requests, 1000 + 250
     assert n > 1
-    full = 1e6 + 2000 * (2048 - n) + 50_000 * n + n * ctx  # affine: exact at fractional n
+    def step(c, k):  # affine: exact at fractional k
+        return 1e6 + 2000 * c + 50_000 * k + k * ctx
+    def eighths(prompts):
+        return math.ceil(1000 * math.ceil(8 * prompts - 1e-9) / 8)
+    x0 = eighths(1 + 5.0 * step(0, n) * 1e-9)
+    rho0 = 5.0 * 1000 / x0 * step(x0, n) * 1e-9
+    x = eighths(1 + 5.0 * (rho0 * step(x0, n) + (1 - rho0) * step(0, n)) * 1e-9)
+    assert 1000 < x < 2048 - n - 1
     seen = 1 + n
-    idle = 1e6 + 50_000 * seen + seen * ctx
-    full_d = 1e6 + 2000 * (2048 - seen) + 50_000 * seen + seen * ctx
-    rho = 5.0 * 1000 / (2048 - n) * full * 1e-9
-    shared = max(1.0, 1000 / (2048 - n)) * n / 499
+    rho = 5.0 * 1000 / x * step(x, n) * 1e-9
+    shared = 1000 / x * n / 499
+    idle, full_d = step(0, seen), step(x, seen)
     assert m.utilization == pytest.approx(rho, rel=1e-6)
+    assert m.step_full_ns == math.ceil(step(x, n))
     assert m.tpot_ms == pytest.approx((idle + shared * (full_d - idle)) / 1e6, rel=1e-6)
     assert m.running_requests == pytest.approx(5.0 * 499 * m.tpot_ms / 1e3, rel=1e-6)
 

@@ -123,3 +123,28 @@ def test_jsq_figures_by_enumeration():
     assert jsq_seen(2.5, 3) == pytest.approx(sum(p * _balanced(i + 1, 3) for i, p in enumerate(pmf)), rel=1e-12)
     # the least-loaded replica holds fewer than the mean, a decoding request's more
     assert jsq_joined(2.5, 3) < 2.5 < jsq_seen(2.5, 3)
+
+
+def test_refill_wait_against_its_mechanism():
+    # the mechanism of queueing.refill_*: departures from the joined replica, Poisson at rate
+    # delta over a prefill of S seconds, each refilled after an Exp(nu) delay; a refill at
+    # u + d < S waits S - u - d. Monte Carlo of the expected refills per prefill waiting
+    # longer than t against delta h(S - t), h(x) = x - (1 - e^{-nu x}) / nu
+    import numpy as np
+    rng = np.random.default_rng(7)
+    delta, nu, service = 2.0, 30.0, 0.15
+    prefills = 200_000
+    counts = rng.poisson(delta * service, size=prefills)
+    u = rng.uniform(0, service, size=counts.sum())
+    d = rng.exponential(1 / nu, size=counts.sum())
+    waits = service - u - d
+    for t in (0.0, 0.03, 0.08, 0.12):
+        simulated = np.count_nonzero(waits > t) / prefills
+        assert q.refill_wait_tail(t, service, delta, nu) == pytest.approx(simulated, rel=0.03)
+    # the mean is the tail's integral: (waits > 0) summed, per prefill
+    assert q.refill_mean_wait_s(service, delta, nu) == pytest.approx(waits[waits > 0].sum() / prefills, rel=0.03)
+    # the quantile solves tail = 1 - q; 0 when the tail at 0 is already below 1 - q
+    t90 = q.refill_wait_quantile_s(service, delta * 5, nu, 0.9)
+    assert q.refill_wait_tail(t90, service, delta * 5, nu) == pytest.approx(0.1, abs=1e-9)
+    assert q.refill_wait_quantile_s(service, delta, nu, 0.5) == 0.0  # tail(0) = 0.3 (1 - (1 - e^-4.5) / 4.5) = 0.23 < 0.5
+    assert q.refill_wait_tail(0.0, service, 0.0, nu) == 0.0

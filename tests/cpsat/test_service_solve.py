@@ -99,14 +99,15 @@ def test_shipped_service_instances(name):
     assert doc["batch_sequences"] is None and doc["output_tokens"] == inst.workload.output_tokens
 
 
-@pytest.mark.parametrize("command", ["sweep", "place", "report"])
+@pytest.mark.parametrize("command", ["place", "report"])
 def test_batch_commands_refuse_a_service(tmp_path, command):
-    """Commands of static batches say so in one line (exit 2) when given a service."""
+    """Commands of static batches say so in one line (exit 2) when given a service (``sweep``
+    takes services: tests/search/test_service_front.py)."""
     path = tmp_path / "tiny.json"
     path.write_text(json.dumps(TINY))
     plan = tmp_path / "plan.json"
     plan.write_text(json.dumps({"degrees": {"tp": 1, "pp": 1, "dp": 4, "ep": 4}}))
-    args = {"sweep": ["sweep", path, "--gpus", "4"], "place": ["place", path, "--ep", "4"],
+    args = {"place": ["place", path, "--ep", "4"],
             "report": ["report", plan, "--instance", path, "--output", tmp_path / "r.html"]}[command]
     res = expect(invoke(*args), 2)
     assert res.stderr.startswith("moeopt: workload.kind='service'") and len(res.stderr.splitlines()) == 1
@@ -153,3 +154,22 @@ def test_time_limit_bounds_the_service_search(monkeypatch):
     result = solve_service(Instance.model_validate(TINY), time_limit_s=5)
     assert result.status == "feasible" and result.searched.unvisited > 0
     assert any("time limit (5 s) ran out" in note for note in result.notes)
+
+
+def test_no_time_for_cp_sat_is_not_infeasible(monkeypatch):
+    # CP-SAT stopped before any solution (UNKNOWN): the choice is the best allowed candidate
+    # by enumeration (the same one CP-SAT proves with time), the plan "feasible", never exit 3
+    from ortools.sat.python import cp_model
+
+    from optimizer.cpsat import service_model
+    inst = Instance.model_validate(TINY)
+    proven = solve_service(inst, time_limit_s=60)
+
+    class NoTime(cp_model.CpSolver):
+        def solve(self, model, *args):
+            return cp_model.UNKNOWN
+    monkeypatch.setattr(service_model.cp_model, "CpSolver", NoTime)
+    result = solve_service(inst, time_limit_s=60)
+    assert result.status == "feasible" and result.choice.phases[0].status == "unknown"
+    assert _scores(result.chosen, ["goodput", "throughput"]) == _scores(proven.chosen, ["goodput", "throughput"])
+    assert any("by enumeration" in note for note in result.notes)

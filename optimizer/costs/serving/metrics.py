@@ -12,8 +12,12 @@ prompts of s tokens, outputs of D tokens, a step budget of C tokens:
     N ~ Poisson(k n)                                   (the deployment's decodes, M/G/inf)
     n_a = E[floor(N / k)]                              (decodes of the least-loaded replica, the
                                                         one a new prompt joins; n for k = 1)
-    full = step(C - n_a, n_a), K = max(1, s / (C - n_a)) (a prompt's step and its step count)
-    rho = lambda s / (C - n_a) full                    (prefill server utilisation)
+    x = C - n_a if s >= C - n_a, else min(C - n_a, s (1 + lambda t))  (prompt tokens of a prompt
+                                                        step: a short prompt shares its step with
+                                                        those that came during the step under
+                                                        way, t; ``_prompt_step_tokens``)
+    full = step(x, n_a), K = s / x                     (a prompt's step and its step count)
+    rho = lambda K full                                (prefill server utilisation)
     f = K n_a / (D - 1)                                (share of a decode's steps that carry a
                                                         prompt chunk: lambda K n_a such pairs per
                                                         second against lambda (D - 1) decode steps)
@@ -24,13 +28,16 @@ with step() at a fractional count linear between the integers around it (``queue
 give n_a, n', P(N >= k)); solved by fixed-point iteration from n = 0 (every map is
 non-decreasing in n, so the iterates increase to the least fixed point, or pass B (n + rho >
 B) or rho = 1: then the rate is not sustainable).
-    TTFT = W + P(N >= k) step(0, n_a) / 2 + K full     (queue wait, rest of the step under way
+    TTFT = W + W_r + P(N >= k) step(0, n_a) / 2 + max(1, K) full
+                                                       (queue waits, rest of the step under way
                                                         if the joined replica decodes, the
                                                         prompt's own steps)
 with W the wait of the deployment's prefill servers as one M/G/k queue (Allen-Cunneen with the
-prompt lengths' squared coefficient of variation cv^2; Pollaczek-Khinchine for k = 1);
-percentiles: W's by the exponential tail of ``queueing.wait_quantile_s``, plus the own steps at
-n_a's normal quantile. TPOT percentiles: the mean plus the root sum of squares of the spread of
+prompt lengths' squared coefficient of variation cv^2; Pollaczek-Khinchine for k = 1) and W_r
+the wait behind a prompt the joined replica still prefills (least-loaded routing counts
+requests: ``queueing.refill_*``, k > 1 only); percentiles: W's by the exponential tail of
+``queueing.wait_quantile_s``, W_r's from its tail, plus the own steps at n_a's normal quantile.
+TPOT percentiles: the mean plus the root sum of squares of the spread of
 the count a request sees over its life and of the prompts that join its replica meanwhile
 (``_tpot_quantile_s``). E2E = TTFT + (D - 1) TPOT, both at the percentile.
 """
@@ -40,6 +47,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from statistics import NormalDist
 
 from optimizer.costs.serving import queueing as q
@@ -139,12 +147,36 @@ def _at(step: Callable[[int], int], count: float) -> float:
     return base if frac <= 1e-12 else base + frac * (step(low + 1) - base)
 
 
+def _eighths(prompt_tokens: int, prompts: float) -> int:
+    """Tokens of ``prompts`` prompts rounded up to eighths of one (few distinct steps)."""
+    return math.ceil(prompt_tokens * math.ceil(8.0 * prompts - 1e-9) / 8.0)
+
+
+def _prompt_step_tokens(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate: float, joined: float) -> int:
+    """x: prompt tokens of a step that carries prefill, beside ``joined`` decodes (the caller
+    caps it at C - k for k decodes). A prompt longer than the budget fills it (C); a shorter
+    one shares its step with the prompts that arrived during the step under way
+    (length-biased: lambda t of them, t the step under way, the prompt step itself in a run
+    of them with probability rho), rounded up to eighths of a prompt:
+    x = min(C - n_a, s ceil(8 (1 + lambda t)) / 8); one refinement from t = step(0, n_a)."""
+    budget, ctx, s = knobs.prefill_chunk_tokens, load.decode_context_tokens, load.prompt_tokens
+    room = max(1, math.floor(budget - joined))
+    if s >= room:
+        return budget  # the step holds C - k prompt tokens beside k decodes
+    def step(tokens, k):
+        return rep.step_ns(knobs, tokens, k, ctx)
+    idle_ns = _at(lambda k: step(0, k), joined)
+    x = min(room, _eighths(s, 1.0 + rate * idle_ns * 1e-9))
+    full_ns = _at(lambda k: step(x, k), joined)
+    rho = min(1.0, rate * s / x * full_ns * 1e-9)
+    under_way_ns = rho * full_ns + (1.0 - rho) * idle_ns
+    return min(room, _eighths(s, 1.0 + rate * under_way_ns * 1e-9))
+
+
 def _steady_state(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate: float) -> _Steady | None:
     """Fixed point of the steady state at ``rate`` per queue (module doc); None if not
     sustainable."""
     cap, budget, ctx = knobs.max_running_requests, knobs.prefill_chunk_tokens, load.decode_context_tokens
-    def full(k):
-        return rep.step_ns(knobs, budget - k, k, ctx)
     def idle(k):
         return rep.step_ns(knobs, 0, k, ctx)
     decode_steps = max(0, load.output_tokens - 1)
@@ -153,19 +185,26 @@ def _steady_state(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate: fl
         if running + 1.0 >= budget:
             return None  # the decodes fill the step: no prompt is ever prefilled
         joined, seen = q.jsq_joined(running, rep.queues), q.jsq_seen(running, rep.queues)
-        chunk = budget - joined
-        steps = max(1.0, load.prompt_tokens / chunk)  # a prompt's steps, fractional
+        tokens = _prompt_step_tokens(rep, knobs, load, rate, joined)
+        def full(k, tokens=tokens):
+            return rep.step_ns(knobs, min(tokens, budget - k), k, ctx)
+        chunk = min(float(tokens), budget - joined)
+        share = load.prompt_tokens / chunk  # prompt steps per prompt, fractional
         full_p = _at(full, joined)
-        rho = rate * load.prompt_tokens / chunk * full_p * 1e-9
-        if rho >= 1.0:
-            return None
-        shared = min(1.0, steps * joined / decode_steps) if decode_steps else 0.0
+        rho = min(1.0, rate * share * full_p * 1e-9)
+        shared = min(1.0, share * joined / decode_steps) if decode_steps else 0.0
         idle_d, full_d = _at(idle, seen), _at(full, min(seen, budget - 1.0))
         tpot_s = (idle_d + shared * (full_d - idle_d)) * 1e-9
         nxt = q.littles_law_count(rate, decode_steps * tpot_s)
         if nxt + rho > cap:
             return None  # the running decodes plus the prompt being prefilled pass B
         if nxt - running <= 1e-9 * max(1.0, nxt):
+            # the prefill must keep up with full chunks (checked at the limit only: the test
+            # is non-decreasing in n_a, and the iterates increase)
+            def widest(k):  # a step whose prompt chunk fills the budget
+                return rep.step_ns(knobs, budget - k, k, ctx)
+            if rate * load.prompt_tokens / (budget - joined) * _at(widest, joined) * 1e-9 >= 1.0:
+                return None
             return _Steady(nxt, joined, rho, shared, seen, full_p, idle_d, full_d, tpot_s, chunk)
         running = nxt
     return None  # no convergence: treated as not sustainable
@@ -184,7 +223,7 @@ def _tpot_quantile_s(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, st: _
     seen_q = q.jsq_seen_quantile(st.running, rep.queues, z)
     by_count = (_at(idle, seen_q) - st.decode_ns) * (1.0 - st.shared)
     decode_steps = max(1, load.output_tokens - 1)
-    steps = max(1.0, load.prompt_tokens / st.chunk_tokens)
+    steps = load.prompt_tokens / st.chunk_tokens
     by_prompts = z * math.sqrt(st.joined) * steps / decode_steps * (st.with_prompt_ns - st.decode_ns)
     return st.tpot_s + math.hypot(by_count, by_prompts) * 1e-9
 
@@ -200,27 +239,36 @@ def predict(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: floa
         return ServiceMetrics(rate_rps, False, 1.0, float(knobs.max_running_requests), 0, 0,
                               inf, inf, inf, inf, inf, inf, tokens_per_gpu)
     budget, ctx = knobs.prefill_chunk_tokens, load.decode_context_tokens
-    def full(k):
-        return rep.step_ns(knobs, budget - k, k, ctx)
     def idle(k):
         return rep.step_ns(knobs, 0, k, ctx)
     service_s = load.prompt_tokens / st.chunk_tokens * st.full_ns * 1e-9
     wait_s, p_wait = q.mgk_mean_wait_s(rate_rps, service_s, load.prompt_cv2, rep.queues)
+    # behind a prompt of the joined replica (least-loaded routing counts requests, not prefills)
+    # the joined replica falls back to the least-loaded count as its n_a decodes finish
+    # (rate n_a / life, life = (D - 1) TPOT); the next arrival then joins it (queueing.refill_*)
+    life_s = max(0, load.output_tokens - 1) * st.tpot_s
+    freed = st.joined / life_s if rep.queues > 1 and life_s > 0 else 0.0
+    mean_wait_s = wait_s + q.refill_mean_wait_s(service_s, freed, rate_rps)
     busy = q.jsq_joined_busy(st.running, rep.queues)  # P(the joined replica runs a step)
 
     def own_s(joined: float) -> float:
         """The prompt's own steps and the rest of the step under way when it arrives."""
         joined = min(joined, budget - 1.0)
+        tokens = _prompt_step_tokens(rep, knobs, load, per_queue, joined)
+        def full(k):
+            return rep.step_ns(knobs, min(tokens, budget - k), k, ctx)
         rest = busy * _at(idle, max(1.0, joined)) / 2.0
-        return (max(1.0, load.prompt_tokens / (budget - joined)) * _at(full, joined) + rest) * 1e-9
+        chunk = min(float(tokens), budget - joined)
+        return (max(1.0, load.prompt_tokens / chunk) * _at(full, joined) + rest) * 1e-9
 
     ttft = {p: q.wait_quantile_s(wait_s, p_wait, p / 100)
+            + q.refill_wait_quantile_s(service_s, freed, rate_rps, p / 100)
             + own_s(q.jsq_joined_quantile(st.running, rep.queues, _z(p))) for p in PERCENTILES}
     tpot = {p: _tpot_quantile_s(rep, knobs, load, st, _z(p)) * 1e3 for p in PERCENTILES}
     steps = max(0, load.output_tokens - 1)
     return ServiceMetrics(
         rate_rps, True, max(st.rho, st.running / knobs.max_running_requests), st.running,
-        math.ceil(st.full_ns), math.ceil(st.decode_ns), wait_s + own_s(st.joined), ttft[50], ttft[90],
+        math.ceil(st.full_ns), math.ceil(st.decode_ns), mean_wait_s + own_s(st.joined), ttft[50], ttft[90],
         ttft[99], st.tpot_s * 1e3, ttft[90] + steps * tpot[90] / 1e3, tokens_per_gpu,
         tpot[50], tpot[90], tpot[99])
 
@@ -267,7 +315,13 @@ def _start_rps(rep: Replica, knobs: ServingKnobs, load: ServiceLoad) -> float:
 
 def sustainable_rps(rep: Replica, knobs: ServingKnobs, load: ServiceLoad) -> float:
     """Highest deployment rate with a steady state (prefill utilisation < 1, running
-    decodes <= B), by bisection (stability is monotone in the rate)."""
+    decodes <= B), by bisection (stability is monotone in the rate); memoised (the search
+    asks for the widest tuple of a group twice: to prune, then to evaluate)."""
+    return _sustainable_rps(rep, knobs, load)
+
+
+@lru_cache(maxsize=1 << 12)
+def _sustainable_rps(rep: Replica, knobs: ServingKnobs, load: ServiceLoad) -> float:
     return _largest_rate(lambda r: _steady_state(rep, knobs, load, r / rep.queues) is not None,
                          _start_rps(rep, knobs, load))
 

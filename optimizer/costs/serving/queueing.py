@@ -12,6 +12,16 @@
   (rho for M/G/1, C(k, a) for M/G/k); given that it waits, its wait is exponential with
   mean W / P, so P(wait > t) = P exp(-P t / W) and the q-quantile is 0 when 1 - q >= P, else
   (W / P) ln(P / (1 - q)). Exact for M/M/1 and M/M/k; an approximation otherwise.
+- Least-loaded routing by outstanding count (decodes + prompts) over k replicas: a prompt can
+  join a replica that is still prefilling an earlier one. That happens when one of the
+  replica's own decodes finishes during that prefill (its count falls below the others') and
+  the next arrival of the deployment, which goes to the least-loaded replica, comes before
+  the prefill ends. Decodes finish as a Poisson stream at rate delta = n_a / life; the next
+  arrival comes after an Exp(nu) delay, nu = k lambda. A departure at u in (0, S) is
+  refilled at u + d and that prompt waits S - u - d, so the prompts that wait longer than t
+  per prefill have mean delta h(S - t), h(x) = x - (1 - e^{-nu x}) / nu, and
+  P(wait > t) = min(1, delta h(S - t)) (``refill_*``: first order in delta S; the prompts
+  that join behind a refilled one are left out).
 """
 
 from __future__ import annotations
@@ -60,6 +70,44 @@ def wait_quantile_s(mean_wait_s: float, rho: float, quantile: float) -> float:
     if rho <= 0.0 or mean_wait_s <= 0.0 or 1.0 - quantile >= rho:
         return 0.0
     return mean_wait_s / rho * math.log(rho / (1.0 - quantile))
+
+
+def _refilled(x: float, departures_per_s: float, arrivals_per_s: float) -> float:
+    """delta h(x): prompts per prefill that join it with more than S - x of it left."""
+    if x <= 0.0:
+        return 0.0
+    nu = arrivals_per_s
+    return departures_per_s * (x - (-math.expm1(-nu * x)) / nu)
+
+
+def refill_wait_tail(wait_s: float, service_s: float, departures_per_s: float, arrivals_per_s: float) -> float:
+    """P(wait > t) behind a prefill under way on the joined replica (module doc)."""
+    return min(1.0, _refilled(service_s - wait_s, departures_per_s, arrivals_per_s))
+
+
+def refill_mean_wait_s(service_s: float, departures_per_s: float, arrivals_per_s: float) -> float:
+    """Mean wait: the integral of the tail over (0, S),
+    delta (S^2 / 2 - S / nu + (1 - e^{-nu S}) / nu^2) (without the cap at 1)."""
+    nu, s = arrivals_per_s, service_s
+    if s <= 0.0 or departures_per_s <= 0.0:
+        return 0.0
+    return departures_per_s * (s * s / 2.0 - s / nu + (-math.expm1(-nu * s)) / (nu * nu))
+
+
+def refill_wait_quantile_s(service_s: float, departures_per_s: float, arrivals_per_s: float,
+                           quantile: float) -> float:
+    """q-quantile of the wait behind a prefill under way: 0 when P(wait > 0) <= 1 - q, else
+    the t in (0, S) with P(wait > t) = 1 - q (bisection: the tail decreases in t)."""
+    if not 0.0 < quantile < 1.0:
+        raise ValueError(f"quantile={quantile}: must lie strictly between 0 and 1")
+    if refill_wait_tail(0.0, service_s, departures_per_s, arrivals_per_s) <= 1.0 - quantile:
+        return 0.0
+    low, high = 0.0, service_s
+    for _ in range(50):
+        mid = (low + high) / 2.0
+        low, high = (mid, high) if refill_wait_tail(mid, service_s, departures_per_s, arrivals_per_s) > 1.0 - quantile \
+            else (low, mid)
+    return high
 
 
 def erlang_c(servers: int, offered_load: float) -> float:

@@ -125,8 +125,9 @@ def replica(inst: Instance, deg: Degrees, facts: LinkFacts, stages, hot: dict[in
         items = len(chunks) + decodes
         m = max(1, min(m_d if decodes else m_p, items))
         first_chunks = chunks[0::m]
-        first_decodes = sum(1 for i in range(len(chunks), items) if i % m == 0)
-        return timer.ns(timer.batch(first_chunks, [context] * first_decodes), m)
+        # items i in [len(chunks), items) with i % m == 0: ceil(items / m) - ceil(len(chunks) / m)
+        first_decodes = -(-items // m) - (-(-len(chunks) // m))
+        return timer.ns(timer.batch(first_chunks, np.full(first_decodes, context, dtype=np.int64)), m)
 
     def step_ns(knobs: ServingKnobs, chunk: int, decodes: int, context: int) -> int:
         return cached(chunk, on_grid(decodes), context, knobs.prefill_micro_batches,
