@@ -73,19 +73,29 @@ def parse_allowed(text: str | None, gpus_per_node: int, max_gpus: int) -> list[i
               help="seconds for the whole command (default: search.time_limit_s)")
 @click.option("--workers", type=click.IntRange(1, 64), default=None, help="CP-SAT workers")
 @click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=None, help="CP-SAT random seed")
+@click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="where to compute: here, or one Ray task per rate (the sweep's Ray backend)")
+@click.option("--address", default=None, help="Ray cluster address (with --backend ray)")
 @VERBOSE
 def size(instance, rate, rate_range, gpus_allowed, max_gpus, max_replica_gpus, mode, format_, time_limit,
-         workers, seed, verbose):
+         workers, seed, backend, address, verbose):
     def body():
         from optimizer.search.size import size_rows
+        if backend != "ray" and address:
+            raise InputError(f"--address={address}: only with --backend ray")
         inst = load_instance(instance)
         if inst.workload.kind != "service":
             raise InputError("workload.kind='batch': moeopt size sizes services (workload.kind 'service')")
         rates = parse_rates(rate, rate_range)
         allowed = parse_allowed(gpus_allowed, inst.hardware.gpus_per_node, max_gpus)
-        results = size_rows(inst, instance, rates, allowed, max_replica_gpus, mode,
-                            time_limit if time_limit is not None else inst.search.time_limit_s,
-                            workers or inst.search.workers, inst.search.seed if seed is None else seed)
+        args = (inst, instance, rates, allowed, max_replica_gpus, mode,
+                time_limit if time_limit is not None else inst.search.time_limit_s,
+                workers or inst.search.workers, inst.search.seed if seed is None else seed)
+        if backend == "ray":
+            from optimizer.search.ray_backend import size_on_ray
+            results = size_on_ray(*args, address)
+        else:
+            results = size_rows(*args)
         if format_ == "json":
             click.echo(dump(results[0] if rate is not None else results), nl=False)
         else:

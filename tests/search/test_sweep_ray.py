@@ -1,4 +1,4 @@
-"""``moeopt sweep --backend ray --address ADDR`` and ``moeopt pareto --backend ray --address
+"""``moeopt sweep``, ``moeopt pareto`` and ``moeopt size`` with ``--backend ray --address
 ADDR``: the work runs as Ray tasks on a cluster and gives the same tables as the local backend.
 .ci/run installs the extra, so these run on every landing (about a minute in all here: the
 cluster's start dominates; marked slow).
@@ -164,5 +164,44 @@ def test_pareto_ray_backend_gives_the_local_table(ray_cluster):
 
 def test_pareto_address_needs_the_ray_backend():
     res = moeopt("pareto", PARETO_INSTANCE, "--address", "127.0.0.1:6379")
+    assert res.returncode == 2 and res.stderr.strip() == (
+        "moeopt: --address=127.0.0.1:6379: only with --backend ray")
+
+
+def _without_walls(value):
+    """A size answer with its wall-clock figures removed (they differ run to run)."""
+    if isinstance(value, dict):
+        return {k: _without_walls(v) for k, v in value.items() if "wall" not in k}
+    if isinstance(value, list):
+        return [_without_walls(v) for v in value]
+    return value
+
+
+@pytest.mark.slow
+@needs_ray
+def test_size_ray_backend_gives_the_local_answers(ray_cluster, tmp_path):
+    """``size --rate-range --backend ray --address A``: one task per rate on the cluster,
+    the same answers (GPUs, status, goodput, plans) as the local run, every one proven."""
+    import json
+
+    from tests.cpsat.test_disagg_model import tiny_disagg
+    ray, address, _ = ray_cluster
+    from ray._private import state
+    inst = tmp_path / "tiny.json"
+    inst.write_text(json.dumps(tiny_disagg()))
+    args = ["size", inst, "--rate-range", "100:200:100", "--gpus-allowed", "1-16", "--format", "json",
+            "--time-limit", "120"]
+    before = sum("size" in str(job.get("Entrypoint", "")) for job in state.jobs())
+    local, remote = moeopt(*args), moeopt(*args, "--backend", "ray", "--address", address)
+    assert local.returncode == 0 and remote.returncode == 0, remote.stderr[-3000:]
+    local_rows, remote_rows = json.loads(local.stdout), json.loads(remote.stdout)
+    assert [r["rate_rps"] for r in remote_rows] == [100, 200]
+    assert all(r[m]["status"] == "optimal" for r in local_rows for m in ("agg", "disagg"))
+    assert _without_walls(remote_rows) == _without_walls(local_rows)
+    assert sum("size" in str(job.get("Entrypoint", "")) for job in state.jobs()) - before == 1
+
+
+def test_size_address_needs_the_ray_backend(tmp_path):
+    res = moeopt("size", INSTANCE, "--rate", "1", "--address", "127.0.0.1:6379")
     assert res.returncode == 2 and res.stderr.strip() == (
         "moeopt: --address=127.0.0.1:6379: only with --backend ray")
