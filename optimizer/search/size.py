@@ -3,9 +3,10 @@ disaggregated.
 
 Aggregated: the allowed GPU counts in increasing order; on each, the knob groups of every
 configuration (``costs.serving.search.prepared_groups``), sorted by an upper bound on their
-goodput: the lesser of the prefill capacity without decodes, queues * C / (s step(C, 0))
-(decodes only make a step of C tokens slower), and ``disagg_decode.decode_rate_bound`` (the
-decode side within the TPOT SLO). Groups whose bound is below R are ruled out at once; the
+goodput: the lesser of the widest tuple's sustainable rate (goodput needs a steady state; a
+prefill capacity from full C-token steps is NOT a bound since short prompts share steps with
+the prompts that arrived meanwhile) and ``disagg_decode.decode_rate_bound`` (the decode side
+within the TPOT SLO). Groups whose bound is below R are ruled out at once; the
 others are judged by ONE prediction of their widest knob tuple at R (meeting the SLOs is
 monotone in the rate: goodput >= R exactly when the SLOs hold at R; the widest tuple has the
 group's highest goodput). The first count with a group serving R is the answer, proven fewest
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 
 from optimizer.costs.serving.candidates import ServiceCandidate, evaluate_group
 from optimizer.costs.serving.disagg_decode import decode_rate_bound
-from optimizer.costs.serving.metrics import ServiceLoad, Slo, meets, predict
+from optimizer.costs.serving.metrics import ServiceLoad, Slo, meets, predict, sustainable_rps
 from optimizer.costs.serving.replica import service_degrees, service_load
 from optimizer.costs.serving.search import prepared_groups
 from optimizer.cpsat.service_solve import placements
@@ -59,19 +60,17 @@ class AggSize:
 
 
 def group_bound_rps(rep, knobs: list, load: ServiceLoad, slo: Slo) -> float:
-    """Upper bound on the goodput of a knob group (module doc)."""
+    """Upper bound on the goodput of a knob group (module doc): the widest tuple's sustainable
+    rate (goodput needs a steady state, and B only caps the running decodes, so no tuple of
+    the group sustains more) and the decode side's rate within the TPOT SLO."""
     widest = max(knobs, key=lambda k: k.max_running_requests)
-    best_prefill = 0.0
-    for k in knobs:
-        chunk = k.prefill_chunk_tokens
-        full = rep.step_ns(k, chunk, 0, load.decode_context_tokens)
-        best_prefill = max(best_prefill, rep.queues * chunk / (load.prompt_tokens * full * 1e-9))
     context = load.decode_context_tokens
 
     def step(decodes: int) -> int:
         return rep.step_ns(widest, 0, decodes, context)
-    return min(best_prefill, decode_rate_bound(step, rep.queues, load.output_tokens,
-                                               widest.max_running_requests, slo.max_tpot_ms))
+    return min(sustainable_rps(rep, widest, load),
+               decode_rate_bound(step, rep.queues, load.output_tokens, widest.max_running_requests,
+                                 slo.max_tpot_ms))
 
 
 class AggSizer:
