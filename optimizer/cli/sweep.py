@@ -34,9 +34,13 @@ from optimizer.errors import InputError
 @click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=None)
 @TOP
 @OBJECTIVE
+@click.option("--mode", type=click.Choice(["agg", "disagg", "auto"]), default="agg", show_default=True,
+              help="services: agg = one pool; disagg = a prefill and a decode pool on at most each "
+                   "count's GPUs; auto = both rows per count, the higher goodput per GPU marked chosen "
+                   "(as solve --mode)")
 @VERBOSE
 def command(instance, gpus_text, format_, output, jobs, resume, backend, address, time_limit,
-            workers, seed, top, objective, verbose):
+            workers, seed, top, objective, mode, verbose):
     def body():
         from optimizer.cpsat.search import SolverSettings
         from optimizer.search.sweep import (
@@ -53,7 +57,10 @@ def command(instance, gpus_text, format_, output, jobs, resume, backend, address
             raise InputError(f"--address={address}: only with --backend ray")
         if inst.workload.kind == "service":
             return _service(inst, instance, counts, format_, output, jobs, resume, backend, time_limit,
-                            service_objective(objective))
+                            service_objective(objective), mode)
+        if mode != "agg":
+            raise InputError(f"--mode={mode}: workload.kind='batch': disaggregated serving plans services "
+                             "(workload.kind 'service'); a static batch is swept with --mode agg")
         batch_only(inst, "sweep")
         batch_objective(objective)
         out_dir = Path(output) if output else Path("results") / inst.name
@@ -94,8 +101,9 @@ def points_done(bar, done: int, gpus: int) -> None:
     bar.update(done - bar.n)
 
 
-def _service(inst, instance_path, counts, format_, output, jobs, resume, backend, time_limit, objective):
-    """The service sweep: one service solve per count, one row each."""
+def _service(inst, instance_path, counts, format_, output, jobs, resume, backend, time_limit, objective,
+             mode="agg"):
+    """The service sweep: one service solve per count and mode, one row each."""
     from optimizer.cli.service import trace_of
     from optimizer.inputs.files import write_atomic
     from optimizer.search.service_sweep import service_sweep, smallest_meeting
@@ -103,8 +111,11 @@ def _service(inst, instance_path, counts, format_, output, jobs, resume, backend
         raise InputError("--resume: a service sweep is computed afresh (it keeps no points)")
     if backend == "ray":
         raise InputError("--backend=ray: a service sweep runs locally (--jobs for processes)")
+    if mode != "agg":
+        from optimizer.cpsat.disagg_solve import check_disagg_instance
+        check_disagg_instance(inst)
     limit = time_limit if time_limit is not None else inst.search.time_limit_s
-    table = service_sweep(inst, counts, objective, limit, jobs, trace_of(inst, instance_path))
+    table = service_sweep(inst, counts, objective, limit, jobs, trace_of(inst, instance_path), mode)
     out_dir = Path(output) if output else Path("results") / inst.name
     path = out_dir / "sweep-summary.csv"
     write_atomic(path, table.to_csv(index=False))
@@ -112,10 +123,11 @@ def _service(inst, instance_path, counts, format_, output, jobs, resume, backend
         p = inst.requirements.percentile
         shown = table.drop(columns=["why_not"]).rename(columns={"ttft_s": f"ttft_p{p}_s", "tpot_ms": f"tpot_p{p}_ms"})
         shown = shown.apply(lambda col: col.map(lambda v: float(f"{v:.4g}") if isinstance(v, float) else v))
-        click.echo(f"Best service plan per GPU count (objective {objective})")
+        click.echo(f"Best service plan per GPU count (objective {objective})"
+                   + ("" if mode == "agg" else f", mode {mode} (chosen: the higher goodput per GPU)"))
         click.echo(render(shown, "table"), nl=False)
         for _, row in table[table["why_not"] != ""].iterrows():
-            click.echo(f"  {row['num_gpus']} GPUs: {row['why_not']}")
+            click.echo(f"  {row['num_gpus']} GPUs, {row['mode']}: {row['why_not']}")
         click.echo(f"smallest GPU count meeting every requirement: {smallest_meeting(table) or 'none of these'}")
         click.echo(f"written: {path}")
     else:

@@ -5,6 +5,20 @@ Python, ``costs.serving.search``), then CP-SAT's lexicographic choice among them
 The expert placement of each EP degree is the one of least hot load per layer
 (``pruning.exact_hot_loads``): a layer's MoE time only grows with its hot load, so that
 placement is best for every step composition. Stages are Megatron's even split.
+
+The search (``widest_search``, the default) evaluates one knob tuple per knob group and is
+exact, for two reasons:
+- within a knob group (tuples differing only in the cap B) the widest tuple has the highest
+  goodput and the highest sustainable rate (B only caps the running requests), so it is the
+  only tuple of its group that can be chosen (ties aside, which it wins or equals);
+- meeting every SLO is monotone in the rate, so a group's goodput reaches the incumbent's
+  goodput g exactly when its widest tuple meets the SLOs at g: ONE prediction rules a group
+  out, instead of a goodput search (for the throughput objective: a steady state at the
+  incumbent's sustainable rate).
+A candidate is feasible when its goodput reaches the instance's rate and ``min_goodput_rps``
+(the SLOs then hold at the rate); the incumbent starts there, so infeasible groups cost one
+prediction too. ``exhaustive=True`` evaluates every tuple of every group not bounded out
+(``costs.serving.search.search``, the former search; kept to check the fast one against).
 """
 
 from __future__ import annotations
@@ -15,15 +29,15 @@ from dataclasses import dataclass, field
 
 from optimizer.costs.expert_loads import expert_loads
 from optimizer.costs.layout import megatron_layout
-from optimizer.costs.serving.candidates import ServiceCandidate
-from optimizer.costs.serving.metrics import ServiceLoad, Slo
+from optimizer.costs.serving.candidates import ServiceCandidate, evaluate_group
+from optimizer.costs.serving.metrics import ServiceLoad, Slo, meets, predict
 from optimizer.costs.serving.replica import even_stages, service_degrees, service_load
-from optimizer.costs.serving.search import ServiceSearch, search
+from optimizer.costs.serving.search import ServiceSearch, prepared_groups, search
 from optimizer.costs.units import rate_target_to_int
 from optimizer.cpsat.budget import MIN_SOLVE_S, Budget
 from optimizer.cpsat.pruning import exact_hot_loads
 from optimizer.cpsat.service_model import SERVICE_OBJECTIVES, ServiceChoice, ServiceModel
-from optimizer.errors import InfeasibleError, InputError
+from optimizer.errors import InfeasibleError, InputError, NoSolutionError
 from optimizer.inputs.schema import Instance, ServiceWorkload
 from optimizer.plan.evaluate import Plan
 from optimizer.plan.service import service_slo
@@ -58,9 +72,10 @@ def placements(inst: Instance, eps: list[int]) -> tuple[tuple, dict[int, list]]:
 
 def solve_service(inst: Instance, num_gpus: int | None = None, objective: str | None = None,
                   time_limit_s: float | None = None, workers: int | None = None, seed: int | None = None,
-                  trace=None) -> ServiceResult:
+                  trace=None, exhaustive: bool = False) -> ServiceResult:
     """Best (configuration, knobs) of a service; InfeasibleError (exit 3) when no candidate
-    meets the SLOs at the instance's rate and the goodput requirement."""
+    meets the SLOs at the instance's rate and the goodput requirement, NoSolutionError when
+    the time limit cut the search before any candidate qualified."""
     if not isinstance(inst.workload, ServiceWorkload):
         raise InputError("workload.kind: solve_service plans services (kind 'service')")
     objective = objective or "goodput"
@@ -79,13 +94,19 @@ def solve_service(inst: Instance, num_gpus: int | None = None, objective: str | 
     rate = inst.workload.arrival_rate_rps
     target = inst.requirements.min_goodput_rps
     loads, ranks = placements(inst, list({d.ep for d in degrees}))
-    found = search(inst, gpus, load, slo, rate, loads, ranks, objective, degrees=degrees,
-                   min_goodput_rps=target, out_of_time=lambda: budget.left() < reserve_s)
+    out_of_time = lambda: budget.left() < reserve_s  # noqa: E731
+    if exhaustive:
+        found = search(inst, gpus, load, slo, rate, loads, ranks, objective, degrees=degrees,
+                       min_goodput_rps=target, out_of_time=out_of_time)
+    else:
+        found = widest_search(inst, gpus, load, slo, rate, target, loads, ranks, degrees, objective, out_of_time)
     log.info("service search: %d candidates of %d configurations, %d groups skipped by bounds",
              len(found.candidates), found.configurations, found.pruned)
     model = ServiceModel(found.candidates, None if target is None else rate_target_to_int(target))
     choice = model.solve(objective, max(MIN_SOLVE_S, budget.left()),
                          workers or inst.search.workers, inst.search.seed if seed is None else seed)
+    if choice is None and found.unvisited:
+        raise _out_of_time(found, limit)
     if choice is None:
         raise _infeasible(inst, found, rate, target)
     chosen = found.candidates[choice.index]
@@ -106,6 +127,47 @@ def solve_service(inst: Instance, num_gpus: int | None = None, objective: str | 
                             f"{found.unvisited} knob groups not evaluated, so the plan is not proven "
                             "optimal (raise --time-limit)")
     return result
+
+
+def widest_search(inst: Instance, gpus: int, load: ServiceLoad, slo: Slo, rate: float | None,
+                  target: float | None, loads: tuple, ranks: dict, degrees: list, objective: str,
+                  out_of_time) -> ServiceSearch:
+    """The widest tuple of each knob group that can still beat the incumbent (module doc);
+    once ``out_of_time()`` is true (checked before each group after the first) the rest are
+    counted in ``unvisited``."""
+    floor_rps = max(rate or 0.0, target or 0.0)
+    groups, without = prepared_groups(inst, gpus, load, loads, ranks, degrees)
+    found = ServiceSearch(without_knobs=without)
+    best_good, best_cap, seen = floor_rps, 0.0, set()
+    for visited, (deg, group, rep) in enumerate(groups):
+        if visited and out_of_time():
+            found.unvisited = len(groups) - visited
+            break
+        widest = max(group, key=lambda k: k.max_running_requests)
+        if floor_rps > 0 and not meets(predict(rep, widest, load, floor_rps), slo, load):
+            found.pruned += 1
+            continue  # infeasible: misses the SLOs at the rate it must serve
+        if objective == "goodput":
+            promising = best_good <= floor_rps or meets(predict(rep, widest, load, best_good), slo, load)
+        else:
+            promising = best_cap == 0.0 or predict(rep, widest, load, best_cap).stable
+        if not promising:
+            found.pruned += 1
+            continue
+        cand = evaluate_group(deg, [widest], rep, load, slo, rate)[0]
+        seen.add(deg)
+        found.candidates.append(cand)
+        if cand.goodput_rps >= floor_rps:
+            best_good, best_cap = max(best_good, cand.goodput_rps), max(best_cap, cand.sustainable_rps)
+    found.configurations = len(seen)
+    return found
+
+
+def _out_of_time(found: ServiceSearch, limit_s: float) -> NoSolutionError:
+    """No qualifying candidate among the groups visited, but some were not: not proven infeasible."""
+    message = (f"time limit: the service search evaluated {len(found.candidates)} candidates in {limit_s:g} s, "
+               f"none qualifying, and left {found.unvisited} knob groups unvisited; raise --time-limit")
+    return NoSolutionError(message, {"status": "unknown", "explanation": message, "conflicts": [], "bounds": {}})
 
 
 def _degrees_text(c: ServiceCandidate) -> str:

@@ -208,7 +208,7 @@ def test_auto_agg_side_equals_the_service_solve(objective):
     from optimizer.inputs.schema import Instance
     from tests.cpsat.test_service_solve import TINY
     inst = Instance.model_validate(TINY)
-    full = solve_service(inst, objective=objective, time_limit_s=60)
+    full = solve_service(inst, objective=objective, time_limit_s=60, exhaustive=True)
     fast = solve_agg_for_auto(inst, None, objective, 60.0, None, None)
     assert full.status == fast.status == "optimal"
     assert [p.value for p in fast.choice.phases] == [p.value for p in full.choice.phases]
