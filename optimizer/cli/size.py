@@ -92,7 +92,7 @@ def size(instance, rate, rate_range, gpus_allowed, max_gpus, max_replica_gpus, m
                 time_limit if time_limit is not None else inst.search.time_limit_s,
                 workers or inst.search.workers, inst.search.seed if seed is None else seed)
         if backend == "ray":
-            from optimizer.search.ray_backend import size_on_ray
+            from optimizer.search.size_ray import size_on_ray
             results = size_on_ray(*args, address)
         else:
             results = size_rows(*args)

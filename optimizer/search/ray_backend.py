@@ -1,5 +1,5 @@
-"""Sweep points, Pareto tables and sizing rates as Ray tasks on an existing Ray cluster
-(optional: pip install -e '.[ray]')."""
+"""Sweep points and Pareto tables as Ray tasks on an existing Ray cluster (optional:
+pip install -e '.[ray]'); ``search.size_ray`` sizes rates on the same cluster."""
 
 from __future__ import annotations
 
@@ -57,29 +57,6 @@ def pareto_on_ray(inst: Instance, settings: SolverSettings, address: str | None)
     table = table[table_columns(table)] if len(table) else pd.DataFrame(columns=table_columns(table))
     table.attrs["unsolved"] = unsolved
     return table
-
-
-def size_record(inst_json: str, instance_path: str, rate_rps: float, allowed: list[int],
-                max_replica_gpus: int | None, mode: str, seconds: float, workers: int, seed: int) -> dict:
-    """One rate of ``moeopt size`` (``search.size.size_rows`` of that rate alone): what a Ray
-    task returns (plain JSON values)."""
-    from optimizer.search.size import size_rows
-    inst = Instance.model_validate_json(inst_json)
-    return size_rows(inst, instance_path, [rate_rps], allowed, max_replica_gpus, mode, seconds, workers, seed)[0]
-
-
-def size_on_ray(inst: Instance, instance_path: str, rates: list[float], allowed: list[int],
-                max_replica_gpus: int | None, mode: str, seconds: float, workers: int, seed: int,
-                address: str | None) -> list[dict]:
-    """``size_rows`` with one Ray task per rate on the cluster at ``address``, rows in the
-    order of ``rates``. Each task gets the whole time limit (they run side by side); a task
-    sizes its rate alone, without the candidates the local run shares between rates, so a
-    rate's answer is the local one whenever both finish their searches."""
-    ray = connect(address)
-    task = ray.remote(size_record)
-    inst_json = inst.model_dump_json()
-    return ray.get([task.remote(inst_json, instance_path, r, allowed, max_replica_gpus, mode, seconds,
-                                workers, seed) for r in rates])
 
 
 def _reachable(address: str, timeout_s: float = 5.0) -> None:

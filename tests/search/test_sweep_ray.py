@@ -180,8 +180,9 @@ def _without_walls(value):
 @pytest.mark.slow
 @needs_ray
 def test_size_ray_backend_gives_the_local_answers(ray_cluster, tmp_path):
-    """``size --rate-range --backend ray --address A``: one task per rate on the cluster,
-    the same answers (GPUs, status, goodput, plans) as the local run, every one proven."""
+    """``size --rate-range --backend ray --address A``: one task per rate on the cluster; the
+    fewest GPUs and their status are what ``size --rate R`` and the local ``--rate-range`` run
+    give, every one proven, each plan on that many GPUs serving the rate."""
     import json
 
     from tests.cpsat.test_disagg_model import tiny_disagg
@@ -189,15 +190,22 @@ def test_size_ray_backend_gives_the_local_answers(ray_cluster, tmp_path):
     from ray._private import state
     inst = tmp_path / "tiny.json"
     inst.write_text(json.dumps(tiny_disagg()))
-    args = ["size", inst, "--rate-range", "100:200:100", "--gpus-allowed", "1-16", "--format", "json",
-            "--time-limit", "120"]
+    common = ["--gpus-allowed", "1-16", "--format", "json", "--time-limit", "120"]
     before = sum("size" in str(job.get("Entrypoint", "")) for job in state.jobs())
-    local, remote = moeopt(*args), moeopt(*args, "--backend", "ray", "--address", address)
-    assert local.returncode == 0 and remote.returncode == 0, remote.stderr[-3000:]
-    local_rows, remote_rows = json.loads(local.stdout), json.loads(remote.stdout)
+    remote = moeopt("size", inst, "--rate-range", "100:200:100", *common, "--backend", "ray", "--address", address)
+    assert remote.returncode == 0, remote.stderr[-3000:]
+    remote_rows = json.loads(remote.stdout)
     assert [r["rate_rps"] for r in remote_rows] == [100, 200]
-    assert all(r[m]["status"] == "optimal" for r in local_rows for m in ("agg", "disagg"))
-    assert _without_walls(remote_rows) == _without_walls(local_rows)
+    singles = [json.loads(moeopt("size", inst, "--rate", rate, *common).stdout) for rate in ("100", "200")]
+    ranged = json.loads(moeopt("size", inst, "--rate-range", "100:200:100", *common).stdout)
+    for mine, single, theirs in zip(remote_rows, singles, ranged):
+        for mode in ("agg", "disagg"):
+            # proven fewest GPUs agree; among plans of that count CP-SAT's automatic workers
+            # may pick another (a tie), so the plans themselves are not compared
+            assert mine[mode]["status"] == single[mode]["status"] == theirs[mode]["status"] == "optimal"
+            assert mine[mode]["num_gpus"] == single[mode]["num_gpus"] == theirs[mode]["num_gpus"]
+            assert mine[mode]["plan"]["num_gpus"] == mine[mode]["num_gpus"]
+            assert mine[mode]["goodput_rps"] >= mine["rate_rps"]
     assert sum("size" in str(job.get("Entrypoint", "")) for job in state.jobs()) - before == 1
 
 
