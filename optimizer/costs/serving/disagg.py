@@ -2,10 +2,11 @@
 prefill and decode replica configuration, the KV transfer between the pools, and the
 integer scores the CP-SAT choice works on (docs/serving-model.md, "Disaggregated serving").
 
-A **prefill replica** (degrees on g GPUs, knobs C, m_p, B) serves prompts only: the
-aggregated model of ``metrics.predict`` with no decodes (output of one token, so the running
-decodes stay 0): its steps hold C prompt tokens, its dp queues are one M/G/k queue, and
-    TTFT_q = wait_q + max(1, s / C) step(C, 0) + transfer
+A **prefill replica** (degrees on g GPUs, knobs C, m_p, B) serves prompts only:
+``disagg_prefill.predict_prefill_only`` (the aggregated model with no decodes for the steps
+and utilisation, short prompts sharing a step; the wait of a prompt routed on arrival to one
+of its dp queues), and
+    TTFT_q = wait_q + max(1, s / C) step(x, 0) + transfer
 Its goodput is the highest per-replica rate at which TTFT_q meets the SLO; the transfer
 depends on the decode replica's size and the link (``transfer``), so a prefill
 configuration gets one goodput per transfer class (link, links).
@@ -32,6 +33,7 @@ from optimizer.costs.serving.disagg_decode import (
     meets_tpot,
     predict_decode,
 )
+from optimizer.costs.serving.disagg_prefill import largest_rate, predict_prefill_only
 from optimizer.costs.serving.knobs import (
     CHUNK_TOKENS,
     MAX_RUNNING_CAP,
@@ -47,9 +49,7 @@ from optimizer.costs.serving.metrics import (
     ServiceLoad,
     ServiceMetrics,
     Slo,
-    goodput_rps,
     meets,
-    predict,
     sustainable_rps,
 )
 from optimizer.costs.units import rate_to_int, token_rate_to_int
@@ -198,7 +198,7 @@ def prefill_slo(slo: Slo, transfer_s: float) -> Slo:
 
 def predict_prefill(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: float) -> ServiceMetrics:
     """Prefill replica metrics at ``rate_rps`` per replica (TTFT without the transfer)."""
-    return predict(rep, knobs, prefill_load(load), rate_rps)
+    return predict_prefill_only(rep, knobs, prefill_load(load), rate_rps)
 
 
 def evaluate_prefill(deg: Degrees, knobs: ServingKnobs, rep: Replica, load: ServiceLoad, slo: Slo,
@@ -212,8 +212,10 @@ def evaluate_prefill(deg: Degrees, knobs: ServingKnobs, rep: Replica, load: Serv
     for cls, seconds in sorted(transfers.items()):
         if seconds not in by_seconds:
             budget = prefill_slo(slo, seconds)
-            good = goodput_rps(rep, knobs, pl, budget)
-            n = min_replicas(lambda r, b=budget: meets(predict(rep, knobs, pl, r), b, pl), rate_rps, good)
+            def ok(r, b=budget):
+                return meets(predict_prefill_only(rep, knobs, pl, r), b, pl)
+            good = largest_rate(ok, capacity)
+            n = min_replicas(ok, rate_rps, good)
             by_seconds[seconds] = (good, n)
         good, n = by_seconds[seconds]
         out.append(PrefillCandidate(deg, knobs, rep.gpus, cls, seconds, good, capacity, n, load.output_tokens))
