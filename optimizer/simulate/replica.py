@@ -12,7 +12,8 @@ Each engine step:
 2. the rest of the step's token budget (``prefill_chunk_tokens`` minus the decode tokens)
    goes to prompt chunks: first requests already part-way through their prompt, oldest
    first, then new requests admitted from the FCFS queue while the running count is below
-   ``max_running_requests`` and the chunk's KV blocks are free (no preemption to admit).
+   ``max_running_requests`` and the chunk's KV blocks are free (no preemption to admit; no
+   admission at all in a step that preempted, as vLLM v1).
    A decode replica admits a transferred request the same way: its cache (the prompt's
    tokens) and the slot of its first decode must fit, and it decodes in this step;
 3. a chunk that completes its prompt yields the request's next token (its first one unless
@@ -119,12 +120,14 @@ class Replica:
         knobs = self.dep.knobs
         decodes = [] if self.role == PREFILL else [req for req in self.running if req.decoding]
         need = sum(1 for req in decodes if req.kv % KV_BLOCK_TOKENS == 0)
+        preempted = False
         if self.used_blocks + need <= self.dep.kv_blocks:  # the usual case: every decode fits
             self.used_blocks += need
             for req in decodes:
                 req.kv += 1
         else:
             decodes = self._decodes_with_preemption()
+            preempted = True  # at least one: the decodes' blocks did not all fit
         budget = knobs.prefill_chunk_tokens - len(decodes)
         chunks: list[tuple[Request, int]] = []
         for req in self.running:
@@ -136,7 +139,9 @@ class Replica:
                     self._grow(req, size)
                     chunks.append((req, size))
                     budget -= size
-        while budget > 0 and self.waiting and len(self.running) < knobs.max_running_requests:
+        # vLLM v1 admits no waiting request in a step that preempted (the victim would be
+        # readmitted into the blocks just freed for the older requests)
+        while not preempted and budget > 0 and self.waiting and len(self.running) < knobs.max_running_requests:
             req = self.waiting[0]
             if req.decoding:  # a transferred request (decode replica): its cache, then a decode
                 if not self._grow(req, req.target + 1):
@@ -152,6 +157,8 @@ class Replica:
             self.running.append(req)
             budget -= size
         if not chunks and not decodes:
+            if preempted:  # every decode was preempted: an empty step, then admit
+                return self.schedule()
             if self.running and not any(self._sending(r) for r in self.running):
                 self._preempt_newest()  # part-way prompts hold all the KV: free the newest
                 return self.schedule()
