@@ -146,8 +146,25 @@ def min_replicas(ok_at_rate, rate_rps: float | None, goodput_per_replica: float)
     return n
 
 
+class _PoolScores:
+    """The integer scores CP-SAT selects on (``units`` scales): goodput in micro-requests/s,
+    throughput as the capacity's output tokens in milli-tokens/s, per replica."""
+
+    goodput_rps: float
+    capacity_rps: float
+    output_tokens: int
+
+    @property
+    def goodput_score(self) -> int:
+        return rate_to_int(self.goodput_rps)
+
+    @property
+    def throughput_score(self) -> int:
+        return token_rate_to_int(self.capacity_rps * self.output_tokens)
+
+
 @dataclass(frozen=True)
-class PrefillCandidate:
+class PrefillCandidate(_PoolScores):
     """One prefill replica configuration for one transfer class, per replica."""
 
     deg: Degrees
@@ -160,17 +177,9 @@ class PrefillCandidate:
     min_replicas: int | None  # at the instance's rate (0 without one; None: cannot serve it)
     output_tokens: int
 
-    @property
-    def goodput_score(self) -> int:
-        return rate_to_int(self.goodput_rps)
-
-    @property
-    def throughput_score(self) -> int:
-        return token_rate_to_int(self.capacity_rps * self.output_tokens)
-
 
 @dataclass(frozen=True)
-class DecodeCandidate:
+class DecodeCandidate(_PoolScores):
     """One decode replica configuration, per replica."""
 
     deg: Degrees
@@ -180,14 +189,6 @@ class DecodeCandidate:
     capacity_rps: float
     min_replicas: int | None
     output_tokens: int
-
-    @property
-    def goodput_score(self) -> int:
-        return rate_to_int(self.goodput_rps)
-
-    @property
-    def throughput_score(self) -> int:
-        return token_rate_to_int(self.capacity_rps * self.output_tokens)
 
 
 def prefill_slo(slo: Slo, transfer_s: float) -> Slo:

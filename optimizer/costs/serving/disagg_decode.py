@@ -29,10 +29,10 @@ from dataclasses import dataclass
 from statistics import NormalDist
 
 from optimizer.costs.serving import queueing as q
+from optimizer.costs.serving.metrics import largest_rate
 
 DecodeStep = Callable[[int], int]  # decodes -> ns of a decode-only step
 _FIXED_POINT_STEPS = 500
-_RELATIVE_TOLERANCE = 1e-7
 
 
 @dataclass(frozen=True)
@@ -111,23 +111,6 @@ def meets_tpot(m: DecodeMetrics, max_tpot_ms: float | None, percentile: int) -> 
     """Stable, a slot at the percentile, and TPOT at the percentile within the SLO."""
     return (m.stable and m.admitted_at[percentile]
             and (max_tpot_ms is None or m.tpot_at(percentile) <= max_tpot_ms))
-
-
-def largest_rate(ok: Callable[[float], bool], start_rps: float) -> float:
-    """Largest rate with ok(rate) for a monotone ok (true below r*, false above): doubling
-    from ``start_rps``, then bisection to ``_RELATIVE_TOLERANCE`` (the lower end is returned);
-    0 when ok(start / 2^40) is false."""
-    low, high = 0.0, start_rps
-    while ok(high):
-        low, high = high, 2.0 * high
-        if high > 1e12:
-            return low
-    if low == 0.0 and not ok(start_rps * 2.0**-40):
-        return 0.0
-    while high - low > _RELATIVE_TOLERANCE * high:
-        mid = (low + high) / 2.0
-        low, high = (mid, high) if ok(mid) else (low, mid)
-    return low
 
 
 def _start_rps(dq: DecodeQueue) -> float:

@@ -289,7 +289,7 @@ def meets(m: ServiceMetrics, slo: Slo, load: ServiceLoad) -> bool:
             and (slo.max_e2e_latency_s is None or e2e <= slo.max_e2e_latency_s))
 
 
-def _largest_rate(ok: Callable[[float], bool], start_rps: float) -> float:
+def largest_rate(ok: Callable[[float], bool], start_rps: float) -> float:
     """Largest rate with ok(rate), for ok true on [0, r*) and false above (monotone): doubling
     from ``start_rps`` until false, then bisection until the bracket is narrower than
     ``_RELATIVE_TOLERANCE`` of it (the lower end is returned); 0 if ok(start / 2^40) is false."""
@@ -322,7 +322,7 @@ def sustainable_rps(rep: Replica, knobs: ServingKnobs, load: ServiceLoad) -> flo
 
 @lru_cache(maxsize=1 << 12)
 def _sustainable_rps(rep: Replica, knobs: ServingKnobs, load: ServiceLoad) -> float:
-    return _largest_rate(lambda r: _steady_state(rep, knobs, load, r / rep.queues) is not None,
+    return largest_rate(lambda r: _steady_state(rep, knobs, load, r / rep.queues) is not None,
                          _start_rps(rep, knobs, load))
 
 
@@ -330,5 +330,5 @@ def goodput_rps(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, slo: Slo) 
     """DistServe's goodput: the highest deployment rate at which the SLO percentile of
     requests meets every SLO; by bisection (every predicted latency is non-decreasing in
     the rate, so meeting the SLOs is monotone)."""
-    return _largest_rate(lambda r: meets(predict(rep, knobs, load, r), slo, load),
+    return largest_rate(lambda r: meets(predict(rep, knobs, load, r), slo, load),
                          _start_rps(rep, knobs, load))
