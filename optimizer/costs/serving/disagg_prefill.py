@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 from optimizer.costs.serving import queueing as q
 from optimizer.costs.serving.knobs import ServingKnobs
@@ -52,12 +53,21 @@ class RoutedPrefill:
     prompt_tokens: int  # s
     budget_tokens: int  # C
 
+    @cached_property
+    def _behind(self) -> dict[int, float]:
+        return {}  # behind_s by ``waiting``: the tail's bisection asks for the same terms again
+
     def behind_s(self, waiting: int) -> float:
         """T(J): from the start of the queue's next step to the end of the last step of a
-        prompt behind ``waiting`` prompts: G whole budget steps, then the rest of the tokens."""
-        tokens = (waiting + 1) * self.prompt_tokens
-        whole = -(-tokens // self.budget_tokens) - 1
-        return whole * self.step_s(self.budget_tokens) + self.step_s(tokens - whole * self.budget_tokens)
+        prompt behind ``waiting`` prompts: G whole budget steps, then the rest of the tokens
+        (memoised per law)."""
+        known = self._behind.get(waiting)
+        if known is None:
+            tokens = (waiting + 1) * self.prompt_tokens
+            whole = -(-tokens // self.budget_tokens) - 1
+            known = self._behind[waiting] = (whole * self.step_s(self.budget_tokens)
+                                             + self.step_s(tokens - whole * self.budget_tokens))
+        return known
 
     def tail(self, t: float) -> float:
         """P(TTFT > t)."""
