@@ -159,13 +159,23 @@ def _solve_in_thread(solver: cp_model.CpSolver, model: cp_model.CpModel, budget:
             if budget is not None and budget.interrupted:
                 solver.stop_search()  # again: a stop sent before the search began is lost
     except BaseException:  # KeyboardInterrupt or SystemExit: end the search, then leave
-        solver.stop_search()
-        done.wait(10.0)
+        _stop_until_done(solver, done)
         raise
     worker.join()
     if "error" in box:
         raise box["error"]
     return box["status"]
+
+
+def _stop_until_done(solver: cp_model.CpSolver, done: threading.Event, wait_s: float = 120.0) -> None:
+    """Stop the search in the helper thread and wait until it has returned. The stop is
+    repeated: one sent before ``solve()`` has set up its search is lost, and on a busy
+    machine the helper thread may not have begun yet when Ctrl-C arrives."""
+    end = time.monotonic() + wait_s
+    while True:
+        solver.stop_search()
+        if done.wait(0.1) or time.monotonic() > end:
+            return
 
 
 def run_phase(solver: cp_model.CpSolver, model: cp_model.CpModel, budget: Budget | None = None) -> PhaseResult:

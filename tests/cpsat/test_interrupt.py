@@ -252,6 +252,55 @@ def test_keyboard_interrupt_ends_the_search_before_it_propagates():
     assert not any(t.name == "cp-sat" and t.is_alive() for t in threading.enumerate())
 
 
+class _LateStartingSolver:
+    """A stand-in for CpSolver whose search begins only after a delay (a helper thread that
+    has not been scheduled yet on a busy machine): like CpSolver, a stop sent before the
+    search has begun is lost; once begun, the search runs until stopped."""
+
+    def __init__(self, start_delay_s: float):
+        self.start_delay_s = start_delay_s
+        self.begun = threading.Event()
+        self.stopped = threading.Event()
+
+    def solve(self, model):
+        time.sleep(self.start_delay_s)
+        self.begun.set()
+        self.stopped.wait(600)
+        return cp_model.FEASIBLE
+
+    def stop_search(self):
+        if self.begun.is_set():  # before the search has begun, the stop does nothing
+            self.stopped.set()
+
+
+def test_keyboard_interrupt_before_the_search_begins_still_stops_it(monkeypatch):
+    """Ctrl-C arriving before the helper thread's search has begun: the stop is repeated
+    until the search has returned, so the search cannot outlive the interrupt (it used to
+    be sent once, lost, and the command hung until its time limit)."""
+    solver = _LateStartingSolver(start_delay_s=0.5)
+    hits = []
+
+    class InterruptedOnce(threading.Event):
+        """The waiting thread's first poll of the search (wait(0.1)) is hit by Ctrl-C."""
+
+        def wait(self, timeout=None):
+            if timeout == 0.1 and not hits:
+                hits.append(timeout)
+                raise KeyboardInterrupt
+            return super().wait(timeout)
+
+    monkeypatch.setattr(search_mod.threading, "Event", InterruptedOnce)
+    with pytest.raises(KeyboardInterrupt):
+        search_mod._solve_in_thread(solver, None, None)
+    monkeypatch.undo()
+    assert hits  # the interrupt came before the search had begun (0.5 s later)
+    assert solver.begun.is_set() and solver.stopped.is_set()
+    helper = [t for t in threading.enumerate() if t.name == "cp-sat"]
+    for thread in helper:
+        thread.join(5)
+    assert not any(t.is_alive() for t in helper)
+
+
 def test_no_search_starts_after_an_interrupt():
     budget = Budget(60)
     budget.interrupt()
