@@ -280,8 +280,8 @@ def agg_rows(table: pd.DataFrame, meets: list[bool], max_tpot_ms: float | None) 
     """The aggregated front's rows (``service_pareto.COLUMNS``) in ``COLUMNS``: the points are
     enumerated exhaustively, each at its goodput rate under the SLO."""
     rows = []
-    for (_, r), ok in zip(table.iterrows(), meets):
-        row = {c: r[c] for c in table.columns}
+    for r, ok in zip(table.to_dict("records"), meets):
+        row = dict(r)
         row.update({"mode": "agg", "pools": f"1x{int(r['num_gpus'])}", "tpot_bound_ms": max_tpot_ms,
                     "status": "enumerated", "gap": 0.0, "feasible": bool(ok), "pareto": bool(ok)})
         rows.append(row)
