@@ -103,8 +103,10 @@ def command(instance, format_, output, gpus, show_all, top, backend, address, ti
             raise InputError(f"--tpot-levels={tpot_levels}: only with --mode disagg or auto")
         if inst.workload.kind == "service" and mode != "agg":
             from optimizer.cli.pareto_modes import service_modes
-            return service_modes(inst, instance, mode, gpus, format_, output, service_objective(objective),
-                                 time_limit, workers, seed, backend, tpot_levels)
+            table, footer = service_modes(inst, instance, mode, gpus, service_objective(objective), time_limit,
+                                          workers, seed, backend, tpot_levels)
+            text = render(table, format_, "(no disaggregated deployment meets every requirement)")
+            return _emit(text + (footer if format_ == "table" else ""), output)
         if inst.workload.kind == "service":  # the throughput-interactivity front of a service
             return _service(inst, instance, gpus, format_, output, service_objective(objective), time_limit)
         if mode != "agg":
@@ -164,7 +166,11 @@ def _service(inst, instance_path, gpus, format_, output, objective, time_limit):
         limit = time_limit or inst.search.time_limit_s
         click.echo(f"moeopt: warning: the time limit of {limit:g} s left {table.attrs['unsolved']} knob "
                    "group(s) unevaluated; the front may miss points", err=True)
-    text = render(table, format_)
+    _emit(render(table, format_), output)
+
+
+def _emit(text: str, output: str) -> None:
+    """The front's text on stdout, or written to ``output`` with one line saying so."""
     if output == "-":
         click.echo(text, nl=False)
     else:

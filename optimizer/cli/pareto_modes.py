@@ -8,14 +8,13 @@ import time
 import click
 
 from optimizer.errors import InputError
-from optimizer.inputs.files import write_atomic
 from optimizer.inputs.schema import Instance
 
 
-def service_modes(inst: Instance, instance_path: str, mode: str, gpus: int | None, format_: str, output: str,
-                  objective: str, time_limit: float | None, workers: int | None, seed: int | None,
-                  backend: str, tpot_levels: int | None) -> None:
-    from optimizer.cli.pareto import render
+def service_modes(inst: Instance, instance_path: str, mode: str, gpus: int | None, objective: str,
+                  time_limit: float | None, workers: int | None, seed: int | None, backend: str,
+                  tpot_levels: int | None):
+    """(the table, a footer line for table format); warnings on stderr."""
     from optimizer.cli.service import trace_of
     from optimizer.cpsat.disagg_solve import check_disagg_instance
     from optimizer.search.disagg_pareto import DEFAULT_LEVELS, auto_table, disagg_front, disagg_table
@@ -45,15 +44,7 @@ def service_modes(inst: Instance, instance_path: str, mode: str, gpus: int | Non
         table = auto_table(agg, agg.attrs["meets"], front, inst.requirements.max_tpot_ms)
     else:
         table = disagg_table(front)
-    text = render(table, format_, "(no disaggregated deployment meets every requirement)")
-    if format_ == "table":
-        text += _footer(inst, front)
-    if output == "-":
-        click.echo(text, nl=False)
-    else:
-        write_atomic(output, text)
-        click.echo(f"front written to {output}")
-
+    return table, _footer(inst, front)
 
 def _warn_unsolved(count: int, limit: float, what: str) -> None:
     if count:
