@@ -87,7 +87,8 @@ def configurations_bar():
               help="services: agg = one pool (the front above); disagg = a prefill and a decode pool "
                    "on at most the GPUs, one point per TPOT level, each the most output tokens/s per "
                    "GPU within it (epsilon-constraint); auto = both fronts in one table, pareto "
-                   "marking the combined front")
+                   "marking the combined front. --time-limit bounds the agg front's search and the "
+                   "disagg CP-SAT solves; the disagg pool candidates are computed in full")
 @click.option("--tpot-levels", type=click.IntRange(1, 64), default=None,
               help="with --mode disagg|auto: how many TPOT bounds (default 8), evenly spaced in "
                    "tokens/s per user from the SLO's TPOT to the tightest one some deployment meets")

@@ -34,12 +34,12 @@ def service_modes(inst: Instance, instance_path: str, mode: str, gpus: int | Non
     limit = inst.search.time_limit_s if time_limit is None else time_limit
     start = time.monotonic()
     agg = None
-    if mode == "auto":  # the aggregated front first, on half the time
-        agg = service_pareto_table(inst, trace, "goodput", limit / 2)
-        _warn_unsolved(agg.attrs.get("unsolved", 0), limit / 2, "knob group(s) unevaluated (agg)")
+    if mode == "auto":  # the aggregated front first, as --mode agg computes it
+        agg = service_pareto_table(inst, trace, "goodput", limit)
+        _warn_unsolved(agg.attrs.get("unsolved", 0), limit, "knob group(s) unevaluated (agg)")
     left = max(0.05, limit - (time.monotonic() - start))
     front = disagg_front(inst, trace, tpot_levels or DEFAULT_LEVELS, left, workers, seed)
-    _warn_unsolved(front.unsolved, limit, "TPOT level(s) unsolved (disagg)")
+    _warn_unsolved(front.unsolved, limit, "TPOT level(s) without a CP-SAT answer (disagg)")
     if mode == "auto":
         table = auto_table(agg, agg.attrs["meets"], front, inst.requirements.max_tpot_ms)
     else:

@@ -175,13 +175,12 @@ _BISECTIONS = 7
 
 def tightest_feasible_ms(levels: _Levels, loosest: float, fastest: float, clock: Budget) -> float:
     """The tightest TPOT bound (within 1 / 2^7 of the tokens/s per user range) at which some
-    deployment meets every requirement (feasibility only tightens with the bound)."""
+    deployment meets every requirement (feasibility only tightens with the bound; a check
+    CP-SAT leaves undecided in its share of the time counts as infeasible: conservative)."""
     low, high = 1000.0 / loosest, 1000.0 / fastest  # low feasible, high serves nothing
     for _ in range(_BISECTIONS):
-        if clock.left() <= 0.0:
-            break
         mid = (low + high) / 2
-        if levels.feasible(round(1000.0 / mid, 6), max(MIN_SOLVE_S, clock.left() / 4)):
+        if levels.feasible(round(1000.0 / mid, 6), max(MIN_SOLVE_S, clock.left() / 8)):
             low = mid
         else:
             high = mid
@@ -192,9 +191,10 @@ def disagg_front(inst: Instance, trace=None, levels: int = DEFAULT_LEVELS, time_
                  workers: int | None = None, seed: int | None = None,
                  levels_ms: list[float] | None = None) -> DisaggFront:
     """The optimum of every TPOT level on at most ``hardware.num_gpus`` GPUs (module doc).
-    ``levels_ms`` replaces the evenly spaced levels. The time limit (default
-    ``search.time_limit_s``) is shared: the candidates and levels first, then each level an
-    equal part of what is left; levels it leaves no time for are counted in ``unsolved``."""
+    ``levels_ms`` replaces the evenly spaced levels. The candidates and every level's decode
+    evaluation run in full (as in ``solve --mode disagg``); the CP-SAT solves share what is
+    left of the time limit (default ``search.time_limit_s``), at least ``MIN_SOLVE_S`` each;
+    levels where CP-SAT found no deployment in time are counted in ``unsolved``."""
     check_disagg_instance(inst)
     budget_gpus = inst.hardware.num_gpus
     clock = Budget(inst.search.time_limit_s if time_limit_s is None else time_limit_s)
@@ -210,13 +210,11 @@ def disagg_front(inst: Instance, trace=None, levels: int = DEFAULT_LEVELS, time_
         levels_ms = _levels(cache, levels, clock)
     front = DisaggFront(list(levels_ms), [])
     for k, eps in enumerate(levels_ms):
-        if k and clock.left() <= 0.0:
-            front.unsolved = len(levels_ms) - k
-            front.points += [None] * front.unsolved
-            break
         model = cache.model(eps)
         choice = None if model is None else best_goodput_per_gpu(
             model, max(MIN_SOLVE_S, clock.left() / (len(levels_ms) - k)), workers, seed)
+        if choice is None and model is not None and model.last_status == "unknown":
+            front.unsolved += 1
         if choice is None or choice.goodput_score <= 0:
             front.points.append(None)
             continue
@@ -240,7 +238,7 @@ def _levels(cache: _Levels, count: int, clock: Budget) -> list[float]:
         return [loosest]
     if not wants_rate:
         return tpot_levels_ms(loosest, fastest, count, include_tightest=False)
-    if not cache.feasible(loosest, max(MIN_SOLVE_S, clock.left() / 4)):
+    if not cache.feasible(loosest, max(MIN_SOLVE_S, clock.left() / 8)):
         return [loosest]
     return tpot_levels_ms(loosest, tightest_feasible_ms(cache, loosest, fastest, clock), count,
                           include_tightest=True)
