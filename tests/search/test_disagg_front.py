@@ -32,10 +32,15 @@ from optimizer.search.disagg_pareto import disagg_front, level_slo
 from tests.cpsat.test_service_solve import TINY
 
 
-def tiny_front_doc(num_gpus: int = 4) -> dict:
+def tiny_front_doc(num_gpus: int = 4, rate_rps: float | None = 20.0) -> dict:
     doc = copy.deepcopy(TINY)
     doc["name"] = "tiny_front"
     doc["hardware"].update(num_gpus=num_gpus, gpus_per_node=4)
+    if rate_rps is None:
+        del doc["workload"]["arrival_rate_rps"]
+        doc["workload"]["concurrency"] = 8  # a closed loop: no rate to serve (min replicas 0)
+    else:
+        doc["workload"]["arrival_rate_rps"] = rate_rps
     return doc
 
 
@@ -65,18 +70,22 @@ def _every_decode(inst, shared, sizes, slo, rate):
     return out
 
 
-def brute_force_best(inst: Instance, eps: float) -> Fraction | None:
+def brute_force_best(inst: Instance, eps: float, cache: dict) -> Fraction | None:
     """The most goodput score per GPU of any deployment meeting every requirement with the
-    decode TPOT within ``eps`` ms: every (prefill, decode, xp, xd), no pruning."""
+    decode TPOT within ``eps`` ms: every (prefill, decode, xp, xd), no pruning. ``cache``
+    keeps the prefill figures across levels (a prefill replica has no TPOT)."""
     budget, gpn = inst.hardware.num_gpus, inst.hardware.gpus_per_node
-    shared = disagg_inputs(inst, budget)
+    if "shared" not in cache:
+        cache["shared"] = disagg_inputs(inst, budget)
+    shared = cache["shared"]
     rate = inst.workload.arrival_rate_rps
     sizes = [g for g in (1, 2, 4, 8) if g < budget and (gpn % g == 0 or g % gpn == 0)]
     slo = level_slo(shared.slo, eps)
     num_bytes = kv_transfer_bytes(inst, shared.load.prompt_tokens)
-    prefill = _every_prefill(inst, shared, sizes)
+    if "prefill" not in cache:
+        cache["prefill"] = _every_prefill(inst, shared, sizes)
+    prefill = cache["prefill"]
     decode = _every_decode(inst, shared, sizes, slo, rate)
-    cache = {}
 
     def prefill_at(index, cls):
         if (index, cls) not in cache:
@@ -102,13 +111,15 @@ def brute_force_best(inst: Instance, eps: float) -> Fraction | None:
 
 
 @pytest.mark.slow
-def test_front_equals_brute_force_at_every_level():
-    inst = Instance.model_validate(tiny_front_doc())
+@pytest.mark.parametrize(("num_gpus", "rate_rps"), [(4, 20.0), (6, None)],
+                         ids=["4-gpus-one-node-rate-20", "6-gpus-two-nodes-no-rate"])
+def test_front_equals_brute_force_at_every_level(num_gpus, rate_rps):
+    inst = Instance.model_validate(tiny_front_doc(num_gpus, rate_rps))
     front = disagg_front(inst, levels=4, time_limit_s=600)
     assert front.unsolved == 0 and len(front.levels_ms) == 4
-    found = 0
+    found, cache = 0, {}
     for eps, point in zip(front.levels_ms, front.points):
-        best = brute_force_best(inst, eps)
+        best = brute_force_best(inst, eps, cache)
         if best is None or best == 0:
             assert point is None
             continue
