@@ -83,16 +83,36 @@ def configurations_bar():
 @click.option("--workers", type=click.IntRange(1, 64), default=None)
 @click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=None)
 @OBJECTIVE
+@click.option("--mode", type=click.Choice(["agg", "disagg", "auto"]), default="agg", show_default=True,
+              help="services: agg = one pool (the front above); disagg = a prefill and a decode pool "
+                   "on at most the GPUs, one point per TPOT level, each the most output tokens/s per "
+                   "GPU within it (epsilon-constraint); auto = both fronts in one table, pareto "
+                   "marking the combined front. --time-limit bounds the agg front's search and the "
+                   "disagg CP-SAT solves; the disagg pool candidates are computed in full")
+@click.option("--tpot-levels", type=click.IntRange(1, 64), default=None,
+              help="with --mode disagg|auto: how many TPOT bounds (default 8), evenly spaced in "
+                   "tokens/s per user from the SLO's TPOT to the tightest one some deployment meets")
 @VERBOSE
 def command(instance, format_, output, gpus, show_all, top, backend, address, time_limit, workers,
-            seed, objective, verbose):
+            seed, objective, mode, tpot_levels, verbose):
     def body():
         from optimizer import api
         if backend != "ray" and address:
             raise InputError(f"--address={address}: only with --backend ray")
         inst = load_instance(instance)
+        if tpot_levels is not None and mode == "agg":
+            raise InputError(f"--tpot-levels={tpot_levels}: only with --mode disagg or auto")
+        if inst.workload.kind == "service" and mode != "agg":
+            from optimizer.cli.pareto_modes import service_modes
+            table, footer = service_modes(inst, instance, mode, gpus, service_objective(objective), time_limit,
+                                          workers, seed, backend, tpot_levels)
+            text = render(table, format_, "(no disaggregated deployment meets every requirement)")
+            return _emit(text + (footer if format_ == "table" else ""), output)
         if inst.workload.kind == "service":  # the throughput-interactivity front of a service
             return _service(inst, instance, gpus, format_, output, service_objective(objective), time_limit)
+        if mode != "agg":
+            raise InputError(f"--mode={mode}: workload.kind='batch': disaggregated serving plans services "
+                             "(workload.kind 'service'); a static batch's front is computed with --mode agg")
         batch_objective(objective)
         update, close = configurations_bar()
         try:
@@ -147,7 +167,11 @@ def _service(inst, instance_path, gpus, format_, output, objective, time_limit):
         limit = time_limit or inst.search.time_limit_s
         click.echo(f"moeopt: warning: the time limit of {limit:g} s left {table.attrs['unsolved']} knob "
                    "group(s) unevaluated; the front may miss points", err=True)
-    text = render(table, format_)
+    _emit(render(table, format_), output)
+
+
+def _emit(text: str, output: str) -> None:
+    """The front's text on stdout, or written to ``output`` with one line saying so."""
     if output == "-":
         click.echo(text, nl=False)
     else:

@@ -180,6 +180,7 @@ HUMAN_COLUMNS = {
     "throughput_tokens_per_ms_per_gpu": ("per GPU", lambda v: f"{si(v * 1e3)} tok/s"),
     "ttft_s": ("TTFT", duration),
     "tpot_ms": ("TPOT", lambda v: duration(v / 1e3)),
+    "tpot_bound_ms": ("TPOT bound", lambda v: duration(v / 1e3)),
     "tokens_per_s_per_user": ("per user", lambda v: f"{v:.3g} tok/s"),
     "max_memory_gb": ("memory", lambda v: f"{v:.3g} GB"),
     "load_imbalance": ("imbalance", lambda v: f"{v:.3f}"),
@@ -215,7 +216,8 @@ def human_table(df, empty: str = "(no deployment fits)") -> str:
             out["front"] = [front_mark(row) for _, row in df.iterrows()]
             continue
         header, cell = HUMAN_COLUMNS.get(col, (col, str))
-        out[header] = ["-" if v is None or (isinstance(v, float) and v != v) else cell(v) for v in df[col]]
+        out[header] = ["-" if v is None or (isinstance(v, float) and v != v) else v if isinstance(v, str)
+                       else cell(v) for v in df[col]]
     return pd.DataFrame(out).to_string(index=False) + "\n"
 
 
