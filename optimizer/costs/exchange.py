@@ -24,7 +24,7 @@ from optimizer.costs import profiled
 from optimizer.costs.profile import efficiency_of
 from optimizer.inputs.schema import Instance
 
-ACT_BYTES = 2  # communicated hidden states are 16-bit (as ``tables.ACT_BYTES``)
+ACT_BYTES = 2  # activations and communicated hidden states are 16-bit (``tables`` uses this one)
 
 
 def gathered_bytes(inst: Instance, ep: int, tokens_per_rank: float) -> float:

@@ -37,7 +37,7 @@ from optimizer.costs.profile import efficiency_of
 from optimizer.costs.units import LOAD_SCALE, ceil_div, ceil_int, seconds_to_ns
 from optimizer.inputs.schema import DTYPE_BYTES, Instance
 
-ACT_BYTES = 2  # activations and communicated hidden states are 16-bit
+ACT_BYTES = exchange.ACT_BYTES  # activations and communicated hidden states are 16-bit
 
 
 @dataclass(frozen=True)
