@@ -19,6 +19,13 @@ aligned; and Kendall's tau between the two rankings of the configurations by out
 tokens/s per GPU. Without --aic-python the aiconfigurator columns are left out and the
 script says so.
 
+Kernel family: moeopt prices the MoE token exchange as the DeepEP all-to-all
+(``hardware.moe_token_exchange`` "deepep"). Where the aligned reference cannot be put on
+DeepEP (aiconfigurator has no DeepEP timing of the shape at that node count, so it keeps
+TensorRT-LLM's all-gather + reduce-scatter), moeopt is evaluated on that same family
+("allgather") and the row says so; its DeepEP figure is still summarised ("DeepEP
+everywhere").
+
 Workload: static batch, 4000 prompt and 1000 output tokens, ``batch_per_dp`` sequences per
 attention-DP replica; KV cache in bf16 on both sides (aiconfigurator's MLA tables for H100
 have no fp8-KV context data).
@@ -62,11 +69,11 @@ CONFIGS = [
 METRICS = ("ttft_ms", "tpot_ms", "output_tokens_s_per_gpu", "memory_gb")
 
 
-def instance(name, fixture, dtype, preset, gpus, batch, profile) -> Instance:
+def instance(name, fixture, dtype, preset, gpus, batch, profile, exchange="deepep") -> Instance:
     config = json.loads((FIXTURES / f"{fixture}.json").read_text())
     model = model_from_hf_config(config, name=name, weight_dtype=dtype)
     model["kv_dtype"] = "bf16"
-    hardware = {"preset": preset, "num_gpus": gpus}
+    hardware = {"preset": preset, "num_gpus": gpus, "moe_token_exchange": exchange}
     doc = {"name": name, "model": model, "hardware": hardware,
            "workload": {"batch_sequences": batch, "prompt_tokens": ISL, "output_tokens": OSL,
                         "micro_batches": [1]}}
@@ -122,7 +129,8 @@ def operator_table(rows: list[dict]) -> list[str]:
     """Per configuration, prefill time by operator group: moeopt (profile) / aiconfigurator
     (aligned), ms."""
     lines = ["\nprefill by operator, ms: moeopt (profile) / aiconfigurator (aligned)",
-             f"{'configuration':<27}" + "".join(f"{c[0]:>22}" for c in OPERATOR_COLUMNS) + "  MoE comm reference"]
+             f"{'configuration':<27}" + "".join(f"{c[0]:>22}" for c in OPERATOR_COLUMNS)
+             + "  MoE comm: reference; moeopt"]
     for row in rows:
         aic = row["aic"]["aligned"]
         cells = []
@@ -130,8 +138,24 @@ def operator_table(rows: list[dict]) -> list[str]:
             a = sum(row["profile"]["prefill_ms"].get(k, 0.0) for k in ours)
             b = sum(v for k, v in aic["prefill_ms"].items() if k in theirs)
             cells.append(f"{a:>10.1f}/{b:>10.1f}")
-        lines.append(f"{row['config']:<27}" + "".join(f"{c:>22}" for c in cells) + f"  {aic['comm']}")
+        ours = "all-gather + reduce-scatter" if row["exchange"] == "allgather" else "DeepEP"
+        lines.append(f"{row['config']:<27}" + "".join(f"{c:>22}" for c in cells) + f"  {aic['comm']}; {ours}")
     return lines
+
+
+ALL_GATHER_KEPT = "all-gather kept"  # aic_predict's note when it has no DeepEP timing of the shape
+
+
+def same_family(row: dict) -> None:
+    """Re-evaluate a row's moeopt figures on the all-gather path (``hardware.moe_token_exchange``
+    "allgather"), the kernel family its reference prices; the DeepEP figure is kept as
+    ``profile_deepep``."""
+    name, fixture, dtype, _, preset, _, tp, dp, ep, batch_dp = next(c for c in CONFIGS if c[0] == row["config"])
+    row["profile_deepep"] = row["profile"]
+    for label, profile in (("flat", None), ("profile", preset)):
+        inst = instance(name, fixture, dtype, preset, tp * dp, batch_dp * dp, profile, "allgather")
+        row[label] = moeopt_figures(inst, tp, dp, ep)
+    row["exchange"] = "allgather"
 
 
 def kendall_tau(a: list[float], b: list[float]) -> float:
@@ -162,7 +186,7 @@ def run(args, local: Path) -> int:
     download them); they are written there from tests/fixtures/hf."""
     rows = []
     for name, fixture, dtype, aic_model, preset, system, tp, dp, ep, batch_dp in CONFIGS:
-        row = {"config": name}
+        row = {"config": name, "exchange": "deepep"}
         for label, profile in (("flat", None), ("profile", preset)):
             inst = instance(name, fixture, dtype, preset, tp * dp, batch_dp * dp, profile)
             row[label] = moeopt_figures(inst, tp, dp, ep)
@@ -178,6 +202,8 @@ def run(args, local: Path) -> int:
     if args.aic_python:
         for row, aic in zip(rows, aic_figures(args.aic_python, [r["aic_input"] for r in rows])):
             row["aic"] = aic
+            if aic.get("aligned") and ALL_GATHER_KEPT in aic["aligned"]["comm"]:
+                same_family(row)
     else:
         print("aiconfigurator's estimator not run (no --aic-python): moeopt's figures only")
     header = f"{'configuration':<27}" + "".join(f"{m:>35}" for m in METRICS)
@@ -189,7 +215,8 @@ def run(args, local: Path) -> int:
             refs = [(row.get("aic") or {}).get(k) for k in ("aligned", "default")]
             ref = "/".join(f"{r[m]:>7.1f}" if r else f"{'-':>7}" for r in refs)
             cells.append(f"{row['flat'][m]:>7.1f}/{row['profile'][m]:>7.1f}/" + ref)
-        print(f"{row['config']:<27}" + "".join(f"{c:>35}" for c in cells))
+        print(f"{row['config']:<27}" + "".join(f"{c:>35}" for c in cells)
+              + ("  (moeopt on the all-gather path, as its reference)" if row["exchange"] == "allgather" else ""))
         if (row.get("aic") or {}).get("error"):
             print(f"  aiconfigurator: {row['aic']['error']}")
     summary = {}
@@ -199,16 +226,21 @@ def run(args, local: Path) -> int:
             print(line)
         print(f"\nmoeopt / aiconfigurator over {len(ok)} configurations (median, worst):")
         # the references whose MoE communication aiconfigurator's data could not put on
-        # DeepEP (no measurement of the shape at that node count) price another algorithm
-        comparable = [r for r in ok if "all-gather kept" not in r["aic"]["aligned"]["comm"]]
+        # DeepEP (no measurement of the shape at that node count) keep the all-gather path,
+        # and moeopt is evaluated on that path for them (``same_family``); "DeepEP everywhere"
+        # is moeopt's DeepEP figure against them all the same
+        comparable = [r for r in ok if r["exchange"] == "deepep"]
         for label, ref, subset in (("flat", "aligned", ok), ("profile", "aligned", ok),
-                                   ("profile", "aligned", comparable), ("profile", "default", ok)):
+                                   ("profile", "aligned", comparable), ("profile_deepep", "aligned", ok),
+                                   ("profile", "default", ok)):
             key = f"{label} vs aic {ref}" + ("" if subset is ok else f", {len(subset)} DeepEP-aligned")
+            if label == "profile_deepep":
+                key = "profile, DeepEP everywhere vs aic aligned"
             summary[key] = {}
             for m in METRICS:
-                ratios = [r[label][m] / r["aic"][ref][m] for r in subset]
+                ratios = [r.get(label, r["profile"])[m] / r["aic"][ref][m] for r in subset]
                 summary[key][m] = {"median": statistics.median(ratios), "worst": worst(ratios)}
-            tau = kendall_tau([r[label]["output_tokens_s_per_gpu"] for r in subset],
+            tau = kendall_tau([r.get(label, r["profile"])["output_tokens_s_per_gpu"] for r in subset],
                               [r["aic"][ref]["output_tokens_s_per_gpu"] for r in subset])
             summary[key]["kendall_tau_output_tokens_s_per_gpu"] = tau
             print(f"  {key:<42}" + "  ".join(f"{m} {summary[key][m]['median']:.2f} ({summary[key][m]['worst']:.2f})"

@@ -128,6 +128,8 @@ def solve_mode_command(inst: Instance, instance_path: str, mode: str, gpus, obje
     if mode == "auto":
         doc["solver"]["auto"] = {"chosen": chosen, **{name: _auto_summary(docs[name], why.get(name))
                                                       for name in ("agg", "disagg")}}
+    from optimizer.plan.files import record_exchange
+    record_exchange(doc, inst)
     target = output or str(Path("results") / inst.name / "plan.json")
     if target != "-":
         write_atomic(target, dump(doc), "--output" if output else "output")

@@ -42,6 +42,8 @@ def solve_service_command(inst: Instance, instance_path: str, gpus, objective, t
         doc["migration"] = moved
         if not moved["reused"]:
             click.echo(f"moeopt: {moved['reason']}", err=True)
+    from optimizer.plan.files import record_exchange
+    record_exchange(doc, inst)
     target = output or str(Path("results") / inst.name / "plan.json")
     if target != "-":
         write_atomic(target, dump(doc), "--output" if output else "output")

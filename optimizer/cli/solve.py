@@ -54,7 +54,7 @@ def solve(instance, format_, output, gpus, time_limit, workers, seed, report, lo
     def body():
         from optimizer import api
         from optimizer.output.text import plan_text, status_note
-        from optimizer.plan.files import plan_to_json
+        from optimizer.plan.files import plan_to_json, record_exchange
 
         inst = load_instance(instance)
         if gpus is not None and gpus > inst.hardware.num_gpus:
@@ -120,6 +120,7 @@ def solve(instance, format_, output, gpus, time_limit, workers, seed, report, lo
             doc["migration"] = moved
             if not moved["reused"]:
                 click.echo(f"moeopt: {moved['reason']}", err=True)
+        record_exchange(doc, inst)
         target = output or str(Path("results") / inst.name / "plan.json")
         if target != "-":
             write_atomic(target, dump(doc), "--output" if output else "output")

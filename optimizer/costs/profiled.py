@@ -91,27 +91,33 @@ def a2a_family(tokens_per_rank: float) -> str:
     return "deepep_ll" if tokens_per_rank <= LL_MAX_TOKENS_PER_RANK else "deepep_normal"
 
 
+def a2a_bytes(inst: Instance, tokens_per_rank: float, ep: int, local_peers: int,
+              remote_peers: int) -> tuple[float, float]:
+    """(NVLink, RDMA) bytes one rank receives in one direction of the DeepEP kernel family
+    ``a2a_family`` picks for ``tokens_per_rank`` (docs/cost-model.md §1.5): low-latency sends
+    every (token, expert) pair, T*k*h*a/EP from each peer; normal sends a token once per
+    destination rank over NVLink and once per destination node over RDMA
+    (``formulas.deepep_normal_bytes``)."""
+    m = inst.model
+    if a2a_family(tokens_per_rank) == "deepep_normal":
+        nvlink, rdma = cm.deepep_normal_bytes(tokens_per_rank, m.hidden_size, 2, m.num_experts,
+                                              m.top_k, ep, local_peers + 1)
+        return nvlink, rdma if remote_peers else 0.0
+    per_peer = tokens_per_rank * m.top_k * m.hidden_size * 2 / ep
+    return per_peer * local_peers, per_peer * remote_peers
+
+
 def a2a_profiled_s(inst: Instance, eff, tokens_per_rank: float, ep: int, local_peers: int,
                    remote_peers: int) -> tuple[float, float] | None:
     """(time of one all-to-all direction at full load, s; per-message latency, s) from the
     profile's kernel family for this batch size, or None when the profile has no table.
     "Full load" is the cost tables' convention: the hot rank's time is this times its share
-    of the routed rows (ep x the balanced time). Byte models (docs/cost-model.md §1.5):
-    DeepEP low-latency sends every (token, expert) pair, (T*k*h*a/EP) from each peer;
-    DeepEP normal sends a token once per destination rank over NVLink and once per
-    destination node over RDMA (``formulas.deepep_normal_bytes``). Each link's bytes are
+    of the routed rows (ep x the balanced time). Each link's bytes (``a2a_bytes``) are
     divided by that link's measured efficiency; a profile without inter-node measurements
     lends the family's intra-node curve to the inter-node link (docs/calibration.md)."""
-    m, hw = inst.model, inst.hardware
+    hw = inst.hardware
     family = a2a_family(tokens_per_rank)
-    if family == "deepep_normal":
-        nvlink, rdma = cm.deepep_normal_bytes(tokens_per_rank, m.hidden_size, 2, m.num_experts,
-                                              m.top_k, ep, local_peers + 1)
-        if not remote_peers:
-            rdma = 0.0
-    else:
-        per_peer = tokens_per_rank * m.top_k * m.hidden_size * 2 / ep
-        nvlink, rdma = per_peer * local_peers, per_peer * remote_peers
+    nvlink, rdma = a2a_bytes(inst, tokens_per_rank, ep, local_peers, remote_peers)
     intra = eff.collective("all_to_all", "intra", ep, nvlink, family)
     inter = None
     if rdma:

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from optimizer.costs import exchange, profiled
 from optimizer.costs import formulas as cm
-from optimizer.costs import profiled
 from optimizer.costs.layout import (
     Degrees,
     GpuSlot,
@@ -37,7 +37,7 @@ from optimizer.costs.profile import efficiency_of
 from optimizer.costs.units import LOAD_SCALE, ceil_div, ceil_int, seconds_to_ns
 from optimizer.inputs.schema import DTYPE_BYTES, Instance
 
-ACT_BYTES = 2  # activations and communicated hidden states are 16-bit
+ACT_BYTES = exchange.ACT_BYTES  # activations and communicated hidden states are 16-bit
 
 
 @dataclass(frozen=True)
@@ -255,21 +255,16 @@ def moe_terms(inst: Instance, deg: Degrees, tokens: int, touched_only: bool,
     w_ns = seconds_to_ns(cm.hbm_s(touched * cm.expert_bytes(m) / deg.etp, gpu, eta))
     a_ns = seconds_to_ns(cm.hbm_s(full_copies * ACT_BYTES * 2 * (m.hidden_size + m.expert_ffn_size / deg.etp),
                                   gpu, eta))
-    from_each_peer = tokens / deg.tp * m.top_k * m.hidden_size * ACT_BYTES
-    _, ep_lat = cm.link(hw, facts.ep_remote_peers > 0)
-    measured = None if eff.flat or deg.ep == 1 else profiled.a2a_profiled_s(
-        inst, eff, tokens / deg.tp, deg.ep, facts.ep_local_peers, facts.ep_remote_peers)
-    if measured is not None:  # the profile's kernel family (DeepEP), its per-message latency
-        a2a, ep_lat = 2 * measured[0], measured[1]
-    else:
-        a2a = 2 * cm.all_to_all_hot_s(from_each_peer, facts.ep_local_peers, facts.ep_remote_peers, hw)
+    # the token exchange (hardware.moe_token_exchange): a load-scaled and a fixed part
+    a2a, exchange_fixed = exchange.token_exchange_s(inst, deg.ep, tokens / deg.tp, facts.ep_local_peers,
+                                                    facts.ep_remote_peers)
     etp_bw, etp_lat = cm.link(hw, facts.etp_inter_node)
     gather_bytes = full_copies * m.hidden_size * ACT_BYTES
     gather_measured = None if eff.flat else eff.collective(
         "all_gather", "inter" if facts.etp_inter_node else "intra", deg.etp, gather_bytes)
     gathers = 2 * cm.allgather_s(gather_bytes, deg.etp, etp_bw, 0.0, gather_measured)
     k_ns = seconds_to_ns(a2a + gathers)
-    alpha = (2 * ep_lat if deg.ep > 1 else 0.0) + (2 * (deg.etp - 1) * etp_lat)
+    alpha = exchange_fixed + (2 * (deg.etp - 1) * etp_lat)
     return f_ns, w_ns, a_ns, k_ns, seconds_to_ns(alpha)
 
 
@@ -407,7 +402,11 @@ def memory_parts(inst: Instance, deg: Degrees, tokens: int, layer_kv: list[float
     acts = (tokens * ACT_BYTES * (2 * h + qkv_width)
             + wl.moe_buffer_factor * mean_copies * ACT_BYTES * (h + inter))
     buffers = (hw.nccl_buffer_gb + hw.runtime_reserve_gb) * 1e9
-    if deg.ep > 1:  # all-to-all send and receive: a GPU's own token share, before ETP gathers
+    if deg.ep > 1 and hw.moe_token_exchange == "allgather":
+        # the gathered hidden states of the EP group and the experts' outputs before the
+        # reduce-scatter, each EP x T x h x a
+        buffers += 2 * exchange.gathered_bytes(inst, deg.ep, tokens / deg.tp)
+    elif deg.ep > 1:  # all-to-all send and receive: a GPU's own token share, before ETP gathers
         buffers += (1 + wl.moe_buffer_factor) * tokens / deg.tp * m.top_k * h * ACT_BYTES
     if deg.pp > 1:
         buffers += tokens * h * ACT_BYTES / deg.tp

@@ -26,6 +26,8 @@ from optimizer.inputs.names import Label, ResultName
 DTYPE_BYTES: dict[str, float] = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "fp8": 1.0,
                                  "mxfp4": 4.25 / 8}
 Dtype = Literal["fp32", "fp16", "bf16", "fp8", "mxfp4"]
+# The MoE token exchange a runtime runs (hardware.moe_token_exchange; docs/cost-model.md §1.5).
+MoeTokenExchange = Literal["deepep", "allgather"]
 # Physical quantities stay within 1e-6 .. 1e9 of their unit so that integer scaling
 # (ns, bytes) can neither overflow nor collapse to zero.
 PositiveFloat = Annotated[float, Field(ge=1e-6, le=1e9, allow_inf_nan=False)]
@@ -162,6 +164,20 @@ class HardwareSpec(_Strict):
     profile: str | None = Field(
         None, description="hardware profile: a shipped name (optimizer/profiles/NAME.json, set by "
                           "hardware.preset) or a JSON path; None = flat efficiencies")
+    moe_token_exchange: MoeTokenExchange = Field(
+        "deepep", description="how the runtime moves tokens to the EP ranks of their experts: "
+                              "'deepep' = DeepEP all-to-all (SGLang --moe-a2a-backend deepep), "
+                              "'allgather' = NCCL all-gather of every EP rank's hidden states "
+                              "before the experts and a reduce-scatter after them (SGLang's "
+                              "default backend 'none', vLLM allgather_reducescatter, TensorRT-LLM "
+                              "without wide EP)")
+
+    @model_serializer(mode="wrap")
+    def _omit_default_exchange(self, handler):
+        data = handler(self)   # the default is left out, so instances serialise as before
+        if isinstance(data, dict) and data.get("moe_token_exchange") == "deepep":
+            data.pop("moe_token_exchange")
+        return data
 
 
 class Workload(_Strict):

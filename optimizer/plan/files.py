@@ -29,7 +29,7 @@ from optimizer.costs.units import bytes_to_gb
 from optimizer.errors import InputError
 from optimizer.inputs.files import read_json, validation_message
 from optimizer.inputs.names import Label, ResultName
-from optimizer.inputs.schema import Instance
+from optimizer.inputs.schema import Instance, MoeTokenExchange
 from optimizer.plan import rules
 from optimizer.plan.evaluate import Check, Evaluation, Plan
 from optimizer.plan.rules import (
@@ -50,7 +50,7 @@ from optimizer.plan.rules import (
 
 __all__ = ["DEFAULT_GPUS_PER_NODE", "MAX_PLAN_CELLS", "MAX_PLAN_GPUS", "ExpertMap", "PlanData",
            "PlanFile", "Problem", "check_structure", "even_stages", "load_plan", "plan_data",
-           "plan_from_doc", "plan_from_file", "plan_to_json", "printable", "read_plan"]
+           "plan_from_doc", "plan_from_file", "plan_to_json", "printable", "read_plan", "record_exchange"]
 
 SCHEMA_VERSION = 1
 STATUSES = ("optimal", "feasible", "infeasible", "unknown")
@@ -131,6 +131,7 @@ class PlanFile(_Loose):
     expert_placement: dict[str, list[list[Idx]]] | None = None
     gpus: list[GpuIn] | None = None
     metrics: dict[str, Metric] | None = None
+    moe_token_exchange: MoeTokenExchange | None = None
 
 # ----------------------------------------------------------------------------------------------
 # Reading (the rules are in ``optimizer.plan.rules``)
@@ -257,6 +258,14 @@ def plan_to_json(plan: Plan, ev: Evaluation, status: str, solver: dict) -> dict:
         "metrics": ev.metrics(),
         "solver": solver,
     }
+
+
+def record_exchange(doc: dict, inst: Instance) -> dict:
+    """``doc`` (a plan file being written) with the instance's ``moe_token_exchange`` when it
+    is not the default "deepep" (absent = deepep, so every other plan reads as before)."""
+    if inst.hardware.moe_token_exchange != "deepep":
+        doc["moe_token_exchange"] = inst.hardware.moe_token_exchange
+    return doc
 
 
 # ----------------------------------------------------------------------------------------------

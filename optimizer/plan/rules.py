@@ -111,6 +111,7 @@ class PlanData:
     metrics: dict
     file: BaseModel                      # the optimizer.plan.files.PlanFile read
     notes: tuple[str, ...] = ()          # remarks made while reading the plan
+    moe_token_exchange: str = "deepep"   # the MoE token exchange the plan's costs assume
 
     @property
     def num_layers(self) -> int:
@@ -179,9 +180,21 @@ def read(f: BaseModel, inst: Instance | None = None, source: str = "(in memory)"
                           else _stem_name(source))
     if inst is not None and f.instance and f.instance != inst.name:
         r.notes.append(f"the plan names instance {f.instance!r}, --instance is {inst.name!r}")
+    exchange = _moe_token_exchange(r)
     data = PlanData(name, source, deg, stages, experts, gpus, memory, gpn, dict(f.metrics or {}),
-                    f, tuple(r.notes))
+                    f, tuple(r.notes), exchange)
     return data, []
+
+
+def _moe_token_exchange(r: _Reading) -> str:
+    """The plan's ``moe_token_exchange``; absent: the instance's ``hardware.moe_token_exchange``,
+    else "deepep". A plan and an instance that disagree get a note (the plan's wins)."""
+    stated = getattr(r.f, "moe_token_exchange", None)
+    given = r.inst.hardware.moe_token_exchange if r.inst is not None else None
+    if stated and given and stated != given:
+        r.notes.append(f"the plan was priced with moe_token_exchange={stated!r}, the instance says "
+                       f"{given!r}")
+    return stated or given or "deepep"
 
 
 def printable(text: str) -> str:

@@ -46,3 +46,19 @@ def test_deepep_lookup_hits_measured_points_and_interpolates():
     mid = aic_predict.deepep_ms("h100_sxm", "normal", 2, 7168, 8, 256, 16384 * 2 ** 0.5)
     assert mid == pytest.approx((best[16384] * best[32768]) ** 0.5 * 1e-3)  # log-log midpoint
     assert aic_predict.deepep_ms("h100_sxm", "normal", 2, 4096, 8, 128, 32768) is None  # not measured
+
+
+def test_a_row_whose_reference_keeps_the_all_gather_is_priced_on_that_path():
+    from benchmarks.bench_fidelity import same_family
+    row = {"config": "qwen3_235b_fp8_h100_ep16", "profile": {"ttft_ms": -1.0}, "flat": {}}
+    same_family(row)
+    assert row["exchange"] == "allgather" and row["profile_deepep"] == {"ttft_ms": -1.0}
+    # 94 MoE layers x (all-gather + reduce-scatter) of S = 16 x 32,000 x 4096 x 2 B on the
+    # 50 GB/s network at the H100 profile's sustained intra-node NCCL eta 0.75226, plus 15 ring
+    # steps of 10 us: 94 x 2 x (15/16 x S / (50e9 x 0.75226) + 150e-6) s = 19,682.2 ms
+    s = 16 * 32_000 * 4096 * 2
+    hand_ms = 94 * 2 * (15 / 16 * s / (50e9 * 0.75226) + 150e-6) * 1e3
+    assert row["profile"]["prefill_ms"]["moe_communication"] == pytest.approx(hand_ms, rel=1e-6)
+    # the flat model: eta 1 at the same latencies
+    flat_ms = 94 * 2 * (15 / 16 * s / 50e9 + 150e-6) * 1e3
+    assert row["flat"]["prefill_ms"]["moe_communication"] == pytest.approx(flat_ms, rel=1e-6)

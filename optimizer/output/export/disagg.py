@@ -166,7 +166,7 @@ def _pool_export(pool: Pool, index: int, fmt: str, out_dir: Path, inst: Instance
     if fmt == "vllm":   # the instance's loads: plan vs vLLM's linear map in the README
         loads = (dict(zip(inst.model.moe_layer_ids, expert_loads(inst)))
                  if inst is not None else None)
-        return export_vllm(pool.plan, sub, loads, settings, pd)
+        return export_vllm(pool.plan, sub, loads, settings, pd, pool.role)
     if fmt == "trtllm":
         return export_trtllm(pool.plan, sub, settings, pd)
     raise InputError(f"--to={fmt!r}: a disaggregated plan exports to sglang, vllm, trtllm or csv")

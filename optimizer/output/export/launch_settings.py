@@ -149,6 +149,43 @@ def _context(prompt, output) -> int | None:
     return None if a is None or b is None else a + b
 
 
+EXCHANGE_NAMES = {"deepep": "the DeepEP all-to-all", "allgather": "an all-gather + reduce-scatter"}
+
+
+def moe_exchange_args(runtime: str, p: PlanData, moe_world: int, role: str | None = None
+                      ) -> tuple[list[tuple[str, object]], list[str]]:
+    """The runtime's flag for the MoE token exchange the plan's costs assume
+    (``p.moe_token_exchange``, docs/runtimes.md), and warnings where the launch runs another.
+    SGLang: ``--moe-a2a-backend deepep`` (its DeepEP needs ep = tp; its default deepep-mode
+    auto runs the normal kernels for prefill and the low-latency ones for decode, as the
+    costs do) or ``none`` (its all-gather path). vLLM: ``--all2all-backend``
+    ``deepep_low_latency`` for a decode pool, ``deepep_high_throughput`` for any other server
+    (one mode per server), or ``allgather_reducescatter``. TensorRT-LLM: none (no option of
+    its LLM API chooses it; the export's notes say what the plan assumes). EP 1: nothing to
+    exchange, no flag."""
+    d, exchange = p.deg, p.moe_token_exchange
+    if d.ep <= 1 or runtime not in ("sglang", "vllm"):
+        return [], []
+    if runtime == "sglang":
+        if exchange == "allgather":
+            return [("--moe-a2a-backend", "none")], []
+        if d.ep != moe_world:
+            return [], [f"the plan prices the DeepEP all-to-all, but SGLang's DeepEP backend needs "
+                        f"ep = tp = {moe_world}: this hybrid EP{d.ep} x MoE-TP{moe_world // d.ep} runs "
+                        "--moe-a2a-backend none (all-gather + reduce-scatter); solve with "
+                        "hardware.moe_token_exchange \"allgather\" for figures on that path"]
+        return [("--moe-a2a-backend", "deepep")], []
+    if exchange == "allgather":
+        return [("--all2all-backend", "allgather_reducescatter")], []
+    if role == "decode":
+        return [("--all2all-backend", "deepep_low_latency")], []
+    warnings = [] if role == "prefill" else [
+        "vLLM runs one DeepEP mode per server: deepep_high_throughput (the normal kernels) for "
+        "every step, while the plan prices steps of at most 128 tokens per rank (decode) with "
+        "the low-latency kernels"]
+    return [("--all2all-backend", "deepep_high_throughput")], warnings
+
+
 def version_line(runtime: str) -> str:
     how = ("flags checked against a schema of its source" if runtime == "trtllm"
            else "flags checked against its own parser")

@@ -24,7 +24,14 @@ from optimizer.output.export.common import (
     stage_partition,
     uneven_stages,
 )
-from optimizer.output.export.launch_settings import RUNTIME_VERSIONS, LaunchSettings, kv_dtype_flag, missing_warning, version_line
+from optimizer.output.export.launch_settings import (
+    RUNTIME_VERSIONS,
+    LaunchSettings,
+    kv_dtype_flag,
+    missing_warning,
+    moe_exchange_args,
+    version_line,
+)
 from optimizer.plan.files import ExpertMap, PlanData
 
 # ----------------------------------------------------------------------------------------------
@@ -86,6 +93,8 @@ def export_sglang(p: PlanData, out_dir: Path, serving: LaunchSettings | None = N
     # (arg_groups/parallel_hook.py, _handle_eplb_and_dispatch)
     args += [("--ep-size", d.ep), ("--ep-num-redundant-experts", e.redundant),
              ("--init-expert-location", '"$HERE/expert_location.json"')]
+    exchange, warnings_exchange = moe_exchange_args("sglang", p, world)
+    args += exchange
     if serving is not None:
         args += sglang_serving_args(serving, split.dp)
     args += pd or []
@@ -104,6 +113,8 @@ def export_sglang(p: PlanData, out_dir: Path, serving: LaunchSettings | None = N
                 "ep": d.ep, "moe_tp": world // d.ep, "attn_tp": split.tp,
                 "ep_num_redundant_experts": e.redundant, "num_physical_experts": e.num_slots,
                 "runtime_version": RUNTIME_VERSIONS["sglang"]}
+    settings.update({flag.lstrip("-").replace("-", "_"): value for flag, value in exchange})
+    warnings += warnings_exchange
     if serving is not None:
         settings.update({flag.lstrip("-").replace("-", "_"): value
                          for flag, value in sglang_serving_args(serving, split.dp)})

@@ -24,7 +24,14 @@ from optimizer.output.export.common import (
     shell_command,
     split_instances,
 )
-from optimizer.output.export.launch_settings import RUNTIME_VERSIONS, LaunchSettings, kv_dtype_flag, missing_warning, version_line
+from optimizer.output.export.launch_settings import (
+    EXCHANGE_NAMES,
+    RUNTIME_VERSIONS,
+    LaunchSettings,
+    kv_dtype_flag,
+    missing_warning,
+    version_line,
+)
 from optimizer.plan.files import ExpertMap, PlanData
 
 # ----------------------------------------------------------------------------------------------
@@ -126,6 +133,10 @@ def export_trtllm(p: PlanData, out_dir: Path, serving: LaunchSettings | None = N
                      "initial_global_assignments) is the WideEP EPLB path of examples/wide_ep")
     else:
         notes.append("EP1 without replicas: every GPU holds all experts, no moe_config written")
+    if d.ep > 1:
+        notes.append(f"the plan prices the MoE token exchange as {EXCHANGE_NAMES[p.moe_token_exchange]} "
+                     "(hardware.moe_token_exchange); no option of TensorRT-LLM's LLM API chooses it, "
+                     "so this export sets none: check which path the server's MoE backend runs")
     if split.count > 1:
         notes.append(f"TensorRT-LLM has no DP degree: launch {split.count} separate instances "
                      "(the plan's EDP copies) behind a load balancer")

@@ -23,7 +23,14 @@ from optimizer.output.export.common import (
     stage_partition,
     uneven_stages,
 )
-from optimizer.output.export.launch_settings import RUNTIME_VERSIONS, LaunchSettings, kv_dtype_flag, missing_warning, version_line
+from optimizer.output.export.launch_settings import (
+    RUNTIME_VERSIONS,
+    LaunchSettings,
+    kv_dtype_flag,
+    missing_warning,
+    moe_exchange_args,
+    version_line,
+)
 from optimizer.plan.files import ExpertMap, PlanData
 
 # ----------------------------------------------------------------------------------------------
@@ -83,9 +90,10 @@ def vllm_serving_args(s: LaunchSettings) -> list[tuple[str, object | None]]:
 
 
 def export_vllm(p: PlanData, out_dir: Path, loads=None, serving: LaunchSettings | None = None,
-                pd: list[tuple[str, object | None]] | None = None) -> Export:
+                pd: list[tuple[str, object | None]] | None = None, role: str | None = None) -> Export:
     """``pd``: the prefill/decode flags of one pool replica of a disaggregated plan
-    (``export.disagg``), appended after the workload's flags."""
+    (``export.disagg``), appended after the workload's flags; ``role``: that pool's role
+    (prefill, decode), which picks the DeepEP mode (``moe_exchange_args``)."""
     split = split_instances(p, "vllm")
     d, e = p.deg, p.experts
     width = split.moe_world
@@ -109,6 +117,9 @@ def export_vllm(p: PlanData, out_dir: Path, loads=None, serving: LaunchSettings 
         if e.redundant:
             args.append(("--enable-eplb", None))
         args.append(("--eplb-config", q(json.dumps({"num_redundant_experts": e.redundant}))))
+    exchange, warnings_exchange = moe_exchange_args("vllm", p, split.tp * split.dp, role)
+    args += exchange
+    warnings += warnings_exchange
     if serving is not None:
         args += vllm_serving_args(serving)
     args += pd or []
@@ -147,6 +158,7 @@ def export_vllm(p: PlanData, out_dir: Path, loads=None, serving: LaunchSettings 
                 "expert_parallel_size": d.ep if d.ep > 1 else 1,
                 "num_redundant_experts": e.redundant, "enable_eplb": bool(e.redundant),
                 "runtime_version": RUNTIME_VERSIONS["vllm"]}
+    settings.update({flag.lstrip("-").replace("-", "_"): value for flag, value in exchange})
     if serving is not None:
         settings.update({flag.lstrip("-").replace("-", "_"): True if value is None else value
                          for flag, value in vllm_serving_args(serving)})
