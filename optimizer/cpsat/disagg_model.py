@@ -15,7 +15,11 @@ Constraints:
 - at the instance's arrival rate each pool has at least the precomputed fewest replicas
   that serve it within the SLOs (``n_min``); G >= ``min_goodput`` when given.
 Objectives, lexicographic: goodput then throughput (or the reverse), then the fewest GPUs;
-or, for sizing, the fewest GPUs alone.
+or, for sizing, the fewest GPUs alone. Ties left after every phase is proven are broken by
+one more solve (``_tie_key``): the fewest replicas (servers to launch), then the fewest
+prefill replicas, then the earliest decode and prefill candidates in enumeration order, so
+the answer does not depend on which of several equal optima a multi-worker search meets
+first.
 """
 
 from __future__ import annotations
@@ -171,7 +175,32 @@ class DisaggModel:
                 break
             self.model.add(var >= value if sense == "max" else var <= value)
             self._hint(found)
+        if found is not None and all(p.status == "optimal" for p in phases):
+            found = self._break_ties(found, deadline, workers, seed)
         return DisaggChoice(*found, tuple(phases))
+
+    def _tie_key(self):
+        """(replicas, prefill replicas, decode index, prefill index) as one integer key,
+        most significant first; each digit is below its radix."""
+        n_p, n_d = len(self.prefill), len(self.decode)
+        prefill_replicas = sum(self.xp)
+        replicas = prefill_replicas + sum(self.xd)
+        radix = 1 + sum(self.most["xp"]) + sum(self.most["xd"])
+        index = sum(j * y for j, y in enumerate(self.yd)) * n_p + sum(i * y for i, y in enumerate(self.yp))
+        return (replicas * radix + prefill_replicas) * (n_p * n_d) + index
+
+    def _break_ties(self, found, deadline: float, workers: int, seed: int):
+        """The optimum of ``_tie_key`` among the proven optima (the phases' values are
+        already constraints); ``found`` when this solve is not proven in the time left."""
+        solver = cp_model.CpSolver()
+        solver.parameters.max_time_in_seconds = max(0.05, deadline - time.monotonic())
+        solver.parameters.num_workers = workers
+        solver.parameters.random_seed = seed
+        solver.parameters.catch_sigint_signal = False
+        self.model.minimize(self._tie_key())
+        if solver.solve(self.model) == cp_model.OPTIMAL:
+            return self._read(solver)
+        return found
 
     def _read(self, solver) -> tuple[int, int, int, int]:
         i = next(k for k, y in enumerate(self.yp) if solver.boolean_value(y))
