@@ -33,7 +33,8 @@ _script = shutil.which("moeopt", path=str(Path(sys.executable).parent))
 MOEOPT = [_script] if _script else [sys.executable, "-c", "from optimizer.cli import main; main()"]
 
 
-def moeopt(*args, timeout=120) -> subprocess.CompletedProcess:
+def moeopt(*args, timeout=900) -> subprocess.CompletedProcess:
+    """Run the command; ``timeout`` only guards against a hang (a busy machine is slow)."""
     return subprocess.run(MOEOPT + [str(a) for a in args], capture_output=True, text=True,
                           timeout=timeout)
 
@@ -123,13 +124,14 @@ def test_ray_backend_without_ray_exits_2(tmp_path):
 
 @needs_ray
 def test_unreachable_address_fails_promptly(tmp_path):
-    """An address where no Ray cluster answers is an error within 20 s (exit 2, one line
-    naming --address), not an endless wait for the cluster."""
+    """An address where no Ray cluster answers is an error (exit 2, one line naming
+    --address) after the 5 s connection attempt, not an endless wait for the cluster; the
+    60 s guard leaves room for the interpreter's start-up on a busy machine."""
     try:
         res = moeopt("sweep", INSTANCE, "--gpus", "8", "--backend", "ray", "--address",
-                     "127.0.0.1:1", "--output", tmp_path / "out", timeout=20)
+                     "127.0.0.1:1", "--output", tmp_path / "out", timeout=60)
     except subprocess.TimeoutExpired:
-        pytest.fail("moeopt sweep --backend ray --address 127.0.0.1:1 still waiting after 20 s")
+        pytest.fail("moeopt sweep --backend ray --address 127.0.0.1:1 still waiting after 60 s")
     assert res.returncode == 2, res.stderr[-2000:]
     assert "--address" in res.stderr.strip().splitlines()[-1]
 
