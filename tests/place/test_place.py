@@ -172,8 +172,9 @@ def test_parallel_workers_keep_layer_order():
         check_plan([float(x) for x in row], PlaceSpec(8, 8), lp.ranks, lp.max_load)
 
 
-def test_ten_b_without_replicas_is_optimal_fast():
-    """16 experts on 8 GPUs (the 10B model), no replicas: proven optimal in well under 1 s."""
+def test_ten_b_without_replicas_is_proven_optimal():
+    """16 experts on 8 GPUs (the 10B model), no replicas: proven optimal within the limit
+    (its time is benchmarked in bench_place, not asserted here: a busy machine is slow)."""
     from optimizer.cli.common import load_instance
     from optimizer.cli.place import synthetic_counts
 
@@ -181,7 +182,6 @@ def test_ten_b_without_replicas_is_optimal_fast():
     counts = np.array(synthetic_counts(inst))
     result = place(counts, list(range(len(counts))), PlaceSpec(8), Settings(time_limit_s=10.0))
     assert result.status == "optimal"
-    assert result.wall_s < 1.0
 
 
 # --------------------------------------------------------------------------- load files

@@ -71,10 +71,8 @@ def test_ray_backend_gives_the_local_table(ray_cluster, local_run, tmp_path):
     ray, address, _ = ray_cluster
     local_out, local_res = local_run
     out = tmp_path / "ray"
-    start = time.perf_counter()
     res = moeopt("sweep", INSTANCE, "--gpus", COUNTS, "--backend", "ray", "--address", address,
                  "--output", out)
-    wall_s = time.perf_counter() - start
     assert res.returncode == 0, res.stderr[-4000:]
     for name in ("sweep.csv", "sweep-summary.csv"):
         assert (out / name).read_bytes() == (local_out / name).read_bytes(), name
@@ -85,7 +83,6 @@ def test_ray_backend_gives_the_local_table(ray_cluster, local_run, tmp_path):
              and e.get("ph") == "X"]
     assert len(tasks) >= len(COUNTS.split(",")), (
         f"no sweep_point task ran on the cluster at {address}: {[e.get('name') for e in ray.timeline()]}")
-    assert wall_s < 60
 
 
 @pytest.mark.slow
