@@ -172,11 +172,31 @@ class HardwareSpec(_Strict):
                               "default backend 'none', vLLM allgather_reducescatter, TensorRT-LLM "
                               "without wide EP)")
 
+    kv_pool_runtime: Literal["sglang", "vllm", "trtllm"] | None = Field(
+        None, description="size the KV cache as this runtime does from its memory fraction "
+                          "(docs/cost-model.md, 'KV pool of a runtime'): the running-request cap "
+                          "is also held to that pool; None = the pool fills the memory limit")
+    kv_pool_memory_fraction: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] | None = Field(
+        None, description="the runtime's memory fraction (SGLang --mem-fraction-static, vLLM "
+                          "--gpu-memory-utilization, TensorRT-LLM free_gpu_memory_fraction); "
+                          "None = the runtime's default (0.88, 0.9, 0.9)")
+
+    @model_validator(mode="after")
+    def _fraction_needs_runtime(self) -> HardwareSpec:
+        if self.kv_pool_memory_fraction is not None and self.kv_pool_runtime is None:
+            raise ValueError(f"kv_pool_memory_fraction={self.kv_pool_memory_fraction!r} needs "
+                             "kv_pool_runtime (the runtime whose rule the fraction is for)")
+        return self
+
     @model_serializer(mode="wrap")
     def _omit_default_exchange(self, handler):
-        data = handler(self)   # the default is left out, so instances serialise as before
-        if isinstance(data, dict) and data.get("moe_token_exchange") == "deepep":
-            data.pop("moe_token_exchange")
+        data = handler(self)   # defaults are left out, so instances serialise as before
+        if isinstance(data, dict):
+            if data.get("moe_token_exchange") == "deepep":
+                data.pop("moe_token_exchange")
+            for key in ("kv_pool_runtime", "kv_pool_memory_fraction"):
+                if data.get(key) is None:
+                    data.pop(key, None)
         return data
 
 

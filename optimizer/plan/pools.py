@@ -59,6 +59,7 @@ from optimizer.plan.rules import MAX_PLAN_GPUS
 from optimizer.plan.service import (
     KNOB_NAMES,
     knobs_from_file,
+    runtime_pool_check,
     service_slo,
 )
 
@@ -225,6 +226,7 @@ class DisaggEvaluation:
     memory_bytes: dict[str, int]  # role -> peak bytes of the most loaded GPU
     output_tokens: int
     percentile: int
+    kv_pool_checks: tuple[Check, ...] = ()  # with hardware.kv_pool_runtime: each pool's KV pool
 
     @property
     def num_gpus(self) -> int:
@@ -307,16 +309,17 @@ def evaluate_disagg(inst: Instance, load: ServiceLoad, prefill: PoolPlan, decode
     goodput = min(prefill.replicas * pre.goodput_rps, decode.replicas * dec.goodput_rps)
     capacity = min(prefill.replicas * pre.capacity_rps, decode.replicas * dec.capacity_rps)
     operating = rate if rate is not None else (goodput if goodput > 0 else capacity * 1e-6)
-    memory = {
-        "prefill": replica_memory(inst, prefill.plan.deg, prefill.plan.stages, prompt_kv_load(load))
-        .peak_bytes(prefill.knobs.max_running_requests, prefill.knobs.prefill_chunk_tokens),
-        "decode": replica_memory(inst, decode.plan.deg, decode.plan.stages, load)
-        .peak_bytes(decode.knobs.max_running_requests, decode.knobs.prefill_chunk_tokens),
-    }
+    mem = {"prefill": replica_memory(inst, prefill.plan.deg, prefill.plan.stages, prompt_kv_load(load)),
+           "decode": replica_memory(inst, decode.plan.deg, decode.plan.stages, load)}
+    knobs = {"prefill": prefill.knobs, "decode": decode.knobs}
+    memory = {role: m.peak_bytes(knobs[role].max_running_requests, knobs[role].prefill_chunk_tokens)
+              for role, m in mem.items()}
+    pool_checks = tuple(c for c in (runtime_pool_check(mem[role], knobs[role], f"{role}: ") for role in mem)
+                        if c is not None)
     return DisaggEvaluation(prefill, decode, cls, num_bytes, seconds, pre, dec, operating,
                             predict_prefill(rep_p, prefill.knobs, load, operating / prefill.replicas),
                             predict_decode(decode_queue(rep_d, decode.knobs, load), operating / decode.replicas),
-                            memory, load.output_tokens, slo.percentile)
+                            memory, load.output_tokens, slo.percentile, pool_checks)
 
 
 def disagg_checks(inst: Instance, ev: DisaggEvaluation) -> list[Check]:
@@ -325,6 +328,7 @@ def disagg_checks(inst: Instance, ev: DisaggEvaluation) -> list[Check]:
     limit = gb_to_bytes_floor(inst.memory_limit_gb)
     checks = [Check(f"{role}: memory_per_gpu", bytes_to_gb(b), inst.memory_limit_gb, "GB", b <= limit)
               for role, b in ev.memory_bytes.items()]
+    checks += list(ev.kv_pool_checks)
     req, p = inst.requirements, ev.percentile
     if inst.workload.arrival_rate_rps is not None:
         pre, dec = ev.prefill_at, ev.decode_at

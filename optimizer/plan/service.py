@@ -12,7 +12,7 @@ from dataclasses import asdict
 
 from optimizer.costs.expert_loads import expert_loads
 from optimizer.costs.serving.candidates import ServiceCandidate, evaluate_group
-from optimizer.costs.serving.knobs import ServingKnobs
+from optimizer.costs.serving.knobs import ReplicaMemory, ServingKnobs
 from optimizer.costs.serving.metrics import ServiceLoad, Slo
 from optimizer.costs.serving.replica import replica, replica_memory
 from optimizer.costs.tables import LinkFacts
@@ -44,6 +44,17 @@ def evaluate_service_plan(inst: Instance, plan: Plan, knobs: ServingKnobs, load:
 def peak_memory_bytes(inst: Instance, plan: Plan, knobs: ServingKnobs, load: ServiceLoad) -> int:
     mem = replica_memory(inst, plan.deg, plan.stages, load)
     return mem.peak_bytes(knobs.max_running_requests, knobs.prefill_chunk_tokens)
+
+
+def runtime_pool_check(mem: ReplicaMemory, knobs: ServingKnobs, prefix: str = "") -> Check | None:
+    """With ``hardware.kv_pool_runtime``: the B requests' KV caches at their final context
+    against the pool that runtime carves out beside a step of C tokens (None without one)."""
+    pool = mem.runtime_pool
+    if pool is None:
+        return None
+    need = knobs.max_running_requests * mem.kv_bytes_per_request
+    have = pool.kv_pool_bytes(mem.activation_bytes_per_token * knobs.prefill_chunk_tokens)
+    return Check(f"{prefix}kv_pool_of_{pool.runtime}", bytes_to_gb(need), bytes_to_gb(have), "GB", need <= have)
 
 
 def service_metrics(c: ServiceCandidate, memory_bytes: int) -> dict[str, float]:
@@ -148,7 +159,8 @@ def check_service_plan(inst: Instance, f: PlanFile, load: ServiceLoad) -> tuple[
         return doc, "\n".join(lines) + "\n", False
     cand = evaluate_service_plan(inst, plan, knobs, load)
     memory = peak_memory_bytes(inst, plan, knobs, load)
-    checks = checks + service_checks(inst, cand, memory)
+    pool = runtime_pool_check(replica_memory(inst, plan.deg, plan.stages, load), knobs)
+    checks = checks + service_checks(inst, cand, memory) + ([pool] if pool is not None else [])
     metrics = service_metrics(cand, memory)
     feasible = all(c.ok for c in checks)
     doc = {"feasible": feasible, "checks": [asdict(c) for c in checks], "metrics": metrics}

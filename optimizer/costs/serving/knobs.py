@@ -9,12 +9,16 @@ CP-SAT selects one tuple (a one-hot choice), so no product of knobs is ever a co
 Memory at the peak of a tuple, per GPU of the most loaded stage:
     fixed + activation_bytes_per_token * C + kv_bytes_per_request * B
 (activations are bounded by the C tokens of one engine step, not by a whole batch; the KV
-cache holds B requests at their final context, prompt + output tokens).
+cache holds B requests at their final context, prompt + output tokens). With
+``hardware.kv_pool_runtime`` the B requests must also fit the KV pool that runtime carves
+out of the GPU from its memory fraction (``formulas.runtime_kv_pool_bytes``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from optimizer.costs.formulas import runtime_kv_pool_bytes
 
 # Chunk budgets (tokens) of vLLM/SGLang practice: 512 .. 16,384, powers of two.
 CHUNK_TOKENS = (512, 1024, 2048, 4096, 8192, 16384)
@@ -33,6 +37,24 @@ class ServingKnobs:
 
 
 @dataclass(frozen=True)
+class RuntimePool:
+    """A runtime's rule for its KV pool (``formulas.runtime_kv_pool_bytes``) on one GPU."""
+
+    runtime: str  # "sglang" | "vllm" | "trtllm"
+    fraction: float | None  # its memory fraction; None = the runtime's default
+    gpu_bytes: int  # the GPU's whole memory
+    weight_bytes: int  # weights of the most loaded GPU
+    step_fixed_bytes: int  # activations of a step that do not grow with its tokens
+    reserve_bytes: int  # communication buffers and runtime reserve
+
+    def kv_pool_bytes(self, step_activation_bytes: int) -> float:
+        """The pool the runtime holds beside a step of ``step_activation_bytes``."""
+        return runtime_kv_pool_bytes(self.runtime, self.gpu_bytes, self.weight_bytes,
+                                     self.step_fixed_bytes + step_activation_bytes,
+                                     self.reserve_bytes, self.fraction)
+
+
+@dataclass(frozen=True)
 class ReplicaMemory:
     """Per-GPU bytes of the most loaded GPU of one configuration, and its capacity."""
 
@@ -40,6 +62,7 @@ class ReplicaMemory:
     kv_bytes_per_request: int  # KV cache of one request at its final context
     activation_bytes_per_token: int  # activations per token of an engine step
     capacity_bytes: int
+    runtime_pool: RuntimePool | None = None  # hardware.kv_pool_runtime's rule, if given
 
     def peak_bytes(self, running: int, step_tokens: int) -> int:
         """Bytes at the peak: B requests at their final context, a step of C tokens."""
@@ -73,10 +96,17 @@ def prefill_micro_batches(pp: int, max_micro_batches: int) -> int:
 
 
 def largest_running_cap(mem: ReplicaMemory, chunk_tokens: int) -> int:
-    """Largest B whose peak fits the capacity (0 when none does)."""
-    room = mem.capacity_bytes - mem.fixed_bytes - mem.activation_bytes_per_token * chunk_tokens
+    """Largest B whose peak fits the capacity and, with a runtime's rule, whose KV caches
+    fit that runtime's pool beside a step of C tokens (0 when none does)."""
+    step_bytes = mem.activation_bytes_per_token * chunk_tokens
+    room = mem.capacity_bytes - mem.fixed_bytes - step_bytes
     per_request = mem.kv_bytes_per_request
-    return max(0, room // per_request) if per_request > 0 else MAX_RUNNING_CAP
+    if per_request <= 0:
+        return MAX_RUNNING_CAP
+    cap = max(0, room // per_request)
+    if mem.runtime_pool is not None:
+        cap = min(cap, max(0, int(mem.runtime_pool.kv_pool_bytes(step_bytes) // per_request)))
+    return cap
 
 
 def admissible_knobs(mem: ReplicaMemory, pp: int, max_micro_batches: int = 32) -> list[ServingKnobs]:

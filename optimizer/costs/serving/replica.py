@@ -12,10 +12,10 @@ import numpy as np
 from optimizer.costs import formulas as cm
 from optimizer.costs.candidates import divisors, tp_admissible
 from optimizer.costs.layout import Degrees
-from optimizer.costs.serving.knobs import ReplicaMemory, ServingKnobs
+from optimizer.costs.serving.knobs import ReplicaMemory, RuntimePool, ServingKnobs
 from optimizer.costs.serving.metrics import Replica, ServiceLoad
 from optimizer.costs.step_time import StepTimer
-from optimizer.costs.tables import LinkFacts, memory_parts
+from optimizer.costs.tables import LinkFacts, MemoryParts, memory_parts
 from optimizer.costs.units import ceil_div, ceil_int, gb_to_bytes_floor
 from optimizer.errors import InputError
 from optimizer.inputs.schema import Instance, ServiceWorkload
@@ -87,7 +87,18 @@ def replica_memory(inst: Instance, deg: Degrees, stages, load: ServiceLoad) -> R
                   * (load.prompt_tokens + load.output_tokens))
     per_token = one.activations + one.buffers - none.activations - none.buffers
     return ReplicaMemory(weights + none.buffers + none.activations, kv, per_token,
-                         gb_to_bytes_floor(inst.memory_limit_gb))
+                         gb_to_bytes_floor(inst.memory_limit_gb), runtime_pool(inst, weights, none))
+
+
+def runtime_pool(inst: Instance, weight_bytes: int, fixed: MemoryParts) -> RuntimePool | None:
+    """``hardware.kv_pool_runtime``'s rule on one GPU of ``weight_bytes`` (None without one):
+    the token-independent activations as the step's fixed part, buffers and reserve as the
+    runtime's non-tensor memory."""
+    hw = inst.hardware
+    if hw.kv_pool_runtime is None:
+        return None
+    return RuntimePool(hw.kv_pool_runtime, hw.kv_pool_memory_fraction, gb_to_bytes_floor(hw.gpu.memory_gb),
+                       weight_bytes, fixed.activations, fixed.buffers)
 
 
 def _chunks(chunk_tokens: int, prompt_tokens: int) -> list[tuple[int, int, bool]]:
