@@ -59,6 +59,7 @@ def test_running_cap_is_held_to_the_runtimes_pool():
     assert largest_running_cap(_memory("trtllm"), 4000) == 51
 
 
+@pytest.mark.slow
 def test_a_service_solved_under_a_rule_passes_check_and_a_plan_beyond_it_fails(tmp_path):
     """Qwen3-30B-A3B on 8 H200 under SGLang's default fraction: the cap the solve picks fits
     SGLang's pool (check recomputes it), and the plan solved without the rule (B = 256) is
