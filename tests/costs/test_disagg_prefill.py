@@ -49,6 +49,16 @@ def test_geometric_prompts_ahead_by_hand():
     assert law.tail(2.5) == pytest.approx(0.375, rel=1e-12)
 
 
+def test_length_biased_step_by_hand():
+    # s = 500, C = 1000, r = 0.5: the step under way holds N = 1 + J' prompts, P(N = n) =
+    # 0.5^n, and takes 0.5 N s (T(J') = 0.5 (J' + 1)). E[N] = 1 / (1 - r) = 2, E[N^2] =
+    # (1 + r) / (1 - r)^2 = 6: E[T] = 1.0, E[T^2] = 0.25 x 6 = 1.5, E[T^2] / E[T] = 1.5 s
+    law = RoutedPrefill(1.0, 0.5, 1.0, per_token_step, 500, 1000)
+    assert law.length_biased_step_s() == pytest.approx(1.5, rel=1e-9)
+    # no prompt ahead (r = 0): the step of one prompt, 0.5 s
+    assert RoutedPrefill(1.0, 0.0, 1.0, per_token_step, 500, 1000).length_biased_step_s() == 0.5
+
+
 @pytest.mark.slow
 def test_prefill_pool_agrees_with_the_simulator(tmp_path: Path):
     """Issue 14: p90 TTFT within 15 %, p90 TPOT within 5 % of the simulation (median of 3

@@ -8,21 +8,31 @@ utilisation rho of one queue (short prompts share a step with those that arrived
 step under way); this module replaces its wait, which is that of one M/G/k queue (a prompt
 takes the first of k servers to free), by the wait of a prompt routed on arrival:
 
-    S_work = rho / lambda_q             server time per prompt (lambda_q = R / k per queue)
-    S_busy = max(1, s / C) full         a queue's service of the prompt under way (its steps)
     P_w    = C(k, k rho)                Erlang C: every queue holds a prompt (rho for k = 1)
-    W | waits = U + J S_work            U ~ uniform(0, S_busy (1 + cv^2)): the rest of the
-                                        prompt under way in the joined queue (mean S_busy
-                                        (1 + cv^2) / 2, the residual of a service of that
-                                        cv^2); J the prompts already waiting in it
-    P(J = j | waits) = (1 - r) r^j,  r = rho^k
-                                        (the waiting prompts of the M/M/k queue, Q | waits ~
-                                        geometric(rho), spread evenly: J = floor(Q / k))
-    TTFT_q = W_q + max(1, s / C) full   (W_q from P(W > t) = P_w P(U + J S_work > t))
+    W | waits = U + T(J)                U the rest of the step under way in the joined queue,
+                                        J the prompts already waiting in it
+    P(J = j | waits) = (1 - r) r^j      r = rho^k (the waiting prompts of the M/M/k queue,
+                                        Q | waits ~ geometric(rho), spread evenly: J =
+                                        floor(Q / k))
+    TTFT_q = T(J) + U 1{waits}          (the q-quantile of that law; T(J) the steps of J + 1
+                                        prompts, FCFS within C tokens)
+
+Prompts of at least C tokens (s >= C): U ~ uniform(0, T_u (1 + cv^2)), T_u the steps of
+1 + E[J] prompts. Shorter prompts (s < C: a step takes every prompt waiting):
+- J are the prompts routed to the joined queue since its step began. A busy queue is sent
+  prompts only while every queue is busy (an idle one takes them otherwise), so per unit of
+  its busy time at lambda_b = lambda_q P_w / rho (the arrivals that find all k busy, Lambda
+  P_w, shared by k queues each busy a fraction rho of the time); their mean is m = lambda_b
+  T_u / 2 (half the step under way, T_u the steps of 1 + m prompts: 4 rounds of that fixed
+  point from m = 0) and r is at most m / (1 + m);
+- the step under way holds N = 1 + J' prompts, J' of J's law (those waiting when it began),
+  and the arrival lands in it with probability proportional to its length, so U is uniform
+  on (0, 2 E[R]) with E[R] = E[T^2] / (2 E[T]) the mean rest of a length-biased step:
+  2 E[R] = sum_n P(N = n) T(n - 1)^2 / sum_n P(N = n) T(n - 1) + step(s) cv^2 (the
+  prompt lengths' spread within the step adds n sigma^2 to its variance).
 
 The transfer is added by the caller. Approximations: Erlang C for "every queue busy" under
-least-loaded routing, and a residual uniform on the prompt's service (exact for prompts of
-one length and one step each).
+least-loaded routing, a uniform residual, and J independent of U.
 """
 
 from __future__ import annotations
@@ -69,6 +79,17 @@ class RoutedPrefill:
                                              + self.step_s(tokens - whole * self.budget_tokens))
         return known
 
+    def length_biased_step_s(self) -> float:
+        """E[T^2] / E[T] of the step under way, T = T(J') with J' of J's law (twice the mean
+        rest of the step a uniformly random instant falls in)."""
+        first = second = 0.0
+        weight = 1.0 - self.ratio
+        for j in range(_TAIL_TERMS):
+            t = self.behind_s(j)
+            first, second = first + weight * t, second + weight * t * t
+            weight *= self.ratio
+        return second / first
+
     def tail(self, t: float) -> float:
         """P(TTFT > t)."""
         idle = (1.0 - self.p_wait) * (1.0 if t < self.behind_s(0) else 0.0)
@@ -114,13 +135,14 @@ def routed_prefill(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rho: fl
         batch = s * (1.0 + waiting)
         whole = max(0, math.ceil(batch / budget) - 1)
         return whole * step_s(budget) + step_s(math.ceil(batch - whole * budget))
-    if s < budget:  # a step takes every prompt waiting: J are those routed in since it began
-        waiting = 0.0
-        for _ in range(_BATCH_ITERATIONS):
-            waiting = rate_per_queue * under_way_s(waiting) / 2.0
-        ratio = min(ratio, waiting / (1.0 + waiting))
-    return replace(law, ratio=ratio, residual_s=under_way_s(ratio / (1.0 - ratio)) * (1.0 + load.prompt_cv2))
-
+    if s >= budget:
+        return replace(law, residual_s=under_way_s(ratio / (1.0 - ratio)) * (1.0 + load.prompt_cv2))
+    busy_rate = rate_per_queue * p_wait / rho  # lambda_b: prompts sent to a busy queue
+    waiting = 0.0
+    for _ in range(_BATCH_ITERATIONS):
+        waiting = busy_rate * under_way_s(waiting) / 2.0
+    law = replace(law, ratio=min(ratio, waiting / (1.0 + waiting)))
+    return replace(law, residual_s=law.length_biased_step_s() + step_s(s) * load.prompt_cv2)
 
 def predict_prefill_only(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: float) -> ServiceMetrics:
     """Metrics of a prefill replica at ``rate_rps`` (``load``: the prefill view, one output
