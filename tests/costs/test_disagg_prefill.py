@@ -4,15 +4,18 @@ test-double step, and against the discrete-event simulator on a solved disaggreg
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from benchmarks.bench_disagg_agreement import simulate_at
 from optimizer.cli.main import main
-from optimizer.costs.serving.disagg_prefill import RoutedPrefill
+from optimizer.costs.serving.disagg_mdk import md_k_decay, md_k_wait_probability
+from optimizer.costs.serving.disagg_prefill import RoutedPrefill, waiting_law
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -57,6 +60,66 @@ def test_length_biased_step_by_hand():
     assert law.length_biased_step_s() == pytest.approx(1.5, rel=1e-9)
     # no prompt ahead (r = 0): the step of one prompt, 0.5 s
     assert RoutedPrefill(1.0, 0.0, 1.0, per_token_step, 500, 1000).length_biased_step_s() == 0.5
+
+
+def iterated_md_k(servers: int, offered_load: float, states: int = 600) -> np.ndarray:
+    """M/D/k's P(Q = n) by pushing the chain Q' = max(Q - k, 0) + Poisson(a) forward from
+    Q = 0 until it settles: an independent computation of what disagg_mdk solves by roots."""
+    a = offered_load
+    pois = np.array([math.exp(-a + i * math.log(a) - math.lgamma(i + 1)) for i in range(states)])
+    dist = np.zeros(states)
+    dist[0] = 1.0
+    for _ in range(20000):
+        base = np.zeros(states)
+        base[0] = dist[: servers + 1].sum()
+        base[1: states - servers] = dist[servers + 1:]
+        new = np.convolve(base, pois)[:states]
+        if np.abs(new - dist).sum() < 1e-15:
+            break
+        dist = new
+    return dist
+
+
+def test_md1_waits_with_probability_rho():
+    # one server: P(Q >= 1) = rho for any service (the server's busy share)
+    assert md_k_wait_probability(1, 0.8) == 0.8
+
+
+@pytest.mark.parametrize("servers, rho", [(2, 0.7), (4, 0.8), (8, 0.8), (16, 0.75), (3, 0.9)])
+def test_mdk_roots_against_iterating_the_chain(servers, rho):
+    dist = iterated_md_k(servers, servers * rho)
+    assert md_k_wait_probability(servers, servers * rho) == pytest.approx(dist[servers:].sum(), abs=1e-9)
+    # the tail ratio far out: P(Q >= n + 1) / P(Q >= n) -> sigma
+    tail = np.cumsum(dist[::-1])[::-1]
+    n = servers + 40
+    assert md_k_decay(rho) == pytest.approx(tail[n + 1] / tail[n], rel=1e-3)
+    # a fixed service waits less often, and queues less, than an exponential one
+    p_md, r_md = waiting_law(servers, rho, 0.0)
+    p_mm, r_mm = waiting_law(servers, rho, 1.0)
+    assert p_md < p_mm and r_md < r_mm
+
+
+def test_waiting_law_with_exponential_service_is_mmk():
+    # cv^2 = 1: Erlang C and rho^k. k = 2, a = 1.6: C(2, 1.6) = (1.6^2 / 2 x 2 / 0.4) / (1 + 1.6
+    # + 6.4) = 6.4 / 9; r = 0.8^2 = 0.64. Half-way (cv^2 = 0.5): the mean of the two laws
+    assert waiting_law(2, 0.8, 1.0) == pytest.approx((6.4 / 9, 0.64), rel=1e-12)
+    p_md, r_md = waiting_law(2, 0.8, 0.0)
+    assert waiting_law(2, 0.8, 0.5) == pytest.approx(((p_md + 6.4 / 9) / 2, (r_md + 0.64) / 2), rel=1e-12)
+
+
+def test_prompts_joining_behind_share_the_step_by_hand():
+    # s = 500, C = 1000 (a step of x tokens takes x / 1000 s), J = 0, P_w = 1, U ~ U(0, 1),
+    # K | U ~ Poisson(2 U) prompts routed in behind while it waits: its step holds 500 tokens
+    # (0.5 s) when K = 0, 1,000 (1 s) when K >= 1. P(TTFT > 1.25) = P(K = 0, U > 0.75) +
+    # P(K >= 1, U > 0.25) = int_0.75^1 e^{-2u} du + int_0.25^1 (1 - e^{-2u}) du
+    # = (e^{-1.5} - e^{-2}) / 2 + 0.75 - (e^{-0.5} - e^{-2}) / 2 = 0.5583
+    law = RoutedPrefill(1.0, 0.0, 1.0, per_token_step, 500, 1000, joining_rps=2.0)
+    assert law.own_s(0, 0) == 0.5 and law.own_s(0, 1) == 1.0 and law.own_s(0, 5) == 1.0
+    expected = (math.exp(-1.5) - math.exp(-2.0)) / 2.0 + 0.75 - (math.exp(-0.5) - math.exp(-2.0)) / 2.0
+    assert law.tail(1.25) == pytest.approx(expected, rel=1e-12)
+    # the mean: E[U] + 0.5 + 0.5 P(K >= 1) = 0.5 + 0.5 + 0.5 (1 - int_0^1 e^{-2u} du) =
+    # 1.0 + 0.5 (1 - (1 - e^{-2}) / 2)
+    assert law.mean_s() == pytest.approx(1.0 + 0.5 * (1.0 - (1.0 - math.exp(-2.0)) / 2.0), rel=1e-12)
 
 
 @pytest.mark.slow

@@ -43,13 +43,26 @@ from dataclasses import dataclass, replace
 from functools import cached_property
 
 from optimizer.costs.serving import queueing as q
+from optimizer.costs.serving.disagg_mdk import md_k_decay, md_k_wait_probability
 from optimizer.costs.serving.knobs import ServingKnobs
 from optimizer.costs.serving.metrics import PERCENTILES, Replica, ServiceLoad, ServiceMetrics, predict
 
 _BISECTION_STEPS = 60
 _TAIL_TERMS = 200  # terms of the geometric sum over J (r^200 is negligible for r <= 0.9)
 _RELATIVE_TOLERANCE = 1e-7
+_NEGLIGIBLE = 1e-15
 _BATCH_ITERATIONS = 4
+
+
+def _poisson_at_least(n: int, mean: float) -> float:
+    """P(Poisson(mean) >= n)."""
+    if n <= 0:
+        return 1.0
+    term = total = math.exp(-mean)
+    for i in range(1, n):
+        term *= mean / i
+        total += term
+    return max(0.0, 1.0 - total)
 
 
 @dataclass(frozen=True)
@@ -62,22 +75,82 @@ class RoutedPrefill:
     step_s: Callable[[int], float]  # step(x, 0) of x prompt tokens, seconds
     prompt_tokens: int  # s
     budget_tokens: int  # C
+    joining_rps: float = 0.0  # lambda_b: prompts routed behind a waiting one, per second
 
     @cached_property
-    def _behind(self) -> dict[int, float]:
-        return {}  # behind_s by ``waiting``: the tail's bisection asks for the same terms again
+    def _own(self) -> dict[tuple[int, int], float]:
+        return {}  # own_s by (waiting, joined): the tail's bisection asks for the same terms again
+
+    def own_s(self, waiting: int, joined: int = 0) -> float:
+        """T(J, K): from the start of the queue's next step to the end of the step that
+        completes a prompt behind ``waiting`` prompts and ahead of ``joined`` (FCFS within C
+        tokens): G whole budget steps, then a step of the rest of the tokens up to it plus
+        those behind it, at most C (memoised per law)."""
+        known = self._own.get((waiting, joined))
+        if known is None:
+            s, budget = self.prompt_tokens, self.budget_tokens
+            tokens = (waiting + 1) * s
+            whole = -(-tokens // budget) - 1
+            last = min(budget, (waiting + 1 + joined) * s - whole * budget)
+            known = self._own[(waiting, joined)] = whole * self.step_s(budget) + self.step_s(last)
+        return known
 
     def behind_s(self, waiting: int) -> float:
-        """T(J): from the start of the queue's next step to the end of the last step of a
-        prompt behind ``waiting`` prompts: G whole budget steps, then the rest of the tokens
-        (memoised per law)."""
-        known = self._behind.get(waiting)
+        """T(J) = T(J, 0)."""
+        return self.own_s(waiting, 0)
+
+    @cached_property
+    def _caps(self) -> dict[int, int]:
+        return {}
+
+    def _joined_cap(self, waiting: int) -> int:
+        """The fewest prompts behind that fill the step completing this one (more add nothing),
+        cut where P(K >= n) is negligible for every U; 0 without joiners (memoised)."""
+        known = self._caps.get(waiting)
         if known is None:
-            tokens = (waiting + 1) * self.prompt_tokens
-            whole = -(-tokens // self.budget_tokens) - 1
-            known = self._behind[waiting] = (whole * self.step_s(self.budget_tokens)
-                                             + self.step_s(tokens - whole * self.budget_tokens))
+            s, budget = self.prompt_tokens, self.budget_tokens
+            whole = -(-((waiting + 1) * s) // budget) - 1
+            fill = max(0, -(-((whole + 1) * budget) // s) - (waiting + 1))
+            most = self.joining_rps * self.residual_s
+            known = self._caps[waiting] = (min(fill, math.ceil(most + 10.0 * math.sqrt(most) + 10.0))
+                                           if most > 0.0 else 0)
         return known
+
+    @cached_property
+    def _at_least_top(self) -> tuple[float, ...]:
+        """G(kappa + 1, lambda_b U_max) = P(Poisson(lambda_b U_max) >= kappa + 1), kappa < the
+        largest cap the law can ask for."""
+        most = self.joining_rps * self.residual_s
+        n = math.ceil(most + 10.0 * math.sqrt(most) + 10.0) if most > 0.0 else 0
+        return tuple(_poisson_at_least(kappa + 1, most) for kappa in range(n))
+
+    def _over(self, waiting: int, t: float) -> float:
+        """P(U + T(waiting, K) > t), U ~ uniform(0, residual_s), K | U ~ Poisson(joining_rps U):
+        with G(n, x) = P(Poisson(x) >= n), int_low^top P(K = kappa | u) du / top =
+        (G(kappa + 1, lam top) - G(kappa + 1, lam low)) / (lam top)."""
+        top, lam = self.residual_s, self.joining_rps
+        cap = self._joined_cap(waiting)
+        if cap == 0:
+            rest = t - self.own_s(waiting, 0)
+            return 1.0 if rest <= 0.0 else max(0.0, 1.0 - rest / top) if top > 0.0 else 0.0
+        lam_top, at_top = lam * top, self._at_least_top
+        def share(kappa: int, low: float) -> float:  # int_low^top P(K = kappa | u) du / top
+            return (at_top[kappa] - _poisson_at_least(kappa + 1, lam * low)) / lam_top
+        total = 0.0
+        for kappa in range(cap):
+            total += share(kappa, min(max(t - self.own_s(waiting, kappa), 0.0), top))
+        low = min(max(t - self.own_s(waiting, cap), 0.0), top)  # K >= cap: P(U > low) less the others
+        return total + max(0.0, 1.0 - low / top - sum(share(kappa, low) for kappa in range(cap)))
+
+    def _mean_own_s(self, waiting: int) -> float:
+        """E[T(waiting, K)] over U and K."""
+        top, lam = self.residual_s, self.joining_rps
+        cap = self._joined_cap(waiting)
+        if cap == 0:
+            return self.own_s(waiting, 0)
+        shares = [(_poisson_at_least(kappa + 1, lam * top)) / (lam * top) for kappa in range(cap)]
+        return (sum(w * self.own_s(waiting, kappa) for kappa, w in enumerate(shares))
+                + max(0.0, 1.0 - sum(shares)) * self.own_s(waiting, cap))
 
     def length_biased_step_s(self) -> float:
         """E[T^2] / E[T] of the step under way, T = T(J') with J' of J's law (twice the mean
@@ -95,22 +168,24 @@ class RoutedPrefill:
         idle = (1.0 - self.p_wait) * (1.0 if t < self.behind_s(0) else 0.0)
         total, weight = 0.0, 1.0 - self.ratio
         for j in range(_TAIL_TERMS):
-            rest = t - self.behind_s(j)
-            if rest <= 0.0:  # this term and every further one exceed t: close the sum
+            if t <= self.behind_s(j):  # this term and every further one exceed t: close the sum
                 total += weight / (1.0 - self.ratio)
                 break
-            total += weight * max(0.0, 1.0 - rest / self.residual_s)
+            total += weight * self._over(j, t)
             weight *= self.ratio
+            if weight < _NEGLIGIBLE:  # what is left of J's law (weight / (1 - r)) is negligible
+                break
         return idle + self.p_wait * total
 
     def mean_s(self) -> float:
         """E[TTFT] (J's law cut at ``_TAIL_TERMS`` terms)."""
-        behind = sum((1.0 - self.ratio) * self.ratio ** j * self.behind_s(j) for j in range(_TAIL_TERMS))
+        behind = sum((1.0 - self.ratio) * self.ratio ** j * self._mean_own_s(j) for j in range(_TAIL_TERMS)
+                     if self.ratio ** j > 1e-15 or j == 0)
         return (1.0 - self.p_wait) * self.behind_s(0) + self.p_wait * (self.residual_s / 2.0 + behind)
 
     def quantile_s(self, quantile: float) -> float:
         """The t with P(TTFT > t) = 1 - quantile, by bisection (the tail decreases in t)."""
-        low, high = 0.0, self.residual_s + self.behind_s(1)
+        low, high = 0.0, self.residual_s + self.own_s(1, self._joined_cap(1))
         while self.tail(high) > 1.0 - quantile:
             low, high = high, 2.0 * high
         for _ in range(_BISECTION_STEPS):
@@ -119,17 +194,28 @@ class RoutedPrefill:
         return high
 
 
+def waiting_law(servers: int, rho: float, cv2: float) -> tuple[float, float]:
+    """(P_w, r): M/D/k's (prompts of one length: one fixed service time; ``disagg_mdk``)
+    P(every queue busy) and per-queue tail ratio sigma^k, linear in cv^2 toward M/M/k's
+    (Erlang C, rho^k), M/M/k's from cv^2 = 1 on."""
+    k, weight = servers, min(max(cv2, 0.0), 1.0)
+    if rho <= 0.0:
+        return 0.0, 0.0
+    p_md, r_md = md_k_wait_probability(k, k * rho), md_k_decay(rho) ** k
+    p_mm, r_mm = (q.erlang_c(k, k * rho) if k > 1 else rho), rho ** k
+    return (1.0 - weight) * p_md + weight * p_mm, (1.0 - weight) * r_md + weight * r_mm
+
+
 def routed_prefill(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rho: float,
                    rate_per_queue: float) -> RoutedPrefill:
     """The law's figures at a queue utilisation ``rho`` (``metrics.predict``'s)."""
     k, budget, s = rep.queues, knobs.prefill_chunk_tokens, load.prompt_tokens
-    ratio = rho ** k
     def step_s(tokens: int) -> float:
         return rep.step_ns(knobs, tokens, 0, load.decode_context_tokens) * 1e-9
-    p_wait = q.erlang_c(k, k * rho) if k > 1 else rho
+    if rho >= 1.0:
+        return RoutedPrefill(1.0, 1.0, 0.0, step_s, s, budget)
+    p_wait, ratio = waiting_law(k, rho, load.prompt_cv2)
     law = RoutedPrefill(p_wait, ratio, 0.0, step_s, s, budget)
-    if ratio >= 1.0:
-        return law
 
     def under_way_s(waiting: float) -> float:  # the step(s) of a batch of 1 + waiting prompts
         batch = s * (1.0 + waiting)
@@ -141,7 +227,7 @@ def routed_prefill(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rho: fl
     waiting = 0.0
     for _ in range(_BATCH_ITERATIONS):
         waiting = busy_rate * under_way_s(waiting) / 2.0
-    law = replace(law, ratio=min(ratio, waiting / (1.0 + waiting)))
+    law = replace(law, ratio=min(ratio, waiting / (1.0 + waiting)), joining_rps=busy_rate)
     return replace(law, residual_s=law.length_biased_step_s() + step_s(s) * load.prompt_cv2)
 
 def predict_prefill_only(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: float) -> ServiceMetrics:
