@@ -122,6 +122,16 @@ def test_prompts_joining_behind_share_the_step_by_hand():
     assert law.mean_s() == pytest.approx(1.0 + 0.5 * (1.0 - (1.0 - math.exp(-2.0)) / 2.0), rel=1e-12)
 
 
+def test_joiners_dealt_over_the_queues_by_hand():
+    # as above, but N ~ Poisson(2 U) prompts reach the k = 2 busy queues and this one takes
+    # every second: K = floor(N / 2), K >= 1 iff N >= 2, P(N < 2 | u) = e^{-2u} (1 + 2u), whose
+    # integral is -e^{-2u} (1 + u). P(TTFT > 1.25) = int_0.75^1 P(N < 2) du + int_0.25^1 P(N >= 2) du
+    # = (1.75 e^{-1.5} - 2 e^{-2}) + 0.75 - (1.25 e^{-0.5} - 2 e^{-2}) = 0.75 + 1.75 e^{-1.5} - 1.25 e^{-0.5}
+    law = RoutedPrefill(1.0, 0.0, 1.0, per_token_step, 500, 1000, joining_rps=2.0, deal=2)
+    expected = 0.75 + 1.75 * math.exp(-1.5) - 1.25 * math.exp(-0.5)
+    assert law.tail(1.25) == pytest.approx(expected, rel=1e-12)
+
+
 def solved_plan(tmp_path: Path, source: str, gpus: int | None = None, rate: float | None = None
                 ) -> tuple[dict, Path, dict]:
     """(instance document, plan path, plan metrics) of ``moeopt solve --mode disagg``."""

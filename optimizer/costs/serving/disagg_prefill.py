@@ -83,7 +83,8 @@ class RoutedPrefill:
     step_s: Callable[[int], float]  # step(x, 0) of x prompt tokens, seconds
     prompt_tokens: int  # s
     budget_tokens: int  # C
-    joining_rps: float = 0.0  # lambda_b: prompts routed behind a waiting one, per second
+    joining_rps: float = 0.0  # k lambda_b: prompts routed to the busy queues while one waits, per second
+    deal: int = 1  # k: its queue takes every k-th of them (K = floor(N / k))
 
     @cached_property
     def _own(self) -> dict[tuple[int, int], float]:
@@ -119,44 +120,47 @@ class RoutedPrefill:
             s, budget = self.prompt_tokens, self.budget_tokens
             whole = -(-((waiting + 1) * s) // budget) - 1
             fill = max(0, -(-((whole + 1) * budget) // s) - (waiting + 1))
-            most = self.joining_rps * self.residual_s
+            most = self.joining_rps * self.residual_s / self.deal
             known = self._caps[waiting] = (min(fill, math.ceil(most + 10.0 * math.sqrt(most) + 10.0))
                                            if most > 0.0 else 0)
         return known
 
     @cached_property
-    def _at_least_top(self) -> tuple[float, ...]:
-        """G(kappa + 1, lambda_b U_max) = P(Poisson(lambda_b U_max) >= kappa + 1), kappa < the
-        largest cap the law can ask for."""
-        most = self.joining_rps * self.residual_s
-        n = math.ceil(most + 10.0 * math.sqrt(most) + 10.0) if most > 0.0 else 0
-        return tuple(_poisson_at_least(kappa + 1, most) for kappa in range(n))
+    def _at_top(self) -> dict[int, float]:
+        return {}  # G(n, c U_max) by n
+
+    def _share(self, kappa: int, low: float) -> float:
+        """int_low^U_max P(K = kappa | u) du / U_max with K = floor(N / d), N ~ Poisson(c u):
+        sum over n = kappa d .. kappa d + d - 1 of (G(n + 1, c U_max) - G(n + 1, c low)) / (c U_max),
+        G(n, x) = P(Poisson(x) >= n) (int_0^x P(Poisson(y) = n) dy = G(n + 1, x))."""
+        c, top, d = self.joining_rps, self.residual_s, self.deal
+        total = 0.0
+        for n in range(kappa * d + 1, kappa * d + d + 1):
+            at_top = self._at_top.get(n)
+            if at_top is None:
+                at_top = self._at_top[n] = _poisson_at_least(n, c * top)
+            total += at_top - _poisson_at_least(n, c * low)
+        return total / (c * top)
 
     def _over(self, waiting: int, t: float) -> float:
-        """P(U + T(waiting, K) > t), U ~ uniform(0, residual_s), K | U ~ Poisson(joining_rps U):
-        with G(n, x) = P(Poisson(x) >= n), int_low^top P(K = kappa | u) du / top =
-        (G(kappa + 1, lam top) - G(kappa + 1, lam low)) / (lam top)."""
-        top, lam = self.residual_s, self.joining_rps
+        """P(U + T(waiting, K) > t), U ~ uniform(0, residual_s), K | U as ``_share`` says."""
+        top = self.residual_s
         cap = self._joined_cap(waiting)
         if cap == 0:
             rest = t - self.own_s(waiting, 0)
             return 1.0 if rest <= 0.0 else max(0.0, 1.0 - rest / top) if top > 0.0 else 0.0
-        lam_top, at_top = lam * top, self._at_least_top
-        def share(kappa: int, low: float) -> float:  # int_low^top P(K = kappa | u) du / top
-            return (at_top[kappa] - _poisson_at_least(kappa + 1, lam * low)) / lam_top
         total = 0.0
         for kappa in range(cap):
-            total += share(kappa, min(max(t - self.own_s(waiting, kappa), 0.0), top))
+            total += self._share(kappa, min(max(t - self.own_s(waiting, kappa), 0.0), top))
         low = min(max(t - self.own_s(waiting, cap), 0.0), top)  # K >= cap: P(U > low) less the others
-        return total + max(0.0, 1.0 - low / top - sum(share(kappa, low) for kappa in range(cap)))
+        return total + max(0.0, 1.0 - low / top - sum(self._share(kappa, low) for kappa in range(cap)))
 
     def _mean_own_s(self, waiting: int) -> float:
         """E[T(waiting, K)] over U and K."""
-        top, lam = self.residual_s, self.joining_rps
         cap = self._joined_cap(waiting)
         if cap == 0:
             return self.own_s(waiting, 0)
-        shares = [(_poisson_at_least(kappa + 1, lam * top)) / (lam * top) for kappa in range(cap)]
+        shares = [self._share(kappa, 0.0) for kappa in range(cap)]
         return (sum(w * self.own_s(waiting, kappa) for kappa, w in enumerate(shares))
                 + max(0.0, 1.0 - sum(shares)) * self.own_s(waiting, cap))
 
@@ -235,7 +239,7 @@ def routed_prefill(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rho: fl
     waiting = 0.0
     for _ in range(_BATCH_ITERATIONS):
         waiting = busy_rate * under_way_s(waiting) / 2.0
-    law = replace(law, ratio=min(ratio, waiting / (1.0 + waiting)), joining_rps=busy_rate)
+    law = replace(law, ratio=min(ratio, waiting / (1.0 + waiting)), joining_rps=k * busy_rate, deal=k)
     return replace(law, residual_s=law.length_biased_step_s() + step_s(s) * load.prompt_cv2)
 
 def predict_prefill_only(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: float) -> ServiceMetrics:
