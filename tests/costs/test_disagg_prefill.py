@@ -15,7 +15,14 @@ from click.testing import CliRunner
 from benchmarks.bench_disagg_agreement import prefill_ttft_s, simulate_at
 from optimizer.cli.main import main
 from optimizer.costs.serving.disagg_mdk import md_k_decay, md_k_wait_probability
-from optimizer.costs.serving.disagg_prefill import RoutedPrefill, waiting_law
+from optimizer.costs.serving.disagg_prefill import (
+    RoutedPrefill,
+    meets_prefill_slo,
+    predict_prefill_only,
+    waiting_law,
+)
+from optimizer.costs.serving.knobs import ServingKnobs
+from optimizer.costs.serving.metrics import Replica, ServiceLoad, Slo, meets
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -74,7 +81,7 @@ def iterated_md_k(servers: int, offered_load: float, states: int = 600) -> np.nd
         base[0] = dist[: servers + 1].sum()
         base[1: states - servers] = dist[servers + 1:]
         new = np.convolve(base, pois)[:states]
-        if np.abs(new - dist).sum() < 1e-15:
+        if np.abs(new - dist).sum() < 1e-13:
             break
         dist = new
     return dist
@@ -130,6 +137,30 @@ def test_joiners_dealt_over_the_queues_by_hand():
     law = RoutedPrefill(1.0, 0.0, 1.0, per_token_step, 500, 1000, joining_rps=2.0, deal=2)
     expected = 0.75 + 1.75 * math.exp(-1.5) - 1.25 * math.exp(-0.5)
     assert law.tail(1.25) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("queues, chunk, prompt", [(1, 1000, 2000), (4, 8192, 4000), (2, 16384, 4000), (8, 4096, 4000)])
+def test_one_tail_evaluation_judges_the_slo_as_the_quantiles_do(queues, chunk, prompt):
+    """meets_prefill_slo (the goodput bisection's test: P(TTFT > SLO) <= 1 - q) against meets()
+    of the full prediction (TTFT_q by bisection on the tail) over rates up to saturation and
+    SLOs around the predicted TTFTs, on a step of 10 ms + 10 us per token."""
+    def per_token(knobs, c, n, ctx):
+        return 10_000_000 + 10_000 * (c + n)
+    rep = Replica(per_token, queues=queues, gpus=8)
+    knobs = ServingKnobs(256, chunk, 1, 1)
+    load = ServiceLoad(prompt_tokens=prompt, output_tokens=1)
+    capacity = queues / (per_token(knobs, prompt, 0, 0) * 1e-9)
+    checked = 0
+    for rate in np.linspace(0.02, 1.1, 28) * capacity:
+        m = predict_prefill_only(rep, knobs, load, rate)
+        for p in (50, 90, 99):
+            for ttft in (m.ttft_at(p) * f for f in (0.9, 0.999, 1.001, 1.1) if m.stable and math.isfinite(m.ttft_at(p))):
+                slo = Slo(ttft, None, None, p)
+                assert meets_prefill_slo(rep, knobs, load, rate, slo) == meets(m, slo, load), (rate, p, ttft)
+                checked += 1
+        slo = Slo(1.0, None, None, 90)
+        assert meets_prefill_slo(rep, knobs, load, rate, slo) == meets(m, slo, load)
+    assert checked > 150
 
 
 def solved_plan(tmp_path: Path, source: str, gpus: int | None = None, rate: float | None = None
