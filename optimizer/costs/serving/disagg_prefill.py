@@ -173,6 +173,8 @@ class RoutedPrefill:
             t = self.behind_s(j)
             first, second = first + weight * t, second + weight * t * t
             weight *= self.ratio
+            if weight < _NEGLIGIBLE:  # the rest of J's law adds nothing a float can hold
+                break
         return second / first
 
     def tail(self, t: float) -> float:
