@@ -40,7 +40,10 @@ def _inner_roots(servers: int, rho: float) -> np.ndarray:
         z = turn * np.exp(rho * (z - 1.0))
     for _ in range(_NEWTON_STEPS):  # then Newton on z - w^m exp(rho (z - 1))
         image = turn * np.exp(rho * (z - 1.0))
-        z = z - (z - image) / (1.0 - rho * image)
+        step = (z - image) / (1.0 - rho * image)
+        z = z - step
+        if np.abs(step).max() < 1e-15:  # quadratic convergence: the next step is nothing
+            break
     return z
 
 
