@@ -6,7 +6,9 @@ configuration (``costs.serving.search.prepared_groups``), sorted by an upper bou
 goodput: the lesser of the widest tuple's sustainable rate (goodput needs a steady state; a
 prefill capacity from full C-token steps is NOT a bound since short prompts share steps with
 the prompts that arrived meanwhile) and ``disagg_decode.decode_rate_bound`` (the decode side
-within the TPOT SLO). Groups whose bound is below R are ruled out at once; the
+within the TPOT SLO). Groups whose bound is below R are ruled out at once (the decode
+bound, cheap, first: the sustainable rate, a bisection, is computed only for groups whose
+decode bound reaches R, which ranks the same groups in the same order); the
 others are judged by ONE prediction of their widest knob tuple at R (meeting the SLOs is
 monotone in the rate: goodput >= R exactly when the SLOs hold at R; the widest tuple has the
 group's highest goodput). The first count with a group serving R is the answer, proven fewest
@@ -38,7 +40,8 @@ class _Group:
     deg: object
     knobs: list
     rep: object
-    bound_rps: float
+    decode_bound_rps: float  # decode_rate_bound of the widest tuple (cheap): bound_rps <= it
+    bound_rps: float | None = None  # group_bound_rps, computed when a rate needs it
     serves_up_to: float = 0.0  # the largest rate seen to meet every SLO (widest knobs)
     fails_from: float = float("inf")  # the smallest rate seen to miss one
 
@@ -59,18 +62,21 @@ class AggSize:
     unexamined_from: int | None = None  # the first count the time limit left unexamined
 
 
+def _decode_bound_rps(rep, widest, load: ServiceLoad, slo: Slo) -> float:
+    """The decode side's rate within the TPOT SLO (``disagg_decode.decode_rate_bound``)."""
+    context = load.decode_context_tokens
+
+    def step(decodes: int) -> int:
+        return rep.step_ns(widest, 0, decodes, context)
+    return decode_rate_bound(step, rep.queues, load.output_tokens, widest.max_running_requests, slo.max_tpot_ms)
+
+
 def group_bound_rps(rep, knobs: list, load: ServiceLoad, slo: Slo) -> float:
     """Upper bound on the goodput of a knob group (module doc): the widest tuple's sustainable
     rate (goodput needs a steady state, and B only caps the running decodes, so no tuple of
     the group sustains more) and the decode side's rate within the TPOT SLO."""
     widest = max(knobs, key=lambda k: k.max_running_requests)
-    context = load.decode_context_tokens
-
-    def step(decodes: int) -> int:
-        return rep.step_ns(widest, 0, decodes, context)
-    return min(sustainable_rps(rep, widest, load),
-               decode_rate_bound(step, rep.queues, load.output_tokens, widest.max_running_requests,
-                                 slo.max_tpot_ms))
+    return min(sustainable_rps(rep, widest, load), _decode_bound_rps(rep, widest, load, slo))
 
 
 class AggSizer:
@@ -92,10 +98,28 @@ class AggSizer:
                 _, more = placements(inst, missing)
                 self.ranks.update(more)
             prepared, _ = prepared_groups(inst, gpus, self.load, self.loads, self.ranks, degrees)
-            groups = [_Group(deg, knobs, rep, group_bound_rps(rep, knobs, self.load, self.slo))
-                      for deg, knobs, rep in prepared]
-            self.groups[gpus] = sorted(groups, key=lambda g: -g.bound_rps)
+            self.groups[gpus] = [
+                _Group(deg, knobs, rep,
+                       _decode_bound_rps(rep, max(knobs, key=lambda k: k.max_running_requests), self.load, self.slo))
+                for deg, knobs, rep in prepared]
         return self.groups[gpus]
+
+    def _bound(self, group: _Group) -> float:
+        if group.bound_rps is None:
+            group.bound_rps = min(sustainable_rps(group.rep, group.widest, self.load), group.decode_bound_rps)
+        return group.bound_rps
+
+    def bound_rps(self, gpus: int) -> float:
+        """The largest group bound on ``gpus`` GPUs (every bound computed)."""
+        return max((self._bound(g) for g in self._groups(gpus)), default=0.0)
+
+    def _ranked(self, gpus: int, rate_rps: float) -> list[_Group]:
+        """The groups whose bound reaches ``rate_rps``, highest bound first (ties in the
+        prepared order). The sustainable rate, the costly half of a bound, is computed only
+        for groups whose decode bound reaches the rate: the others' bound is below it anyway,
+        so the groups ranked and their order are those of sorting every bound."""
+        live = [g for g in self._groups(gpus) if g.decode_bound_rps >= rate_rps]
+        return [g for g in sorted(live, key=lambda g: -self._bound(g)) if g.bound_rps >= rate_rps]
 
     def _meets(self, group: _Group, rate_rps: float) -> bool:
         """Whether the group's widest knobs meet every SLO at ``rate_rps``: one prediction
@@ -114,9 +138,7 @@ class AggSizer:
 
     def _serves(self, gpus: int, rate_rps: float, out_of_time) -> tuple[_Group | None, bool]:
         """(a group serving the rate on ``gpus`` GPUs, examined completely?)."""
-        for group in self._groups(gpus):
-            if group.bound_rps < rate_rps:
-                break  # sorted by bound: no later group can serve the rate either
+        for group in self._ranked(gpus, rate_rps):  # no other group can serve the rate
             if out_of_time():
                 return None, False
             if self._meets(group, rate_rps):
@@ -233,7 +255,7 @@ def size_rows(inst: Instance, instance_path: str, rates: list[float], allowed: l
         top = allowed[-1]
         for row in rows:
             if row["agg"]["num_gpus"] is None and row["agg"]["status"] == "infeasible":
-                bound = max((g.bound_rps for g in agg._groups(top)), default=0.0)
+                bound = agg.bound_rps(top)
                 row["why_not"] = (f"no allowed count up to {top} GPUs serves it: aggregated goodput on "
                                   f"{top} GPUs <= {bound:.4g} requests/s (bound)")
     for row in rows:

@@ -23,7 +23,7 @@ def test_group_bound_is_above_every_group_goodput():
         for group in sizer._groups(gpus):
             for knobs in group.knobs:
                 good = goodput_rps(group.rep, knobs, sizer.load, sizer.slo)
-                assert good <= group.bound_rps * (1 + 1e-9), (group.deg, knobs)
+                assert good <= sizer._bound(group) * (1 + 1e-9), (group.deg, knobs)
                 checked += 1
     assert checked > 100
 
@@ -42,3 +42,19 @@ def test_scan_answer_is_the_smallest_count_reaching_the_rate():
         assert answer.num_gpus == expected
         assert answer.status == ("optimal" if expected else "infeasible")
         assert answer.ruled_out == [n for n in counts if expected is None or n < expected]
+
+
+@pytest.mark.slow
+def test_ranked_groups_are_those_of_sorting_every_bound():
+    """The scan computes a group's sustainable rate only when its decode bound reaches the
+    rate; the groups it ranks, and their order, must be those of sorting every full bound."""
+    inst = Instance.model_validate(tiny_disagg())
+    sizer = AggSizer(inst, [2, 4])
+    for gpus in (2, 4):
+        bounds = [sizer._bound(g) for g in sizer._groups(gpus)]  # every bound, prepared order
+        order = sorted(range(len(bounds)), key=lambda i: -bounds[i])
+        groups = sizer._groups(gpus)
+        assert all(b <= g.decode_bound_rps for b, g in zip(bounds, groups))
+        for rate in sorted({0.0, *bounds, *(b * 1.01 for b in bounds)}):
+            expected = [groups[i] for i in order if bounds[i] >= rate]
+            assert sizer._ranked(gpus, rate) == expected, rate

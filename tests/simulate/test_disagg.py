@@ -253,3 +253,25 @@ def test_roles_are_checked():
         simulate(pool(PREFILL, 4), requests([10], [2], [0]))
     with pytest.raises(ValueError):
         simulate_disagg(pool(BOTH, 4), pool(DECODE, 4), constant_transfer, requests([10], [2], [0]))
+
+
+def test_first_tokens_do_not_depend_on_the_decode_pool():
+    """The prefill pool never waits on the decode pool (a transfer is a pure delay and frees
+    the prefill slot when it ends), so every request's first token comes at the same time
+    when it has one output token (it leaves at the end of its transfer) as when it has many
+    and a decode pool short of slots and KV queues it: benchmarks/bench_disagg_agreement.py
+    reads TTFT from long prefill-only runs on this ground. Poisson arrivals on 3 prefill
+    queues (C = 100, B = 4) under load, a decode pool of 1 queue, B = 2, 40 tokens of KV."""
+    rng = np.random.default_rng(7)
+    n = 400
+    prompts = rng.integers(20, 180, n)
+    arrivals_ms = np.cumsum(rng.exponential(1.2, n))
+    many = requests(prompts, rng.integers(2, 60, n), arrivals_ms)
+    one = requests(prompts, np.ones(n, dtype=np.int64), arrivals_ms)
+    prefill, decode = pool(PREFILL, 4, queues=3), pool(DECODE, 2, kv_tokens=400)
+    full = simulate_disagg(prefill, decode, constant_transfer, many)
+    alone = simulate_disagg(prefill, decode, constant_transfer, one)
+    assert not full.rejected.any() and full.pools[1].preemptions > 0  # the decode pool is squeezed
+    assert (full.finish_ns - full.first_token_ns).max() > 50 * MS  # and long lived
+    np.testing.assert_array_equal(full.first_token_ns, alone.first_token_ns)
+    np.testing.assert_array_equal(alone.finish_ns, alone.first_token_ns)

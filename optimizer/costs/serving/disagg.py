@@ -33,7 +33,7 @@ from optimizer.costs.serving.disagg_decode import (
     meets_tpot,
     predict_decode,
 )
-from optimizer.costs.serving.disagg_prefill import largest_rate, predict_prefill_only
+from optimizer.costs.serving.disagg_prefill import largest_rate, meets_prefill_slo, predict_prefill_only
 from optimizer.costs.serving.knobs import (
     CHUNK_TOKENS,
     MAX_RUNNING_CAP,
@@ -49,7 +49,6 @@ from optimizer.costs.serving.metrics import (
     ServiceLoad,
     ServiceMetrics,
     Slo,
-    meets,
     sustainable_rps,
 )
 from optimizer.costs.units import rate_to_int, token_rate_to_int
@@ -214,7 +213,7 @@ def evaluate_prefill(deg: Degrees, knobs: ServingKnobs, rep: Replica, load: Serv
         if seconds not in by_seconds:
             budget = prefill_slo(slo, seconds)
             def ok(r, b=budget):
-                return meets(predict_prefill_only(rep, knobs, pl, r), b, pl)
+                return meets_prefill_slo(rep, knobs, pl, r, b)
             good = largest_rate(ok, capacity)
             n = min_replicas(ok, rate_rps, good)
             by_seconds[seconds] = (good, n)
