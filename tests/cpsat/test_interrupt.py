@@ -61,12 +61,36 @@ def slow_instance(tmp: Path) -> Path:
     return path
 
 
+def _sigint_as_in_a_terminal() -> None:
+    """In the child before exec: Ctrl-C delivered as in a terminal. A process started with
+    SIGINT ignored (a pytest-xdist worker, nohup, a background shell) passes that on to its
+    children, and Python then installs no KeyboardInterrupt handler at all."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.fixture(autouse=True)
+def _sigint_raises_keyboard_interrupt():
+    """In this process too (the in-process tests send SIGINT to themselves): Python's
+    default handler for the test's duration when the runner ignores SIGINT."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if previous == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 class Run:
     """A ``moeopt`` subprocess whose stderr is read line by line as it comes."""
 
     def __init__(self, *args, cwd: Path):
         self.proc = subprocess.Popen(MOEOPT + [str(a) for a in args], cwd=cwd, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, start_new_session=True)
+                                     stderr=subprocess.PIPE, text=True, start_new_session=True,
+                                     preexec_fn=_sigint_as_in_a_terminal)
         self.lines: list[str] = []
         self._out: list[str] = []
         self._seen = threading.Condition()
