@@ -5,13 +5,12 @@ pools (they once printed 1x2 + 3x2 and 2x1 + 6x1 for one tiny instance under loa
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 
 from optimizer.costs.layout import Degrees
 from optimizer.costs.serving.disagg import INTRA_NODE, DecodeCandidate, PrefillCandidate, TransferClass
 from optimizer.cpsat.disagg_model import DisaggModel
+from tests.cpsat.test_disagg_model import _pairs
 
 DEG = Degrees(1, 1, 1, 1, 1, 1, 1)
 ORDER = [("goodput", "max"), ("throughput", "max"), ("gpus", "min")]
@@ -38,21 +37,12 @@ def _tied():
 
 
 def _brute_force_choice(prefill, decode, budget):
-    """The rule applied to every optimum by enumeration."""
-    best_score, keys = None, []
-    for (i, p), (j, d) in itertools.product(enumerate(prefill), enumerate(decode)):
-        if min(p.gpus, d.gpus) != p.transfer.links:
-            continue
-        for xp in range(1, budget // p.gpus + 1):
-            for xd in range(1, (budget - xp * p.gpus) // d.gpus + 1):
-                gpus = xp * p.gpus + xd * d.gpus
-                score = (min(xp * p.goodput_score, xd * d.goodput_score),
-                         min(xp * p.throughput_score, xd * d.throughput_score), -gpus)
-                key = (xp + xd, xp, j, i)
-                if best_score is None or score > best_score:
-                    best_score, keys = score, [key]
-                elif score == best_score:
-                    keys.append(key)
+    """The rule applied to every optimum by enumeration (``_pairs``: every feasible pair and
+    count with its goodput, throughput and GPUs)."""
+    scored = [((g, t, -gpus), (xp + xd, xp, j, i))
+              for (g, t, gpus), (i, j, xp, xd) in _pairs(prefill, decode, budget, budget, True)]
+    best = max(score for score, _ in scored)
+    keys = [key for score, key in scored if score == best]
     return min(keys), len(keys)
 
 
