@@ -49,12 +49,12 @@ def peak_memory_bytes(inst: Instance, plan: Plan, knobs: ServingKnobs, load: Ser
 def runtime_pool_check(mem: ReplicaMemory, knobs: ServingKnobs, prefix: str = "") -> Check | None:
     """With ``hardware.kv_pool_runtime``: the B requests' KV caches at their final context
     against the pool that runtime carves out beside a step of C tokens (None without one)."""
-    pool = mem.runtime_pool
-    if pool is None:
+    have = mem.runtime_kv_pool_bytes(knobs.prefill_chunk_tokens)
+    if have is None:
         return None
     need = knobs.max_running_requests * mem.kv_bytes_per_request
-    have = pool.kv_pool_bytes(mem.activation_bytes_per_token * knobs.prefill_chunk_tokens)
-    return Check(f"{prefix}kv_pool_of_{pool.runtime}", bytes_to_gb(need), bytes_to_gb(have), "GB", need <= have)
+    return Check(f"{prefix}kv_pool_of_{mem.runtime_pool.runtime}", bytes_to_gb(need), bytes_to_gb(have), "GB",
+                 need <= have)
 
 
 def service_metrics(c: ServiceCandidate, memory_bytes: int) -> dict[str, float]:

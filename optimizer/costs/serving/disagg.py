@@ -33,7 +33,7 @@ from optimizer.costs.serving.disagg_decode import (
     meets_tpot,
     predict_decode,
 )
-from optimizer.costs.serving.disagg_prefill import largest_rate, meets_prefill_slo, predict_prefill_only
+from optimizer.costs.serving.disagg_prefill import largest_rate_below, meets_prefill_slo, predict_prefill_only
 from optimizer.costs.serving.knobs import (
     CHUNK_TOKENS,
     MAX_RUNNING_CAP,
@@ -214,7 +214,7 @@ def evaluate_prefill(deg: Degrees, knobs: ServingKnobs, rep: Replica, load: Serv
             budget = prefill_slo(slo, seconds)
             def ok(r, b=budget):
                 return meets_prefill_slo(rep, knobs, pl, r, b)
-            good = largest_rate(ok, capacity)
+            good = largest_rate_below(ok, capacity)
             n = min_replicas(ok, rate_rps, good)
             by_seconds[seconds] = (good, n)
         good, n = by_seconds[seconds]

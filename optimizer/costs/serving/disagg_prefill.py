@@ -279,9 +279,10 @@ def meets_prefill_slo(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate
     return law.tail(slo.max_ttft_s) <= 1.0 - slo.percentile / 100
 
 
-def largest_rate(ok, high_rps: float) -> float:
+def largest_rate_below(ok, high_rps: float) -> float:
     """Largest rate in [0, high_rps] with ok(rate), for ok true below a threshold and false
-    above; bisection to ``_RELATIVE_TOLERANCE`` of ``high_rps`` (the lower end)."""
+    above; bisection to ``_RELATIVE_TOLERANCE`` of ``high_rps`` (the lower end). Capped at a
+    known capacity, unlike ``metrics.largest_rate``, which doubles from a start rate."""
     if high_rps <= 0.0:
         return 0.0
     if ok(high_rps):

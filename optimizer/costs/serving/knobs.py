@@ -64,6 +64,13 @@ class ReplicaMemory:
     capacity_bytes: int
     runtime_pool: RuntimePool | None = None  # hardware.kv_pool_runtime's rule, if given
 
+    def runtime_kv_pool_bytes(self, step_tokens: int) -> float | None:
+        """The KV pool ``runtime_pool``'s runtime holds beside a step of ``step_tokens``
+        (None without a runtime's rule)."""
+        if self.runtime_pool is None:
+            return None
+        return self.runtime_pool.kv_pool_bytes(self.activation_bytes_per_token * step_tokens)
+
     def peak_bytes(self, running: int, step_tokens: int) -> int:
         """Bytes at the peak: B requests at their final context, a step of C tokens."""
         return (self.fixed_bytes + self.activation_bytes_per_token * step_tokens
@@ -98,14 +105,14 @@ def prefill_micro_batches(pp: int, max_micro_batches: int) -> int:
 def largest_running_cap(mem: ReplicaMemory, chunk_tokens: int) -> int:
     """Largest B whose peak fits the capacity and, with a runtime's rule, whose KV caches
     fit that runtime's pool beside a step of C tokens (0 when none does)."""
-    step_bytes = mem.activation_bytes_per_token * chunk_tokens
-    room = mem.capacity_bytes - mem.fixed_bytes - step_bytes
+    room = mem.capacity_bytes - mem.fixed_bytes - mem.activation_bytes_per_token * chunk_tokens
     per_request = mem.kv_bytes_per_request
     if per_request <= 0:
         return MAX_RUNNING_CAP
     cap = max(0, room // per_request)
-    if mem.runtime_pool is not None:
-        cap = min(cap, max(0, int(mem.runtime_pool.kv_pool_bytes(step_bytes) // per_request)))
+    pool = mem.runtime_kv_pool_bytes(chunk_tokens)
+    if pool is not None:
+        cap = min(cap, max(0, int(pool // per_request)))
     return cap
 
 
