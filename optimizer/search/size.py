@@ -2,19 +2,17 @@
 disaggregated.
 
 Aggregated: the allowed GPU counts in increasing order; on each, the knob groups of every
-configuration (``costs.serving.search.prepared_groups``), sorted by an upper bound on their
-goodput: the lesser of the widest tuple's sustainable rate (goodput needs a steady state; a
-prefill capacity from full C-token steps is NOT a bound since short prompts share steps with
-the prompts that arrived meanwhile) and ``disagg_decode.decode_rate_bound`` (the decode side
-within the TPOT SLO). Groups whose bound is below R are ruled out at once (the decode
-bound, cheap, first: the sustainable rate, a bisection, is computed only for groups whose
-decode bound reaches R, which ranks the same groups in the same order); the
-others are judged by ONE prediction of their widest knob tuple at R (meeting the SLOs is
-monotone in the rate: goodput >= R exactly when the SLOs hold at R; the widest tuple has the
-group's highest goodput). The first count with a group serving R is the answer, proven fewest
-when every smaller allowed count was ruled out completely; what each group was seen to serve
-or miss is kept across rates (``--rate-range``). Out of time, the answer is "unknown" from the
-first count not examined completely.
+configuration (``costs.serving.search.prepared_groups``). A group is judged by its widest
+knob tuple (the group's highest goodput: B only caps the running requests), and meeting the
+SLOs is monotone in the rate (goodput >= R exactly when the SLOs hold at R). So a group is
+ruled out at once when ``disagg_decode.decode_rate_bound`` (the decode side within the TPOT
+SLO, cheap) is below R, and otherwise by ONE prediction of its widest tuple at R (which also
+says whether R has a steady state at all); no goodput or sustainable-rate search is needed.
+Groups are tried highest decode bound first (ties in the prepared order). The first count
+with a group serving R is the answer, proven fewest when every smaller allowed count was
+ruled out completely; what each group was seen to serve or miss is kept across rates
+(``--rate-range``). Out of time, the answer is "unknown" from the first count not examined
+completely.
 
 Disaggregated: ``cpsat.disagg_size`` (one CP-SAT model per rate).
 """
@@ -41,7 +39,7 @@ class _Group:
     knobs: list
     rep: object
     decode_bound_rps: float  # decode_rate_bound of the widest tuple (cheap): bound_rps <= it
-    bound_rps: float | None = None  # group_bound_rps, computed when a rate needs it
+    bound_rps: float | None = None  # group_bound_rps, computed only to explain an infeasible rate
     serves_up_to: float = 0.0  # the largest rate seen to meet every SLO (widest knobs)
     fails_from: float = float("inf")  # the smallest rate seen to miss one
 
@@ -114,12 +112,11 @@ class AggSizer:
         return max((self._bound(g) for g in self._groups(gpus)), default=0.0)
 
     def _ranked(self, gpus: int, rate_rps: float) -> list[_Group]:
-        """The groups whose bound reaches ``rate_rps``, highest bound first (ties in the
-        prepared order). The sustainable rate, the costly half of a bound, is computed only
-        for groups whose decode bound reaches the rate: the others' bound is below it anyway,
-        so the groups ranked and their order are those of sorting every bound."""
+        """The groups that may serve ``rate_rps``: those whose decode bound reaches it,
+        highest decode bound first (ties in the prepared order). Every other group's goodput
+        is below the rate (``decode_rate_bound`` bounds it)."""
         live = [g for g in self._groups(gpus) if g.decode_bound_rps >= rate_rps]
-        return [g for g in sorted(live, key=lambda g: -self._bound(g)) if g.bound_rps >= rate_rps]
+        return sorted(live, key=lambda g: -g.decode_bound_rps)
 
     def _meets(self, group: _Group, rate_rps: float) -> bool:
         """Whether the group's widest knobs meet every SLO at ``rate_rps``: one prediction

@@ -45,16 +45,22 @@ def test_scan_answer_is_the_smallest_count_reaching_the_rate():
 
 
 @pytest.mark.slow
-def test_ranked_groups_are_those_of_sorting_every_bound():
-    """The scan computes a group's sustainable rate only when its decode bound reaches the
-    rate; the groups it ranks, and their order, must be those of sorting every full bound."""
+def test_ranking_leaves_out_only_groups_that_cannot_serve():
+    """The scan predicts only the groups it ranks (decode bound >= the rate, highest decode
+    bound first): every group left out must have a goodput below the rate (bisection over
+    every knob tuple of the group), and the ranked order must follow the decode bound."""
     inst = Instance.model_validate(tiny_disagg())
     sizer = AggSizer(inst, [2, 4])
+    left_out = 0
     for gpus in (2, 4):
-        bounds = [sizer._bound(g) for g in sizer._groups(gpus)]  # every bound, prepared order
-        order = sorted(range(len(bounds)), key=lambda i: -bounds[i])
         groups = sizer._groups(gpus)
-        assert all(b <= g.decode_bound_rps for b, g in zip(bounds, groups))
-        for rate in sorted({0.0, *bounds, *(b * 1.01 for b in bounds)}):
-            expected = [groups[i] for i in order if bounds[i] >= rate]
-            assert sizer._ranked(gpus, rate) == expected, rate
+        best = [max(goodput_rps(g.rep, k, sizer.load, sizer.slo) for k in g.knobs) for g in groups]
+        for rate in sorted({*best, *(b * 1.01 for b in best), *(g.decode_bound_rps for g in groups)}):
+            ranked = sizer._ranked(gpus, rate)
+            bounds = [g.decode_bound_rps for g in ranked]
+            assert bounds == sorted(bounds, reverse=True)
+            for group, good in zip(groups, best):
+                if group not in ranked:
+                    assert good < rate, (gpus, group.deg, rate)
+                    left_out += 1
+    assert left_out > 0  # the bound does rule groups out on this instance
