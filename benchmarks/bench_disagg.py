@@ -12,9 +12,10 @@ Parts:
   the plan's solver block records (disagg: candidates / CP-SAT / plan; agg: its own solve);
 - size: ``moeopt size deepseek --rate-range 5:50:5`` (10 rates; target <= 60 s);
 - table: auto on DeepSeek-V3 16 and 32 H200 and Qwen3 8 H200, then ``size`` at 10, 50 and 200
-  requests/s for both models (``--time-limit`` each, default 300 s); prints Markdown rows.
+  requests/s for both models (``--time-limit`` each, default 300 s); prints Markdown rows;
+- size-table: only the ``size`` rows of the table.
 
-    python -m benchmarks.bench_disagg [--part auto|size|table|all] [--time-limit 300]
+    python -m benchmarks.bench_disagg [--part auto|size|table|size-table|all] [--time-limit 300]
 """
 
 from __future__ import annotations
@@ -107,6 +108,11 @@ def part_table(folder: Path, time_limit: float) -> None:
                   f"{s['tpot_p90_ms']:.2f} | {s['shape']} | {_status(s)} |")
         print(f"<!-- {name} {gpus}: {out['wall_s']:.1f} s wall -->", file=sys.stderr)
     print()
+    part_size_table(folder, time_limit)
+
+
+def part_size_table(folder: Path, time_limit: float) -> None:
+    """The README's ``size`` table: DeepSeek-V3 and Qwen3 at 10, 50 and 200 requests/s."""
     print("| model | rate (req/s) | agg GPUs | disagg GPUs | disagg pools |")
     print("|---|---|---|---|---|")
     for name in ("deepseek", "qwen3"):
@@ -133,7 +139,7 @@ def part_table(folder: Path, time_limit: float) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=["auto", "size", "table", "all"], default="all")
+    parser.add_argument("--part", choices=["auto", "size", "table", "size-table", "all"], default="all")
     parser.add_argument("--time-limit", type=float, default=300.0)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -144,6 +150,8 @@ def main() -> None:
             part_size(folder)
         if args.part in ("table", "all"):
             part_table(folder, args.time_limit)
+        if args.part == "size-table":
+            part_size_table(folder, args.time_limit)
 
 
 if __name__ == "__main__":

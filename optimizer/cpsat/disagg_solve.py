@@ -163,4 +163,5 @@ def solver_dict(result: DisaggResult) -> dict:
             "decode_candidates": len(result.searched.decode),
             "candidates_evaluated": result.searched.evaluated,
             "decode_configurations_pruned": result.searched.pruned,
+            "prefill_classes_skipped": result.searched.prefill_skipped,
             "configurations": result.searched.configurations}

@@ -202,11 +202,13 @@ def predict_prefill(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_r
 
 
 def evaluate_prefill(deg: Degrees, knobs: ServingKnobs, rep: Replica, load: ServiceLoad, slo: Slo,
-                     rate_rps: float | None, transfers: dict[TransferClass, float]) -> list[PrefillCandidate]:
+                     rate_rps: float | None, transfers: dict[TransferClass, float],
+                     capacity_rps: float | None = None) -> list[PrefillCandidate]:
     """One candidate per transfer class (``transfers``: class -> seconds); one goodput
-    search per distinct transfer time."""
+    search per distinct transfer time. ``capacity_rps``: the replica's sustainable rate on
+    the prefill load, if the caller has it."""
     pl = prefill_load(load)
-    capacity = sustainable_rps(rep, knobs, pl)
+    capacity = sustainable_rps(rep, knobs, pl) if capacity_rps is None else capacity_rps
     by_seconds: dict[float, tuple[float, int | None]] = {}
     out = []
     for cls, seconds in sorted(transfers.items()):

@@ -35,11 +35,13 @@ from optimizer.costs.serving.disagg import (
     undominated,
 )
 from optimizer.costs.serving.disagg_decode import decode_rate_bound
-from optimizer.costs.serving.metrics import Replica, ServiceLoad, Slo
+from optimizer.costs.serving.metrics import Replica, ServiceLoad, Slo, sustainable_rps
 from optimizer.costs.serving.replica import even_stages, replica, replica_memory, service_degrees
 from optimizer.costs.tables import LinkFacts
 from optimizer.costs.timing import hot_load
 from optimizer.inputs.schema import Instance
+
+_CAPACITY_MARGIN = 1e-6  # above the capacity bisection's relative tolerance (1e-7)
 
 
 @dataclass
@@ -51,6 +53,7 @@ class PoolSearch:
     configurations: int = 0  # (size, degrees) tuples enumerated
     evaluated: int = 0  # candidates evaluated, before dominance
     pruned: int = 0  # decode configurations a bound ruled out before evaluation
+    prefill_skipped: int = 0  # prefill (configuration, knobs, class) whose capacity is below a goodput found
     kv_transfer_bytes: float = 0.0
     wall_s: dict[str, float] = field(default_factory=dict)
 
@@ -148,6 +151,75 @@ def _undominated_prefill(cands: list[PrefillCandidate]) -> list[PrefillCandidate
                                                                   else 1 << 30))))
 
 
+def _prefill_candidates(inst: Instance, configs: list[tuple[int, Degrees]], decode_sizes: set[int], budget: int,
+                        load: ServiceLoad, slo: Slo, rate_rps: float | None, loads, ranks_by_ep,
+                        out: PoolSearch) -> list[PrefillCandidate]:
+    """Every prefill candidate that may survive dominance (``searched_skipping_dominated``),
+    in enumeration order: configurations, then knob tuples, then transfer classes."""
+    max_mb = inst.search.max_micro_batches
+    pl = prefill_load(load)
+    entries = []  # PrefillEntry per (configuration, knob tuple), enumeration order
+    for g, deg in configs:
+        classes = transfer_classes(inst, g, decode_sizes, budget, out.kv_transfer_bytes)
+        if not classes:
+            continue
+        mem = replica_memory(inst, deg, even_stages(inst.model.num_layers, deg.pp), prompt_kv_load(load))
+        knobs = prefill_knobs(mem, deg.pp, load.prompt_tokens, max_mb)
+        if knobs:
+            rep, _ = _replica(inst, deg, pl, loads, ranks_by_ep)
+            for k in knobs:
+                entries.append(PrefillEntry(sustainable_rps(rep, k, pl), g, classes, (deg, k, rep)))
+
+    def evaluate(entry: PrefillEntry, live: dict[TransferClass, float]) -> list[PrefillCandidate]:
+        deg, k, rep = entry.of
+        return evaluate_prefill(deg, k, rep, load, slo, rate_rps, live, entry.capacity_rps)
+    found, skipped = searched_skipping_dominated(entries, evaluate)
+    out.prefill_skipped += skipped
+    return found
+
+
+@dataclass(frozen=True)
+class PrefillEntry:
+    """One (configuration, knob tuple) before its goodput searches."""
+
+    capacity_rps: float  # sustainable rate of one replica on the prefill load
+    gpus: int
+    classes: dict[TransferClass, float]  # transfer class -> seconds
+    of: object  # what ``evaluate`` needs (degrees, knobs, replica)
+
+
+def searched_skipping_dominated(entries: list[PrefillEntry], evaluate) -> tuple[list[PrefillCandidate], int]:
+    """(the candidates of ``evaluate(entry, classes)`` over the entries in their order, the
+    (entry, class) pairs skipped). The goodput searches (the costly part) run in decreasing
+    order of capacity; an entry's transfer class is skipped when its capacity is below the
+    goodput of a candidate already found with the same GPUs and class: that one beats it in
+    goodput (goodput <= capacity), in capacity and in the fewest replicas at a rate (every
+    per-replica rate this one serves, at most its capacity, the other serves too), so
+    ``_undominated_prefill`` would drop it. ``_CAPACITY_MARGIN`` covers the capacity
+    bisection's tolerance. The result is ordered so that ``_undominated_prefill`` gives the
+    same list as without skipping (ties among equal candidates fall alike): by the first
+    entry holding the candidate's (GPUs, class) group (``evaluate`` lists an entry's
+    candidates in sorted class order), then by entry."""
+    best: dict[tuple[int, TransferClass], float] = {}  # (GPUs, class) -> best goodput found
+    found = []  # (entry index, candidate)
+    skipped = 0
+    for index in sorted(range(len(entries)), key=lambda i: (-entries[i].capacity_rps, i)):
+        entry = entries[index]
+        live = {c: s for c, s in entry.classes.items()
+                if entry.capacity_rps * (1.0 + _CAPACITY_MARGIN) >= best.get((entry.gpus, c), 0.0)}
+        skipped += len(entry.classes) - len(live)
+        for cand in evaluate(entry, live):
+            key = (cand.gpus, cand.transfer)
+            best[key] = max(best.get(key, 0.0), cand.goodput_rps)
+            found.append((index, cand))
+    first: dict[tuple[int, TransferClass], tuple[int, int]] = {}  # group -> (entry, rank of its class)
+    for index, entry in enumerate(entries):
+        for rank, cls in enumerate(sorted(entry.classes)):
+            first.setdefault((entry.gpus, cls), (index, rank))
+    found.sort(key=lambda f: (first[(f[1].gpus, f[1].transfer)], f[0]))
+    return [cand for _, cand in found], skipped
+
+
 def pool_candidates(inst: Instance, budget: int, load: ServiceLoad, slo: Slo, rate_rps: float | None,
                     loads, ranks_by_ep: dict[int, list],
                     degrees_of: Callable[[int], list[Degrees]] | None = None,
@@ -186,17 +258,8 @@ def pool_candidates(inst: Instance, budget: int, load: ServiceLoad, slo: Slo, ra
     out.wall_s["decode_bounds"] = time.perf_counter() - start
     start = time.perf_counter()
     decode_sizes = {deg.num_gpus for _, deg, _, _ in decode_configs}
-    prefill = []
-    for g, deg in configs:
-        classes = transfer_classes(inst, g, decode_sizes, budget, out.kv_transfer_bytes)
-        if not classes:
-            continue
-        mem = replica_memory(inst, deg, even_stages(inst.model.num_layers, deg.pp), prompt_kv_load(load))
-        knobs = prefill_knobs(mem, deg.pp, load.prompt_tokens, max_mb)
-        if knobs:
-            rep, _ = _replica(inst, deg, prefill_load(load), loads, ranks_by_ep)
-            for k in knobs:
-                prefill += evaluate_prefill(deg, k, rep, load, slo, rate_rps, classes)
+    prefill = _prefill_candidates(inst, configs, decode_sizes, budget, load, slo, rate_rps, loads, ranks_by_ep,
+                                  out)
     out.evaluated += len(prefill)
     out.prefill = _undominated_prefill(prefill)
     out.wall_s["prefill"] = time.perf_counter() - start
