@@ -80,6 +80,36 @@ def test_metrics_by_hand():
     assert m.e2e_p90_s == pytest.approx(m.ttft_p90_s + 99 * m.tpot_p90_ms / 1e3, rel=1e-9)
 
 
+
+def test_ttft_percentiles_take_the_prompt_length_at_the_percentile():
+    # Long prompts (s = 2000 >= C - n): the same steady state as test_metrics_by_hand (the
+    # percentiles change no mean; the p90 wait is 0 as there: 1 - 0.9 >= rho), and a prompt
+    # of the p-th percentile length s_p fills s_p / (C - n_p) steps of 20 ms: p50 at
+    # s = 2000 and n, p90 at 3000 tokens and n90.
+    spread = ServiceLoad(2000, 100, 0.1, (2000, 3000, 3500))
+    n, rho, tpot_ms = _by_hand(2.0)
+    m, mean_only = predict(REP, KNOBS, spread, 2.0), predict(REP, KNOBS, ServiceLoad(2000, 100, 0.1), 2.0)
+    assert m.tpot_ms == pytest.approx(tpot_ms, rel=1e-7) and m.running_requests == pytest.approx(n, rel=1e-7)
+    z90 = 1.2815515655446004
+    n90 = n + z90 * math.sqrt(n)
+    rest90_s = (1 - math.exp(-n)) * (10 + 0.01 * max(1, n90)) / 2 / 1e3
+    assert m.ttft_p90_s == pytest.approx(3000 / (1000 - n90) * 0.020 + rest90_s, rel=1e-6)
+    assert m.ttft_p50_s == pytest.approx(mean_only.ttft_p50_s, rel=1e-12)
+    assert m.ttft_mean_s == pytest.approx(mean_only.ttft_mean_s, rel=1e-12)
+    # Short prompts (s = 200 < C): at 0.01 req/s a prompt step holds the mean prompt and
+    # an eighth of another (x = ceil(200 * 9 / 8) = 225: lambda t ~ 1e-4, rounded up to
+    # eighths), so the others are 25 tokens. p90 (500 tokens): one step of 525 tokens,
+    # 10 + 0.01 (525 + n90) ms; p99 (990): 1015 tokens pass the room C - n99, so
+    # 1015 / (1000 - n99) steps of 20 ms. No wait at p90/p99 (P(wait) = rho < 1 %).
+    short = ServiceLoad(200, 100, 0.5, (200, 500, 990))
+    m = predict(REP, KNOBS, short, 0.01)
+    n = m.running_requests
+    z99 = 2.3263478740408408
+    n90, n99 = n + z90 * math.sqrt(n), n + z99 * math.sqrt(n)
+    rest_s = [(1 - math.exp(-n)) * (10 + 0.01 * max(1, k)) / 2 / 1e3 for k in (n90, n99)]
+    assert m.ttft_p90_s == pytest.approx((10 + 0.01 * (525 + n90)) / 1e3 + rest_s[0], rel=1e-6)
+    assert m.ttft_p99_s == pytest.approx(1015 / (1000 - n99) * 0.020 + rest_s[1], rel=1e-6)
+
 def test_sustainable_rate_prefill_bound():
     # the rate where the by-hand fixed point reaches rho = 1 (n stays below B = 64 there)
     want = _root(lambda r: _by_hand(r)[1] - 1.0, 0.0, 30.0)

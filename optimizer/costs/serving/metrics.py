@@ -61,12 +61,20 @@ _FIXED_POINT_STEPS = 500
 
 @dataclass(frozen=True)
 class ServiceLoad:
-    """Request sizes: prompt and output tokens (means) and the prompt lengths' squared
-    coefficient of variation (0 = every prompt the same length)."""
+    """Request sizes: prompt and output tokens (means), the prompt lengths' squared
+    coefficient of variation (0 = every prompt the same length) and their percentiles
+    (``PERCENTILES``; empty = every prompt ``prompt_tokens`` long)."""
 
     prompt_tokens: int
     output_tokens: int
     prompt_cv2: float = 0.0
+    prompt_percentile_tokens: tuple[int, ...] = ()
+
+    def prompt_at(self, percentile: int) -> int:
+        """The prompt length at ``percentile`` (one of ``PERCENTILES``), tokens."""
+        if not self.prompt_percentile_tokens:
+            return self.prompt_tokens
+        return self.prompt_percentile_tokens[PERCENTILES.index(percentile)]
 
     @property
     def decode_context_tokens(self) -> int:
@@ -251,24 +259,30 @@ def predict(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: floa
     mean_wait_s = wait_s + q.refill_mean_wait_s(service_s, freed, rate_rps)
     busy = q.jsq_joined_busy(st.running, rep.queues)  # P(the joined replica runs a step)
 
-    def own_s(joined: float) -> float:
-        """The prompt's own steps and the rest of the step under way when it arrives."""
+    def own_s(joined: float, prompt: int) -> float:
+        """The own steps of a prompt of ``prompt`` tokens and the rest of the step under way
+        when it arrives: a prompt at least as long as the mean one's room fills its steps
+        (``prompt / (C - n_a)`` of them, at least one); a shorter one's step holds it and
+        the others of the mean prompt's step (x - s tokens), spilling into more full steps
+        when they pass the room."""
         joined = min(joined, budget - 1.0)
         tokens = _prompt_step_tokens(rep, knobs, load, per_queue, joined)
+        work = prompt if tokens >= budget else tokens - load.prompt_tokens + prompt
+        step_tokens = budget if tokens >= budget else work
         def full(k):
-            return rep.step_ns(knobs, min(tokens, budget - k), k, ctx)
+            return rep.step_ns(knobs, min(step_tokens, budget - k), k, ctx)
         rest = busy * _at(idle, max(1.0, joined)) / 2.0
-        chunk = min(float(tokens), budget - joined)
-        return (max(1.0, load.prompt_tokens / chunk) * _at(full, joined) + rest) * 1e-9
+        chunk = min(float(step_tokens), budget - joined)
+        return (max(1.0, work / chunk) * _at(full, joined) + rest) * 1e-9
 
     ttft = {p: q.wait_quantile_s(wait_s, p_wait, p / 100)
             + q.refill_wait_quantile_s(service_s, freed, rate_rps, p / 100)
-            + own_s(q.jsq_joined_quantile(st.running, rep.queues, _z(p))) for p in PERCENTILES}
+            + own_s(q.jsq_joined_quantile(st.running, rep.queues, _z(p)), load.prompt_at(p)) for p in PERCENTILES}
     tpot = {p: _tpot_quantile_s(rep, knobs, load, st, _z(p)) * 1e3 for p in PERCENTILES}
     steps = max(0, load.output_tokens - 1)
     return ServiceMetrics(
         rate_rps, True, max(st.rho, st.running / knobs.max_running_requests), st.running,
-        math.ceil(st.full_ns), math.ceil(st.decode_ns), mean_wait_s + own_s(st.joined), ttft[50], ttft[90],
+        math.ceil(st.full_ns), math.ceil(st.decode_ns), mean_wait_s + own_s(st.joined, load.prompt_tokens), ttft[50], ttft[90],
         ttft[99], st.tpot_s * 1e3, ttft[90] + steps * tpot[90] / 1e3, tokens_per_gpu,
         tpot[50], tpot[90], tpot[99])
 

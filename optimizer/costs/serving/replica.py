@@ -14,7 +14,7 @@ from optimizer.costs import formulas as cm
 from optimizer.costs.candidates import divisors, tp_admissible
 from optimizer.costs.layout import Degrees
 from optimizer.costs.serving.knobs import ReplicaMemory, RuntimePool, ServingKnobs
-from optimizer.costs.serving.metrics import Replica, ServiceLoad
+from optimizer.costs.serving.metrics import PERCENTILES, Replica, ServiceLoad
 from optimizer.costs.step_time import StepTimer
 from optimizer.costs.tables import LinkFacts, MemoryParts, memory_parts
 from optimizer.costs.units import ceil_div, ceil_int, gb_to_bytes_floor
@@ -26,26 +26,32 @@ from optimizer.inputs.traces import Trace
 _SAMPLE = 100_000  # lengths drawn (seed 0) for the moments of a length distribution
 
 
-def _moments(length) -> tuple[float, float]:
-    """(mean, squared coefficient of variation) of a token count or distribution."""
+def _moments(length) -> tuple[float, float, tuple[int, ...]]:
+    """(mean, squared coefficient of variation, lengths at ``PERCENTILES``; empty for a fixed
+    count) of a token count or distribution."""
     if isinstance(length, int):
-        return float(length), 0.0
-    x = draw_lengths(length, _SAMPLE, np.random.default_rng(0)).astype(float)
-    return float(x.mean()), float(x.var() / x.mean() ** 2)
+        return float(length), 0.0, ()
+    return _sample_moments(draw_lengths(length, _SAMPLE, np.random.default_rng(0)))
+
+
+def _sample_moments(lengths) -> tuple[float, float, tuple[int, ...]]:
+    x = np.asarray(lengths, dtype=float)
+    at = tuple(int(v) for v in np.percentile(x, PERCENTILES, method="inverted_cdf"))
+    return float(x.mean()), float(x.var() / x.mean() ** 2), at
 
 
 def service_load(wl: ServiceWorkload, trace: Trace | None = None) -> ServiceLoad:
-    """Mean prompt and output tokens, and the prompts' squared coefficient of variation, of
-    the workload's lengths (a trace's rows when it has one)."""
+    """Mean prompt and output tokens, the prompts' squared coefficient of variation and
+    their percentiles, of the workload's lengths (a trace's rows when it has one)."""
     if wl.trace is not None:
         if trace is None:
             raise InputError(f"workload.trace={wl.trace!r}: the planner needs the trace's lengths")
-        prompt = np.asarray(trace.prompt_tokens, dtype=float)
+        prompt_mean, cv2, at = _sample_moments(trace.prompt_tokens)
         output = float(np.mean(trace.output_tokens))
-        return ServiceLoad(round(prompt.mean()), max(1, round(output)), float(prompt.var() / prompt.mean() ** 2))
-    prompt_mean, cv2 = _moments(wl.prompt_tokens)
-    output_mean, _ = _moments(wl.output_tokens)
-    return ServiceLoad(max(1, round(prompt_mean)), max(1, round(output_mean)), cv2)
+        return ServiceLoad(round(prompt_mean), max(1, round(output)), cv2, at)
+    prompt_mean, cv2, at = _moments(wl.prompt_tokens)
+    output_mean, _, _ = _moments(wl.output_tokens)
+    return ServiceLoad(max(1, round(prompt_mean)), max(1, round(output_mean)), cv2, at)
 
 
 def service_degrees(inst: Instance, num_gpus: int) -> list[Degrees]:
