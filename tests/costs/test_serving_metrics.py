@@ -68,11 +68,17 @@ def test_metrics_by_hand():
     assert m.ttft_mean_s == pytest.approx(wait_s + rest_s + service_s, rel=1e-6)
     assert m.ttft_p90_s == pytest.approx(2000 / (1000 - n90) * 0.020 + rest90_s, rel=1e-6)
     # TPOT p90: the mean plus the root sum of squares of 0.01 ms x (z sqrt(2n/3)) x (1 - f)
-    # (more decodes seen) and z sqrt(n) s / (C - n) / (D - 1) (20 - idle) (more prompts)
+    # (more decodes seen) and (y - f) (20 - idle) (more prompts): the prompts that join in a
+    # life are Poisson(n), each K = s / (C - n) steps of the D - 1 = 99; at n = 2.0687 the
+    # Poisson CDF is 0.1264, 0.3879, 0.6584, 0.8449, 0.9414 at 0..4, so p90 is 4 prompts:
+    # y = 4 K / 99 (one life: fixed output length; no excess after the own prompt, which is
+    # longer than the room)
     steps = 2000 / (1000 - n)
     shared, idle = steps * n / 99, 10 + 0.01 * (1 + n)
+    cdf = [sum(math.exp(-n) * n ** i / math.factorial(i) for i in range(j + 1)) for j in range(5)]
+    assert cdf[3] < 0.9 <= cdf[4]
     by_count = 0.01 * z90 * math.sqrt(2 * n / 3) * (1 - shared)
-    by_prompts = z90 * math.sqrt(n) * steps / 99 * (20 - idle)
+    by_prompts = (4 * steps / 99 - shared) * (20 - idle)
     assert m.tpot_p90_ms == pytest.approx(tpot_ms + math.hypot(by_count, by_prompts), rel=1e-6)
     assert m.tpot_p50_ms == pytest.approx(tpot_ms, rel=1e-9)
     assert m.output_tokens_per_s_per_gpu == pytest.approx(2 * 100 / 8)
@@ -165,8 +171,11 @@ def test_steady_state_is_a_fixed_point():
     # a prompt step holds x = s ceil(8 (1 + lambda t)) / 8 prompt tokens (the prompt and those
     # that arrived during the step under way, t: the decode step, then refined once with the
     # prompt step's share rho), beside n decodes (one queue: n_a = n); a prompt takes s / x of
-    # such steps; a decoding request sees 1 + n decodes and a share f = (s / x) n / (D - 1) of
-    # its steps carries prompt tokens
+    # such steps; a decoding request sees 1 + n decodes and a share f = ((s / x) n + e) / (D - 1)
+    # of its steps carries prompt tokens, e the prompt steps right after its own (one queue,
+    # short prompts: the two-state chain of decode_life, a = 1 - e^{-lambda d} after a decode
+    # step d = step(0, 1 + n), b = 1 - e^{-lambda p} after a prompt step p = step(x, n),
+    # e = (b - pi)(1 - r^499) / (1 - r), pi = a / (a + 1 - b), r = b - a)
     import math
     rep = Replica(affine, queues=1, gpus=8)
     load, knobs = ServiceLoad(1000, 500), ServingKnobs(256, 2048, 1, 1)
@@ -183,8 +192,12 @@ def test_steady_state_is_a_fixed_point():
     assert 1000 < x < 2048 - n - 1
     seen = 1 + n
     rho = 5.0 * 1000 / x * step(x, n) * 1e-9
-    shared = 1000 / x * n / 499
     idle, full_d = step(0, seen), step(x, seen)
+    a, b = -math.expm1(-5.0 * idle * 1e-9), -math.expm1(-5.0 * step(x, n) * 1e-9)
+    pi, r = a / (a + 1 - b), b - a
+    excess = (b - pi) * (1 - r ** 499) / (1 - r)
+    assert 0.005 < excess < 0.5
+    shared = (1000 / x * n + excess) / 499
     assert m.utilization == pytest.approx(rho, rel=1e-6)
     assert m.step_full_ns == math.ceil(step(x, n))
     assert m.tpot_ms == pytest.approx((idle + shared * (full_d - idle)) / 1e6, rel=1e-6)

@@ -50,7 +50,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 from statistics import NormalDist
 
+import numpy as np
+
 from optimizer.costs.serving import queueing as q
+from optimizer.costs.serving.decode_life import excess_prompt_steps, share_quantile
 from optimizer.costs.serving.knobs import ServingKnobs
 
 StepNs = Callable[[ServingKnobs, int, int, int], int]  # (knobs, chunk, decodes, context) -> ns
@@ -69,6 +72,12 @@ class ServiceLoad:
     output_tokens: int
     prompt_cv2: float = 0.0
     prompt_percentile_tokens: tuple[int, ...] = ()
+    output_points: tuple[int, ...] = ()  # equally likely output lengths (empty: all D)
+
+    def decode_lives(self) -> np.ndarray:
+        """The decode steps L = D' - 1 of equally likely requests that decode (D' > 1)."""
+        lives = [d - 1 for d in (self.output_points or (self.output_tokens,)) if d > 1]
+        return np.array(lives or [max(0, self.output_tokens - 1)], dtype=float)
 
     def prompt_at(self, percentile: int) -> int:
         """The prompt length at ``percentile`` (one of ``PERCENTILES``), tokens."""
@@ -145,6 +154,7 @@ class _Steady:
     with_prompt_ns: float  # a step with a prompt chunk and ``seen`` decodes
     tpot_s: float
     chunk_tokens: float  # prompt tokens of a prompt's step, C - n_a
+    excess: tuple[float, ...] = ()  # e(L) per ``ServiceLoad.decode_lives`` (``decode_life``)
 
 
 def _at(step: Callable[[int], int], count: float) -> float:
@@ -188,6 +198,7 @@ def _steady_state(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate: fl
     def idle(k):
         return rep.step_ns(knobs, 0, k, ctx)
     decode_steps = max(0, load.output_tokens - 1)
+    lives = load.decode_lives()
     running = 0.0
     for _ in range(_FIXED_POINT_STEPS):
         if running + 1.0 >= budget:
@@ -200,8 +211,13 @@ def _steady_state(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate: fl
         share = load.prompt_tokens / chunk  # prompt steps per prompt, fractional
         full_p = _at(full, joined)
         rho = min(1.0, rate * share * full_p * 1e-9)
-        shared = min(1.0, share * joined / decode_steps) if decode_steps else 0.0
         idle_d, full_d = _at(idle, seen), _at(full, min(seen, budget - 1.0))
+        # prompt steps right after a decode's own (short prompts on one queue: ``decode_life``;
+        # with k > 1 least-loaded routing steers the arrivals away from the queue that just
+        # took a prompt, so its chain is not the queue's Poisson stream: left out)
+        excess = (excess_prompt_steps(rate, full_p * 1e-9, idle_d * 1e-9, lives)
+                  if load.prompt_tokens < budget - joined and rep.queues == 1 else np.zeros(len(lives)))
+        shared = min(1.0, (share * joined + float(excess.mean())) / decode_steps) if decode_steps else 0.0
         tpot_s = (idle_d + shared * (full_d - idle_d)) * 1e-9
         nxt = q.littles_law_count(rate, decode_steps * tpot_s)
         if nxt + rho > cap:
@@ -213,27 +229,34 @@ def _steady_state(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate: fl
                 return rep.step_ns(knobs, budget - k, k, ctx)
             if rate * load.prompt_tokens / (budget - joined) * _at(widest, joined) * 1e-9 >= 1.0:
                 return None
-            return _Steady(nxt, joined, rho, shared, seen, full_p, idle_d, full_d, tpot_s, chunk)
+            return _Steady(nxt, joined, rho, shared, seen, full_p, idle_d, full_d, tpot_s, chunk,
+                           tuple(float(e) for e in excess))
         running = nxt
     return None  # no convergence: treated as not sustainable
 
 
-def _tpot_quantile_s(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, st: _Steady, z: float) -> float:
-    """TPOT of the request at the standard-normal quantile ``z``: the mean plus the root sum
-    of squares of two independent spreads, the decodes its replica holds over its life
-    (``queueing.jsq_seen`` at the lifetime-averaged count's quantile) and the prompts that
-    join its replica meanwhile (Poisson, mean n_a, each sharing s / (C - n_a) steps)."""
-    if z <= 0.0:
-        return st.tpot_s
+def _tpot_quantile_s(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, st: _Steady, percentile: int) -> float:
+    """TPOT of the request at ``percentile``: the mean plus the root sum of squares of two
+    independent spreads, the decodes its replica holds over its life
+    (``queueing.jsq_seen`` at the lifetime-averaged count's normal quantile) and the prompt
+    steps in its life (``decode_life.share_quantile`` over the output lengths: a life of L
+    steps holds f0 L + e(L) on average, f0 = K n_a / (D - 1), K = s / (C - n_a) steps per
+    prompt), less the mean share, times what a prompt chunk adds to a step (a share below
+    the mean lowers it). The median is taken at the mean."""
+    z = _z(percentile)
+    if load.output_tokens <= 1 or z <= 0.0:
+        return st.tpot_s  # the median is taken at the mean
     ctx = load.decode_context_tokens
     def idle(k):
         return rep.step_ns(knobs, 0, k, ctx)
     seen_q = q.jsq_seen_quantile(st.running, rep.queues, z)
     by_count = (_at(idle, seen_q) - st.decode_ns) * (1.0 - st.shared)
-    decode_steps = max(1, load.output_tokens - 1)
+    lives = load.decode_lives()
     steps = load.prompt_tokens / st.chunk_tokens
-    by_prompts = z * math.sqrt(st.joined) * steps / decode_steps * (st.with_prompt_ns - st.decode_ns)
-    return st.tpot_s + math.hypot(by_count, by_prompts) * 1e-9
+    mean_steps = steps * st.joined / (load.output_tokens - 1) * lives + np.array(st.excess)
+    share = share_quantile(lives, mean_steps, max(1.0, steps), percentile / 100)
+    by_prompts = (share - st.shared) * (st.with_prompt_ns - st.decode_ns)
+    return st.tpot_s + (math.hypot(by_count, max(0.0, by_prompts)) + min(0.0, by_prompts)) * 1e-9
 
 
 def predict(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: float) -> ServiceMetrics:
@@ -278,7 +301,7 @@ def predict(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: floa
     ttft = {p: q.wait_quantile_s(wait_s, p_wait, p / 100)
             + q.refill_wait_quantile_s(service_s, freed, rate_rps, p / 100)
             + own_s(q.jsq_joined_quantile(st.running, rep.queues, _z(p)), load.prompt_at(p)) for p in PERCENTILES}
-    tpot = {p: _tpot_quantile_s(rep, knobs, load, st, _z(p)) * 1e3 for p in PERCENTILES}
+    tpot = {p: _tpot_quantile_s(rep, knobs, load, st, p) * 1e3 for p in PERCENTILES}
     steps = max(0, load.output_tokens - 1)
     return ServiceMetrics(
         rate_rps, True, max(st.rho, st.running / knobs.max_running_requests), st.running,

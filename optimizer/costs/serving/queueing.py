@@ -167,6 +167,11 @@ def _poisson(mean: float) -> tuple[np.ndarray, np.ndarray]:
     return values, probs / probs.sum()
 
 
+def poisson_points(mean: float) -> tuple[np.ndarray, np.ndarray]:
+    """(values, probabilities) of a Poisson(mean) (the rest < 1e-20)."""
+    return _poisson(mean)
+
+
 def _balanced_seen(total: np.ndarray, replicas: int) -> np.ndarray:
     """Mean count of a request's replica when ``total`` >= 1 requests sit on ``replicas`` as
     evenly as possible (q or q + 1 each, q, r = divmod(total, k)): sum of counts^2 / total."""
