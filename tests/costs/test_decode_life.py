@@ -45,3 +45,19 @@ def test_share_quantile_mixes_short_and_long_lives():
     # at p95: (0.9048 + CDF50) / 2 >= 0.95 needs CDF50 >= 0.9952, 8 events (P(<= 7) = 0.9958,
     # P(<= 6) = 0.9858): share 0.14
     assert share_quantile(lives, means, 1.0, 0.95) == pytest.approx(0.14)
+
+
+def test_prompts_per_prompt_step_by_hand():
+    # lambda = 4/s, decode step d = 0.05 s, busy = 0.6, prompt steps of 0.25 s whatever m:
+    # a = 0.6 (1 - e^-0.2) + 0.4 = 0.5087615, b = 1 - e^-1 = 0.6321206,
+    # pi = a / (a + 1 - b) = 0.5803534, E[T] = pi 0.25 + (1 - pi)(0.6 * 0.05 + 0.4 / 4)
+    # = 0.1996424, m = lambda E[T] / pi = 1.3760058
+    from optimizer.costs.serving.decode_life import prompts_per_prompt_step
+    a = 0.6 * -math.expm1(-0.2) + 0.4
+    b = -math.expm1(-1.0)
+    pi = a / (a + 1 - b)
+    want = 4.0 * (pi * 0.25 + (1 - pi) * (0.6 * 0.05 + 0.4 / 4)) / pi
+    assert want == pytest.approx(1.3760058, rel=1e-6)
+    assert prompts_per_prompt_step(4.0, 0.05, 0.6, lambda m: 0.25) == pytest.approx(want, rel=1e-9)
+    # a rare prompt on an idle queue is alone in its step
+    assert prompts_per_prompt_step(1e-6, 0.05, 0.0, lambda m: 0.25) == pytest.approx(1.0)

@@ -168,40 +168,53 @@ def affine(knobs, c, n, ctx):
 def test_steady_state_is_a_fixed_point():
     # with decodes that cost time (affine double, one queue), the result solves the equations
     # of docs/serving-model.md: the 1000-token prompt is shorter than the 2048-token budget, so
-    # a prompt step holds x = s ceil(8 (1 + lambda t)) / 8 prompt tokens (the prompt and those
-    # that arrived during the step under way, t: the decode step, then refined once with the
-    # prompt step's share rho), beside n decodes (one queue: n_a = n); a prompt takes s / x of
-    # such steps; a decoding request sees 1 + n decodes and a share f = ((s / x) n + e) / (D - 1)
-    # of its steps carries prompt tokens, e the prompt steps right after its own (one queue,
-    # short prompts: the two-state chain of decode_life, a = 1 - e^{-lambda d} after a decode
-    # step d = step(0, 1 + n), b = 1 - e^{-lambda p} after a prompt step p = step(x, n),
-    # e = (b - pi)(1 - r^499) / (1 - r), pi = a / (a + 1 - b), r = b - a)
+    # the steps hold the prompts as gated admission gives them (the step chain of decode_life):
+    # after a decode step d = step(0, 1 + n) a prompt step follows with
+    # a = busy (1 - e^{-lambda d}) + 1 - busy (busy = 1 - e^{-n}, one queue), after a prompt
+    # step p(m) = step(x(m), n) with b = 1 - e^{-lambda p}; pi = a / (a + 1 - b),
+    # E[T] = pi p + (1 - pi) (busy d + (1 - busy) / lambda), m = max(1, lambda E[T] / pi)
+    # prompts per prompt step (fixed point from m = 1), x(m) = s ceil(32 m) / 32 tokens beside
+    # n decodes (one queue: n_a = n); a prompt takes s / x of such steps; a decoding request
+    # sees 1 + n decodes and a share f = ((s / x) n + e) / (D - 1) of its steps carries prompt
+    # tokens, e the prompt steps right after its own (one queue, short prompts:
+    # e = (b - pi1)(1 - r^499) / (1 - r), pi1 and r = b - a1 of the chain seen from a decode)
     import math
     rep = Replica(affine, queues=1, gpus=8)
     load, knobs = ServiceLoad(1000, 500), ServingKnobs(256, 2048, 1, 1)
-    m = predict(rep, knobs, load, 5.0)
-    n, ctx = m.running_requests, 1000 + 250
+    lam = 5.0
+    m_ = predict(rep, knobs, load, lam)
+    n, ctx = m_.running_requests, 1000 + 250
     assert n > 1
     def step(c, k):  # affine: exact at fractional k
         return 1e6 + 2000 * c + 50_000 * k + k * ctx
-    def eighths(prompts):
-        return math.ceil(1000 * math.ceil(8 * prompts - 1e-9) / 8)
-    x0 = eighths(1 + 5.0 * step(0, n) * 1e-9)
-    rho0 = 5.0 * 1000 / x0 * step(x0, n) * 1e-9
-    x = eighths(1 + 5.0 * (rho0 * step(x0, n) + (1 - rho0) * step(0, n)) * 1e-9)
-    assert 1000 < x < 2048 - n - 1
     seen = 1 + n
-    rho = 5.0 * 1000 / x * step(x, n) * 1e-9
-    idle, full_d = step(0, seen), step(x, seen)
-    a, b = -math.expm1(-5.0 * idle * 1e-9), -math.expm1(-5.0 * step(x, n) * 1e-9)
-    pi, r = a / (a + 1 - b), b - a
-    excess = (b - pi) * (1 - r ** 499) / (1 - r)
+    idle = step(0, seen)
+    busy = 1 - math.exp(-n)
+    a = busy * -math.expm1(-lam * idle * 1e-9) + 1 - busy
+    def tokens(m):
+        return min(math.floor(2048 - n), math.ceil(1000 * math.ceil(32 * m - 1e-9) / 32))
+    m = 1.0
+    for _ in range(30):
+        p_s = step(tokens(m), n) * 1e-9
+        b = -math.expm1(-lam * p_s)
+        pi = a / (a + 1 - b)
+        m = max(1.0, lam * (pi * p_s + (1 - pi) * (busy * idle * 1e-9 + (1 - busy) / lam)) / pi)
+    x = tokens(m)
+    assert 1000 < x < 2048 - n - 1
+    rho = lam * 1000 / x * step(x, n) * 1e-9
+    full_d = step(x, seen)
+    # the excess chain: a decode's own queue holds it, so a step without prompts is a decode
+    # step: a1 = 1 - e^{-lambda d}
+    b = -math.expm1(-lam * step(x, n) * 1e-9)
+    a1 = -math.expm1(-lam * idle * 1e-9)
+    pi1, r = a1 / (a1 + 1 - b), b - a1
+    excess = (b - pi1) * (1 - r ** 499) / (1 - r)
     assert 0.005 < excess < 0.5
     shared = (1000 / x * n + excess) / 499
-    assert m.utilization == pytest.approx(rho, rel=1e-6)
-    assert m.step_full_ns == math.ceil(step(x, n))
-    assert m.tpot_ms == pytest.approx((idle + shared * (full_d - idle)) / 1e6, rel=1e-6)
-    assert m.running_requests == pytest.approx(5.0 * 499 * m.tpot_ms / 1e3, rel=1e-6)
+    assert m_.utilization == pytest.approx(rho, rel=1e-6)
+    assert m_.step_full_ns == math.ceil(step(x, n))
+    assert m_.tpot_ms == pytest.approx((idle + shared * (full_d - idle)) / 1e6, rel=1e-6)
+    assert m_.running_requests == pytest.approx(lam * 499 * m_.tpot_ms / 1e3, rel=1e-6)
 
 
 def test_group_goodput_equals_one_by_one():

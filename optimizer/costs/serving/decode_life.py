@@ -24,6 +24,7 @@ is read off the mixture.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -41,6 +42,34 @@ def excess_prompt_steps(rate: float, prompt_step_s: float, decode_step_s: float,
     if b <= pi or r >= 1.0:
         return np.zeros(len(steps))
     return (b - pi) * (1.0 - r ** np.asarray(steps, dtype=float)) / (1.0 - r)
+
+
+def prompts_per_prompt_step(rate: float, decode_step_s: float, busy: float,
+                            prompt_step_s: Callable[[float], float]) -> float:
+    """m: the mean prompts of a prompt step over the steps (the decodes' view; a prompt's own
+    step is length-biased and holds more, ``metrics._prompt_step_tokens``), prompts shorter
+    than the room. Gated admission: a step takes the prompts that arrived during the step
+    before, so after a prompt step of length p(m) another follows with b = 1 - e^{-lambda p};
+    after a step without prompts, with a = busy (1 - e^{-lambda d}) + 1 - busy (a queue
+    without decodes idles until the next arrival; ``busy`` = P(it holds one)). The steps
+    alternate as a two-state chain, prompt steps a share pi = a / (a + 1 - b) of them, of
+    mean length E[T] = pi p + (1 - pi) (busy d + (1 - busy) / lambda); every prompt is in
+    one prompt step, so m = lambda E[T] / pi (at least 1). Fixed point in m from m = 1
+    (p grows with m)."""
+    if rate <= 0.0:
+        return 1.0
+    a = busy * -math.expm1(-rate * decode_step_s) + (1.0 - busy)
+    between_s = busy * decode_step_s + (1.0 - busy) / rate
+    m = 1.0
+    for _ in range(30):
+        step_s = prompt_step_s(m)
+        b = -math.expm1(-rate * step_s)
+        pi = a / (a + 1.0 - b)
+        nxt = max(1.0, rate * (pi * step_s + (1.0 - pi) * between_s) / pi)
+        if abs(nxt - m) <= 1e-6 * m:
+            return nxt
+        m = nxt
+    return m
 
 
 def share_quantile(steps: np.ndarray, mean_steps: np.ndarray, per_event: float, quantile: float) -> float:

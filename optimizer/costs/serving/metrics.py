@@ -53,13 +53,14 @@ from statistics import NormalDist
 import numpy as np
 
 from optimizer.costs.serving import queueing as q
-from optimizer.costs.serving.decode_life import excess_prompt_steps, share_quantile
+from optimizer.costs.serving.decode_life import excess_prompt_steps, prompts_per_prompt_step, share_quantile
 from optimizer.costs.serving.knobs import ServingKnobs
 
 StepNs = Callable[[ServingKnobs, int, int, int], int]  # (knobs, chunk, decodes, context) -> ns
 PERCENTILES = (50, 90, 99)
 _RELATIVE_TOLERANCE = 1e-7  # bisection stops when the bracket is this narrow, relatively
 _FIXED_POINT_STEPS = 500
+DECODE_VIEW_PARTS = 32  # the decodes' view of a prompt step: prompts rounded up to 1/32 of one
 
 
 @dataclass(frozen=True)
@@ -165,9 +166,9 @@ def _at(step: Callable[[int], int], count: float) -> float:
     return base if frac <= 1e-12 else base + frac * (step(low + 1) - base)
 
 
-def _eighths(prompt_tokens: int, prompts: float) -> int:
-    """Tokens of ``prompts`` prompts rounded up to eighths of one (few distinct steps)."""
-    return math.ceil(prompt_tokens * math.ceil(8.0 * prompts - 1e-9) / 8.0)
+def _eighths(prompt_tokens: int, prompts: float, parts: int = 8) -> int:
+    """Tokens of ``prompts`` prompts rounded up to 1 / ``parts`` of one (few distinct steps)."""
+    return math.ceil(prompt_tokens * math.ceil(parts * prompts - 1e-9) / parts)
 
 
 def _prompt_step_tokens(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate: float, joined: float) -> int:
@@ -204,14 +205,24 @@ def _steady_state(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate: fl
         if running + 1.0 >= budget:
             return None  # the decodes fill the step: no prompt is ever prefilled
         joined, seen = q.jsq_joined(running, rep.queues), q.jsq_seen(running, rep.queues)
-        tokens = _prompt_step_tokens(rep, knobs, load, rate, joined)
+        idle_d = _at(idle, seen)
+        room = budget - joined
+        if load.prompt_tokens >= room:
+            tokens = budget  # the step holds C - k prompt tokens beside k decodes
+        else:  # the prompts of a prompt step as the steps hold them (``decode_life``)
+            def prompt_step_s(m, joined=joined, room=room):
+                x = min(math.floor(room), _eighths(load.prompt_tokens, m, DECODE_VIEW_PARTS))
+                return _at(lambda k: rep.step_ns(knobs, min(x, math.floor(budget - k)), k, ctx), joined) * 1e-9
+            busy = q.jsq_busy_share(running, rep.queues)
+            m = prompts_per_prompt_step(rate, idle_d * 1e-9, busy, prompt_step_s)
+            tokens = min(math.floor(room), _eighths(load.prompt_tokens, m, DECODE_VIEW_PARTS))
         def full(k, tokens=tokens):
             return rep.step_ns(knobs, min(tokens, budget - k), k, ctx)
         chunk = min(float(tokens), budget - joined)
         share = load.prompt_tokens / chunk  # prompt steps per prompt, fractional
         full_p = _at(full, joined)
         rho = min(1.0, rate * share * full_p * 1e-9)
-        idle_d, full_d = _at(idle, seen), _at(full, min(seen, budget - 1.0))
+        full_d = _at(full, min(seen, budget - 1.0))
         # prompt steps right after a decode's own (short prompts on one queue: ``decode_life``;
         # with k > 1 least-loaded routing steers the arrivals away from the queue that just
         # took a prompt, so its chain is not the queue's Poisson stream: left out)
@@ -273,13 +284,28 @@ def predict(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: floa
     def idle(k):
         return rep.step_ns(knobs, 0, k, ctx)
     service_s = load.prompt_tokens / st.chunk_tokens * st.full_ns * 1e-9
-    wait_s, p_wait = q.mgk_mean_wait_s(rate_rps, service_s, load.prompt_cv2, rep.queues)
+    # a prompt at most half the room is admitted at the end of the step under way with every
+    # prompt that came during it (gated: no queue of prompts), so it waits at most the rest of
+    # one prompt step (one queue: under way a share rho of the time, the rest uniform);
+    # a longer one queues as at the deployment's prefill servers, one M/G/k queue
+    gated = 2 * load.prompt_tokens <= budget - st.joined
+    if gated:
+        service_s = st.full_ns * 1e-9
+    wait_s, p_wait = (0.0, 0.0) if gated else q.mgk_mean_wait_s(rate_rps, service_s, load.prompt_cv2, rep.queues)
+    under_way = gated and rep.queues == 1
+    if under_way:
+        wait_s = st.rho * service_s / 2.0
     # behind a prompt of the joined replica (least-loaded routing counts requests, not prefills)
     # the joined replica falls back to the least-loaded count as its n_a decodes finish
     # (rate n_a / life, life = (D - 1) TPOT); the next arrival then joins it (queueing.refill_*)
     life_s = max(0, load.output_tokens - 1) * st.tpot_s
     freed = st.joined / life_s if rep.queues > 1 and life_s > 0 else 0.0
     mean_wait_s = wait_s + q.refill_mean_wait_s(service_s, freed, rate_rps)
+
+    def wait_at(quantile: float) -> float:
+        if under_way:  # P(wait > t) = rho (1 - t / S)
+            return service_s * (1.0 - (1.0 - quantile) / st.rho) if st.rho > 1.0 - quantile else 0.0
+        return q.wait_quantile_s(wait_s, p_wait, quantile)
     busy = q.jsq_joined_busy(st.running, rep.queues)  # P(the joined replica runs a step)
 
     def own_s(joined: float, prompt: int) -> float:
@@ -298,7 +324,7 @@ def predict(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: floa
         chunk = min(float(step_tokens), budget - joined)
         return (max(1.0, work / chunk) * _at(full, joined) + rest) * 1e-9
 
-    ttft = {p: q.wait_quantile_s(wait_s, p_wait, p / 100)
+    ttft = {p: wait_at(p / 100)
             + q.refill_wait_quantile_s(service_s, freed, rate_rps, p / 100)
             + own_s(q.jsq_joined_quantile(st.running, rep.queues, _z(p)), load.prompt_at(p)) for p in PERCENTILES}
     tpot = {p: _tpot_quantile_s(rep, knobs, load, st, p) * 1e3 for p in PERCENTILES}

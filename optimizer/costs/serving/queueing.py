@@ -194,6 +194,15 @@ def jsq_joined_busy(running: float, replicas: int) -> float:
     return _jsq(_on_grid(replicas * running), replicas)[1]
 
 
+def jsq_busy_share(running: float, replicas: int) -> float:
+    """Share of the replicas that hold a decode: E[min(N, k)] / k (spread as evenly as
+    possible, min(N, k) replicas hold one; 1 - e^-n for one replica)."""
+    if replicas == 1:
+        return -math.expm1(-running)
+    values, probs = _poisson(_on_grid(replicas * running))
+    return float(probs @ np.minimum(values, replicas)) / replicas
+
+
 def jsq_joined_quantile(running: float, replicas: int, z: float) -> float:
     """Decodes of the joined replica at the standard-normal quantile z of N (normal
     approximation k n + z sqrt(k n)), with E[floor(x / k)] ~ x / k - (k - 1) / 2k; the mean
