@@ -7,39 +7,43 @@ as the knobs' micro-batch counts say (integer ns: ``optimizer.costs.step_time`` 
 ``serving.replica``, or a test double), the number of queues and the GPUs.
 
 Steady state at a rate lambda per queue (k queues, requests routed to the least-loaded one),
-prompts of s tokens, outputs of D tokens, a step budget of C tokens:
+prompts of s tokens, outputs of D tokens, a step budget of C tokens (docs/serving-model.md):
     n = lambda (D - 1) TPOT                            (Little's law, running decodes per queue)
     N ~ Poisson(k n)                                   (the deployment's decodes, M/G/inf)
     n_a = E[floor(N / k)]                              (decodes of the least-loaded replica, the
                                                         one a new prompt joins; n for k = 1)
-    x = C - n_a if s >= C - n_a, else min(C - n_a, s (1 + lambda t))  (prompt tokens of a prompt
-                                                        step: a short prompt shares its step with
-                                                        those that came during the step under
-                                                        way, t; ``_prompt_step_tokens``)
-    full = step(x, n_a), K = s / x                     (a prompt's step and its step count)
+    x = C - n_a if s >= C - n_a, else min(C - n_a, m s)  (prompt tokens of a prompt step, m the
+                                                        prompts per prompt step of the gated
+                                                        step chain: ``decode_life``)
+    full = step(x, n_a), K = s / x                     (a prompt step and the steps per prompt)
     rho = lambda K full                                (prefill server utilisation)
-    f = K n_a / (D - 1)                                (share of a decode's steps that carry a
-                                                        prompt chunk: lambda K n_a such pairs per
-                                                        second against lambda (D - 1) decode steps)
+    f = (K n_a + E[e(L)]) / (D - 1)                    (share of a decode's steps that carry a
+                                                        prompt chunk: lambda K n_a pairs per
+                                                        second against lambda (D - 1) decode
+                                                        steps, and e(L) more right after its own
+                                                        prompt's step: one queue, short prompts)
     n' = E[balanced count of the 1 + N requests]       (what a decoding request sees, itself
                                                         included; 1 + n for k = 1)
-    TPOT = step(0, n') + f (step(C - n', n') - step(0, n'))
+    TPOT = step(0, n') + f (step(x, n') - step(0, n'))
 with step() at a fractional count linear between the integers around it (``queueing.jsq_*``
-give n_a, n', P(N >= k)); solved by fixed-point iteration from n = 0 (every map is
-non-decreasing in n, so the iterates increase to the least fixed point, or pass B (n + rho >
-B) or rho = 1: then the rate is not sustainable).
-    TTFT = W + W_r + P(N >= k) step(0, n_a) / 2 + max(1, K) full
+give n_a, n', P(N >= k)); solved by fixed-point iteration from n = 0 (the iterates climb to
+the least fixed point, or pass B (n + rho > B) or rho = 1: then the rate is not sustainable).
+    TTFT = W + W_r + P(N >= k) step(0, n_a) / 2 + max(1, K') step(x', n_a)
                                                        (queue waits, rest of the step under way
                                                         if the joined replica decodes, the
                                                         prompt's own steps)
-with W the wait of the deployment's prefill servers as one M/G/k queue (Allen-Cunneen with the
-prompt lengths' squared coefficient of variation cv^2; Pollaczek-Khinchine for k = 1) and W_r
-the wait behind a prompt the joined replica still prefills (least-loaded routing counts
-requests: ``queueing.refill_*``, k > 1 only); percentiles: W's by the exponential tail of
-``queueing.wait_quantile_s``, W_r's from its tail, plus the own steps at n_a's normal quantile.
-TPOT percentiles: the mean plus the root sum of squares of the spread of
-the count a request sees over its life and of the prompts that join its replica meanwhile
-(``_tpot_quantile_s``). E2E = TTFT + (D - 1) TPOT, both at the percentile.
+with x' = min(C - n_a, s (1 + lambda t)) the prompt's own (length-biased) step: those that
+arrived during the step under way, t (``_prompt_step_tokens``); W the wait of the
+deployment's prefill servers as one M/G/k queue (Allen-Cunneen with the prompt lengths'
+squared coefficient of variation cv^2; Pollaczek-Khinchine for k = 1) for prompts longer than
+half the room, and for shorter ones (gated admission) the rest of one prompt step under way
+(one queue: tail rho (1 - t / S)); W_r the wait behind a prompt the joined replica still
+prefills (least-loaded routing counts requests: ``queueing.refill_*``, k > 1 only).
+Percentiles: the waits' tails, plus the own steps of the prompt at that percentile of the
+lengths at n_a's normal quantile. TPOT percentiles: the mean plus the root sum of squares of
+the spread of the count a request sees over its life and of the prompt steps in its life
+(``decode_life``: Poisson over a life of L = D' - 1 steps, L over the output lengths;
+``_tpot_quantile_s``). E2E = TTFT + (D - 1) TPOT, both at the percentile.
 """
 
 from __future__ import annotations
