@@ -7,11 +7,12 @@ it. (``tests/simulate/test_service_vs_simulator.py`` does 10b_moe_service.) Then
 random services of the benchmark's set on stored plans (``test_random_services_agree_with_the_simulator``)."""
 
 import json
+import statistics
 from pathlib import Path
 
 import pytest
 
-from benchmarks.bench_service_agreement import TOLERANCE, Case, compare
+from benchmarks.bench_service_agreement import TOLERANCE, Case, compare, compare_plan, random_instances
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -52,10 +53,6 @@ SUBSET = {  # random instance -> the figures within tolerance
 @pytest.mark.slow
 @pytest.mark.parametrize("number", sorted(SUBSET))
 def test_random_services_agree_with_the_simulator(number, monkeypatch):
-    import statistics
-
-    from benchmarks.bench_service_agreement import compare_plan, random_instances
-
     monkeypatch.chdir(REPO)  # the random instances are drawn from the shipped ones, by path
     case = random_instances(max(SUBSET) + 1, seed=0)[number]
     plan = json.loads((REPO / "tests" / "costs" / "data" / "service_agreement" / f"{case.name}.plan.json").read_text())
