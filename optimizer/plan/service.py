@@ -13,7 +13,7 @@ from dataclasses import asdict
 from optimizer.costs.expert_loads import expert_loads
 from optimizer.costs.serving.candidates import ServiceCandidate, evaluate_group
 from optimizer.costs.serving.knobs import ReplicaMemory, ServingKnobs
-from optimizer.costs.serving.metrics import ServiceLoad, Slo
+from optimizer.costs.serving.metrics import Replica, ServiceLoad, Slo
 from optimizer.costs.serving.replica import replica, replica_memory
 from optimizer.costs.tables import LinkFacts
 from optimizer.costs.timing import hot_load
@@ -32,12 +32,16 @@ def service_slo(inst: Instance) -> Slo:
     return Slo(req.max_ttft_s, req.max_tpot_ms, req.max_e2e_latency_s, req.percentile)
 
 
-def evaluate_service_plan(inst: Instance, plan: Plan, knobs: ServingKnobs, load: ServiceLoad) -> ServiceCandidate:
-    """The plan's candidate: its own stages, placement and layout, the instance's lengths."""
+def plan_replica(inst: Instance, plan: Plan, load: ServiceLoad) -> Replica:
+    """The serving model's replica of the plan: its own stages, placement and layout."""
     moe_ids = inst.model.moe_layer_ids
     hot = {l: hot_load(row, plan.placement[l]) for l, row in zip(moe_ids, expert_loads(inst))}
-    rep = replica(inst, plan.deg, LinkFacts.of(plan.slots), plan.stages, hot, load)
-    return evaluate_group(plan.deg, [knobs], rep, load, service_slo(inst),
+    return replica(inst, plan.deg, LinkFacts.of(plan.slots), plan.stages, hot, load)
+
+
+def evaluate_service_plan(inst: Instance, plan: Plan, knobs: ServingKnobs, load: ServiceLoad) -> ServiceCandidate:
+    """The plan's candidate: its own stages, placement and layout, the instance's lengths."""
+    return evaluate_group(plan.deg, [knobs], plan_replica(inst, plan, load), load, service_slo(inst),
                           inst.workload.arrival_rate_rps)[0]
 
 

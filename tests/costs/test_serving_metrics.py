@@ -68,17 +68,53 @@ def test_metrics_by_hand():
     assert m.ttft_mean_s == pytest.approx(wait_s + rest_s + service_s, rel=1e-6)
     assert m.ttft_p90_s == pytest.approx(2000 / (1000 - n90) * 0.020 + rest90_s, rel=1e-6)
     # TPOT p90: the mean plus the root sum of squares of 0.01 ms x (z sqrt(2n/3)) x (1 - f)
-    # (more decodes seen) and z sqrt(n) s / (C - n) / (D - 1) (20 - idle) (more prompts)
+    # (more decodes seen) and (y - f) (20 - idle) (more prompts): the prompts that join in a
+    # life are Poisson(n), each K = s / (C - n) steps of the D - 1 = 99; at n = 2.0687 the
+    # Poisson CDF is 0.1264, 0.3879, 0.6584, 0.8449, 0.9414 at 0..4, so p90 is 4 prompts:
+    # y = 4 K / 99 (one life: fixed output length; no excess after the own prompt, which is
+    # longer than the room)
     steps = 2000 / (1000 - n)
     shared, idle = steps * n / 99, 10 + 0.01 * (1 + n)
+    cdf = [sum(math.exp(-n) * n ** i / math.factorial(i) for i in range(j + 1)) for j in range(5)]
+    assert cdf[3] < 0.9 <= cdf[4]
     by_count = 0.01 * z90 * math.sqrt(2 * n / 3) * (1 - shared)
-    by_prompts = z90 * math.sqrt(n) * steps / 99 * (20 - idle)
+    by_prompts = (4 * steps / 99 - shared) * (20 - idle)
     assert m.tpot_p90_ms == pytest.approx(tpot_ms + math.hypot(by_count, by_prompts), rel=1e-6)
     assert m.tpot_p50_ms == pytest.approx(tpot_ms, rel=1e-9)
     assert m.output_tokens_per_s_per_gpu == pytest.approx(2 * 100 / 8)
     assert m.tokens_per_s_per_user == pytest.approx(1000 / tpot_ms, rel=1e-7)
     assert m.e2e_p90_s == pytest.approx(m.ttft_p90_s + 99 * m.tpot_p90_ms / 1e3, rel=1e-9)
 
+
+
+def test_ttft_percentiles_take_the_prompt_length_at_the_percentile():
+    # Long prompts (s = 2000 >= C - n): the same steady state as test_metrics_by_hand (the
+    # percentiles change no mean; the p90 wait is 0 as there: 1 - 0.9 >= rho), and a prompt
+    # of the p-th percentile length s_p fills s_p / (C - n_p) steps of 20 ms: p50 at
+    # s = 2000 and n, p90 at 3000 tokens and n90.
+    spread = ServiceLoad(2000, 100, 0.1, (2000, 3000, 3500))
+    n, rho, tpot_ms = _by_hand(2.0)
+    m, mean_only = predict(REP, KNOBS, spread, 2.0), predict(REP, KNOBS, ServiceLoad(2000, 100, 0.1), 2.0)
+    assert m.tpot_ms == pytest.approx(tpot_ms, rel=1e-7) and m.running_requests == pytest.approx(n, rel=1e-7)
+    z90 = 1.2815515655446004
+    n90 = n + z90 * math.sqrt(n)
+    rest90_s = (1 - math.exp(-n)) * (10 + 0.01 * max(1, n90)) / 2 / 1e3
+    assert m.ttft_p90_s == pytest.approx(3000 / (1000 - n90) * 0.020 + rest90_s, rel=1e-6)
+    assert m.ttft_p50_s == pytest.approx(mean_only.ttft_p50_s, rel=1e-12)
+    assert m.ttft_mean_s == pytest.approx(mean_only.ttft_mean_s, rel=1e-12)
+    # Short prompts (s = 200 < C): at 0.01 req/s a prompt step holds the mean prompt and
+    # an eighth of another (x = ceil(200 * 9 / 8) = 225: lambda t ~ 1e-4, rounded up to
+    # eighths), so the others are 25 tokens. p90 (500 tokens): one step of 525 tokens,
+    # 10 + 0.01 (525 + n90) ms; p99 (990): 1015 tokens pass the room C - n99, so
+    # 1015 / (1000 - n99) steps of 20 ms. No wait at p90/p99 (P(wait) = rho < 1 %).
+    short = ServiceLoad(200, 100, 0.5, (200, 500, 990))
+    m = predict(REP, KNOBS, short, 0.01)
+    n = m.running_requests
+    z99 = 2.3263478740408408
+    n90, n99 = n + z90 * math.sqrt(n), n + z99 * math.sqrt(n)
+    rest_s = [(1 - math.exp(-n)) * (10 + 0.01 * max(1, k)) / 2 / 1e3 for k in (n90, n99)]
+    assert m.ttft_p90_s == pytest.approx((10 + 0.01 * (525 + n90)) / 1e3 + rest_s[0], rel=1e-6)
+    assert m.ttft_p99_s == pytest.approx(1015 / (1000 - n99) * 0.020 + rest_s[1], rel=1e-6)
 
 def test_sustainable_rate_prefill_bound():
     # the rate where the by-hand fixed point reaches rho = 1 (n stays below B = 64 there)
@@ -132,33 +168,53 @@ def affine(knobs, c, n, ctx):
 def test_steady_state_is_a_fixed_point():
     # with decodes that cost time (affine double, one queue), the result solves the equations
     # of docs/serving-model.md: the 1000-token prompt is shorter than the 2048-token budget, so
-    # a prompt step holds x = s ceil(8 (1 + lambda t)) / 8 prompt tokens (the prompt and those
-    # that arrived during the step under way, t: the decode step, then refined once with the
-    # prompt step's share rho), beside n decodes (one queue: n_a = n); a prompt takes s / x of
-    # such steps; a decoding request sees 1 + n decodes and a share f = (s / x) n / (D - 1) of
-    # its steps carries prompt tokens
+    # the steps hold the prompts as gated admission gives them (the step chain of decode_life):
+    # after a decode step d = step(0, 1 + n) a prompt step follows with
+    # a = busy (1 - e^{-lambda d}) + 1 - busy (busy = 1 - e^{-n}, one queue), after a prompt
+    # step p(m) = step(x(m), n) with b = 1 - e^{-lambda p}; pi = a / (a + 1 - b),
+    # E[T] = pi p + (1 - pi) (busy d + (1 - busy) / lambda), m = max(1, lambda E[T] / pi)
+    # prompts per prompt step (fixed point from m = 1), x(m) = s ceil(32 m) / 32 tokens beside
+    # n decodes (one queue: n_a = n); a prompt takes s / x of such steps; a decoding request
+    # sees 1 + n decodes and a share f = ((s / x) n + e) / (D - 1) of its steps carries prompt
+    # tokens, e the prompt steps right after its own (one queue, short prompts:
+    # e = (b - pi1)(1 - r^499) / (1 - r), pi1 and r = b - a1 of the chain seen from a decode)
     import math
     rep = Replica(affine, queues=1, gpus=8)
     load, knobs = ServiceLoad(1000, 500), ServingKnobs(256, 2048, 1, 1)
-    m = predict(rep, knobs, load, 5.0)
-    n, ctx = m.running_requests, 1000 + 250
+    lam = 5.0
+    m_ = predict(rep, knobs, load, lam)
+    n, ctx = m_.running_requests, 1000 + 250
     assert n > 1
     def step(c, k):  # affine: exact at fractional k
         return 1e6 + 2000 * c + 50_000 * k + k * ctx
-    def eighths(prompts):
-        return math.ceil(1000 * math.ceil(8 * prompts - 1e-9) / 8)
-    x0 = eighths(1 + 5.0 * step(0, n) * 1e-9)
-    rho0 = 5.0 * 1000 / x0 * step(x0, n) * 1e-9
-    x = eighths(1 + 5.0 * (rho0 * step(x0, n) + (1 - rho0) * step(0, n)) * 1e-9)
-    assert 1000 < x < 2048 - n - 1
     seen = 1 + n
-    rho = 5.0 * 1000 / x * step(x, n) * 1e-9
-    shared = 1000 / x * n / 499
-    idle, full_d = step(0, seen), step(x, seen)
-    assert m.utilization == pytest.approx(rho, rel=1e-6)
-    assert m.step_full_ns == math.ceil(step(x, n))
-    assert m.tpot_ms == pytest.approx((idle + shared * (full_d - idle)) / 1e6, rel=1e-6)
-    assert m.running_requests == pytest.approx(5.0 * 499 * m.tpot_ms / 1e3, rel=1e-6)
+    idle = step(0, seen)
+    busy = 1 - math.exp(-n)
+    a = busy * -math.expm1(-lam * idle * 1e-9) + 1 - busy
+    def tokens(m):
+        return min(math.floor(2048 - n), math.ceil(1000 * math.ceil(32 * m - 1e-9) / 32))
+    m = 1.0
+    for _ in range(30):
+        p_s = step(tokens(m), n) * 1e-9
+        b = -math.expm1(-lam * p_s)
+        pi = a / (a + 1 - b)
+        m = max(1.0, lam * (pi * p_s + (1 - pi) * (busy * idle * 1e-9 + (1 - busy) / lam)) / pi)
+    x = tokens(m)
+    assert 1000 < x < 2048 - n - 1
+    rho = lam * 1000 / x * step(x, n) * 1e-9
+    full_d = step(x, seen)
+    # the excess chain: a decode's own queue holds it, so a step without prompts is a decode
+    # step: a1 = 1 - e^{-lambda d}
+    b = -math.expm1(-lam * step(x, n) * 1e-9)
+    a1 = -math.expm1(-lam * idle * 1e-9)
+    pi1, r = a1 / (a1 + 1 - b), b - a1
+    excess = (b - pi1) * (1 - r ** 499) / (1 - r)
+    assert 0.005 < excess < 0.5
+    shared = (1000 / x * n + excess) / 499
+    assert m_.utilization == pytest.approx(rho, rel=1e-6)
+    assert m_.step_full_ns == math.ceil(step(x, n))
+    assert m_.tpot_ms == pytest.approx((idle + shared * (full_d - idle)) / 1e6, rel=1e-6)
+    assert m_.running_requests == pytest.approx(lam * 499 * m_.tpot_ms / 1e3, rel=1e-6)
 
 
 def test_group_goodput_equals_one_by_one():

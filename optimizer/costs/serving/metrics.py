@@ -7,39 +7,43 @@ as the knobs' micro-batch counts say (integer ns: ``optimizer.costs.step_time`` 
 ``serving.replica``, or a test double), the number of queues and the GPUs.
 
 Steady state at a rate lambda per queue (k queues, requests routed to the least-loaded one),
-prompts of s tokens, outputs of D tokens, a step budget of C tokens:
+prompts of s tokens, outputs of D tokens, a step budget of C tokens (docs/serving-model.md):
     n = lambda (D - 1) TPOT                            (Little's law, running decodes per queue)
     N ~ Poisson(k n)                                   (the deployment's decodes, M/G/inf)
     n_a = E[floor(N / k)]                              (decodes of the least-loaded replica, the
                                                         one a new prompt joins; n for k = 1)
-    x = C - n_a if s >= C - n_a, else min(C - n_a, s (1 + lambda t))  (prompt tokens of a prompt
-                                                        step: a short prompt shares its step with
-                                                        those that came during the step under
-                                                        way, t; ``_prompt_step_tokens``)
-    full = step(x, n_a), K = s / x                     (a prompt's step and its step count)
+    x = C - n_a if s >= C - n_a, else min(C - n_a, m s)  (prompt tokens of a prompt step, m the
+                                                        prompts per prompt step of the gated
+                                                        step chain: ``decode_life``)
+    full = step(x, n_a), K = s / x                     (a prompt step and the steps per prompt)
     rho = lambda K full                                (prefill server utilisation)
-    f = K n_a / (D - 1)                                (share of a decode's steps that carry a
-                                                        prompt chunk: lambda K n_a such pairs per
-                                                        second against lambda (D - 1) decode steps)
+    f = (K n_a + E[e(L)]) / (D - 1)                    (share of a decode's steps that carry a
+                                                        prompt chunk: lambda K n_a pairs per
+                                                        second against lambda (D - 1) decode
+                                                        steps, and e(L) more right after its own
+                                                        prompt's step: one queue, short prompts)
     n' = E[balanced count of the 1 + N requests]       (what a decoding request sees, itself
                                                         included; 1 + n for k = 1)
-    TPOT = step(0, n') + f (step(C - n', n') - step(0, n'))
+    TPOT = step(0, n') + f (step(x, n') - step(0, n'))
 with step() at a fractional count linear between the integers around it (``queueing.jsq_*``
-give n_a, n', P(N >= k)); solved by fixed-point iteration from n = 0 (every map is
-non-decreasing in n, so the iterates increase to the least fixed point, or pass B (n + rho >
-B) or rho = 1: then the rate is not sustainable).
-    TTFT = W + W_r + P(N >= k) step(0, n_a) / 2 + max(1, K) full
+give n_a, n', P(N >= k)); solved by fixed-point iteration from n = 0 (the iterates climb to
+the least fixed point, or pass B (n + rho > B) or rho = 1: then the rate is not sustainable).
+    TTFT = W + W_r + P(N >= k) step(0, n_a) / 2 + max(1, K') step(x', n_a)
                                                        (queue waits, rest of the step under way
                                                         if the joined replica decodes, the
                                                         prompt's own steps)
-with W the wait of the deployment's prefill servers as one M/G/k queue (Allen-Cunneen with the
-prompt lengths' squared coefficient of variation cv^2; Pollaczek-Khinchine for k = 1) and W_r
-the wait behind a prompt the joined replica still prefills (least-loaded routing counts
-requests: ``queueing.refill_*``, k > 1 only); percentiles: W's by the exponential tail of
-``queueing.wait_quantile_s``, W_r's from its tail, plus the own steps at n_a's normal quantile.
-TPOT percentiles: the mean plus the root sum of squares of the spread of
-the count a request sees over its life and of the prompts that join its replica meanwhile
-(``_tpot_quantile_s``). E2E = TTFT + (D - 1) TPOT, both at the percentile.
+with x' = min(C - n_a, s (1 + lambda t)) the prompt's own (length-biased) step: those that
+arrived during the step under way, t (``_prompt_step_tokens``); W the wait of the
+deployment's prefill servers as one M/G/k queue (Allen-Cunneen with the prompt lengths'
+squared coefficient of variation cv^2; Pollaczek-Khinchine for k = 1) for prompts longer than
+half the room, and for shorter ones (gated admission) the rest of one prompt step under way
+(one queue: tail rho (1 - t / S)); W_r the wait behind a prompt the joined replica still
+prefills (least-loaded routing counts requests: ``queueing.refill_*``, k > 1 only).
+Percentiles: the waits' tails, plus the own steps of the prompt at that percentile of the
+lengths at n_a's normal quantile. TPOT percentiles: the mean plus the root sum of squares of
+the spread of the count a request sees over its life and of the prompt steps in its life
+(``decode_life``: Poisson over a life of L = D' - 1 steps, L over the output lengths;
+``_tpot_quantile_s``). E2E = TTFT + (D - 1) TPOT, both at the percentile.
 """
 
 from __future__ import annotations
@@ -50,23 +54,41 @@ from dataclasses import dataclass
 from functools import lru_cache
 from statistics import NormalDist
 
+import numpy as np
+
 from optimizer.costs.serving import queueing as q
+from optimizer.costs.serving.decode_life import excess_prompt_steps, prompts_per_prompt_step, share_quantile
 from optimizer.costs.serving.knobs import ServingKnobs
 
 StepNs = Callable[[ServingKnobs, int, int, int], int]  # (knobs, chunk, decodes, context) -> ns
 PERCENTILES = (50, 90, 99)
 _RELATIVE_TOLERANCE = 1e-7  # bisection stops when the bracket is this narrow, relatively
 _FIXED_POINT_STEPS = 500
+DECODE_VIEW_PARTS = 32  # the decodes' view of a prompt step: prompts rounded up to 1/32 of one
 
 
 @dataclass(frozen=True)
 class ServiceLoad:
-    """Request sizes: prompt and output tokens (means) and the prompt lengths' squared
-    coefficient of variation (0 = every prompt the same length)."""
+    """Request sizes: prompt and output tokens (means), the prompt lengths' squared
+    coefficient of variation (0 = every prompt the same length) and their percentiles
+    (``PERCENTILES``; empty = every prompt ``prompt_tokens`` long)."""
 
     prompt_tokens: int
     output_tokens: int
     prompt_cv2: float = 0.0
+    prompt_percentile_tokens: tuple[int, ...] = ()
+    output_points: tuple[int, ...] = ()  # equally likely output lengths (empty: all D)
+
+    def decode_lives(self) -> np.ndarray:
+        """The decode steps L = D' - 1 of equally likely requests that decode (D' > 1)."""
+        lives = [d - 1 for d in (self.output_points or (self.output_tokens,)) if d > 1]
+        return np.array(lives or [max(0, self.output_tokens - 1)], dtype=float)
+
+    def prompt_at(self, percentile: int) -> int:
+        """The prompt length at ``percentile`` (one of ``PERCENTILES``), tokens."""
+        if not self.prompt_percentile_tokens:
+            return self.prompt_tokens
+        return self.prompt_percentile_tokens[PERCENTILES.index(percentile)]
 
     @property
     def decode_context_tokens(self) -> int:
@@ -137,6 +159,7 @@ class _Steady:
     with_prompt_ns: float  # a step with a prompt chunk and ``seen`` decodes
     tpot_s: float
     chunk_tokens: float  # prompt tokens of a prompt's step, C - n_a
+    excess: tuple[float, ...] = ()  # e(L) per ``ServiceLoad.decode_lives`` (``decode_life``)
 
 
 def _at(step: Callable[[int], int], count: float) -> float:
@@ -147,9 +170,9 @@ def _at(step: Callable[[int], int], count: float) -> float:
     return base if frac <= 1e-12 else base + frac * (step(low + 1) - base)
 
 
-def _eighths(prompt_tokens: int, prompts: float) -> int:
-    """Tokens of ``prompts`` prompts rounded up to eighths of one (few distinct steps)."""
-    return math.ceil(prompt_tokens * math.ceil(8.0 * prompts - 1e-9) / 8.0)
+def _eighths(prompt_tokens: int, prompts: float, parts: int = 8) -> int:
+    """Tokens of ``prompts`` prompts rounded up to 1 / ``parts`` of one (few distinct steps)."""
+    return math.ceil(prompt_tokens * math.ceil(parts * prompts - 1e-9) / parts)
 
 
 def _prompt_step_tokens(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate: float, joined: float) -> int:
@@ -180,20 +203,36 @@ def _steady_state(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate: fl
     def idle(k):
         return rep.step_ns(knobs, 0, k, ctx)
     decode_steps = max(0, load.output_tokens - 1)
+    lives = load.decode_lives()
     running = 0.0
     for _ in range(_FIXED_POINT_STEPS):
         if running + 1.0 >= budget:
             return None  # the decodes fill the step: no prompt is ever prefilled
         joined, seen = q.jsq_joined(running, rep.queues), q.jsq_seen(running, rep.queues)
-        tokens = _prompt_step_tokens(rep, knobs, load, rate, joined)
+        idle_d = _at(idle, seen)
+        room = budget - joined
+        if load.prompt_tokens >= room:
+            tokens = budget  # the step holds C - k prompt tokens beside k decodes
+        else:  # the prompts of a prompt step as the steps hold them (``decode_life``)
+            def prompt_step_s(m, joined=joined, room=room):
+                x = min(math.floor(room), _eighths(load.prompt_tokens, m, DECODE_VIEW_PARTS))
+                return _at(lambda k: rep.step_ns(knobs, min(x, math.floor(budget - k)), k, ctx), joined) * 1e-9
+            busy = q.jsq_busy_share(running, rep.queues)
+            m = prompts_per_prompt_step(rate, idle_d * 1e-9, busy, prompt_step_s)
+            tokens = min(math.floor(room), _eighths(load.prompt_tokens, m, DECODE_VIEW_PARTS))
         def full(k, tokens=tokens):
             return rep.step_ns(knobs, min(tokens, budget - k), k, ctx)
         chunk = min(float(tokens), budget - joined)
         share = load.prompt_tokens / chunk  # prompt steps per prompt, fractional
         full_p = _at(full, joined)
         rho = min(1.0, rate * share * full_p * 1e-9)
-        shared = min(1.0, share * joined / decode_steps) if decode_steps else 0.0
-        idle_d, full_d = _at(idle, seen), _at(full, min(seen, budget - 1.0))
+        full_d = _at(full, min(seen, budget - 1.0))
+        # prompt steps right after a decode's own (short prompts on one queue: ``decode_life``;
+        # with k > 1 least-loaded routing steers the arrivals away from the queue that just
+        # took a prompt, so its chain is not the queue's Poisson stream: left out)
+        excess = (excess_prompt_steps(rate, full_p * 1e-9, idle_d * 1e-9, lives)
+                  if load.prompt_tokens < budget - joined and rep.queues == 1 else np.zeros(len(lives)))
+        shared = min(1.0, (share * joined + float(excess.mean())) / decode_steps) if decode_steps else 0.0
         tpot_s = (idle_d + shared * (full_d - idle_d)) * 1e-9
         nxt = q.littles_law_count(rate, decode_steps * tpot_s)
         if nxt + rho > cap:
@@ -205,27 +244,34 @@ def _steady_state(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate: fl
                 return rep.step_ns(knobs, budget - k, k, ctx)
             if rate * load.prompt_tokens / (budget - joined) * _at(widest, joined) * 1e-9 >= 1.0:
                 return None
-            return _Steady(nxt, joined, rho, shared, seen, full_p, idle_d, full_d, tpot_s, chunk)
+            return _Steady(nxt, joined, rho, shared, seen, full_p, idle_d, full_d, tpot_s, chunk,
+                           tuple(float(e) for e in excess))
         running = nxt
     return None  # no convergence: treated as not sustainable
 
 
-def _tpot_quantile_s(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, st: _Steady, z: float) -> float:
-    """TPOT of the request at the standard-normal quantile ``z``: the mean plus the root sum
-    of squares of two independent spreads, the decodes its replica holds over its life
-    (``queueing.jsq_seen`` at the lifetime-averaged count's quantile) and the prompts that
-    join its replica meanwhile (Poisson, mean n_a, each sharing s / (C - n_a) steps)."""
-    if z <= 0.0:
-        return st.tpot_s
+def _tpot_quantile_s(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, st: _Steady, percentile: int) -> float:
+    """TPOT of the request at ``percentile``: the mean plus the root sum of squares of two
+    independent spreads, the decodes its replica holds over its life
+    (``queueing.jsq_seen`` at the lifetime-averaged count's normal quantile) and the prompt
+    steps in its life (``decode_life.share_quantile`` over the output lengths: a life of L
+    steps holds f0 L + e(L) on average, f0 = K n_a / (D - 1), K = s / (C - n_a) steps per
+    prompt), less the mean share, times what a prompt chunk adds to a step (a share below
+    the mean lowers it). The median is taken at the mean."""
+    z = _z(percentile)
+    if load.output_tokens <= 1 or z <= 0.0:
+        return st.tpot_s  # the median is taken at the mean
     ctx = load.decode_context_tokens
     def idle(k):
         return rep.step_ns(knobs, 0, k, ctx)
     seen_q = q.jsq_seen_quantile(st.running, rep.queues, z)
     by_count = (_at(idle, seen_q) - st.decode_ns) * (1.0 - st.shared)
-    decode_steps = max(1, load.output_tokens - 1)
+    lives = load.decode_lives()
     steps = load.prompt_tokens / st.chunk_tokens
-    by_prompts = z * math.sqrt(st.joined) * steps / decode_steps * (st.with_prompt_ns - st.decode_ns)
-    return st.tpot_s + math.hypot(by_count, by_prompts) * 1e-9
+    mean_steps = steps * st.joined / (load.output_tokens - 1) * lives + np.array(st.excess)
+    share = share_quantile(lives, mean_steps, max(1.0, steps), percentile / 100)
+    by_prompts = (share - st.shared) * (st.with_prompt_ns - st.decode_ns)
+    return st.tpot_s + (math.hypot(by_count, max(0.0, by_prompts)) + min(0.0, by_prompts)) * 1e-9
 
 
 def predict(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: float) -> ServiceMetrics:
@@ -242,33 +288,54 @@ def predict(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: floa
     def idle(k):
         return rep.step_ns(knobs, 0, k, ctx)
     service_s = load.prompt_tokens / st.chunk_tokens * st.full_ns * 1e-9
-    wait_s, p_wait = q.mgk_mean_wait_s(rate_rps, service_s, load.prompt_cv2, rep.queues)
+    # a prompt at most half the room is admitted at the end of the step under way with every
+    # prompt that came during it (gated: no queue of prompts), so it waits at most the rest of
+    # one prompt step (one queue: under way a share rho of the time, the rest uniform);
+    # a longer one queues as at the deployment's prefill servers, one M/G/k queue
+    gated = 2 * load.prompt_tokens <= budget - st.joined
+    if gated:
+        service_s = st.full_ns * 1e-9
+    wait_s, p_wait = (0.0, 0.0) if gated else q.mgk_mean_wait_s(rate_rps, service_s, load.prompt_cv2, rep.queues)
+    under_way = gated and rep.queues == 1
+    if under_way:
+        wait_s = st.rho * service_s / 2.0
     # behind a prompt of the joined replica (least-loaded routing counts requests, not prefills)
     # the joined replica falls back to the least-loaded count as its n_a decodes finish
     # (rate n_a / life, life = (D - 1) TPOT); the next arrival then joins it (queueing.refill_*)
     life_s = max(0, load.output_tokens - 1) * st.tpot_s
     freed = st.joined / life_s if rep.queues > 1 and life_s > 0 else 0.0
     mean_wait_s = wait_s + q.refill_mean_wait_s(service_s, freed, rate_rps)
+
+    def wait_at(quantile: float) -> float:
+        if under_way:  # P(wait > t) = rho (1 - t / S)
+            return service_s * (1.0 - (1.0 - quantile) / st.rho) if st.rho > 1.0 - quantile else 0.0
+        return q.wait_quantile_s(wait_s, p_wait, quantile)
     busy = q.jsq_joined_busy(st.running, rep.queues)  # P(the joined replica runs a step)
 
-    def own_s(joined: float) -> float:
-        """The prompt's own steps and the rest of the step under way when it arrives."""
+    def own_s(joined: float, prompt: int) -> float:
+        """The own steps of a prompt of ``prompt`` tokens and the rest of the step under way
+        when it arrives: a prompt at least as long as the mean one's room fills its steps
+        (``prompt / (C - n_a)`` of them, at least one); a shorter one's step holds it and
+        the others of the mean prompt's step (x - s tokens), spilling into more full steps
+        when they pass the room."""
         joined = min(joined, budget - 1.0)
         tokens = _prompt_step_tokens(rep, knobs, load, per_queue, joined)
+        work = prompt if tokens >= budget else tokens - load.prompt_tokens + prompt
+        step_tokens = budget if tokens >= budget else work
         def full(k):
-            return rep.step_ns(knobs, min(tokens, budget - k), k, ctx)
+            return rep.step_ns(knobs, min(step_tokens, budget - k), k, ctx)
         rest = busy * _at(idle, max(1.0, joined)) / 2.0
-        chunk = min(float(tokens), budget - joined)
-        return (max(1.0, load.prompt_tokens / chunk) * _at(full, joined) + rest) * 1e-9
+        chunk = min(float(step_tokens), budget - joined)
+        return (max(1.0, work / chunk) * _at(full, joined) + rest) * 1e-9
 
-    ttft = {p: q.wait_quantile_s(wait_s, p_wait, p / 100)
+    ttft = {p: wait_at(p / 100)
             + q.refill_wait_quantile_s(service_s, freed, rate_rps, p / 100)
-            + own_s(q.jsq_joined_quantile(st.running, rep.queues, _z(p))) for p in PERCENTILES}
-    tpot = {p: _tpot_quantile_s(rep, knobs, load, st, _z(p)) * 1e3 for p in PERCENTILES}
+            + own_s(q.jsq_joined_quantile(st.running, rep.queues, _z(p)), load.prompt_at(p)) for p in PERCENTILES}
+    tpot = {p: _tpot_quantile_s(rep, knobs, load, st, p) * 1e3 for p in PERCENTILES}
     steps = max(0, load.output_tokens - 1)
     return ServiceMetrics(
         rate_rps, True, max(st.rho, st.running / knobs.max_running_requests), st.running,
-        math.ceil(st.full_ns), math.ceil(st.decode_ns), mean_wait_s + own_s(st.joined), ttft[50], ttft[90],
+        math.ceil(st.full_ns), math.ceil(st.decode_ns), mean_wait_s + own_s(st.joined, load.prompt_tokens), ttft[50], ttft[90],
         ttft[99], st.tpot_s * 1e3, ttft[90] + steps * tpot[90] / 1e3, tokens_per_gpu,
         tpot[50], tpot[90], tpot[99])
 

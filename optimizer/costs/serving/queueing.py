@@ -167,6 +167,11 @@ def _poisson(mean: float) -> tuple[np.ndarray, np.ndarray]:
     return values, probs / probs.sum()
 
 
+def poisson_points(mean: float) -> tuple[np.ndarray, np.ndarray]:
+    """(values, probabilities) of a Poisson(mean) (the rest < 1e-20)."""
+    return _poisson(mean)
+
+
 def _balanced_seen(total: np.ndarray, replicas: int) -> np.ndarray:
     """Mean count of a request's replica when ``total`` >= 1 requests sit on ``replicas`` as
     evenly as possible (q or q + 1 each, q, r = divmod(total, k)): sum of counts^2 / total."""
@@ -187,6 +192,15 @@ def jsq_joined_busy(running: float, replicas: int) -> float:
     if replicas == 1:
         return 1.0 - math.exp(-running)
     return _jsq(_on_grid(replicas * running), replicas)[1]
+
+
+def jsq_busy_share(running: float, replicas: int) -> float:
+    """Share of the replicas that hold a decode: E[min(N, k)] / k (spread as evenly as
+    possible, min(N, k) replicas hold one; 1 - e^-n for one replica)."""
+    if replicas == 1:
+        return -math.expm1(-running)
+    values, probs = _poisson(_on_grid(replicas * running))
+    return float(probs @ np.minimum(values, replicas)) / replicas
 
 
 def jsq_joined_quantile(running: float, replicas: int, z: float) -> float:

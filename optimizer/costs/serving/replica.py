@@ -5,6 +5,7 @@ the configurations (degrees without a batch), and per configuration the engine-s
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import cache
 
 import numpy as np
@@ -13,7 +14,7 @@ from optimizer.costs import formulas as cm
 from optimizer.costs.candidates import divisors, tp_admissible
 from optimizer.costs.layout import Degrees
 from optimizer.costs.serving.knobs import ReplicaMemory, RuntimePool, ServingKnobs
-from optimizer.costs.serving.metrics import Replica, ServiceLoad
+from optimizer.costs.serving.metrics import PERCENTILES, Replica, ServiceLoad
 from optimizer.costs.step_time import StepTimer
 from optimizer.costs.tables import LinkFacts, MemoryParts, memory_parts
 from optimizer.costs.units import ceil_div, ceil_int, gb_to_bytes_floor
@@ -23,28 +24,43 @@ from optimizer.inputs.service import draw_lengths
 from optimizer.inputs.traces import Trace
 
 _SAMPLE = 100_000  # lengths drawn (seed 0) for the moments of a length distribution
+OUTPUT_POINTS = 32  # equally likely output lengths the TPOT percentiles mix over
 
 
-def _moments(length) -> tuple[float, float]:
-    """(mean, squared coefficient of variation) of a token count or distribution."""
+def _moments(length) -> tuple[float, float, tuple[int, ...]]:
+    """(mean, squared coefficient of variation, lengths at ``PERCENTILES``; empty for a fixed
+    count) of a token count or distribution."""
     if isinstance(length, int):
-        return float(length), 0.0
-    x = draw_lengths(length, _SAMPLE, np.random.default_rng(0)).astype(float)
-    return float(x.mean()), float(x.var() / x.mean() ** 2)
+        return float(length), 0.0, ()
+    return _sample_moments(draw_lengths(length, _SAMPLE, np.random.default_rng(0)))
+
+
+def _sample_moments(lengths) -> tuple[float, float, tuple[int, ...]]:
+    x = np.asarray(lengths, dtype=float)
+    at = tuple(int(v) for v in np.percentile(x, PERCENTILES, method="inverted_cdf"))
+    return float(x.mean()), float(x.var() / x.mean() ** 2), at
 
 
 def service_load(wl: ServiceWorkload, trace: Trace | None = None) -> ServiceLoad:
-    """Mean prompt and output tokens, and the prompts' squared coefficient of variation, of
-    the workload's lengths (a trace's rows when it has one)."""
+    """Mean prompt and output tokens, the prompts' squared coefficient of variation and
+    their percentiles, of the workload's lengths (a trace's rows when it has one)."""
     if wl.trace is not None:
         if trace is None:
             raise InputError(f"workload.trace={wl.trace!r}: the planner needs the trace's lengths")
-        prompt = np.asarray(trace.prompt_tokens, dtype=float)
+        prompt_mean, cv2, at = _sample_moments(trace.prompt_tokens)
         output = float(np.mean(trace.output_tokens))
-        return ServiceLoad(round(prompt.mean()), max(1, round(output)), float(prompt.var() / prompt.mean() ** 2))
-    prompt_mean, cv2 = _moments(wl.prompt_tokens)
-    output_mean, _ = _moments(wl.output_tokens)
-    return ServiceLoad(max(1, round(prompt_mean)), max(1, round(output_mean)), cv2)
+        return ServiceLoad(round(prompt_mean), max(1, round(output)), cv2, at, _points(trace.output_tokens))
+    prompt_mean, cv2, at = _moments(wl.prompt_tokens)
+    output_mean, _, _ = _moments(wl.output_tokens)
+    outputs = () if isinstance(wl.output_tokens, int) else _points(
+        draw_lengths(wl.output_tokens, _SAMPLE, np.random.default_rng(1)))
+    return ServiceLoad(max(1, round(prompt_mean)), max(1, round(output_mean)), cv2, at, outputs)
+
+
+def _points(lengths) -> tuple[int, ...]:
+    """``OUTPUT_POINTS`` equally likely lengths: the quantiles at (i + 1/2) / OUTPUT_POINTS."""
+    levels = (np.arange(OUTPUT_POINTS) + 0.5) / OUTPUT_POINTS * 100
+    return tuple(int(v) for v in np.percentile(np.asarray(lengths), levels, method="inverted_cdf"))
 
 
 def service_degrees(inst: Instance, num_gpus: int) -> list[Degrees]:
@@ -101,15 +117,36 @@ def runtime_pool(inst: Instance, weight_bytes: int, fixed: MemoryParts) -> Runti
                        weight_bytes, fixed.activations, fixed.buffers)
 
 
-def _chunks(chunk_tokens: int, prompt_tokens: int) -> list[tuple[int, int, bool]]:
+def _chunks(chunk_tokens: int, load: ServiceLoad) -> list[tuple[int, int, bool]]:
     """The prompt chunks of a step's ``chunk_tokens``: whole prompts when the budget holds
-    some, else one chunk starting at the mean start (s - C) / 2 of a prompt's chunks."""
+    some, else one chunk starting at the mean start (s - C) / 2 of a prompt's chunks, moved
+    on by ``spread_offset_tokens`` (a token-weighted prompt is longer than the mean one)."""
+    prompt_tokens = load.prompt_tokens
     if chunk_tokens == 0:
         return []
     if chunk_tokens >= prompt_tokens:
         whole, rest = divmod(chunk_tokens, prompt_tokens)
         return [(0, prompt_tokens, True)] * whole + ([(0, rest, False)] if rest else [])
-    return [((prompt_tokens - chunk_tokens) // 2, chunk_tokens, False)]
+    return [((prompt_tokens - chunk_tokens) // 2 + spread_offset_tokens(load), chunk_tokens, False)]
+
+
+def spread_offset_tokens(load: ServiceLoad) -> int:
+    """o = cv^2 s / 2 (rounded): the keys a prompt token attends to beyond those of a prompt
+    of the mean length s. A token drawn from all prompt tokens sits in a prompt of length
+    s' with probability s' / s (length-biased) at a uniform position, so it attends to
+    E[s'^2] / (2 s) = (1 + cv^2) s / 2 keys on average, not s / 2."""
+    return round(load.prompt_cv2 * load.prompt_tokens / 2)
+
+
+def _with_spread(batch, chunks: list[tuple[int, int, bool]], offset: int):
+    """``batch`` with the attended keys of whole-prompt chunks counted from ``offset`` (their
+    cached prefix stays 0: a whole prompt reads no cache; a part-way chunk's start already
+    holds the offset, ``_chunks``): n o + n (n + 1) / 2 keys for a prompt of n tokens."""
+    if offset == 0 or not chunks:
+        return batch
+    attended = {w: sum(cm.attended_keys(start + (offset if start == 0 else 0), n, w) for start, n, _ in chunks)
+                for w in batch.attended_keys}
+    return replace(batch, attended_keys=attended)
 
 
 def on_grid(count: int) -> int:
@@ -127,18 +164,21 @@ def replica(inst: Instance, deg: Degrees, facts: LinkFacts, stages, hot: dict[in
     queues and GPUs. A step's micro-batches are dealt as the simulator deals them: its
     prompt chunks then its decodes, round-robin over m = min(m_d, items) micro-batches when
     it has decodes (min(m_p, chunks) when not); the step takes ``StepTimer.ns`` of the
-    largest (the first). Decode counts are rounded up by ``on_grid``."""
+    largest (the first). Decode counts are rounded up by ``on_grid``; prompt attention is
+    costed for the spread of prompt lengths (``spread_offset_tokens``)."""
     timer = StepTimer(inst, deg, facts, tuple(tuple(s) for s in stages), hot)
+    offset = spread_offset_tokens(load)
 
     @cache
     def cached(chunk: int, decodes: int, context: int, m_p: int, m_d: int) -> int:
-        chunks = _chunks(chunk, load.prompt_tokens)
+        chunks = _chunks(chunk, load)
         items = len(chunks) + decodes
         m = max(1, min(m_d if decodes else m_p, items))
         first_chunks = chunks[0::m]
         # items i in [len(chunks), items) with i % m == 0: ceil(items / m) - ceil(len(chunks) / m)
         first_decodes = -(-items // m) - (-(-len(chunks) // m))
-        return timer.ns(timer.batch(first_chunks, np.full(first_decodes, context, dtype=np.int64)), m)
+        batch = timer.batch(first_chunks, np.full(first_decodes, context, dtype=np.int64))
+        return timer.ns(_with_spread(batch, first_chunks, offset), m)
 
     def step_ns(knobs: ServingKnobs, chunk: int, decodes: int, context: int) -> int:
         return cached(chunk, on_grid(decodes), context, knobs.prefill_micro_batches,

@@ -1,0 +1,63 @@
+"""The prompt steps in a decode's life (``serving.decode_life``) against sums worked by hand."""
+
+import math
+
+import numpy as np
+import pytest
+
+from optimizer.costs.serving.decode_life import excess_prompt_steps, share_quantile
+
+
+def test_excess_after_the_own_prompt_step():
+    # lambda = 2/s, prompt step p = 0.5 s, decode step d = 0.05 s:
+    # a = 1 - e^-0.1 = 0.0951626, b = 1 - e^-1 = 0.6321206, pi = a / (a + 1 - b) = 0.2055728,
+    # r = b - a = 0.5369580; the chain's step i carries a prompt with pi + (b - pi) r^(i-1),
+    # so the excess over L steps is the sum of (b - pi) r^(i-1), i = 1..L
+    a, b = -math.expm1(-0.1), -math.expm1(-1.0)
+    pi, r = a / (a + 1 - b), b - a
+    by_sum = [sum((b - pi) * r ** (i - 1) for i in range(1, L + 1)) for L in (1, 3, 40)]
+    got = excess_prompt_steps(2.0, 0.5, 0.05, np.array([1, 3, 40]))
+    assert got == pytest.approx(by_sum, rel=1e-12)
+    assert got[0] == pytest.approx(b - pi, rel=1e-12)
+    assert excess_prompt_steps(0.0, 0.5, 0.05, np.array([5])) == pytest.approx([0.0])
+
+
+def test_share_quantile_of_one_life():
+    # one life of 10 steps, 1 prompt step on average, one step per event: Poisson(1) has
+    # P(0) = 0.3679, P(<= 1) = 0.7358, P(<= 2) = 0.9197, so its p90 is 2 steps: share 0.2;
+    # its p50 is 1 step: 0.1
+    assert share_quantile(np.array([10.0]), np.array([1.0]), 1.0, 0.9) == pytest.approx(0.2)
+    assert share_quantile(np.array([10.0]), np.array([1.0]), 1.0, 0.5) == pytest.approx(0.1)
+    # events of 4 steps (a prompt longer than the room takes 4): Poisson(1 / 4) events,
+    # P(0) = e^-0.25 = 0.7788 < 0.9 <= P(<= 1) = 0.9735: p90 is one event, 4 steps of 10
+    assert share_quantile(np.array([10.0]), np.array([1.0]), 4.0, 0.9) == pytest.approx(0.4)
+
+
+def test_share_quantile_mixes_short_and_long_lives():
+    # lives of 2 and 50 steps, equally likely, 0.05 prompt steps per step (0.1 and 2.5):
+    # life 2: P(0) = e^-0.1 = 0.9048, then share 0.5 (1 event), 1.0 (2 events, P(<=2) 0.99985);
+    # life 50: Poisson(2.5) CDF 0.0821, 0.2873, 0.5438, 0.7576, 0.8912, 0.9580 at 0..5 events,
+    # shares 0, 0.02, ..., 0.10. The mixture's CDF at share 0.08 (4 events of 50; life 2
+    # still at 0 events): (0.9048 + 0.8912) / 2 = 0.8980 < 0.9; at 0.10: (0.9048 + 0.9580) / 2
+    # = 0.9314 >= 0.9, so the p90 share is 0.10
+    lives, means = np.array([2.0, 50.0]), np.array([0.1, 2.5])
+    assert share_quantile(lives, means, 1.0, 0.9) == pytest.approx(0.10)
+    # at p95: (0.9048 + CDF50) / 2 >= 0.95 needs CDF50 >= 0.9952, 8 events (P(<= 7) = 0.9958,
+    # P(<= 6) = 0.9858): share 0.14
+    assert share_quantile(lives, means, 1.0, 0.95) == pytest.approx(0.14)
+
+
+def test_prompts_per_prompt_step_by_hand():
+    # lambda = 4/s, decode step d = 0.05 s, busy = 0.6, prompt steps of 0.25 s whatever m:
+    # a = 0.6 (1 - e^-0.2) + 0.4 = 0.5087615, b = 1 - e^-1 = 0.6321206,
+    # pi = a / (a + 1 - b) = 0.5803534, E[T] = pi 0.25 + (1 - pi)(0.6 * 0.05 + 0.4 / 4)
+    # = 0.1996424, m = lambda E[T] / pi = 1.3760058
+    from optimizer.costs.serving.decode_life import prompts_per_prompt_step
+    a = 0.6 * -math.expm1(-0.2) + 0.4
+    b = -math.expm1(-1.0)
+    pi = a / (a + 1 - b)
+    want = 4.0 * (pi * 0.25 + (1 - pi) * (0.6 * 0.05 + 0.4 / 4)) / pi
+    assert want == pytest.approx(1.3760058, rel=1e-6)
+    assert prompts_per_prompt_step(4.0, 0.05, 0.6, lambda m: 0.25) == pytest.approx(want, rel=1e-9)
+    # a rare prompt on an idle queue is alone in its step
+    assert prompts_per_prompt_step(1e-6, 0.05, 0.0, lambda m: 0.25) == pytest.approx(1.0)
