@@ -39,7 +39,7 @@ class _Group:
     knobs: list
     rep: object
     decode_bound_rps: float  # decode_rate_bound of the widest tuple (cheap): bound_rps <= it
-    bound_rps: float | None = None  # group_bound_rps, computed only to explain an infeasible rate
+    bound_rps: float | None = None  # AggSizer._bound, computed only to explain an infeasible rate
     serves_up_to: float = 0.0  # the largest rate seen to meet every SLO (widest knobs)
     fails_from: float = float("inf")  # the smallest rate seen to miss one
 
@@ -69,14 +69,6 @@ def _decode_bound_rps(rep, widest, load: ServiceLoad, slo: Slo) -> float:
     return decode_rate_bound(step, rep.queues, load.output_tokens, widest.max_running_requests, slo.max_tpot_ms)
 
 
-def group_bound_rps(rep, knobs: list, load: ServiceLoad, slo: Slo) -> float:
-    """Upper bound on the goodput of a knob group (module doc): the widest tuple's sustainable
-    rate (goodput needs a steady state, and B only caps the running decodes, so no tuple of
-    the group sustains more) and the decode side's rate within the TPOT SLO."""
-    widest = max(knobs, key=lambda k: k.max_running_requests)
-    return min(sustainable_rps(rep, widest, load), _decode_bound_rps(rep, widest, load, slo))
-
-
 class AggSizer:
     """Per allowed count, the knob groups with their bounds (built on first use, kept)."""
 
@@ -103,13 +95,26 @@ class AggSizer:
         return self.groups[gpus]
 
     def _bound(self, group: _Group) -> float:
+        """Upper bound on the goodput of a knob group: the widest tuple's sustainable rate
+        (goodput needs a steady state, and B only caps the running decodes, so no tuple of
+        the group sustains more) and its decode rate bound."""
         if group.bound_rps is None:
             group.bound_rps = min(sustainable_rps(group.rep, group.widest, self.load), group.decode_bound_rps)
         return group.bound_rps
 
-    def bound_rps(self, gpus: int) -> float:
-        """The largest group bound on ``gpus`` GPUs (every bound computed)."""
-        return max((self._bound(g) for g in self._groups(gpus)), default=0.0)
+    def bound_rps(self, gpus: int, deadline: float | None = None) -> float:
+        """An upper bound on the aggregated goodput on ``gpus`` GPUs: the largest group bound
+        (``_bound``). Groups are visited highest decode bound first; one whose decode bound is
+        at most the best found cannot raise it. Past ``deadline`` (time.monotonic()) the
+        decode bound of the first group not visited stands in for the rest (still a bound)."""
+        best = 0.0
+        for group in sorted(self._groups(gpus), key=lambda g: -g.decode_bound_rps):
+            if group.decode_bound_rps <= best:
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                return group.decode_bound_rps
+            best = max(best, self._bound(group))
+        return best
 
     def _ranked(self, gpus: int, rate_rps: float) -> list[_Group]:
         """The groups that may serve ``rate_rps``: those whose decode bound reaches it,
@@ -225,7 +230,8 @@ def size_rows(inst: Instance, instance_path: str, rates: list[float], allowed: l
               max_replica_gpus: int | None, mode: str, time_limit_s: float, workers: int, seed: int) -> list[dict]:
     """``{"rate_rps", "agg": {...}, "disagg": {...}, "why_not"}`` per rate (module doc).
     The time limit bounds the aggregated scans (40 % of it first, then disaggregated sizing,
-    then the aggregated rates still unknown with what is left) and each CP-SAT solve; the
+    then the aggregated rates still unknown with what is left, then the bound quoted for a
+    rate no count serves, with at least a tenth of the limit) and each CP-SAT solve; the
     disaggregated candidate enumeration itself is not interrupted."""
     from optimizer.cpsat.disagg_size import DisaggSizer
     from optimizer.inputs.service import load_trace
@@ -252,7 +258,7 @@ def size_rows(inst: Instance, instance_path: str, rates: list[float], allowed: l
         top = allowed[-1]
         for row in rows:
             if row["agg"]["num_gpus"] is None and row["agg"]["status"] == "infeasible":
-                bound = agg.bound_rps(top)
+                bound = agg.bound_rps(top, max(deadline, time.monotonic() + 0.1 * time_limit_s))
                 row["why_not"] = (f"no allowed count up to {top} GPUs serves it: aggregated goodput on "
                                   f"{top} GPUs <= {bound:.4g} requests/s (bound)")
     for row in rows:

@@ -64,3 +64,19 @@ def test_ranking_leaves_out_only_groups_that_cannot_serve():
                     assert good < rate, (gpus, group.deg, rate)
                     left_out += 1
     assert left_out > 0  # the bound does rule groups out on this instance
+
+
+@pytest.mark.slow
+def test_quoted_bound_is_the_largest_group_bound_and_stays_a_bound_out_of_time():
+    """The bound quoted for a rate no count serves skips groups whose decode bound cannot
+    raise it: it must equal the largest of every group's bound; out of time it falls back on
+    the largest decode bound, which is still above every group's goodput."""
+    inst = Instance.model_validate(tiny_disagg())
+    for gpus in (2, 4):
+        sizer = AggSizer(inst, [gpus])
+        groups = sizer._groups(gpus)
+        assert sizer.bound_rps(gpus) == max(min(g.decode_bound_rps, sizer._bound(g)) for g in groups)
+        late = AggSizer(inst, [gpus])
+        assert late.bound_rps(gpus, deadline=0.0) == max(g.decode_bound_rps for g in late._groups(gpus))
+        assert all(g.bound_rps is None for g in late._groups(gpus))  # nothing computed
+        assert late.bound_rps(gpus, deadline=0.0) >= sizer.bound_rps(gpus)
