@@ -5,7 +5,12 @@ import math
 import numpy as np
 import pytest
 
-from optimizer.costs.serving.decode_life import excess_prompt_steps, share_quantile
+from optimizer.costs.serving.decode_life import (
+    excess_prompt_steps,
+    one_queue_tpot_quantile_s,
+    share_quantile,
+    steps_per_prompt,
+)
 
 
 def test_excess_after_the_own_prompt_step():
@@ -61,3 +66,60 @@ def test_prompts_per_prompt_step_by_hand():
     assert prompts_per_prompt_step(4.0, 0.05, 0.6, lambda m: 0.25) == pytest.approx(want, rel=1e-9)
     # a rare prompt on an idle queue is alone in its step
     assert prompts_per_prompt_step(1e-6, 0.05, 0.0, lambda m: 0.25) == pytest.approx(1.0)
+
+
+def test_steps_per_prompt_by_hand():
+    # room 1000: 2500 tokens fill 2 steps and 500 of a third; with nobody waiting the third is
+    # a whole step (3), with rho = 0.4 the next prompt takes its free half 40 % of the time:
+    # 2.5 + 0.6 x 0.5 = 2.8. 1000 tokens: exactly 1 step. 300 tokens (shorter than the room):
+    # 0.3 + 0.6 x 0.7 = 0.72 of a step
+    got = steps_per_prompt(np.array([2500.0, 1000.0, 300.0]), 1000.0, 0.4)
+    assert got == pytest.approx([2.8, 1.0, 0.72], rel=1e-12)
+    assert steps_per_prompt(np.array([2500.0]), 1000.0, 0.0) == pytest.approx([3.0])
+    assert steps_per_prompt(np.array([2500.0]), 1000.0, 1.0) == pytest.approx([2.5])
+
+
+def _shot_noise_by_brute_force(life, tpot_s, rate, running, delta_s, b_s, ks, mean_steps, draws, rng):
+    """A life's primary decode-time deviation drawn directly: Poisson(mean_steps / E[K])
+    prompts at uniform shares v of the life, each Delta K + b L (1 - v) (K drawn from ks), and
+    Poisson(running) running decodes with the rest R of their lives uniform on (0, L)."""
+    events = rng.poisson(mean_steps / np.mean(ks), draws)
+    olds = rng.poisson(running, draws)
+    owner = np.repeat(np.arange(draws), events)  # the draw each prompt belongs to
+    marks = delta_s * rng.choice(ks, len(owner)) + b_s * life * (1 - rng.random(len(owner)))
+    rests = b_s * life * rng.random(olds.sum())
+    return (np.bincount(owner, marks, minlength=draws)
+            + np.bincount(np.repeat(np.arange(draws), olds), rests, minlength=draws))
+
+
+def test_one_queue_tpot_quantile_against_drawn_cumulants():
+    # one life of 100 steps at 10 ms mean TPOT, lambda = 2/s, n = 2, Delta = 50 ms, b = 1 ms,
+    # K 1 or 3 steps (mean 2), 4 prompt steps per life on average (2 prompts). The function's
+    # variance and third cumulant (closed forms) are checked against 400,000 direct draws of
+    # the primary deviation: its p90 is 10 ms + sd (z + (z^2 - 1) gamma / 6) / L with
+    # sd = sqrt(kappa_2) / (1 - u), u = lambda (Delta E[K] + b L / 2) = 2 (0.1 + 0.05) = 0.3
+    rng = np.random.default_rng(0)
+    ks = np.array([1.0, 3.0])
+    draws = _shot_noise_by_brute_force(100, 0.010, 2.0, 2.0, 0.050, 0.001, ks, 4.0, 400_000, rng)
+    k2, k3 = draws.var(), ((draws - draws.mean()) ** 3).mean()
+    z = 1.2815515655446004
+    want = 0.010 + math.sqrt(k2) / 0.7 * (z + (z * z - 1) * k3 / k2**1.5 / 6) / 100
+    got = one_queue_tpot_quantile_s(np.array([100.0]), 0.010, 2.0, 2.0, 0.050, 0.001, ks, np.array([4.0]), 0.9)
+    assert got == pytest.approx(want, rel=0.01)
+    # a mixture of two equal lives is the one life
+    two = one_queue_tpot_quantile_s(np.array([100.0, 100.0]), 0.010, 2.0, 2.0, 0.050, 0.001, ks,
+                                    np.array([4.0, 4.0]), 0.9)
+    assert two == pytest.approx(got, rel=1e-5)
+
+
+def test_one_queue_tpot_quantile_mixes_lives():
+    # lives of 10 and 1000 steps, half of the requests each: P(TPOT <= y) = (F_10(y) +
+    # F_1000(y)) / 2, so the mixture's p90 lies between the two lives' own p90s, and as
+    # F <= 1 it is at least the p80 of the life whose p90 is lower
+    args = (0.010, 2.0, 2.0, 0.050, 0.0001, np.array([1.0]))
+    def one(life, mean_steps, q):
+        return one_queue_tpot_quantile_s(np.array([life]), *args, np.array([mean_steps]), q)
+    ten, thousand = one(10.0, 0.4, 0.9), one(1000.0, 40.0, 0.9)
+    mixed = one_queue_tpot_quantile_s(np.array([10.0, 1000.0]), *args, np.array([0.4, 40.0]), 0.9)
+    assert thousand < mixed < ten
+    assert mixed >= one(1000.0, 40.0, 0.8)

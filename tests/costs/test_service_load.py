@@ -17,6 +17,7 @@ def test_fixed_prompts_have_no_percentiles():
     load = _load(2000)
     assert (load.prompt_tokens, load.prompt_cv2, load.prompt_percentile_tokens) == (2000, 0.0, ())
     assert load.prompt_at(90) == 2000
+    assert load.prompt_points == () and list(load.prompt_lengths()) == [2000.0]
 
 
 def test_uniform_prompt_percentiles():
@@ -27,6 +28,9 @@ def test_uniform_prompt_percentiles():
     assert load.prompt_cv2 == pytest.approx(0.0834, abs=0.002)
     assert load.prompt_percentile_tokens == pytest.approx((2000, 2800, 2980), abs=15)
     assert load.prompt_at(99) == load.prompt_percentile_tokens[2]
+    # 32 equally likely prompt lengths: the quantiles at (i + 1/2) / 32, 1000 + 2000 (i + 1/2) / 32
+    want = [1000 + 2000 * (i + 0.5) / 32 for i in range(32)]
+    assert load.prompt_points == pytest.approx(want, abs=15)
 
 
 def test_exponential_prompt_percentiles_are_clipped():

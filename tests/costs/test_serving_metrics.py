@@ -29,21 +29,30 @@ def _root(f, low, high):
     return low
 
 
-def _by_hand(rate, budget=1000, prompt=2000, output=100):
+def _by_hand(rate, budget=1000, prompt=2000, output=100, parts=False):
     """The fixed point of the equations of docs/serving-model.md for one queue and this step
     double: a prompt's step holds all C = 1000 tokens, so full = 20 ms whatever n is; the
-    joined replica holds n decodes (one queue), a prompt takes s / (C - n) steps;
-    rho = rate s / (C - n) * 20 ms; a decoding request sees 1 + n decodes (itself and a
-    Poisson count of others): idle = 10 + 0.01 (1 + n) ms; a share f = s / (C - n) n / (D - 1)
-    of its steps carries a prompt (20 ms); TPOT = idle + f (20 - idle); n = rate (D - 1) TPOT."""
+    joined replica holds n decodes (one queue), a prompt takes s / (C - n) steps of prefill
+    time; rho = rate s / (C - n) * 20 ms; as the decodes count them it takes whole steps,
+    K = s / (C - n) + (1 - rho) (ceil(s / (C - n)) - s / (C - n)) (its last step's free room
+    is filled only if the next prompt waits), each holding round(s / K) tokens (at most the
+    C - (1 + n) the decodes a decoding request sees leave); a decoding
+    request sees 1 + n decodes (itself and a Poisson count of others): idle = 10 + 0.01 (1 + n)
+    ms, a prompt step 10 + 0.01 (s / K + 1 + n) ms; a share f = K n / (D - 1) of its steps
+    carries a prompt; TPOT = idle + f (with prompt - idle); n = rate (D - 1) TPOT."""
     n = 0.0
     for _ in range(500):
         steps = prompt / (budget - n)
         rho = rate * steps * 0.020
+        whole = steps + (1 - rho) * (math.ceil(steps) - steps)
         idle_ms = 10 + 0.01 * (1 + n)
-        shared = steps * n / (output - 1)
-        tpot_ms = idle_ms + shared * (20 - idle_ms)
+        held = min(round(prompt / whole), budget - (1 + n))  # what the budget leaves beside 1 + n
+        with_prompt_ms = 10 + 0.01 * (held + 1 + n)
+        shared = whole * n / (output - 1)
+        tpot_ms = idle_ms + shared * (with_prompt_ms - idle_ms)
         n = rate * (output - 1) * tpot_ms / 1e3
+    if parts:
+        return n, rho, tpot_ms, whole, with_prompt_ms - idle_ms
     return n, rho, tpot_ms
 
 
@@ -52,8 +61,11 @@ def test_metrics_by_hand():
     # S = 2000 / (1000 - n) * 20 ms; W = rho S / (2 (1 - rho)); rest of the step under way
     # (1 - e^-n) idle(max(1, n)) / 2; own steps 2000 / (1000 - n') * 20 ms at n' = n (mean),
     # n + z sqrt(n) at a percentile (z = 1.28155 for p90); p90: 1 - 0.9 >= rho, no wait.
+    # K = 2000 / 997.93 + (1 - 0.0802) (3 - 2.0041) = 2.9202, 685 tokens a prompt step (6.85 ms
+    # over idle 10.0307 ms), f = 2.9202 x 2.0688 / 99 = 0.06102: TPOT = 10.0307 + 0.06102 x
+    # 6.85 = 10.4487 ms, n = 2 x 99 x 10.4487 ms = 2.0688
     n, rho, tpot_ms = _by_hand(2.0)
-    assert (n, rho, tpot_ms) == pytest.approx((2.068743, 0.0801658, 10.448196), rel=1e-6)
+    assert (n, rho, tpot_ms) == pytest.approx((2.068843, 0.0801659, 10.448702), rel=1e-6)
     m = predict(REP, KNOBS, LOAD, 2.0)
     assert m.stable and m.step_full_ns == 20 * MS
     assert m.tpot_ms == pytest.approx(tpot_ms, rel=1e-7)
@@ -67,19 +79,21 @@ def test_metrics_by_hand():
     rest90_s = (1 - math.exp(-n)) * (10 + 0.01 * max(1, n90)) / 2 / 1e3
     assert m.ttft_mean_s == pytest.approx(wait_s + rest_s + service_s, rel=1e-6)
     assert m.ttft_p90_s == pytest.approx(2000 / (1000 - n90) * 0.020 + rest90_s, rel=1e-6)
-    # TPOT p90: the mean plus the root sum of squares of 0.01 ms x (z sqrt(2n/3)) x (1 - f)
-    # (more decodes seen) and (y - f) (20 - idle) (more prompts): the prompts that join in a
-    # life are Poisson(n), each K = s / (C - n) steps of the D - 1 = 99; at n = 2.0687 the
-    # Poisson CDF is 0.1264, 0.3879, 0.6584, 0.8449, 0.9414 at 0..4, so p90 is 4 prompts:
-    # y = 4 K / 99 (one life: fixed output length; no excess after the own prompt, which is
-    # longer than the room)
-    steps = 2000 / (1000 - n)
-    shared, idle = steps * n / 99, 10 + 0.01 * (1 + n)
-    cdf = [sum(math.exp(-n) * n ** i / math.factorial(i) for i in range(j + 1)) for j in range(5)]
-    assert cdf[3] < 0.9 <= cdf[4]
-    by_count = 0.01 * z90 * math.sqrt(2 * n / 3) * (1 - shared)
-    by_prompts = (4 * steps / 99 - shared) * (20 - idle)
-    assert m.tpot_p90_ms == pytest.approx(tpot_ms + math.hypot(by_count, by_prompts), rel=1e-6)
+    # TPOT p90 on one queue: the life's decode time T (L = 99 steps, mean 99 TPOT) as shot
+    # noise. Prompts in the life: Poisson(f L / K = n), each adding c = Delta K + b L w
+    # (w uniform, b = 0.01 ms per decode, Delta = the prompt step's excess over idle); the
+    # Poisson(n) running decodes at the start add b L U (U uniform: one output length, so the
+    # rest of a life is uniform over it). kappa_2 = n (A^2 + A B + B^2 / 3) + n B^2 / 3,
+    # kappa_3 = n (A^3 + 3 A^2 B / 2 + A B^2 + B^3 / 4) + n B^3 / 4 with A = Delta K, B = b L;
+    # amplified by 1 / (1 - u), u = rate (A + B / 2) ms; Cornish-Fisher skew term.
+    _, _, _, whole, delta_ms = _by_hand(2.0, parts=True)
+    big_a, big_b = delta_ms * whole, 0.01 * 99
+    k2 = n * (big_a**2 + big_a * big_b + big_b**2 / 3) + n * big_b**2 / 3
+    k3 = n * (big_a**3 + 1.5 * big_a**2 * big_b + big_a * big_b**2 + big_b**3 / 4) + n * big_b**3 / 4
+    u = 2.0 * (big_a + big_b / 2) / 1e3
+    sd_ms = math.sqrt(k2) / (1 - u)
+    gamma = k3 / k2**1.5
+    assert m.tpot_p90_ms == pytest.approx(tpot_ms + sd_ms * (z90 + (z90**2 - 1) * gamma / 6) / 99, rel=1e-6)
     assert m.tpot_p50_ms == pytest.approx(tpot_ms, rel=1e-9)
     assert m.output_tokens_per_s_per_gpu == pytest.approx(2 * 100 / 8)
     assert m.tokens_per_s_per_user == pytest.approx(1000 / tpot_ms, rel=1e-7)

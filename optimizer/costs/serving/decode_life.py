@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from statistics import NormalDist
 
 import numpy as np
 
@@ -42,6 +43,17 @@ def excess_prompt_steps(rate: float, prompt_step_s: float, decode_step_s: float,
     if b <= pi or r >= 1.0:
         return np.zeros(len(steps))
     return (b - pi) * (1.0 - r ** np.asarray(steps, dtype=float)) / (1.0 - r)
+
+
+def steps_per_prompt(lengths: np.ndarray, room: float, waiting: float) -> np.ndarray:
+    """K per prompt of ``lengths`` tokens (equally likely) longer than the room on average:
+    a prompt's chunks fill floor(s / room) steps and its last step holds the rest; that
+    step's free room (ceil(s / room) - s / room of a step) is taken by the next prompt only
+    if it is already queued when the step starts, which a prompt is with probability
+    ``waiting`` (the prefill utilisation rho: an arrival finds the prefill busy with
+    probability rho, PASTA): K = s / room + (1 - rho) (ceil(s / room) - s / room)."""
+    whole = np.maximum(1.0, np.ceil(lengths / room - 1e-9))
+    return lengths / room + (1.0 - min(1.0, waiting)) * (whole - lengths / room)
 
 
 def prompts_per_prompt_step(rate: float, decode_step_s: float, busy: float,
@@ -87,3 +99,61 @@ def share_quantile(steps: np.ndarray, mean_steps: np.ndarray, per_event: float, 
         cdf += np.where(idx >= 0, cum[np.clip(idx, 0, None)], 0.0)
     cdf /= len(steps)
     return float(shares[min(len(shares) - 1, int(np.searchsorted(cdf, quantile - 1e-12)))])
+
+
+def one_queue_tpot_quantile_s(lives: np.ndarray, tpot_s: float, rate: float, running: float,
+                              prompt_step_s: float, per_decode_s: float, steps: np.ndarray,
+                              mean_steps: np.ndarray, quantile: float) -> float:
+    """TPOT (s) of the request at ``quantile`` on one queue (k = 1), as shot noise on the
+    decode time of a life of L steps (equally likely ``lives``, mean L tpot_s):
+    - every prompt in the life (Poisson, mean_steps / E[K] of them; K its prompt steps, the
+      ``steps`` equally likely: whole steps for prompts longer than the room, its share of
+      a shared step for shorter ones) adds c = Delta K + b L (1 - v): its K steps, each
+      ``prompt_step_s`` (Delta) longer than a decode step, and its decode from the share v
+      of the life on (v uniform), adding ``per_decode_s`` (b) to every step;
+    - each of the Poisson(n) decodes already running at the start adds d = b L min(1, R / L)
+      (R uniform over the mean life: the rest of its life);
+    the cumulants of a compound Poisson sum are kappa_r = mean E[mark^r] (closed forms: with
+    w = 1 - v uniform, E[(A + B w)^2] = A^2 + A B + B^2 / 3, E[(A + B w)^3] = A^3 + 3 A^2 B / 2
+    + A B^2 + B^3 / 4). The life's own
+    length feeds back: time dT more lets lambda dT more prompts in, each adding Delta K +
+    b L / 2 on average (half the life left), so a first-order deviation is amplified by
+    1 / (1 - u), u = lambda (Delta K + b L / 2) (linear response; u capped at 0.9). The
+    quantile of each life is the normal one with the Cornish-Fisher skew term
+    z + (z^2 - 1) gamma / 6, gamma = kappa_3 / kappa_2^1.5; over the lives, the mixture's."""
+    lives = np.asarray(lives, dtype=float)
+    mean_life = float(lives.mean())
+    ks = np.asarray(steps, dtype=float)
+    k_mean = float(ks.mean())
+    events = np.asarray(mean_steps, dtype=float) / k_mean
+    a = prompt_step_s * ks[:, None]  # (K, L): c = a + g w, w = 1 - v uniform on (0, 1)
+    g = per_decode_s * lives[None, :]
+    k2 = events * (a * a + a * g + g * g / 3.0).mean(axis=0)
+    k3 = events * (a**3 + 1.5 * a * a * g + a * g * g + g**3 / 4.0).mean(axis=0)
+    # the running decodes: d = b R (uniform on (0, b min(L, L_mean))), or b L once R > L
+    top = per_decode_s * np.minimum(lives, mean_life)
+    k2 = k2 + running * (np.minimum(1.0, lives / mean_life) * top**2 / 3.0
+                         + np.maximum(0.0, 1.0 - lives / mean_life) * (per_decode_s * lives) ** 2)
+    k3 = k3 + running * (np.minimum(1.0, lives / mean_life) * top**3 / 4.0
+                         + np.maximum(0.0, 1.0 - lives / mean_life) * (per_decode_s * lives) ** 3)
+    u = np.minimum(0.9, rate * (prompt_step_s * k_mean + per_decode_s * lives / 2.0))
+    sd = np.sqrt(k2) / (1.0 - u)
+    gamma = np.where(k2 > 0, k3 / np.maximum(k2, 1e-300) ** 1.5, 0.0)
+    center = lives * tpot_s
+    z = NormalDist().inv_cdf(quantile)
+    if len(lives) == 1:
+        return float((center + sd * (z + (z * z - 1.0) * gamma / 6.0))[0] / lives[0])
+
+    c = np.maximum(gamma, 1e-9) / 6.0
+
+    def below(y: float) -> float:  # P(TPOT <= y) over the lives: x = z + c (z^2 - 1) solved for z
+        x = (y * lives - center) / np.maximum(sd, 1e-300)
+        root = 1.0 + 4.0 * c * (x + c)
+        zs = np.where(root > 0.0, (np.sqrt(np.maximum(root, 0.0)) - 1.0) / (2.0 * c), -np.inf)
+        return float(np.mean([0.5 * math.erfc(-v / math.sqrt(2.0)) if v > -40 else 0.0 for v in zs]))
+    each = (center + sd * (z + (z * z - 1.0) * gamma / 6.0)) / lives
+    low, high = float(each.min()), float(each.max())
+    while high - low > 1e-6 * high:
+        mid = (low + high) / 2.0
+        low, high = (mid, high) if below(mid) < quantile else (low, mid)
+    return high

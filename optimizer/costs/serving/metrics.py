@@ -15,7 +15,10 @@ prompts of s tokens, outputs of D tokens, a step budget of C tokens (docs/servin
     x = C - n_a if s >= C - n_a, else min(C - n_a, m s)  (prompt tokens of a prompt step, m the
                                                         prompts per prompt step of the gated
                                                         step chain: ``decode_life``)
-    full = step(x, n_a), K = s / x                     (a prompt step and the steps per prompt)
+    full = step(x, n_a), K = s / x                     (a prompt step and the steps per prompt;
+                                                        in f, on one queue with prompts longer
+                                                        than the room, K = whole steps over the
+                                                        prompt lengths: ``steps_per_prompt``)
     rho = lambda K full                                (prefill server utilisation)
     f = (K n_a + E[e(L)]) / (D - 1)                    (share of a decode's steps that carry a
                                                         prompt chunk: lambda K n_a pairs per
@@ -43,7 +46,9 @@ Percentiles: the waits' tails, plus the own steps of the prompt at that percenti
 lengths at n_a's normal quantile. TPOT percentiles: the mean plus the root sum of squares of
 the spread of the count a request sees over its life and of the prompt steps in its life
 (``decode_life``: Poisson over a life of L = D' - 1 steps, L over the output lengths;
-``_tpot_quantile_s``). E2E = TTFT + (D - 1) TPOT, both at the percentile.
+``_tpot_quantile_s``); on one queue instead the life's decode time as shot noise (prompts
+arriving in it bring their steps and a decode; the life's length feeds back:
+``decode_life.one_queue_tpot_quantile_s``). E2E = TTFT + (D - 1) TPOT, both at the percentile.
 """
 
 from __future__ import annotations
@@ -57,7 +62,13 @@ from statistics import NormalDist
 import numpy as np
 
 from optimizer.costs.serving import queueing as q
-from optimizer.costs.serving.decode_life import excess_prompt_steps, prompts_per_prompt_step, share_quantile
+from optimizer.costs.serving.decode_life import (
+    excess_prompt_steps,
+    one_queue_tpot_quantile_s,
+    prompts_per_prompt_step,
+    share_quantile,
+    steps_per_prompt,
+)
 from optimizer.costs.serving.knobs import ServingKnobs
 
 StepNs = Callable[[ServingKnobs, int, int, int], int]  # (knobs, chunk, decodes, context) -> ns
@@ -78,11 +89,16 @@ class ServiceLoad:
     prompt_cv2: float = 0.0
     prompt_percentile_tokens: tuple[int, ...] = ()
     output_points: tuple[int, ...] = ()  # equally likely output lengths (empty: all D)
+    prompt_points: tuple[int, ...] = ()  # equally likely prompt lengths (empty: all s)
 
     def decode_lives(self) -> np.ndarray:
         """The decode steps L = D' - 1 of equally likely requests that decode (D' > 1)."""
         lives = [d - 1 for d in (self.output_points or (self.output_tokens,)) if d > 1]
         return np.array(lives or [max(0, self.output_tokens - 1)], dtype=float)
+
+    def prompt_lengths(self) -> np.ndarray:
+        """Equally likely prompt lengths, tokens (``prompt_points``, or s alone)."""
+        return np.array(self.prompt_points or (self.prompt_tokens,), dtype=float)
 
     def prompt_at(self, percentile: int) -> int:
         """The prompt length at ``percentile`` (one of ``PERCENTILES``), tokens."""
@@ -160,6 +176,7 @@ class _Steady:
     tpot_s: float
     chunk_tokens: float  # prompt tokens of a prompt's step, C - n_a
     excess: tuple[float, ...] = ()  # e(L) per ``ServiceLoad.decode_lives`` (``decode_life``)
+    prompt_steps: float = 1.0  # K, a prompt's steps as the decodes see them (f = K n_a / (D - 1))
 
 
 def _at(step: Callable[[int], int], count: float) -> float:
@@ -223,9 +240,15 @@ def _steady_state(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate: fl
         def full(k, tokens=tokens):
             return rep.step_ns(knobs, min(tokens, budget - k), k, ctx)
         chunk = min(float(tokens), budget - joined)
-        share = load.prompt_tokens / chunk  # prompt steps per prompt, fractional
+        share = load.prompt_tokens / chunk  # prompt steps per prompt, fractional (prefill time)
         full_p = _at(full, joined)
         rho = min(1.0, rate * share * full_p * 1e-9)
+        if load.prompt_tokens >= room and rep.queues == 1:  # the decodes' view: whole steps per prompt, each
+            # holding s / K tokens on average (``decode_life.steps_per_prompt``)
+            share = float(steps_per_prompt(load.prompt_lengths(), room, rho).mean())
+            held = max(1, round(load.prompt_tokens / share))
+            def full(k, tokens=held):
+                return rep.step_ns(knobs, min(tokens, budget - k), k, ctx)
         full_d = _at(full, min(seen, budget - 1.0))
         # prompt steps right after a decode's own (short prompts on one queue: ``decode_life``;
         # with k > 1 least-loaded routing steers the arrivals away from the queue that just
@@ -245,7 +268,7 @@ def _steady_state(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate: fl
             if rate * load.prompt_tokens / (budget - joined) * _at(widest, joined) * 1e-9 >= 1.0:
                 return None
             return _Steady(nxt, joined, rho, shared, seen, full_p, idle_d, full_d, tpot_s, chunk,
-                           tuple(float(e) for e in excess))
+                           tuple(float(e) for e in excess), share)
         running = nxt
     return None  # no convergence: treated as not sustainable
 
@@ -264,6 +287,8 @@ def _tpot_quantile_s(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, st: _
     ctx = load.decode_context_tokens
     def idle(k):
         return rep.step_ns(knobs, 0, k, ctx)
+    if rep.queues == 1:
+        return _one_queue_tpot_quantile_s(load, st, idle, knobs.prefill_chunk_tokens, percentile)
     seen_q = q.jsq_seen_quantile(st.running, rep.queues, z)
     by_count = (_at(idle, seen_q) - st.decode_ns) * (1.0 - st.shared)
     lives = load.decode_lives()
@@ -272,6 +297,26 @@ def _tpot_quantile_s(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, st: _
     share = share_quantile(lives, mean_steps, max(1.0, steps), percentile / 100)
     by_prompts = (share - st.shared) * (st.with_prompt_ns - st.decode_ns)
     return st.tpot_s + (math.hypot(by_count, max(0.0, by_prompts)) + min(0.0, by_prompts)) * 1e-9
+
+
+def _one_queue_tpot_quantile_s(load: ServiceLoad, st: _Steady, idle: Callable[[int], int], budget: int,
+                               percentile: int) -> float:
+    """TPOT at ``percentile`` on one queue: ``decode_life.one_queue_tpot_quantile_s`` with the
+    steady state's figures (lambda = n / ((D - 1) TPOT), b = the slope of step(0, .) over n' +- sqrt(n'),
+    Delta = what a prompt step adds to a decode step; events of K steps (prompts longer than
+    the room) or of one shared step of 1 / K prompts)."""
+    lives = load.decode_lives()
+    rate = st.running / ((load.output_tokens - 1) * st.tpot_s)
+    spread = max(1.0, math.sqrt(st.seen))  # b as a secant over the count's Poisson sd
+    low = max(1.0, st.seen - spread)
+    per_decode_s = (_at(idle, st.seen + spread) - _at(idle, low)) / (st.seen + spread - low) * 1e-9
+    if load.prompt_tokens >= budget - st.joined:
+        steps = steps_per_prompt(load.prompt_lengths(), budget - st.joined, st.rho)
+    else:  # a prompt's share of a step it shares with 1 / K - 1 others
+        steps = np.array([st.prompt_steps])
+    mean_steps = st.prompt_steps * st.joined / (load.output_tokens - 1) * lives + np.array(st.excess)
+    return one_queue_tpot_quantile_s(lives, st.tpot_s, rate, st.running, (st.with_prompt_ns - st.decode_ns) * 1e-9,
+                                     per_decode_s, steps, mean_steps, percentile / 100)
 
 
 def predict(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: float) -> ServiceMetrics:

@@ -49,16 +49,19 @@ def service_load(wl: ServiceWorkload, trace: Trace | None = None) -> ServiceLoad
             raise InputError(f"workload.trace={wl.trace!r}: the planner needs the trace's lengths")
         prompt_mean, cv2, at = _sample_moments(trace.prompt_tokens)
         output = float(np.mean(trace.output_tokens))
-        return ServiceLoad(round(prompt_mean), max(1, round(output)), cv2, at, _points(trace.output_tokens))
+        return ServiceLoad(round(prompt_mean), max(1, round(output)), cv2, at, _points(trace.output_tokens),
+                           _points(trace.prompt_tokens))
     prompt_mean, cv2, at = _moments(wl.prompt_tokens)
     output_mean, _, _ = _moments(wl.output_tokens)
     outputs = () if isinstance(wl.output_tokens, int) else _points(
         draw_lengths(wl.output_tokens, _SAMPLE, np.random.default_rng(1)))
-    return ServiceLoad(max(1, round(prompt_mean)), max(1, round(output_mean)), cv2, at, outputs)
+    prompts = () if isinstance(wl.prompt_tokens, int) else _points(
+        draw_lengths(wl.prompt_tokens, _SAMPLE, np.random.default_rng(0)))  # the moments' sample
+    return ServiceLoad(max(1, round(prompt_mean)), max(1, round(output_mean)), cv2, at, outputs, prompts)
 
 
 def _points(lengths) -> tuple[int, ...]:
-    """``OUTPUT_POINTS`` equally likely lengths: the quantiles at (i + 1/2) / OUTPUT_POINTS."""
+    """``OUTPUT_POINTS`` equally likely lengths (outputs and prompts alike): the quantiles at (i + 1/2) / OUTPUT_POINTS."""
     levels = (np.arange(OUTPUT_POINTS) + 0.5) / OUTPUT_POINTS * 100
     return tuple(int(v) for v in np.percentile(np.asarray(lengths), levels, method="inverted_cdf"))
 
