@@ -103,7 +103,7 @@ def share_quantile(steps: np.ndarray, mean_steps: np.ndarray, per_event: float, 
 
 def one_queue_tpot_quantile_s(lives: np.ndarray, tpot_s: float, rate: float, running: float,
                               prompt_step_s: float, per_decode_s: float, steps: np.ndarray,
-                              mean_steps: np.ndarray, quantile: float) -> float:
+                              mean_steps: np.ndarray, quantile: float, early: float = 0.0) -> float:
     """TPOT (s) of the request at ``quantile`` on one queue (k = 1), as shot noise on the
     decode time of a life of L steps (equally likely ``lives``, mean L tpot_s):
     - every prompt in the life (Poisson, mean_steps / E[K] of them; K its prompt steps, the
@@ -112,7 +112,8 @@ def one_queue_tpot_quantile_s(lives: np.ndarray, tpot_s: float, rate: float, run
       ``prompt_step_s`` (Delta) longer than a decode step, and its decode from the share v
       of the life on (v uniform), adding ``per_decode_s`` (b) to every step;
     - each of the Poisson(n) decodes already running at the start adds d = b L min(1, R / L)
-      (R uniform over the mean life: the rest of its life);
+      (R uniform over the mean life: the rest of its life), and each of the Poisson(``early``)
+      that start with it (they arrived during its own prompt's steps) b L;
     the cumulants of a compound Poisson sum are kappa_r = mean E[mark^r] (closed forms: with
     w = 1 - v uniform, E[(A + B w)^2] = A^2 + A B + B^2 / 3, E[(A + B w)^3] = A^3 + 3 A^2 B / 2
     + A B^2 + B^3 / 4). The life's own
@@ -136,6 +137,8 @@ def one_queue_tpot_quantile_s(lives: np.ndarray, tpot_s: float, rate: float, run
                          + np.maximum(0.0, 1.0 - lives / mean_life) * (per_decode_s * lives) ** 2)
     k3 = k3 + running * (np.minimum(1.0, lives / mean_life) * top**3 / 4.0
                          + np.maximum(0.0, 1.0 - lives / mean_life) * (per_decode_s * lives) ** 3)
+    k2 = k2 + early * (per_decode_s * lives) ** 2
+    k3 = k3 + early * (per_decode_s * lives) ** 3
     u = np.minimum(0.9, rate * (prompt_step_s * k_mean + per_decode_s * lives / 2.0))
     sd = np.sqrt(k2) / (1.0 - u)
     gamma = np.where(k2 > 0, k3 / np.maximum(k2, 1e-300) ** 1.5, 0.0)

@@ -26,7 +26,10 @@ prompts of s tokens, outputs of D tokens, a step budget of C tokens (docs/servin
                                                         steps, and e(L) more right after its own
                                                         prompt's step: one queue, short prompts)
     n' = E[balanced count of the 1 + N requests]       (what a decoding request sees, itself
-                                                        included; 1 + n for k = 1)
+                                                        included; for k = 1, 1 + n + lambda
+                                                        (s / x full - K TPOT): the arrivals
+                                                        during its prompt's own steps start
+                                                        with it, beyond the even spread's)
     TPOT = step(0, n') + f (step(x, n') - step(0, n'))
 with step() at a fractional count linear between the integers around it (``queueing.jsq_*``
 give n_a, n', P(N >= k)); solved by fixed-point iteration from n = 0 (the iterates climb to
@@ -177,6 +180,7 @@ class _Steady:
     chunk_tokens: float  # prompt tokens of a prompt's step, C - n_a
     excess: tuple[float, ...] = ()  # e(L) per ``ServiceLoad.decode_lives`` (``decode_life``)
     prompt_steps: float = 1.0  # K, a prompt's steps as the decodes see them (f = K n_a / (D - 1))
+    early: float = 0.0  # decodes that start with a request's (one queue: ``_steady_state``)
 
 
 def _at(step: Callable[[int], int], count: float) -> float:
@@ -221,11 +225,13 @@ def _steady_state(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate: fl
         return rep.step_ns(knobs, 0, k, ctx)
     decode_steps = max(0, load.output_tokens - 1)
     lives = load.decode_lives()
-    running = 0.0
+    running, own_prefill_s = 0.0, 0.0
     for _ in range(_FIXED_POINT_STEPS):
         if running + 1.0 >= budget:
             return None  # the decodes fill the step: no prompt is ever prefilled
         joined, seen = q.jsq_joined(running, rep.queues), q.jsq_seen(running, rep.queues)
+        if rep.queues == 1:  # those that arrive during a prompt's own steps decode its whole life
+            seen += rate * own_prefill_s
         idle_d = _at(idle, seen)
         room = budget - joined
         if load.prompt_tokens >= room:
@@ -268,8 +274,11 @@ def _steady_state(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate: fl
             if rate * load.prompt_tokens / (budget - joined) * _at(widest, joined) * 1e-9 >= 1.0:
                 return None
             return _Steady(nxt, joined, rho, shared, seen, full_p, idle_d, full_d, tpot_s, chunk,
-                           tuple(float(e) for e in excess), share)
-        running = nxt
+                           tuple(float(e) for e in excess), share,
+                           rate * own_prefill_s if rep.queues == 1 else 0.0)
+        # the arrivals during a prompt's own steps beyond the even spread's K TPOT (one queue;
+        # from the previous iterate: the same at the fixed point)
+        running, own_prefill_s = nxt, max(0.0, load.prompt_tokens / chunk * full_p * 1e-9 - share * tpot_s)
     return None  # no convergence: treated as not sustainable
 
 
@@ -316,7 +325,7 @@ def _one_queue_tpot_quantile_s(load: ServiceLoad, st: _Steady, idle: Callable[[i
         steps = np.array([st.prompt_steps])
     mean_steps = st.prompt_steps * st.joined / (load.output_tokens - 1) * lives + np.array(st.excess)
     return one_queue_tpot_quantile_s(lives, st.tpot_s, rate, st.running, (st.with_prompt_ns - st.decode_ns) * 1e-9,
-                                     per_decode_s, steps, mean_steps, percentile / 100)
+                                     per_decode_s, steps, mean_steps, percentile / 100, st.early)
 
 
 def predict(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: float) -> ServiceMetrics:
