@@ -141,7 +141,8 @@ def one_queue_tpot_quantile_s(lives: np.ndarray, tpot_s: float, rate: float, run
     k3 = k3 + early * (per_decode_s * lives) ** 3
     u = np.minimum(0.9, rate * (prompt_step_s * k_mean + per_decode_s * lives / 2.0))
     sd = np.sqrt(k2) / (1.0 - u)
-    gamma = np.where(k2 > 0, k3 / np.maximum(k2, 1e-300) ** 1.5, 0.0)
+    scale = np.sqrt(np.maximum(k2, 0.0)) ** 3
+    gamma = np.divide(k3, scale, out=np.zeros_like(k2), where=scale > 0.0)
     center = lives * tpot_s
     z = NormalDist().inv_cdf(quantile)
     if len(lives) == 1:
