@@ -230,7 +230,7 @@ def _steady_state(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate: fl
         if running + 1.0 >= budget:
             return None  # the decodes fill the step: no prompt is ever prefilled
         joined, seen = q.jsq_joined(running, rep.queues), q.jsq_seen(running, rep.queues)
-        if rep.queues == 1:  # those that arrive during a prompt's own steps decode its whole life
+        if rep.queues == 1 and decode_steps:  # those arriving during a prompt's own steps decode its whole life
             seen += rate * own_prefill_s
         idle_d = _at(idle, seen)
         room = budget - joined
@@ -275,7 +275,7 @@ def _steady_state(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate: fl
                 return None
             return _Steady(nxt, joined, rho, shared, seen, full_p, idle_d, full_d, tpot_s, chunk,
                            tuple(float(e) for e in excess), share,
-                           rate * own_prefill_s if rep.queues == 1 else 0.0)
+                           rate * own_prefill_s if rep.queues == 1 and decode_steps else 0.0)
         # the arrivals during a prompt's own steps beyond the even spread's K TPOT (one queue;
         # from the previous iterate: the same at the fixed point)
         running, own_prefill_s = nxt, max(0.0, load.prompt_tokens / chunk * full_p * 1e-9 - share * tpot_s)
