@@ -312,8 +312,8 @@ def _one_queue_tpot_quantile_s(load: ServiceLoad, st: _Steady, idle: Callable[[i
                                percentile: int) -> float:
     """TPOT at ``percentile`` on one queue: ``decode_life.one_queue_tpot_quantile_s`` with the
     steady state's figures (lambda = n / ((D - 1) TPOT), b = the slope of step(0, .) over n' +- sqrt(n'),
-    Delta = what a prompt step adds to a decode step; events of K steps (prompts longer than
-    the room) or of one shared step of 1 / K prompts)."""
+    Delta = what a prompt step adds to a decode step; K over the prompt lengths for prompts
+    longer than the room, else a prompt's share of the step it shares)."""
     lives = load.decode_lives()
     rate = st.running / ((load.output_tokens - 1) * st.tpot_s)
     spread = max(1.0, math.sqrt(st.seen))  # b as a secant over the count's Poisson sd
