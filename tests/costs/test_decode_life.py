@@ -9,6 +9,7 @@ from optimizer.costs.serving.decode_life import (
     excess_prompt_steps,
     one_queue_tpot_quantile_s,
     share_quantile,
+    shot_noise_cumulants,
     steps_per_prompt,
 )
 
@@ -79,17 +80,20 @@ def test_steps_per_prompt_by_hand():
     assert steps_per_prompt(np.array([2500.0]), 1000.0, 1.0) == pytest.approx([2.5])
 
 
-def _shot_noise_by_brute_force(life, tpot_s, rate, running, delta_s, b_s, ks, mean_steps, draws, rng):
+def _shot_noise_by_brute_force(life, lives, running, delta_s, b_s, ks, mean_steps, early, draws, rng):
     """A life's primary decode-time deviation drawn directly: Poisson(mean_steps / E[K])
-    prompts at uniform shares v of the life, each Delta K + b L (1 - v) (K drawn from ks), and
-    Poisson(running) running decodes with the rest R of their lives uniform on (0, L)."""
+    prompts at uniform shares v of the life, each Delta K + b min(L (1 - v), L') (K drawn from
+    ks, its decode's life L' from lives); Poisson(running) running decodes with the rest R of
+    their lives uniform on (0, mean life), b min(L, R) each; Poisson(early) b L each."""
     events = rng.poisson(mean_steps / np.mean(ks), draws)
     olds = rng.poisson(running, draws)
+    news = rng.poisson(early, draws)
     owner = np.repeat(np.arange(draws), events)  # the draw each prompt belongs to
-    marks = delta_s * rng.choice(ks, len(owner)) + b_s * life * (1 - rng.random(len(owner)))
-    rests = b_s * life * rng.random(olds.sum())
+    others = rng.choice(lives, len(owner))
+    marks = delta_s * rng.choice(ks, len(owner)) + b_s * np.minimum(life * (1 - rng.random(len(owner))), others)
+    rests = b_s * np.minimum(life, np.mean(lives) * rng.random(olds.sum()))
     return (np.bincount(owner, marks, minlength=draws)
-            + np.bincount(np.repeat(np.arange(draws), olds), rests, minlength=draws))
+            + np.bincount(np.repeat(np.arange(draws), olds), rests, minlength=draws) + news * b_s * life)
 
 
 def test_one_queue_tpot_quantile_against_drawn_cumulants():
@@ -100,7 +104,7 @@ def test_one_queue_tpot_quantile_against_drawn_cumulants():
     # sd = sqrt(kappa_2) / (1 - u), u = lambda (Delta E[K] + b L / 2) = 2 (0.1 + 0.05) = 0.3
     rng = np.random.default_rng(0)
     ks = np.array([1.0, 3.0])
-    draws = _shot_noise_by_brute_force(100, 0.010, 2.0, 2.0, 0.050, 0.001, ks, 4.0, 400_000, rng)
+    draws = _shot_noise_by_brute_force(100, np.array([100.0]), 2.0, 0.050, 0.001, ks, 4.0, 0.0, 400_000, rng)
     k2, k3 = draws.var(), ((draws - draws.mean()) ** 3).mean()
     z = 1.2815515655446004
     want = 0.010 + math.sqrt(k2) / 0.7 * (z + (z * z - 1) * k3 / k2**1.5 / 6) / 100
@@ -123,3 +127,21 @@ def test_one_queue_tpot_quantile_mixes_lives():
     mixed = one_queue_tpot_quantile_s(np.array([10.0, 1000.0]), *args, np.array([0.4, 40.0]), 0.9)
     assert thousand < mixed < ten
     assert mixed >= one(1000.0, 40.0, 0.8)
+
+
+def test_shot_noise_cumulants_of_unequal_lives_against_draws():
+    # lives of 20 and 300 steps (mean 160): a prompt's decode outlives the short life but
+    # not always the rest of the long one (min(L w, L')), the running decodes' rest R is
+    # uniform on (0, 160), 0.5 decodes start with it; the closed forms against 400,000 draws
+    # per life (variance and third central moment within 2 %); u = lambda (Delta E[K] +
+    # E[b min(L w, L')]): for L = 20, E[min(20 w, L')] = 10 for both L' (>= 20), so
+    # u = 2 (0.05 x 2 + 0.001 x 10) = 0.22
+    lives, ks = np.array([20.0, 300.0]), np.array([1.0, 3.0])
+    mean_steps = np.array([0.8, 12.0])
+    k2, k3, u = shot_noise_cumulants(lives, 2.0, 3.0, 0.050, 0.001, ks, mean_steps, 0.5)
+    rng = np.random.default_rng(1)
+    for i, life in enumerate(lives):
+        draws = _shot_noise_by_brute_force(life, lives, 3.0, 0.050, 0.001, ks, mean_steps[i], 0.5, 400_000, rng)
+        assert k2[i] == pytest.approx(draws.var(), rel=0.02)
+        assert k3[i] == pytest.approx(((draws - draws.mean()) ** 3).mean(), rel=0.02)
+    assert u[0] == pytest.approx(0.22, rel=1e-12)

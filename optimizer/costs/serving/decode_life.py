@@ -108,38 +108,25 @@ def one_queue_tpot_quantile_s(lives: np.ndarray, tpot_s: float, rate: float, run
     decode time of a life of L steps (equally likely ``lives``, mean L tpot_s):
     - every prompt in the life (Poisson, mean_steps / E[K] of them; K its prompt steps, the
       ``steps`` equally likely: whole steps for prompts longer than the room, its share of
-      a shared step for shorter ones) adds c = Delta K + b L (1 - v): its K steps, each
-      ``prompt_step_s`` (Delta) longer than a decode step, and its decode from the share v
-      of the life on (v uniform), adding ``per_decode_s`` (b) to every step;
+      a shared step for shorter ones) adds c = Delta K + b min(L (1 - v), L'): its K steps,
+      each ``prompt_step_s`` (Delta) longer than a decode step, and its decode from the
+      share v of the life on (v uniform) for its own life L' (one of ``lives``), adding
+      ``per_decode_s`` (b) to every step;
     - each of the Poisson(n) decodes already running at the start adds d = b L min(1, R / L)
       (R uniform over the mean life: the rest of its life), and each of the Poisson(``early``)
       that start with it (they arrived during its own prompt's steps) b L;
     the cumulants of a compound Poisson sum are kappa_r = mean E[mark^r] (closed forms: with
-    w = 1 - v uniform, E[(A + B w)^2] = A^2 + A B + B^2 / 3, E[(A + B w)^3] = A^3 + 3 A^2 B / 2
-    + A B^2 + B^3 / 4). The life's own
-    length feeds back: time dT more lets lambda dT more prompts in, each adding Delta K +
-    b L / 2 on average (half the life left), so a first-order deviation is amplified by
-    1 / (1 - u), u = lambda (Delta K + b L / 2) (linear response; u capped at 0.9). The
+    w = 1 - v uniform, c = A + T w / w' up to w' = min(1, L' / L) and A + T past it,
+    T = b min(L, L'): E[c^2] = w' (A^2 + A T + T^2 / 3) + (1 - w') (A + T)^2, E[c^3] =
+    w' (A^3 + 3 A^2 T / 2 + A T^2 + T^3 / 4) + (1 - w') (A + T)^3). The life's own length
+    feeds back: time dT more lets lambda dT more prompts in, each adding Delta K +
+    E[b min(L w, L')] on average (b L / 2 for equal lives: half the life left), so a
+    first-order deviation is amplified by 1 / (1 - u), u = lambda (Delta K +
+    E[b min(L w, L')]) (linear response; u capped at 0.9). The
     quantile of each life is the normal one with the Cornish-Fisher skew term
     z + (z^2 - 1) gamma / 6, gamma = kappa_3 / kappa_2^1.5; over the lives, the mixture's."""
     lives = np.asarray(lives, dtype=float)
-    mean_life = float(lives.mean())
-    ks = np.asarray(steps, dtype=float)
-    k_mean = float(ks.mean())
-    events = np.asarray(mean_steps, dtype=float) / k_mean
-    a = prompt_step_s * ks[:, None]  # (K, L): c = a + g w, w = 1 - v uniform on (0, 1)
-    g = per_decode_s * lives[None, :]
-    k2 = events * (a * a + a * g + g * g / 3.0).mean(axis=0)
-    k3 = events * (a**3 + 1.5 * a * a * g + a * g * g + g**3 / 4.0).mean(axis=0)
-    # the running decodes: d = b R (uniform on (0, b min(L, L_mean))), or b L once R > L
-    top = per_decode_s * np.minimum(lives, mean_life)
-    k2 = k2 + running * (np.minimum(1.0, lives / mean_life) * top**2 / 3.0
-                         + np.maximum(0.0, 1.0 - lives / mean_life) * (per_decode_s * lives) ** 2)
-    k3 = k3 + running * (np.minimum(1.0, lives / mean_life) * top**3 / 4.0
-                         + np.maximum(0.0, 1.0 - lives / mean_life) * (per_decode_s * lives) ** 3)
-    k2 = k2 + early * (per_decode_s * lives) ** 2
-    k3 = k3 + early * (per_decode_s * lives) ** 3
-    u = np.minimum(0.9, rate * (prompt_step_s * k_mean + per_decode_s * lives / 2.0))
+    k2, k3, u = shot_noise_cumulants(lives, rate, running, prompt_step_s, per_decode_s, steps, mean_steps, early)
     sd = np.sqrt(k2) / (1.0 - u)
     scale = np.sqrt(np.maximum(k2, 0.0)) ** 3
     gamma = np.divide(k3, scale, out=np.zeros_like(k2), where=scale > 0.0)
@@ -161,3 +148,37 @@ def one_queue_tpot_quantile_s(lives: np.ndarray, tpot_s: float, rate: float, run
         mid = (low + high) / 2.0
         low, high = (mid, high) if below(mid) < quantile else (low, mid)
     return high
+
+
+def shot_noise_cumulants(lives: np.ndarray, rate: float, running: float, prompt_step_s: float,
+                         per_decode_s: float, steps: np.ndarray, mean_steps: np.ndarray,
+                         early: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(kappa_2, kappa_3, u) per life of ``lives`` (s^2, s^3, 1): the cumulants of the
+    primary deviation of a life's decode time and its feedback
+    (``one_queue_tpot_quantile_s``)."""
+    lives = np.asarray(lives, dtype=float)
+    mean_life = float(lives.mean())
+    ks = np.asarray(steps, dtype=float)
+    k_mean = float(ks.mean())
+    events = np.asarray(mean_steps, dtype=float) / k_mean
+    # (K, L, L'): a prompt of K steps in a life of L, its decode living L' steps (equally
+    # likely, the other lives): c = a + b min(L w, L'), w = 1 - v uniform on (0, 1), a ramp
+    # up to w' = min(1, L' / L), then flat at a + t, t = b min(L, L')
+    a = prompt_step_s * ks[:, None, None]
+    ramp = np.minimum(1.0, lives[None, :] / lives[:, None])[None]  # w'
+    top = per_decode_s * np.minimum(lives[:, None], lives[None, :])[None]  # t
+    flat = 1.0 - ramp
+    k2 = events * (ramp * (a * a + a * top + top**2 / 3.0) + flat * (a + top) ** 2).mean(axis=(0, 2))
+    k3 = events * (ramp * (a**3 + 1.5 * a * a * top + a * top**2 + top**3 / 4.0)
+                   + flat * (a + top) ** 3).mean(axis=(0, 2))
+    grow = (ramp * top / 2.0 + flat * top).mean(axis=(0, 2))  # E[b min(L w, L')]
+    # the running decodes: d = b R (uniform on (0, b min(L, L_mean))), or b L once R > L
+    top = per_decode_s * np.minimum(lives, mean_life)
+    k2 = k2 + running * (np.minimum(1.0, lives / mean_life) * top**2 / 3.0
+                         + np.maximum(0.0, 1.0 - lives / mean_life) * (per_decode_s * lives) ** 2)
+    k3 = k3 + running * (np.minimum(1.0, lives / mean_life) * top**3 / 4.0
+                         + np.maximum(0.0, 1.0 - lives / mean_life) * (per_decode_s * lives) ** 3)
+    k2 = k2 + early * (per_decode_s * lives) ** 2
+    k3 = k3 + early * (per_decode_s * lives) ** 3
+    u = np.minimum(0.9, rate * (prompt_step_s * k_mean + grow))
+    return k2, k3, u
