@@ -160,6 +160,7 @@ class _Steady:
     tpot_s: float
     chunk_tokens: float  # prompt tokens of a prompt's step, C - n_a
     excess: tuple[float, ...] = ()  # e(L) per ``ServiceLoad.decode_lives`` (``decode_life``)
+    prompts: float = 0.0  # p, prompts outstanding per queue (waiting or prefilling; k > 1 only)
 
 
 def _at(step: Callable[[int], int], count: float) -> float:
@@ -196,6 +197,44 @@ def _prompt_step_tokens(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, ra
     return min(room, _eighths(s, 1.0 + rate * under_way_ns * 1e-9))
 
 
+def _prompts_waiting(rep: Replica, load: ServiceLoad, rate: float, prefill_s: float, gated: bool) -> float:
+    """Prompts waiting per queue (not yet in a step), lambda W by Little's law; W the
+    deployment's prefill servers as one M/G/k queue for prompts longer than half the room
+    (gated shorter ones wait at most the rest of one step: left out); inf past capacity."""
+    if gated:
+        return 0.0
+    return q.littles_law_count(rate, q.mgk_mean_wait_s(rate * rep.queues, prefill_s, load.prompt_cv2, rep.queues)[0])
+
+
+def _routed(running: float, prefilling: float, waiting: float, replicas: int) -> tuple[float, float, float]:
+    """(n_a, n', busy) on k > 1 queues when the router counts outstanding requests: per
+    queue a = n + p, p = prefilling + waiting prompts (``queueing.jsq_outstanding``).
+    n_a: of the c_a requests of the joined queue (mean E[min]) those that decode in its first
+    step: the prompts ahead of it are prefilled before it and decode then too, but a wait W
+    lets some finish: a share T_d / (T_d + W) = n / (n + lambda W) of them stay (all of them
+    without a wait); at most n (the least-loaded queue holds no more than the mean).
+    n' = 1 + (c' - 1) n / a: the others of a decoding request's queue (c'
+    itself included) decode in proportion. busy = share of queues holding a decode,
+    sum_c P(c) (1 - (p / a)^c)."""
+    prompts = prefilling + waiting
+    load = running + prompts
+    if load <= 0.0:
+        return 0.0, 1.0, 0.0
+    joined, _, seen, busy = q.jsq_outstanding(load, replicas, prompts / load)
+    stay = running / (running + waiting) if running > 0.0 else 1.0
+    return min(joined * stay, running), 1.0 + (seen - 1.0) * running / load, busy
+
+
+def _routed_at(st: _Steady, replicas: int, z: float, variance_share: float) -> tuple[float, float, float]:
+    """``_routed`` with the deployment's outstanding count at the standard-normal quantile z
+    of its spread: k a + z sqrt(v k a) (Poisson, M/G/inf: v = 1 at an instant, 2/3 averaged
+    over a life of fixed length, M/D/inf), each kind scaled alike; never below the mean."""
+    load = st.running + st.prompts
+    scale = 1.0 + max(0.0, z) * math.sqrt(variance_share / (replicas * load)) if load > 0.0 else 1.0
+    waiting = st.prompts - st.rho
+    return _routed(scale * st.running, scale * st.rho, scale * waiting, replicas)
+
+
 def _steady_state(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate: float) -> _Steady | None:
     """Fixed point of the steady state at ``rate`` per queue (module doc); None if not
     sustainable."""
@@ -204,11 +243,15 @@ def _steady_state(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate: fl
         return rep.step_ns(knobs, 0, k, ctx)
     decode_steps = max(0, load.output_tokens - 1)
     lives = load.decode_lives()
-    running = 0.0
+    running = prompts = waiting = 0.0
+    last_prompts = -1.0
     for _ in range(_FIXED_POINT_STEPS):
         if running + 1.0 >= budget:
             return None  # the decodes fill the step: no prompt is ever prefilled
-        joined, seen = q.jsq_joined(running, rep.queues), q.jsq_seen(running, rep.queues)
+        if rep.queues == 1:
+            joined, seen = q.jsq_joined(running, 1), q.jsq_seen(running, 1)
+        else:  # the router counts the prompts too (``_routed``)
+            joined, seen, busy_k = _routed(running, prompts - waiting, waiting, rep.queues)
         idle_d = _at(idle, seen)
         room = budget - joined
         if load.prompt_tokens >= room:
@@ -217,7 +260,7 @@ def _steady_state(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate: fl
             def prompt_step_s(m, joined=joined, room=room):
                 x = min(math.floor(room), _eighths(load.prompt_tokens, m, DECODE_VIEW_PARTS))
                 return _at(lambda k: rep.step_ns(knobs, min(x, math.floor(budget - k)), k, ctx), joined) * 1e-9
-            busy = q.jsq_busy_share(running, rep.queues)
+            busy = q.jsq_busy_share(running, 1) if rep.queues == 1 else busy_k
             m = prompts_per_prompt_step(rate, idle_d * 1e-9, busy, prompt_step_s)
             tokens = min(math.floor(room), _eighths(load.prompt_tokens, m, DECODE_VIEW_PARTS))
         def full(k, tokens=tokens):
@@ -235,9 +278,13 @@ def _steady_state(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate: fl
         shared = min(1.0, (share * joined + float(excess.mean())) / decode_steps) if decode_steps else 0.0
         tpot_s = (idle_d + shared * (full_d - idle_d)) * 1e-9
         nxt = q.littles_law_count(rate, decode_steps * tpot_s)
+        waiting = _prompts_waiting(rep, load, rate, share * full_p * 1e-9, gated=load.prompt_tokens * 2 <= room)
+        if math.isinf(waiting):
+            return None  # the prefill servers cannot keep up
+        prompts = rho + waiting
         if nxt + rho > cap:
             return None  # the running decodes plus the prompt being prefilled pass B
-        if nxt - running <= 1e-9 * max(1.0, nxt):
+        if nxt - running <= 1e-9 * max(1.0, nxt) and prompts - last_prompts <= 1e-9 * max(1.0, prompts):
             # the prefill must keep up with full chunks (checked at the limit only: the test
             # is non-decreasing in n_a, and the iterates increase)
             def widest(k):  # a step whose prompt chunk fills the budget
@@ -245,8 +292,8 @@ def _steady_state(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate: fl
             if rate * load.prompt_tokens / (budget - joined) * _at(widest, joined) * 1e-9 >= 1.0:
                 return None
             return _Steady(nxt, joined, rho, shared, seen, full_p, idle_d, full_d, tpot_s, chunk,
-                           tuple(float(e) for e in excess))
-        running = nxt
+                           tuple(float(e) for e in excess), prompts if rep.queues > 1 else 0.0)
+        running, last_prompts = nxt, prompts
     return None  # no convergence: treated as not sustainable
 
 
@@ -264,7 +311,7 @@ def _tpot_quantile_s(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, st: _
     ctx = load.decode_context_tokens
     def idle(k):
         return rep.step_ns(knobs, 0, k, ctx)
-    seen_q = q.jsq_seen_quantile(st.running, rep.queues, z)
+    seen_q = q.jsq_seen_quantile(st.running, 1, z) if rep.queues == 1 else _routed_at(st, rep.queues, z, 2.0 / 3.0)[1]
     by_count = (_at(idle, seen_q) - st.decode_ns) * (1.0 - st.shared)
     lives = load.decode_lives()
     steps = load.prompt_tokens / st.chunk_tokens
@@ -310,7 +357,9 @@ def predict(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: floa
         if under_way:  # P(wait > t) = rho (1 - t / S)
             return service_s * (1.0 - (1.0 - quantile) / st.rho) if st.rho > 1.0 - quantile else 0.0
         return q.wait_quantile_s(wait_s, p_wait, quantile)
-    busy = q.jsq_joined_busy(st.running, rep.queues)  # P(the joined replica runs a step)
+    # P(the joined replica runs a step): it holds a decode (one queue) or any request (k > 1)
+    busy = q.jsq_joined_busy(st.running, 1) if rep.queues == 1 else \
+        q.jsq_outstanding(st.running + st.prompts, rep.queues)[1]
 
     def own_s(joined: float, prompt: int) -> float:
         """The own steps of a prompt of ``prompt`` tokens and the rest of the step under way
@@ -328,9 +377,14 @@ def predict(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: floa
         chunk = min(float(step_tokens), budget - joined)
         return (max(1.0, work / chunk) * _at(full, joined) + rest) * 1e-9
 
+    def joined_at(z: float) -> float:  # n_a at the quantile z of the deployment's count
+        if rep.queues == 1:
+            return q.jsq_joined_quantile(st.running, 1, z)
+        return st.joined if z <= 0.0 else _routed_at(st, rep.queues, z, 1.0)[0]
+
     ttft = {p: wait_at(p / 100)
             + q.refill_wait_quantile_s(service_s, freed, rate_rps, p / 100)
-            + own_s(q.jsq_joined_quantile(st.running, rep.queues, _z(p)), load.prompt_at(p)) for p in PERCENTILES}
+            + own_s(joined_at(_z(p)), load.prompt_at(p)) for p in PERCENTILES}
     tpot = {p: _tpot_quantile_s(rep, knobs, load, st, p) * 1e3 for p in PERCENTILES}
     steps = max(0, load.output_tokens - 1)
     return ServiceMetrics(

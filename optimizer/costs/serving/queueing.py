@@ -232,3 +232,117 @@ def jsq_seen_quantile(running: float, replicas: int, z: float) -> float:
     at = _balanced_seen(np.array([low + 1, low + 2]), replicas)
     value = float(at[0] + (others - low) * (at[1] - at[0]))
     return max(value, jsq_seen(running, replicas))
+
+
+# ----------------------------------------------------------------------------------------------
+# Least-loaded routing over OUTSTANDING requests (waiting and prefilling prompts + decodes),
+# what the engine's router counts. Each request stays for its own time whatever the others do
+# (infinite servers) and every arrival joins the replica with the fewest. k replicas do not
+# stay balanced: departures thin them at random between arrivals. Mean-field model of join the
+# shortest of d queues (Mitzenmacher's supermarket model, here with infinite servers) taken at
+# d = k (the joined replica is the least of k whose counts are treated as independent): x_i,
+# the share of replicas holding at least i requests, balances at each level the replicas that
+# rise to i (an arrival joins one holding i - 1: the least of d holds i - 1 with probability
+# x_{i-1}^d - x_i^d) and those that fall from i (each of i requests leaves at rate 1 / T):
+#     a (x_{i-1}^d - x_i^d) = i (x_i - x_{i+1}),   x_0 = 1,   a = lambda T per replica,
+# solved by shooting on x_1 (bisection; a too small x_1 turns x negative, a too large one
+# leaves it positive far above a). d = 1 gives Poisson(a) (random routing); large d puts every
+# replica at floor(a) or ceil(a). The least of k replicas holds at least i with probability
+# x_i^k; a request's own replica holds E[c^2] / E[c] (Palm: weighted by its count).
+
+
+def _log_levels_from(load: float, d: int, log_seed: float, top: int, bottom: int) -> list[float]:
+    """ln x_bottom .. ln x_top from ln x_top = ``log_seed`` by the balance summed over the levels
+    above i, a x_{i-1}^d = i x_i + sum_{j > i} x_j (stable downwards; in logarithms, as x falls
+    doubly exponentially above a when d > 1)."""
+    logs = [log_seed]
+    log_above = -math.inf  # ln of the sum of x_j over j > i
+    log_load = math.log(load)
+    for i in range(top, bottom, -1):
+        here = math.log(i) + logs[-1]
+        high, low = max(here, log_above), min(here, log_above)
+        total = high + math.log1p(math.exp(low - high)) if low > -math.inf else high
+        logs.append((total - log_load) / d)
+        log_above = here - math.log(i) if log_above == -math.inf else \
+            max(log_above, logs[-2]) + math.log1p(math.exp(-abs(log_above - logs[-2])))
+    return logs[::-1]
+
+
+@lru_cache(maxsize=1 << 14)
+def _outstanding_levels(load: float, replicas: int) -> tuple[int, tuple[float, ...]]:
+    """(b, (x_b, x_{b+1}, ...)): the share x_i of replicas holding at least i outstanding
+    requests (mean-field least-loaded routing, above; x_i = 1 for i < b, 0 past the last),
+    ``load`` = requests per replica (a); the seed
+    x_top (top far above a) by bisection on ln(-ln x_top) until sum x_i = a (then x_0 = 1)."""
+    if load <= 0.0:
+        return 1, ()
+    # d = 1 is Poisson(a); for d >= 2 the counts stay within a few of a (variance
+    # a (1 + E[min]) - a^2 stays below 4 for a <= 400): x_i = 1 below a - 30 (bottom)
+    half = int(8.0 * math.sqrt(load)) + 20 if replicas == 1 else 30
+    top = int(load) + half
+    bottom = max(1, int(load) - half)
+    low, high = -5.0, 700.0  # ln(-ln seed): a larger value, a smaller seed and smaller x_i
+    xs: list[float] = []
+    for _ in range(100):
+        mid = (low + high) / 2.0
+        xs = [math.exp(v) for v in _log_levels_from(load, replicas, -math.exp(mid), top, bottom)]
+        if bottom - 1 + sum(xs) > load:
+            low = mid
+        else:
+            high = mid
+        if high - low < 1e-13:
+            break
+    return bottom, tuple(xs)
+
+
+def _grid_pair(value: float) -> tuple[float, float, float]:
+    """(low, high, weight of high): the 3-significant-digit grid points around ``value``."""
+    if value <= 0.0:
+        return 0.0, 0.0, 0.0
+    step = 10.0 ** (math.floor(math.log10(value)) - 2)
+    low = math.floor(value / step + 1e-9) * step
+    return low, low + step, min(1.0, max(0.0, (value - low) / step))
+
+
+def jsq_outstanding(outstanding: float, replicas: int, others_share: float = 0.0) -> tuple[float, float, float, float]:
+    """(mean outstanding of the replica an arrival joins E[min], P(it holds any), mean
+    outstanding of a request's own replica, itself included, E[c^2] / E[c], share of the
+    replicas holding a request not of a kind that makes ``others_share`` of them,
+    sum_c P(c) (1 - s^c)) when each of ``replicas`` holds ``outstanding`` requests on
+    average, routed to the least-loaded one (mean-field model above); memoised on a grid of
+    3 significant digits and linear between its points (continuous in ``outstanding``)."""
+    low, high, weight = _grid_pair(outstanding)
+    at_low = _jsq_at(low, replicas, others_share)
+    if weight <= 0.0:
+        return at_low
+    at_high = _jsq_at(float(f"{high:.3g}"), replicas, others_share)
+    return tuple(a + weight * (b - a) for a, b in zip(at_low, at_high))
+
+
+def _jsq_at(load: float, replicas: int, others_share: float) -> tuple[float, float, float, float]:
+    least, busy, seen, counts, probs = _jsq_outstanding(load, replicas)
+    if others_share <= 0.0:
+        return least, busy, seen, 1.0 - float(probs[counts == 0].sum())
+    return least, busy, seen, float(probs @ -np.expm1(counts * math.log(min(others_share, 1.0))))
+
+
+@lru_cache(maxsize=1 << 14)
+def _jsq_outstanding(load: float, replicas: int) -> tuple[float, float, float, np.ndarray, np.ndarray]:
+    counts, probs = jsq_outstanding_count_of(load, replicas)
+    mean = float(probs @ counts)
+    if mean <= 0.0:
+        return 0.0, 0.0, 1.0, counts, probs
+    bottom, xs = _outstanding_levels(load, replicas)
+    least = np.array(xs) ** replicas  # P(min >= i), i >= b (1 below)
+    return (bottom - 1 + float(least.sum()), float(least[0]) if bottom == 1 else 1.0,
+            float(probs @ counts**2) / mean, counts, probs)
+
+
+def jsq_outstanding_count_of(outstanding: float, replicas: int) -> tuple[np.ndarray, np.ndarray]:
+    """(counts i, P(a replica holds i)) under the mean-field model (above) at ``outstanding``
+    (taken exactly: memoise it upstream), the counts with a positive probability only."""
+    if outstanding <= 0.0:
+        return np.zeros(1, dtype=np.int64), np.ones(1)
+    bottom, xs = _outstanding_levels(outstanding, replicas)
+    levels = np.array((1.0, *xs, 0.0))  # x_{b-1} = 1, x_b, ..., 0
+    return np.arange(bottom - 1, bottom - 1 + len(levels) - 1), levels[:-1] - levels[1:]
