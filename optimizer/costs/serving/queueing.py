@@ -245,9 +245,12 @@ def jsq_seen_quantile(running: float, replicas: int, z: float) -> float:
 # rise to i (an arrival joins one holding i - 1: the least of d holds i - 1 with probability
 # x_{i-1}^d - x_i^d) and those that fall from i (each of i requests leaves at rate 1 / T):
 #     a (x_{i-1}^d - x_i^d) = i (x_i - x_{i+1}),   x_0 = 1,   a = lambda T per replica,
-# solved by shooting on x_1 (bisection; a too small x_1 turns x negative, a too large one
-# leaves it positive far above a). d = 1 gives Poisson(a) (random routing); large d puts every
-# replica at floor(a) or ceil(a). The least of k replicas holds at least i with probability
+# solved downwards from a seed far above a (summed over the levels above i it reads
+# a x_{i-1}^d = i x_i + sum_{j > i} x_j), the seed by bisection until sum x_i = a. d = 1 gives
+# Poisson(a) (random routing). Treating the k counts as independent misses that they are
+# negatively correlated (their total is Poisson(k a)): against a simulation of 8 such queues
+# at a = 1.5 the model's E[min] is 0.725, the simulated 0.80 (tests). The least of k replicas
+# holds at least i with probability
 # x_i^k; a request's own replica holds E[c^2] / E[c] (Palm: weighted by its count).
 
 
