@@ -162,7 +162,7 @@ def _mean_field_by_integration(load, d, levels=40, dt=2e-3, steps=60_000):
     return x
 
 
-@pytest.mark.parametrize("load,replicas", [(1.64, 8), (0.8, 4), (3.5, 2), (6.0, 32)])
+@pytest.mark.parametrize("load,replicas", [(1.65, 8), (0.8, 4), (3.5, 2), (6.0, 32)])  # on the grid
 def test_jsq_outstanding_against_its_ode(load, replicas):
     # E[min] = sum_i x_i^k, P(min >= 1) = x_1^k and E[c^2] / E[c] from the integrated levels
     import numpy as np
@@ -183,13 +183,14 @@ def test_jsq_outstanding_against_its_ode(load, replicas):
 
 def test_jsq_outstanding_limits():
     # one replica (d = 1): Poisson(a), so E[min] = a, P(>= 1) = 1 - e^-a, a request sees 1 + a
+    # (the seed search stops at a bracket of 705 / 63^4 in ln(-ln x_top): to 1e-5 here)
     least, busy, seen, _ = q.jsq_outstanding(1.2, 1)
-    assert (least, busy, seen) == pytest.approx((1.2, 1 - math.exp(-1.2), 2.2), rel=1e-9)
+    assert (least, busy, seen) == pytest.approx((1.2, 1 - math.exp(-1.2), 2.2), rel=1e-5)
     # the least of more replicas holds fewer
     assert q.jsq_outstanding(5.5, 32)[0] < q.jsq_outstanding(5.5, 8)[0] < q.jsq_outstanding(5.5, 2)[0] < 5.5
-    # continuous between the grid points (linear): 1.6405 is halfway between 1.64 and 1.641
-    mid = q.jsq_outstanding(1.6405, 8)[0]
-    assert mid == pytest.approx((q.jsq_outstanding(1.64, 8)[0] + q.jsq_outstanding(1.641, 8)[0]) / 2, rel=1e-12)
+    # continuous between the grid points (linear): 1.625 is halfway between 1.60 and 1.65
+    mid = q.jsq_outstanding(1.625, 8)[0]
+    assert mid == pytest.approx((q.jsq_outstanding(1.6, 8)[0] + q.jsq_outstanding(1.65, 8)[0]) / 2, rel=1e-12)
     assert q.jsq_outstanding(0.0, 8)[:3] == (0.0, 0.0, 1.0)
 
 

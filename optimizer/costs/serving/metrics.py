@@ -9,9 +9,12 @@ as the knobs' micro-batch counts say (integer ns: ``optimizer.costs.step_time`` 
 Steady state at a rate lambda per queue (k queues, requests routed to the least-loaded one),
 prompts of s tokens, outputs of D tokens, a step budget of C tokens (docs/serving-model.md):
     n = lambda (D - 1) TPOT                            (Little's law, running decodes per queue)
-    N ~ Poisson(k n)                                   (the deployment's decodes, M/G/inf)
-    n_a = E[floor(N / k)]                              (decodes of the least-loaded replica, the
-                                                        one a new prompt joins; n for k = 1)
+    n_a = n (k = 1); for k > 1 the router counts the OUTSTANDING requests, a = n + p per queue,
+    p = rho + lambda W prompts prefilling or waiting: n_a = min(n, E[min] n / (n + lambda W))
+                                                       (``queueing.jsq_outstanding``: mean-field
+                                                        least-loaded routing; the joined queue's
+                                                        requests decode in its first step, less
+                                                        those that finish during a wait W)
     x = C - n_a if s >= C - n_a, else min(C - n_a, m s)  (prompt tokens of a prompt step, m the
                                                         prompts per prompt step of the gated
                                                         step chain: ``decode_life``)
@@ -22,8 +25,9 @@ prompts of s tokens, outputs of D tokens, a step budget of C tokens (docs/servin
                                                         second against lambda (D - 1) decode
                                                         steps, and e(L) more right after its own
                                                         prompt's step: one queue, short prompts)
-    n' = E[balanced count of the 1 + N requests]       (what a decoding request sees, itself
-                                                        included; 1 + n for k = 1)
+    n' = 1 + n for k = 1, else 1 + (c' - 1) n / a     (what a decoding request sees, itself
+                                                        included: c' its queue's outstanding
+                                                        count, E[c^2] / E[c] = 1 + E[min])
     TPOT = step(0, n') + f (step(x, n') - step(0, n'))
 with step() at a fractional count linear between the integers around it (``queueing.jsq_*``
 give n_a, n', P(N >= k)); solved by fixed-point iteration from n = 0 (the iterates climb to

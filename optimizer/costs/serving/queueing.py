@@ -254,57 +254,64 @@ def jsq_seen_quantile(running: float, replicas: int, z: float) -> float:
 # x_i^k; a request's own replica holds E[c^2] / E[c] (Palm: weighted by its count).
 
 
-def _log_levels_from(load: float, d: int, log_seed: float, top: int, bottom: int) -> list[float]:
-    """ln x_bottom .. ln x_top from ln x_top = ``log_seed`` by the balance summed over the levels
-    above i, a x_{i-1}^d = i x_i + sum_{j > i} x_j (stable downwards; in logarithms, as x falls
-    doubly exponentially above a when d > 1)."""
-    logs = [log_seed]
-    log_above = -math.inf  # ln of the sum of x_j over j > i
+def _log_levels_from(load: float, d: int, log_seeds: np.ndarray, top: int, bottom: int) -> np.ndarray:
+    """ln x_bottom .. ln x_top (rows) for each seed ln x_top in ``log_seeds`` (columns) by the
+    balance summed over the levels above i, a x_{i-1}^d = i x_i + sum_{j > i} x_j (stable
+    downwards; in logarithms, as x falls doubly exponentially above a when d > 1)."""
+    logs = np.empty((top - bottom + 1, len(log_seeds)))
+    logs[-1] = log_seeds
+    log_above = np.full(len(log_seeds), -np.inf)  # ln of the sum of x_j over j > i
     log_load = math.log(load)
-    for i in range(top, bottom, -1):
-        here = math.log(i) + logs[-1]
-        high, low = max(here, log_above), min(here, log_above)
-        total = high + math.log1p(math.exp(low - high)) if low > -math.inf else high
-        logs.append((total - log_load) / d)
-        log_above = here - math.log(i) if log_above == -math.inf else \
-            max(log_above, logs[-2]) + math.log1p(math.exp(-abs(log_above - logs[-2])))
-    return logs[::-1]
+    for row, i in zip(range(top - bottom, 0, -1), range(top, bottom, -1)):
+        here = math.log(i) + logs[row]
+        logs[row - 1] = (np.logaddexp(here, log_above) - log_load) / d
+        log_above = np.logaddexp(log_above, logs[row])
+    return logs
+
+
+_SEEDS = 64  # seeds tried at once per pass of the search below
 
 
 @lru_cache(maxsize=1 << 14)
 def _outstanding_levels(load: float, replicas: int) -> tuple[int, tuple[float, ...]]:
     """(b, (x_b, x_{b+1}, ...)): the share x_i of replicas holding at least i outstanding
     requests (mean-field least-loaded routing, above; x_i = 1 for i < b, 0 past the last),
-    ``load`` = requests per replica (a); the seed
-    x_top (top far above a) by bisection on ln(-ln x_top) until sum x_i = a (then x_0 = 1)."""
+    ``load`` = requests per replica (a); the seed x_top (top far above a) found on a grid of
+    u = ln(-ln x_top) refined pass by pass (the sum of x_i falls as u grows) until
+    sum x_i = a (then x_0 = 1), the last pass interpolated linearly."""
     if load <= 0.0:
         return 1, ()
     # d = 1 is Poisson(a); for d >= 2 the counts stay within a few of a (variance
     # a (1 + E[min]) - a^2 stays below 4 for a <= 400): x_i = 1 below a - 30 (bottom)
+    # (above a the share falls doubly exponentially: x_i = 0 past a + 12)
     half = int(8.0 * math.sqrt(load)) + 20 if replicas == 1 else 30
-    top = int(load) + half
+    top = int(load) + (half if replicas == 1 else 12)
     bottom = max(1, int(load) - half)
-    low, high = -5.0, 700.0  # ln(-ln seed): a larger value, a smaller seed and smaller x_i
-    xs: list[float] = []
-    for _ in range(100):
-        mid = (low + high) / 2.0
-        xs = [math.exp(v) for v in _log_levels_from(load, replicas, -math.exp(mid), top, bottom)]
-        if bottom - 1 + sum(xs) > load:
-            low = mid
-        else:
-            high = mid
-        if high - low < 1e-13:
-            break
-    return bottom, tuple(xs)
+    low, high = -5.0, 700.0
+    with np.errstate(over="ignore", under="ignore"):
+        for _ in range(4):
+            grid = np.linspace(low, high, _SEEDS)
+            sums = bottom - 1 + np.exp(_log_levels_from(load, replicas, -np.exp(grid), top, bottom)).sum(axis=0)
+            above = int(np.count_nonzero(sums > load))  # sums fall along the grid
+            if above == 0 or above == _SEEDS:
+                break
+            low, high = grid[above - 1], grid[above]
+            s_low, s_high = sums[above - 1], sums[above]
+            if high - low < 1e-9:
+                break
+        u = low + (s_low - load) / (s_low - s_high) * (high - low) if above and above < _SEEDS else grid[0]
+        xs = np.exp(_log_levels_from(load, replicas, np.array([-math.exp(u)]), top, bottom)[:, 0])
+    return bottom, tuple(float(v) for v in xs)
 
 
 def _grid_pair(value: float) -> tuple[float, float, float]:
-    """(low, high, weight of high): the 3-significant-digit grid points around ``value``."""
+    """(low, high, weight of high): the grid points around ``value``, 20 per unit of its
+    leading digit (1.00, 1.05, 1.10, ...; 10.0, 10.5, ...)."""
     if value <= 0.0:
         return 0.0, 0.0, 0.0
-    step = 10.0 ** (math.floor(math.log10(value)) - 2)
-    low = math.floor(value / step + 1e-9) * step
-    return low, low + step, min(1.0, max(0.0, (value - low) / step))
+    step = 10.0 ** (math.floor(math.log10(value)) - 1) / 2.0
+    index = math.floor(value / step + 1e-9)
+    return round(index * step, 12), round((index + 1) * step, 12), min(1.0, max(0.0, value / step - index))
 
 
 def jsq_outstanding(outstanding: float, replicas: int, others_share: float = 0.0) -> tuple[float, float, float, float]:
@@ -312,13 +319,13 @@ def jsq_outstanding(outstanding: float, replicas: int, others_share: float = 0.0
     outstanding of a request's own replica, itself included, E[c^2] / E[c], share of the
     replicas holding a request not of a kind that makes ``others_share`` of them,
     sum_c P(c) (1 - s^c)) when each of ``replicas`` holds ``outstanding`` requests on
-    average, routed to the least-loaded one (mean-field model above); memoised on a grid of
-    3 significant digits and linear between its points (continuous in ``outstanding``)."""
+    average, routed to the least-loaded one (mean-field model above); memoised on a grid
+    (``_grid_pair``) and linear between its points (continuous in ``outstanding``)."""
     low, high, weight = _grid_pair(outstanding)
     at_low = _jsq_at(low, replicas, others_share)
     if weight <= 0.0:
         return at_low
-    at_high = _jsq_at(float(f"{high:.3g}"), replicas, others_share)
+    at_high = _jsq_at(high, replicas, others_share)
     return tuple(a + weight * (b - a) for a, b in zip(at_low, at_high))
 
 
