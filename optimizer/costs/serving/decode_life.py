@@ -4,7 +4,7 @@ decode steps, so it is set by how many of those steps carry a prompt chunk, and 
 outputs (small L) spread it most.
 
 Excess after the own prompt (prompts shorter than the step's room; the one-queue chain
-below, with k > 1 queues ``metrics._routed_excess`` gives a and b of ``chain_excess``): the engine admits
+below, with k > 1 queues ``routing.routed_excess`` gives a and b of ``chain_excess``): the engine admits
 at each step the prompts that arrived at its queue during the step before, so whether a
 step carries prompts is a two-state chain. After a step of length d without prompts a
 prompt step follows with probability a = 1 - e^{-lambda d}, after a prompt step of length

@@ -26,7 +26,7 @@ prompts of s tokens, outputs of D tokens, a step budget of C tokens (docs/servin
                                                         steps, and e(L) more right after its own
                                                         prompt's step, short prompts: on k > 1
                                                         queues its chain from the refill,
-                                                        ``_routed_excess``)
+                                                        ``routing.routed_excess``)
     n' = 1 + n for k = 1, else 1 + (c' - 1) n / a     (what a decoding request sees, itself
                                                         included: c' its queue's outstanding
                                                         count, E[c^2] / E[c] = 1 + E[min])
@@ -63,12 +63,8 @@ from statistics import NormalDist
 import numpy as np
 
 from optimizer.costs.serving import queueing as q
-from optimizer.costs.serving.decode_life import (
-    chain_excess,
-    excess_prompt_steps,
-    prompts_per_prompt_step,
-    share_quantile,
-)
+from optimizer.costs.serving import routing
+from optimizer.costs.serving.decode_life import excess_prompt_steps, prompts_per_prompt_step, share_quantile
 from optimizer.costs.serving.knobs import ServingKnobs
 
 StepNs = Callable[[ServingKnobs, int, int, int], int]  # (knobs, chunk, decodes, context) -> ns
@@ -217,53 +213,9 @@ def _prompts_waiting(rep: Replica, load: ServiceLoad, rate: float, prefill_s: fl
     return q.littles_law_count(rate, q.mgk_mean_wait_s(rate * rep.queues, prefill_s, load.prompt_cv2, rep.queues)[0])
 
 
-def _routed(running: float, prefilling: float, waiting: float, replicas: int) -> tuple[float, float, float]:
-    """(n_a, n', busy) on k > 1 queues when the router counts outstanding requests: per
-    queue a = n + p, p = prefilling + waiting prompts (``queueing.jsq_outstanding``).
-    n_a: of the c_a requests of the joined queue (mean E[min]) those that decode in its first
-    step: the prompts ahead of it are prefilled before it and decode then too, but a wait W
-    lets some finish: a share T_d / (T_d + W) = n / (n + lambda W) of them stay (all of them
-    without a wait); at most n (the least-loaded queue holds no more than the mean).
-    n' = 1 + (c' - 1) n / a: the others of a decoding request's queue (c'
-    itself included) decode in proportion. busy = share of queues holding a decode,
-    sum_c P(c) (1 - (p / a)^c)."""
-    prompts = prefilling + waiting
-    load = running + prompts
-    if load <= 0.0:
-        return 0.0, 1.0, 0.0
-    joined, _, seen, busy = q.jsq_outstanding(load, replicas, prompts / load)
-    stay = running / (running + waiting) if running > 0.0 else 1.0
-    return min(joined * stay, running), 1.0 + (seen - 1.0) * running / load, busy
-
-
 def _routed_at(st: _Steady, replicas: int, z: float, variance_share: float) -> tuple[float, float, float]:
-    """``_routed`` with the deployment's outstanding count at the standard-normal quantile z
-    of its spread: k a + z sqrt(v k a) (Poisson, M/G/inf: v = 1 at an instant, 2/3 averaged
-    over a life of fixed length, M/D/inf), each kind scaled alike; never below the mean."""
-    load = st.running + st.prompts
-    scale = 1.0 + max(0.0, z) * math.sqrt(variance_share / (replicas * load)) if load > 0.0 else 1.0
-    waiting = st.prompts - st.rho
-    return _routed(scale * st.running, scale * st.rho, scale * waiting, replicas)
-
-
-def _routed_excess(rate: float, replicas: int, prompt_step_s: float, joined: float, running: float,
-                   share: float, lives: np.ndarray) -> np.ndarray:
-    """e(L) on k > 1 queues: least-loaded routing sends a prompt to the queue that is
-    prefilling one only when that queue falls below the others during the step (one of its
-    n_a decodes finishes, rate n_a / life, life = n / lambda by Little's law) and the next
-    arrival of the deployment comes before the step ends: the refill of
-    ``queueing.refill_wait_tail``, so after a prompt step another follows with
-    b = P(at least one refill during it) = 1 - e^{-delta h(p)} (Poisson departures; measured
-    on ``random_0_02``: 0.168 against the model's 0.16), at most the one-queue chain's
-    1 - e^{-lambda p} (with many decodes every queue loses some during the step, and the
-    prefilling one is no likelier to be the least than the others),
-    and after a decode step with a, from the stationary share f0 = K n_a / (D - 1):
-    a = f0 (1 - b) / (1 - f0) (``decode_life.chain_excess``)."""
-    if running <= 0.0 or share <= 0.0 or share >= 1.0:
-        return np.zeros(len(lives))
-    refills = q.refill_wait_tail(0.0, prompt_step_s, joined * rate / running, rate * replicas)
-    b = min(-math.expm1(-refills), -math.expm1(-rate * prompt_step_s))
-    return chain_excess(share * (1.0 - b) / (1.0 - share), b, lives)
+    """``routing.routed_at`` of a steady state (its waiting prompts: p - rho)."""
+    return routing.routed_at(st.running, st.rho, st.prompts - st.rho, replicas, z, variance_share)
 
 
 def _steady_state(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate: float) -> _Steady | None:
@@ -281,8 +233,8 @@ def _steady_state(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate: fl
             return None  # the decodes fill the step: no prompt is ever prefilled
         if rep.queues == 1:
             joined, seen = q.jsq_joined(running, 1), q.jsq_seen(running, 1)
-        else:  # the router counts the prompts too (``_routed``)
-            joined, seen, busy_k = _routed(running, prompts - waiting, waiting, rep.queues)
+        else:  # the router counts the prompts too (``routing.routed``)
+            joined, seen, busy_k = routing.routed(running, prompts - waiting, waiting, rep.queues)
         idle_d = _at(idle, seen)
         room = budget - joined
         if load.prompt_tokens >= room:
@@ -302,14 +254,14 @@ def _steady_state(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate: fl
         rho = min(1.0, rate * share * full_p * 1e-9)
         full_d = _at(full, min(seen, budget - 1.0))
         # prompt steps right after a decode's own (short prompts: ``decode_life``; k > 1:
-        # ``_routed_excess``)
+        # ``routing.routed_excess``)
         if load.prompt_tokens >= budget - joined:
             excess = np.zeros(len(lives))
         elif rep.queues == 1:
             excess = excess_prompt_steps(rate, full_p * 1e-9, idle_d * 1e-9, lives)
         else:
-            excess = _routed_excess(rate, rep.queues, full_p * 1e-9, joined, running,
-                                    share * joined / decode_steps if decode_steps else 0.0, lives)
+            excess = routing.routed_excess(rate, rep.queues, full_p * 1e-9, joined, running,
+                                           share * joined / decode_steps if decode_steps else 0.0, lives)
         shared = min(1.0, (share * joined + float(excess.mean())) / decode_steps) if decode_steps else 0.0
         tpot_s = (idle_d + shared * (full_d - idle_d)) * 1e-9
         nxt = q.littles_law_count(rate, decode_steps * tpot_s)
