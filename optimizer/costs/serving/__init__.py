@@ -5,7 +5,8 @@ M/D/1 and M/M/1, an exponential-tail percentile of the wait). ``knobs``: the adm
 per-replica serving knobs (running-request cap B, prefill chunk budget C, prefill and decode
 micro-batch counts) of one configuration, limited by the KV cache and memory. ``metrics``:
 for one knob tuple and one request rate, the predicted TTFT, TPOT, end-to-end latency,
-utilisation and throughput, the sustainable rate and the goodput (bisection). The step time
+utilisation and throughput, the sustainable rate and the goodput (bisection); ``routing``:
+what least-loaded routing over outstanding requests gives it on several queues. The step time
 of one engine step is an input (a callable), so the model is tested with known step times.
 Disaggregated serving: ``disagg_decode`` (the decode pool's queue model and rate bound),
 ``disagg`` (prefill and decode pool candidates per replica, the KV transfer),

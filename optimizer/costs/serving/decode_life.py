@@ -3,9 +3,8 @@ docs/serving-model.md, "TPOT"): a request's TPOT is its decode time over its L =
 decode steps, so it is set by how many of those steps carry a prompt chunk, and short
 outputs (small L) spread it most.
 
-Excess after the own prompt (prompts shorter than the step's room, one queue: with k > 1
-least-loaded routing steers arrivals away from the queue that just took a prompt, and the
-chain below does not hold; the metrics leave it out there): the engine admits
+Excess after the own prompt (prompts shorter than the step's room; the one-queue chain
+below, with k > 1 queues ``routing.routed_excess`` gives a and b of ``chain_excess``): the engine admits
 at each step the prompts that arrived at its queue during the step before, so whether a
 step carries prompts is a two-state chain. After a step of length d without prompts a
 prompt step follows with probability a = 1 - e^{-lambda d}, after a prompt step of length
@@ -36,8 +35,13 @@ def excess_prompt_steps(rate: float, prompt_step_s: float, decode_step_s: float,
     """e(L) for each L in ``steps`` (module doc); 0 for a rate of 0."""
     if rate <= 0.0:
         return np.zeros(len(steps))
-    a = -math.expm1(-rate * decode_step_s)
-    b = -math.expm1(-rate * prompt_step_s)
+    return chain_excess(-math.expm1(-rate * decode_step_s), -math.expm1(-rate * prompt_step_s), steps)
+
+
+def chain_excess(a: float, b: float, steps: np.ndarray) -> np.ndarray:
+    """e(L) = (b - pi) (1 - r^L) / (1 - r), pi = a / (a + 1 - b), r = b - a, for each L in
+    ``steps``: the prompt steps of a life of L steps started right after a prompt step, over
+    the stationary count, for the two-state chain (module doc); 0 when b <= pi."""
     pi = a / (a + 1.0 - b)
     r = b - a
     if b <= pi or r >= 1.0:

@@ -9,9 +9,12 @@ as the knobs' micro-batch counts say (integer ns: ``optimizer.costs.step_time`` 
 Steady state at a rate lambda per queue (k queues, requests routed to the least-loaded one),
 prompts of s tokens, outputs of D tokens, a step budget of C tokens (docs/serving-model.md):
     n = lambda (D - 1) TPOT                            (Little's law, running decodes per queue)
-    N ~ Poisson(k n)                                   (the deployment's decodes, M/G/inf)
-    n_a = E[floor(N / k)]                              (decodes of the least-loaded replica, the
-                                                        one a new prompt joins; n for k = 1)
+    n_a = n (k = 1); for k > 1 the router counts the OUTSTANDING requests, a = n + p per queue,
+    p = rho + lambda W prompts prefilling or waiting: n_a = min(n, E[min] n / (n + lambda W))
+                                                       (``queueing.jsq_outstanding``: mean-field
+                                                        least-loaded routing; the joined queue's
+                                                        requests decode in its first step, less
+                                                        those that finish during a wait W)
     x = C - n_a if s >= C - n_a, else min(C - n_a, m s)  (prompt tokens of a prompt step, m the
                                                         prompts per prompt step of the gated
                                                         step chain: ``decode_life``)
@@ -24,12 +27,15 @@ prompts of s tokens, outputs of D tokens, a step budget of C tokens (docs/servin
                                                         prompt chunk: lambda K n_a pairs per
                                                         second against lambda (D - 1) decode
                                                         steps, and e(L) more right after its own
-                                                        prompt's step: one queue, short prompts)
-    n' = E[balanced count of the 1 + N requests]       (what a decoding request sees, itself
-                                                        included; for k = 1, 1 + n + lambda
-                                                        (s / x full - K TPOT): the arrivals
-                                                        during its prompt's own steps start
-                                                        with it, beyond the even spread's)
+                                                        prompt's step, short prompts: on k > 1
+                                                        queues its chain from the refill,
+                                                        ``routing.routed_excess``)
+    n' = 1 + n + lambda (s / x full - K TPOT) for k = 1 (the arrivals during its prompt's own
+                                                        steps start with it, beyond the even
+                                                        spread's), else 1 + (c' - 1) n / a
+                                                        (what a decoding request sees, itself
+                                                        included: c' its queue's outstanding
+                                                        count, E[c^2] / E[c] = 1 + E[min])
     TPOT = step(0, n') + f (step(x, n') - step(0, n'))
 with step() at a fractional count linear between the integers around it (``queueing.jsq_*``
 give n_a, n', P(N >= k)); solved by fixed-point iteration from n = 0 (the iterates climb to
@@ -65,6 +71,7 @@ from statistics import NormalDist
 import numpy as np
 
 from optimizer.costs.serving import queueing as q
+from optimizer.costs.serving import routing
 from optimizer.costs.serving.decode_life import (
     excess_prompt_steps,
     one_queue_tpot_quantile_s,
@@ -181,6 +188,7 @@ class _Steady:
     excess: tuple[float, ...] = ()  # e(L) per ``ServiceLoad.decode_lives`` (``decode_life``)
     prompt_steps: float = 1.0  # K, a prompt's steps as the decodes see them (f = K n_a / (D - 1))
     early: float = 0.0  # decodes that start with a request's (one queue: ``_steady_state``)
+    prompts: float = 0.0  # p, prompts outstanding per queue (waiting or prefilling; k > 1 only)
 
 
 def _at(step: Callable[[int], int], count: float) -> float:
@@ -217,6 +225,20 @@ def _prompt_step_tokens(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, ra
     return min(room, _eighths(s, 1.0 + rate * under_way_ns * 1e-9))
 
 
+def _prompts_waiting(rep: Replica, load: ServiceLoad, rate: float, prefill_s: float, gated: bool) -> float:
+    """Prompts waiting per queue (not yet in a step), lambda W by Little's law; W the
+    deployment's prefill servers as one M/G/k queue for prompts longer than half the room
+    (gated shorter ones wait at most the rest of one step: left out); inf past capacity."""
+    if gated:
+        return 0.0
+    return q.littles_law_count(rate, q.mgk_mean_wait_s(rate * rep.queues, prefill_s, load.prompt_cv2, rep.queues)[0])
+
+
+def _routed_at(st: _Steady, replicas: int, z: float, variance_share: float) -> tuple[float, float, float]:
+    """``routing.routed_at`` of a steady state (its waiting prompts: p - rho)."""
+    return routing.routed_at(st.running, st.rho, st.prompts - st.rho, replicas, z, variance_share)
+
+
 def _steady_state(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate: float) -> _Steady | None:
     """Fixed point of the steady state at ``rate`` per queue (module doc); None if not
     sustainable."""
@@ -226,12 +248,17 @@ def _steady_state(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate: fl
     decode_steps = max(0, load.output_tokens - 1)
     lives = load.decode_lives()
     running, own_prefill_s = 0.0, 0.0
+    prompts = waiting = 0.0
+    last_prompts = -1.0
     for _ in range(_FIXED_POINT_STEPS):
         if running + 1.0 >= budget:
             return None  # the decodes fill the step: no prompt is ever prefilled
-        joined, seen = q.jsq_joined(running, rep.queues), q.jsq_seen(running, rep.queues)
-        if rep.queues == 1 and decode_steps:  # those arriving during a prompt's own steps decode its whole life
-            seen += rate * own_prefill_s
+        if rep.queues == 1:
+            joined, seen = q.jsq_joined(running, 1), q.jsq_seen(running, 1)
+            if decode_steps:  # those arriving during a prompt's own steps decode its whole life
+                seen += rate * own_prefill_s
+        else:  # the router counts the prompts too (``routing.routed``)
+            joined, seen, busy_k = routing.routed(running, prompts - waiting, waiting, rep.queues)
         idle_d = _at(idle, seen)
         room = budget - joined
         if load.prompt_tokens >= room:
@@ -240,7 +267,7 @@ def _steady_state(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate: fl
             def prompt_step_s(m, joined=joined, room=room):
                 x = min(math.floor(room), _eighths(load.prompt_tokens, m, DECODE_VIEW_PARTS))
                 return _at(lambda k: rep.step_ns(knobs, min(x, math.floor(budget - k)), k, ctx), joined) * 1e-9
-            busy = q.jsq_busy_share(running, rep.queues)
+            busy = q.jsq_busy_share(running, 1) if rep.queues == 1 else busy_k
             m = prompts_per_prompt_step(rate, idle_d * 1e-9, busy, prompt_step_s)
             tokens = min(math.floor(room), _eighths(load.prompt_tokens, m, DECODE_VIEW_PARTS))
         def full(k, tokens=tokens):
@@ -256,17 +283,26 @@ def _steady_state(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate: fl
             def full(k, tokens=held):
                 return rep.step_ns(knobs, min(tokens, budget - k), k, ctx)
         full_d = _at(full, min(seen, budget - 1.0))
-        # prompt steps right after a decode's own (short prompts on one queue: ``decode_life``;
-        # with k > 1 least-loaded routing steers the arrivals away from the queue that just
-        # took a prompt, so its chain is not the queue's Poisson stream: left out)
-        excess = (excess_prompt_steps(rate, full_p * 1e-9, idle_d * 1e-9, lives)
-                  if load.prompt_tokens < budget - joined and rep.queues == 1 else np.zeros(len(lives)))
+        # prompt steps right after a decode's own (short prompts: ``decode_life``; k > 1:
+        # ``routing.routed_excess``)
+        if load.prompt_tokens >= budget - joined:
+            excess = np.zeros(len(lives))
+        elif rep.queues == 1:
+            excess = excess_prompt_steps(rate, full_p * 1e-9, idle_d * 1e-9, lives)
+        else:
+            excess = routing.routed_excess(rate, rep.queues, full_p * 1e-9, joined, running,
+                                           share * joined / decode_steps if decode_steps else 0.0, lives)
         shared = min(1.0, (share * joined + float(excess.mean())) / decode_steps) if decode_steps else 0.0
         tpot_s = (idle_d + shared * (full_d - idle_d)) * 1e-9
         nxt = q.littles_law_count(rate, decode_steps * tpot_s)
+        if rep.queues > 1:  # the prompts the router counts (``routing.routed``)
+            waiting = _prompts_waiting(rep, load, rate, share * full_p * 1e-9, gated=load.prompt_tokens * 2 <= room)
+            if math.isinf(waiting):
+                return None  # the prefill servers cannot keep up
+            prompts = rho + waiting
         if nxt + rho > cap:
             return None  # the running decodes plus the prompt being prefilled pass B
-        if nxt - running <= 1e-9 * max(1.0, nxt):
+        if nxt - running <= 1e-9 * max(1.0, nxt) and prompts - last_prompts <= 1e-9 * max(1.0, prompts):
             # the prefill must keep up with full chunks (checked at the limit only: the test
             # is non-decreasing in n_a, and the iterates increase)
             def widest(k):  # a step whose prompt chunk fills the budget
@@ -275,10 +311,12 @@ def _steady_state(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate: fl
                 return None
             return _Steady(nxt, joined, rho, shared, seen, full_p, idle_d, full_d, tpot_s, chunk,
                            tuple(float(e) for e in excess), share,
-                           rate * own_prefill_s if rep.queues == 1 and decode_steps else 0.0)
+                           rate * own_prefill_s if rep.queues == 1 and decode_steps else 0.0,
+                           prompts if rep.queues > 1 else 0.0)
         # the arrivals during a prompt's own steps beyond the even spread's K TPOT (one queue;
         # from the previous iterate: the same at the fixed point)
-        running, own_prefill_s = nxt, max(0.0, load.prompt_tokens / chunk * full_p * 1e-9 - share * tpot_s)
+        running, last_prompts = nxt, prompts
+        own_prefill_s = max(0.0, load.prompt_tokens / chunk * full_p * 1e-9 - share * tpot_s)
     return None  # no convergence: treated as not sustainable
 
 
@@ -298,7 +336,7 @@ def _tpot_quantile_s(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, st: _
         return rep.step_ns(knobs, 0, k, ctx)
     if rep.queues == 1:
         return _one_queue_tpot_quantile_s(load, st, idle, knobs.prefill_chunk_tokens, percentile)
-    seen_q = q.jsq_seen_quantile(st.running, rep.queues, z)
+    seen_q = _routed_at(st, rep.queues, z, 2.0 / 3.0)[1]
     by_count = (_at(idle, seen_q) - st.decode_ns) * (1.0 - st.shared)
     lives = load.decode_lives()
     steps = load.prompt_tokens / st.chunk_tokens
@@ -364,7 +402,9 @@ def predict(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: floa
         if under_way:  # P(wait > t) = rho (1 - t / S)
             return service_s * (1.0 - (1.0 - quantile) / st.rho) if st.rho > 1.0 - quantile else 0.0
         return q.wait_quantile_s(wait_s, p_wait, quantile)
-    busy = q.jsq_joined_busy(st.running, rep.queues)  # P(the joined replica runs a step)
+    # P(the joined replica runs a step): it holds a decode (one queue) or any request (k > 1)
+    busy = q.jsq_joined_busy(st.running, 1) if rep.queues == 1 else \
+        q.jsq_outstanding(st.running + st.prompts, rep.queues)[1]
 
     def own_s(joined: float, prompt: int) -> float:
         """The own steps of a prompt of ``prompt`` tokens and the rest of the step under way
@@ -382,9 +422,14 @@ def predict(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: floa
         chunk = min(float(step_tokens), budget - joined)
         return (max(1.0, work / chunk) * _at(full, joined) + rest) * 1e-9
 
+    def joined_at(z: float) -> float:  # n_a at the quantile z of the deployment's count
+        if rep.queues == 1:
+            return q.jsq_joined_quantile(st.running, 1, z)
+        return st.joined if z <= 0.0 else _routed_at(st, rep.queues, z, 1.0)[0]
+
     ttft = {p: wait_at(p / 100)
             + q.refill_wait_quantile_s(service_s, freed, rate_rps, p / 100)
-            + own_s(q.jsq_joined_quantile(st.running, rep.queues, _z(p)), load.prompt_at(p)) for p in PERCENTILES}
+            + own_s(joined_at(_z(p)), load.prompt_at(p)) for p in PERCENTILES}
     tpot = {p: _tpot_quantile_s(rep, knobs, load, st, p) * 1e3 for p in PERCENTILES}
     steps = max(0, load.output_tokens - 1)
     return ServiceMetrics(

@@ -1,0 +1,67 @@
+"""Least-loaded routing on k > 1 queues as the serving model uses it (plain Python and
+numpy; docs/serving-model.md, "Steady state"): the engine's router counts OUTSTANDING
+requests (decodes and prompts not yet at their first token), so the decodes a new prompt's
+steps hold (n_a), those a decoding request sees (n') and the share of queues holding a decode
+come from the outstanding count per queue a = n + p (``queueing.jsq_outstanding``, mean-field
+least-loaded routing), and the prompt steps right after a decode's own from the refill of the
+queue that is prefilling (``queueing.refill_wait_tail``, ``decode_life.chain_excess``). One
+queue (k = 1) does not route and does not use this module.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from optimizer.costs.serving import queueing as q
+from optimizer.costs.serving.decode_life import chain_excess
+
+
+def routed(running: float, prefilling: float, waiting: float, replicas: int) -> tuple[float, float, float]:
+    """(n_a, n', busy) on k > 1 queues when the router counts outstanding requests: per
+    queue a = n + p, p = prefilling + waiting prompts (``queueing.jsq_outstanding``).
+    n_a: of the c_a requests of the joined queue (mean E[min]) those that decode in its first
+    step: the prompts ahead of it are prefilled before it and decode then too, but a wait W
+    lets some finish: a share T_d / (T_d + W) = n / (n + lambda W) of them stay (all of them
+    without a wait); at most n (the least-loaded queue holds no more than the mean).
+    n' = 1 + (c' - 1) n / a: the others of a decoding request's queue (c'
+    itself included) decode in proportion. busy = share of queues holding a decode,
+    sum_c P(c) (1 - (p / a)^c)."""
+    prompts = prefilling + waiting
+    load = running + prompts
+    if load <= 0.0:
+        return 0.0, 1.0, 0.0
+    joined, _, seen, busy = q.jsq_outstanding(load, replicas, prompts / load)
+    stay = running / (running + waiting) if running > 0.0 else 1.0
+    return min(joined * stay, running), 1.0 + (seen - 1.0) * running / load, busy
+
+
+def routed_at(running: float, prefilling: float, waiting: float, replicas: int, z: float,
+              variance_share: float) -> tuple[float, float, float]:
+    """``routed`` with the deployment's outstanding count at the standard-normal quantile z
+    of its spread: k a + z sqrt(v k a) (Poisson, M/G/inf: v = 1 at an instant, 2/3 averaged
+    over a life of fixed length, M/D/inf), each kind scaled alike; never below the mean."""
+    load = running + prefilling + waiting
+    scale = 1.0 + max(0.0, z) * math.sqrt(variance_share / (replicas * load)) if load > 0.0 else 1.0
+    return routed(scale * running, scale * prefilling, scale * waiting, replicas)
+
+
+def routed_excess(rate: float, replicas: int, prompt_step_s: float, joined: float, running: float,
+                  share: float, lives: np.ndarray) -> np.ndarray:
+    """e(L) on k > 1 queues: least-loaded routing sends a prompt to the queue that is
+    prefilling one only when that queue falls below the others during the step (one of its
+    n_a decodes finishes, rate n_a / life, life = n / lambda by Little's law) and the next
+    arrival of the deployment comes before the step ends: the refill of
+    ``queueing.refill_wait_tail``, so after a prompt step another follows with
+    b = P(at least one refill during it) = 1 - e^{-delta h(p)} (Poisson departures; measured
+    on ``random_0_02``: 0.168 against the model's 0.16), at most the one-queue chain's
+    1 - e^{-lambda p} (with many decodes every queue loses some during the step, and the
+    prefilling one is no likelier to be the least than the others),
+    and after a decode step with a, from the stationary share f0 = K n_a / (D - 1):
+    a = f0 (1 - b) / (1 - f0) (``decode_life.chain_excess``)."""
+    if running <= 0.0 or share <= 0.0 or share >= 1.0:
+        return np.zeros(len(lives))
+    refills = q.refill_wait_tail(0.0, prompt_step_s, joined * rate / running, rate * replicas)
+    b = min(-math.expm1(-refills), -math.expm1(-rate * prompt_step_s))
+    return chain_excess(share * (1.0 - b) / (1.0 - share), b, lives)

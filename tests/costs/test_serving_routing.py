@@ -1,0 +1,56 @@
+"""The serving model's least-loaded routing over outstanding requests (k > 1):
+``routing.routed`` and ``routing.routed_excess``, checked by hand from the queueing
+functions they combine (those are tested against their own definitions in
+test_serving_queueing.py)."""
+
+import math
+
+import numpy as np
+import pytest
+
+from optimizer.costs.serving import metrics as M
+from optimizer.costs.serving import queueing as q
+from optimizer.costs.serving import routing
+from optimizer.costs.serving.knobs import ServingKnobs
+
+
+def test_routed_counts_by_hand():
+    # 8 queues, n = 1.0 decodes, 0.4 prompts prefilling, 0.25 waiting per queue: a = 1.65
+    least, _, seen, busy = q.jsq_outstanding(1.65, 8, 0.65 / 1.65)
+    joined, seen_decodes, busy_decodes = routing.routed(1.0, 0.4, 0.25, 8)
+    # n_a = E[min] n / (n + lambda W) = E[min] / 1.25, below n = 1
+    assert joined == pytest.approx(min(1.0, least / 1.25), rel=1e-12)
+    # n' = 1 + (c' - 1) n / a: the others decode in proportion 1 / 1.65
+    assert seen_decodes == pytest.approx(1.0 + (seen - 1.0) / 1.65, rel=1e-12)
+    assert busy_decodes == pytest.approx(busy, rel=1e-12)
+    # no prompts and no wait: the least-loaded queue's count, capped at n
+    assert routing.routed(3.0, 0.0, 0.0, 4)[0] == pytest.approx(min(3.0, q.jsq_outstanding(3.0, 4)[0]), rel=1e-12)
+
+
+def test_routed_excess_by_hand():
+    # 8 queues at 0.9 prompts/s each, a 0.47 s prompt step, n_a = 0.78 of n = 1.18 decodes,
+    # stationary share f0 = 0.0157: delta = n_a lambda / n = 0.59492/s, nu = 7.2/s,
+    # h(0.47) = 0.47 - (1 - e^{-3.384}) / 7.2 = 0.47 - 0.96608 / 7.2 = 0.33582, delta h = 0.19978,
+    # b = 1 - e^{-0.19978} = 0.18109 (below 1 - e^{-0.9 x 0.47} = 0.3449),
+    # a = f0 (1 - b) / (1 - f0) = 0.013062; e(1) = b - pi with pi = f0
+    lives = np.array([1.0, 2.0, 1000.0])
+    excess = routing.routed_excess(0.9, 8, 0.47, 0.78, 1.18, 0.0157, lives)
+    delta, nu = 0.78 * 0.9 / 1.18, 7.2
+    b = -math.expm1(-delta * (0.47 + math.expm1(-nu * 0.47) / nu))
+    assert b == pytest.approx(0.18109, abs=2e-5)
+    a = 0.0157 * (1 - b) / (1 - 0.0157)
+    r = b - a
+    assert excess[0] == pytest.approx(b - 0.0157, rel=1e-9)
+    assert excess[1] == pytest.approx((b - 0.0157) * (1 + r), rel=1e-9)
+    assert excess[2] == pytest.approx((b - 0.0157) / (1 - r), rel=1e-9)
+    # a queue stream so slow that b would pass the one-queue chain's 1 - e^{-lambda p}: capped
+    capped = routing.routed_excess(0.9, 8, 0.47, 50.0, 1.18, 0.0157, lives)
+    b_cap = -math.expm1(-0.9 * 0.47)
+    assert capped[0] == pytest.approx(b_cap - 0.0157, rel=1e-9)
+
+
+def test_one_queue_is_not_routed():
+    # one queue keeps n_a = n and no outstanding-prompt bookkeeping (the k > 1 model only)
+    rep = M.Replica(lambda knobs, chunk, decodes, ctx: 1_000_000 + 1000 * chunk + 50_000 * decodes, 1, 1)
+    st = M._steady_state(rep, ServingKnobs(64, 1000, 1, 1), M.ServiceLoad(2000, 100), 2.0)
+    assert st.joined == pytest.approx(st.running, rel=1e-8) and st.prompts == 0.0  # (last iterate's n)
