@@ -61,6 +61,8 @@ from optimizer.costs.serving.decode_life import excess_prompt_steps, prompts_per
 from optimizer.costs.serving.knobs import ServingKnobs
 
 StepNs = Callable[[ServingKnobs, int, int, int], int]  # (knobs, chunk, decodes, context) -> ns
+# (knobs, prompt, chunk, decodes, context) -> ns: a step whose first chunk is of a ``prompt``-token prompt
+LeadStepNs = Callable[[ServingKnobs, int, int, int, int], int]
 PERCENTILES = (50, 90, 99)
 _RELATIVE_TOLERANCE = 1e-7  # bisection stops when the bracket is this narrow, relatively
 _FIXED_POINT_STEPS = 500
@@ -78,6 +80,7 @@ class ServiceLoad:
     prompt_cv2: float = 0.0
     prompt_percentile_tokens: tuple[int, ...] = ()
     output_points: tuple[int, ...] = ()  # equally likely output lengths (empty: all D)
+    prompt_points: tuple[int, ...] = ()  # equally likely prompt lengths (empty: all s)
 
     def decode_lives(self) -> np.ndarray:
         """The decode steps L = D' - 1 of equally likely requests that decode (D' > 1)."""
@@ -113,6 +116,7 @@ class Replica:
     step_ns: StepNs
     queues: int  # independent schedulers sharing the arrivals evenly
     gpus: int
+    lead_step_ns: LeadStepNs | None = None  # None: the first chunk is a mean prompt's (step_ns)
 
 
 @dataclass(frozen=True)
@@ -287,6 +291,9 @@ def predict(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: floa
     budget, ctx = knobs.prefill_chunk_tokens, load.decode_context_tokens
     def idle(k):
         return rep.step_ns(knobs, 0, k, ctx)
+    def lead_step(kn, lead, chunk, k, context):
+        return rep.step_ns(kn, chunk, k, context) if rep.lead_step_ns is None else rep.lead_step_ns(kn, lead, chunk, k, context)
+    mean_prompts = load.prompt_points or (load.prompt_tokens,)
     service_s = load.prompt_tokens / st.chunk_tokens * st.full_ns * 1e-9
     # a prompt at most half the room is admitted at the end of the step under way with every
     # prompt that came during it (gated: no queue of prompts), so it waits at most the rest of
@@ -310,34 +317,78 @@ def predict(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: floa
         if under_way:  # P(wait > t) = rho (1 - t / S)
             return service_s * (1.0 - (1.0 - quantile) / st.rho) if st.rho > 1.0 - quantile else 0.0
         return q.wait_quantile_s(wait_s, p_wait, quantile)
+
+    def wait_tail(t: np.ndarray) -> np.ndarray:
+        """P(wait > t) for t >= 0 (the tails ``wait_at`` inverts)."""
+        if under_way:
+            return np.clip(st.rho * (1.0 - t / service_s), 0.0, None)
+        if wait_s <= 0.0 or p_wait <= 0.0:
+            return np.zeros_like(t)
+        return p_wait * np.exp(-p_wait * t / wait_s)
     busy = q.jsq_joined_busy(st.running, rep.queues)  # P(the joined replica runs a step)
 
-    def own_s(joined: float, prompt: int) -> float:
-        """The own steps of a prompt of ``prompt`` tokens and the rest of the step under way
-        when it arrives: a prompt at least as long as the mean one's room fills its steps
+    def own_s(joined: float, prompts: tuple[int, ...]) -> np.ndarray:
+        """The own steps of prompts of ``prompts`` tokens and the rest of the step under way
+        when one arrives: a prompt at least as long as the mean one's room fills its steps
         (``prompt / (C - n_a)`` of them, at least one); a shorter one's step holds it and
         the others of the mean prompt's step (x - s tokens), spilling into more full steps
-        when they pass the room."""
+        when they pass the room. Its step's first micro-batch holds its own chunk
+        (``Replica.lead_step_ns``: in a pipeline the largest micro-batch sets the step)."""
         joined = min(joined, budget - 1.0)
         tokens = _prompt_step_tokens(rep, knobs, load, per_queue, joined)
-        work = prompt if tokens >= budget else tokens - load.prompt_tokens + prompt
-        step_tokens = budget if tokens >= budget else work
-        def full(k):
-            return rep.step_ns(knobs, min(step_tokens, budget - k), k, ctx)
         rest = busy * _at(idle, max(1.0, joined)) / 2.0
-        chunk = min(float(step_tokens), budget - joined)
-        return (max(1.0, work / chunk) * _at(full, joined) + rest) * 1e-9
+        out = []
+        others = 0.0 if tokens >= budget else (tokens - load.prompt_tokens) / 2.0  # ahead, and behind
+        room = budget - joined
+        for prompt in prompts:
+            ahead = others + prompt  # what must be done before its first token (token FCFS)
+            whole = math.floor(ahead / room) if ahead > room else 0
+            def step_of(k, tokens, prompt=prompt):
+                return lead_step(knobs, prompt, max(0, min(tokens, math.floor(budget - k))), k, ctx)
+            def full(k):
+                return step_of(k, budget)
+            last_tokens = math.ceil(ahead - whole * room + others)  # its last step, those behind included
+            def last(k, tokens=last_tokens):
+                return step_of(k, tokens)
+            out.append((whole * _at(full, joined) + (_at(last, joined) if ahead > whole * room else 0.0)
+                        + rest) * 1e-9)
+        return np.array(out)
 
-    ttft = {p: wait_at(p / 100)
-            + q.refill_wait_quantile_s(service_s, freed, rate_rps, p / 100)
-            + own_s(q.jsq_joined_quantile(st.running, rep.queues, _z(p)), load.prompt_at(p)) for p in PERCENTILES}
+    def ttft_at(percentile: int) -> float:
+        """The wait plus the own steps at ``percentile``: over the equally likely prompt
+        lengths when the load has them (P(wait + own(s) > t) = 1 - q, averaged over s),
+        else the prompt at that percentile of the lengths; n_a at its normal quantile."""
+        quantile = percentile / 100
+        joined = q.jsq_joined_quantile(st.running, rep.queues, _z(percentile))
+        refill = q.refill_wait_quantile_s(service_s, freed, rate_rps, quantile)
+        owns = own_s(joined, load.prompt_points or (load.prompt_at(percentile),))
+        return refill + _mixture_quantile_s(owns, wait_tail, wait_at(quantile), quantile)
+
+    ttft = {p: ttft_at(p) for p in PERCENTILES}
     tpot = {p: _tpot_quantile_s(rep, knobs, load, st, p) * 1e3 for p in PERCENTILES}
     steps = max(0, load.output_tokens - 1)
     return ServiceMetrics(
         rate_rps, True, max(st.rho, st.running / knobs.max_running_requests), st.running,
-        math.ceil(st.full_ns), math.ceil(st.decode_ns), mean_wait_s + own_s(st.joined, load.prompt_tokens), ttft[50], ttft[90],
+        math.ceil(st.full_ns), math.ceil(st.decode_ns), mean_wait_s + float(own_s(st.joined, mean_prompts).mean()),
+        ttft[50], ttft[90],
         ttft[99], st.tpot_s * 1e3, ttft[90] + steps * tpot[90] / 1e3, tokens_per_gpu,
         tpot[50], tpot[90], tpot[99])
+
+
+def _mixture_quantile_s(owns: np.ndarray, wait_tail, wait_q_s: float, quantile: float) -> float:
+    """The ``quantile`` of wait + own over equally likely ``owns`` (s): the t with
+    mean_i P(wait > t - own_i) = 1 - q (P = 1 below 0), by bisection between the smallest
+    own and the largest own plus the wait's own quantile ``wait_q_s`` (where it holds)."""
+    if len(owns) == 1 or not math.isfinite(wait_q_s):
+        return float(owns.max()) + wait_q_s
+    def tail(t):
+        u = t - owns
+        return float(np.where(u < 0.0, 1.0, wait_tail(np.maximum(u, 0.0))).mean())
+    low, high = float(owns.min()), float(owns.max()) + wait_q_s
+    while high - low > 1e-6 * high:
+        mid = (low + high) / 2.0
+        low, high = (mid, high) if tail(mid) > 1.0 - quantile else (low, mid)
+    return high
 
 
 def _z(percentile: int) -> float:
