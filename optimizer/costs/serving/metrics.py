@@ -59,6 +59,7 @@ import numpy as np
 from optimizer.costs.serving import queueing as q
 from optimizer.costs.serving.decode_life import excess_prompt_steps, prompts_per_prompt_step, share_quantile
 from optimizer.costs.serving.knobs import ServingKnobs
+from optimizer.costs.serving.prefill_backlog import leftover_steps, step_tokens_law
 
 StepNs = Callable[[ServingKnobs, int, int, int], int]  # (knobs, chunk, decodes, context) -> ns
 # (knobs, prompt, chunk, decodes, context) -> ns: a step whose first chunk is of a ``prompt``-token prompt
@@ -304,28 +305,55 @@ def predict(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: floa
         service_s = st.full_ns * 1e-9
     wait_s, p_wait = (0.0, 0.0) if gated else q.mgk_mean_wait_s(rate_rps, service_s, load.prompt_cv2, rep.queues)
     under_way = gated and rep.queues == 1
-    if under_way:
-        wait_s = st.rho * service_s / 2.0
+    busy = q.jsq_joined_busy(st.running, rep.queues)  # P(the joined replica runs a step)
+    # one queue, gated: the step under way is a prompt step (a share rho of the time) or a
+    # decode step (a share (1 - rho) P(N >= 1)); the rest of either is uniform
+    idle_s = _at(idle, max(1.0, st.joined)) * 1e-9
+    decode_share = (1.0 - st.rho) * busy if under_way else 0.0
+    step_s, step_p = np.array([service_s]), np.ones(1)  # the prompt steps' law (s, probability)
+    if under_way:  # length-biased: P(rest > t | a prompt step) = E[(T - t)^+] / E[T]
+        room = budget - st.joined
+        under_way_s = st.rho * service_s + (1.0 - st.rho) * idle_s
+        tokens, step_p = step_tokens_law(load.prompt_points or (load.prompt_tokens,), per_queue * under_way_s, room)
+        grid = np.linspace(0.0, room, 9)
+        costs = [_at(lambda k, x=x: rep.step_ns(knobs, math.floor(min(x, budget - k)), k, ctx), st.joined) * 1e-9
+                 for x in grid]
+        step_s = np.interp(tokens, grid, costs)
+        wait_s = st.rho * float(step_s**2 @ step_p) / (2.0 * float(step_s @ step_p)) + decode_share * idle_s / 2.0
     # behind a prompt of the joined replica (least-loaded routing counts requests, not prefills)
     # the joined replica falls back to the least-loaded count as its n_a decodes finish
     # (rate n_a / life, life = (D - 1) TPOT); the next arrival then joins it (queueing.refill_*)
+    # one queue, gated: the prompt tokens a step leaves over its room wait whole steps more
+    # (``prefill_backlog``: Lindley's recursion over the steps, full steps while it lasts)
+    backlog_steps, backlog_p, backlog_step_s = np.zeros(1), np.ones(1), 0.0
+    if under_way and load.prompt_points:
+        backlog_step_s = _at(lambda k: rep.step_ns(knobs, budget - k, k, ctx), st.joined) * 1e-9
+        backlog_steps, backlog_p = leftover_steps(load.prompt_points, per_queue * backlog_step_s,
+                                                  budget - st.joined)
+    backlog_s = backlog_steps * backlog_step_s
     life_s = max(0, load.output_tokens - 1) * st.tpot_s
     freed = st.joined / life_s if rep.queues > 1 and life_s > 0 else 0.0
-    mean_wait_s = wait_s + q.refill_mean_wait_s(service_s, freed, rate_rps)
-
-    def wait_at(quantile: float) -> float:
-        if under_way:  # P(wait > t) = rho (1 - t / S)
-            return service_s * (1.0 - (1.0 - quantile) / st.rho) if st.rho > 1.0 - quantile else 0.0
-        return q.wait_quantile_s(wait_s, p_wait, quantile)
+    mean_wait_s = wait_s + float(backlog_s @ backlog_p) + q.refill_mean_wait_s(service_s, freed, rate_rps)
 
     def wait_tail(t: np.ndarray) -> np.ndarray:
         """P(wait > t) for t >= 0 (the tails ``wait_at`` inverts)."""
-        if under_way:
-            return np.clip(st.rho * (1.0 - t / service_s), 0.0, None)
+        if under_way:  # rho (1 - t / S)^+ + share (1 - t / idle)^+
+            rest = np.clip(step_s[None, :] - np.asarray(t)[..., None], 0.0, None) @ step_p
+            return st.rho * rest / float(step_s @ step_p) + np.clip(decode_share * (1.0 - t / idle_s), 0.0, None)
         if wait_s <= 0.0 or p_wait <= 0.0:
             return np.zeros_like(t)
         return p_wait * np.exp(-p_wait * t / wait_s)
-    busy = q.jsq_joined_busy(st.running, rep.queues)  # P(the joined replica runs a step)
+
+    def wait_at(quantile: float) -> float:
+        if under_way:  # the tail is piecewise linear, decreasing: bisection
+            if float(wait_tail(np.zeros(1))[0]) <= 1.0 - quantile:
+                return 0.0
+            low, high = 0.0, max(float(step_s.max()), idle_s)
+            for _ in range(60):
+                mid = (low + high) / 2.0
+                low, high = (mid, high) if float(wait_tail(np.array([mid]))[0]) > 1.0 - quantile else (low, mid)
+            return high
+        return q.wait_quantile_s(wait_s, p_wait, quantile)
 
     def own_s(joined: float, prompts: tuple[int, ...]) -> np.ndarray:
         """The own steps of prompts of ``prompts`` tokens and the rest of the step under way
@@ -336,7 +364,7 @@ def predict(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: floa
         (``Replica.lead_step_ns``: in a pipeline the largest micro-batch sets the step)."""
         joined = min(joined, budget - 1.0)
         tokens = _prompt_step_tokens(rep, knobs, load, per_queue, joined)
-        rest = busy * _at(idle, max(1.0, joined)) / 2.0
+        rest = 0.0 if under_way else busy * _at(idle, max(1.0, joined)) / 2.0  # (in the wait if under way)
         out = []
         others = 0.0 if tokens >= budget else (tokens - load.prompt_tokens) / 2.0  # ahead, and behind
         room = budget - joined
@@ -362,7 +390,9 @@ def predict(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: floa
         joined = q.jsq_joined_quantile(st.running, rep.queues, _z(percentile))
         refill = q.refill_wait_quantile_s(service_s, freed, rate_rps, quantile)
         owns = own_s(joined, load.prompt_points or (load.prompt_at(percentile),))
-        return refill + _mixture_quantile_s(owns, wait_tail, wait_at(quantile), quantile)
+        both = (owns[:, None] + backlog_s[None, :]).ravel()
+        weights = np.repeat(backlog_p[None, :], len(owns), axis=0).ravel() / len(owns)
+        return refill + _mixture_quantile_s(both, weights, wait_tail, wait_at(quantile), quantile)
 
     ttft = {p: ttft_at(p) for p in PERCENTILES}
     tpot = {p: _tpot_quantile_s(rep, knobs, load, st, p) * 1e3 for p in PERCENTILES}
@@ -375,15 +405,15 @@ def predict(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: floa
         tpot[50], tpot[90], tpot[99])
 
 
-def _mixture_quantile_s(owns: np.ndarray, wait_tail, wait_q_s: float, quantile: float) -> float:
-    """The ``quantile`` of wait + own over equally likely ``owns`` (s): the t with
-    mean_i P(wait > t - own_i) = 1 - q (P = 1 below 0), by bisection between the smallest
-    own and the largest own plus the wait's own quantile ``wait_q_s`` (where it holds)."""
-    if len(owns) == 1 or not math.isfinite(wait_q_s):
+def _mixture_quantile_s(owns: np.ndarray, weights: np.ndarray, wait_tail, wait_q_s: float, quantile: float) -> float:
+    """The ``quantile`` of wait + own over ``owns`` (s) of probabilities ``weights``: the t
+    with sum_i w_i P(wait > t - own_i) = 1 - q (P = 1 below 0), by bisection between the
+    smallest own and the largest own plus the wait's own quantile ``wait_q_s``."""
+    if len(owns) == 1 or not math.isfinite(wait_q_s) or not np.isfinite(owns).all():
         return float(owns.max()) + wait_q_s
     def tail(t):
         u = t - owns
-        return float(np.where(u < 0.0, 1.0, wait_tail(np.maximum(u, 0.0))).mean())
+        return float(np.where(u < 0.0, 1.0, wait_tail(np.maximum(u, 0.0))) @ weights)
     low, high = float(owns.min()), float(owns.max()) + wait_q_s
     while high - low > 1e-6 * high:
         mid = (low + high) / 2.0
