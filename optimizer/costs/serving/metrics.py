@@ -28,19 +28,30 @@ prompts of s tokens, outputs of D tokens, a step budget of C tokens (docs/servin
 with step() at a fractional count linear between the integers around it (``queueing.jsq_*``
 give n_a, n', P(N >= k)); solved by fixed-point iteration from n = 0 (the iterates climb to
 the least fixed point, or pass B (n + rho > B) or rho = 1: then the rate is not sustainable).
-    TTFT = W + W_r + P(N >= k) step(0, n_a) / 2 + max(1, K') step(x', n_a)
+    TTFT = W + W_r + (P(N >= k) step(0, n_a) / 2 unless in W) + own(s)
                                                        (queue waits, rest of the step under way
                                                         if the joined replica decodes, the
                                                         prompt's own steps)
-with x' = min(C - n_a, s (1 + lambda t)) the prompt's own (length-biased) step: those that
-arrived during the step under way, t (``_prompt_step_tokens``); W the wait of the
-deployment's prefill servers as one M/G/k queue (Allen-Cunneen with the prompt lengths'
-squared coefficient of variation cv^2; Pollaczek-Khinchine for k = 1) for prompts longer than
-half the room, and for shorter ones (gated admission) the rest of one prompt step under way
-(one queue: tail rho (1 - t / S)); W_r the wait behind a prompt the joined replica still
-prefills (least-loaded routing counts requests: ``queueing.refill_*``, k > 1 only).
-Percentiles: the waits' tails, plus the own steps of the prompt at that percentile of the
-lengths at n_a's normal quantile. TPOT percentiles: the mean plus the root sum of squares of
+with own(s) step by step: the others of its step, x' - s tokens with x' = min(C - n_a,
+s (1 + lambda t)) (those that arrived during the step under way, t: ``_prompt_step_tokens``),
+half ahead of it and half behind (FCFS); the tokens ahead and its own fill
+floor(. / (C - n_a)) full steps and its last step holds the rest and those behind; a step's
+first chunk is the prompt's own (``Replica.lead_step_ns``: its attention at its length, and
+in a pipeline the largest micro-batch, which sets the step). W: for prompts longer than half
+the room, the wait of the deployment's prefill servers as one M/G/k queue (Allen-Cunneen with
+the prompt lengths' squared coefficient of variation cv^2; Pollaczek-Khinchine for k = 1);
+for shorter ones (gated admission) the rest of the step under way: with k = 1 a prompt step
+(a share rho of the time, length-biased over the steps' prompt tokens min(C - n_a, A), A the
+compound Poisson tokens that came during the step before: ``prefill_backlog``) or a decode
+step (a share (1 - rho) P(N >= 1)), the rest uniform, plus the prompt tokens earlier steps
+left over their room, L / (C - n_a) full steps (Lindley's recursion, Cramer-Lundberg tail:
+``prefill_backlog``); with k > 1 none. W_r the wait behind a prompt the joined replica still
+prefills (least-loaded routing counts requests, not prefills: ``queueing.refill_*``, k > 1
+only).
+Percentiles: P(W + own(s) > t) = 1 - q averaged over the equally likely prompt lengths
+(``ServiceLoad.prompt_points``; else the prompt at that percentile of the lengths), W's tail
+as above (the exponential tail for M/G/k), plus W_r's quantile, at n_a's normal quantile.
+TPOT percentiles: the mean plus the root sum of squares of
 the spread of the count a request sees over its life and of the prompt steps in its life
 (``decode_life``: Poisson over a life of L = D' - 1 steps, L over the output lengths;
 ``_tpot_quantile_s``). E2E = TTFT + (D - 1) TPOT, both at the percentile.
@@ -68,6 +79,7 @@ PERCENTILES = (50, 90, 99)
 _RELATIVE_TOLERANCE = 1e-7  # bisection stops when the bracket is this narrow, relatively
 _FIXED_POINT_STEPS = 500
 DECODE_VIEW_PARTS = 32  # the decodes' view of a prompt step: prompts rounded up to 1/32 of one
+_STEP_GRID = 8  # a prompt's last step is costed linear between multiples of C / 8 tokens
 
 
 @dataclass(frozen=True)
@@ -292,8 +304,6 @@ def predict(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: floa
     budget, ctx = knobs.prefill_chunk_tokens, load.decode_context_tokens
     def idle(k):
         return rep.step_ns(knobs, 0, k, ctx)
-    def lead_step(kn, lead, chunk, k, context):
-        return rep.step_ns(kn, chunk, k, context) if rep.lead_step_ns is None else rep.lead_step_ns(kn, lead, chunk, k, context)
     mean_prompts = load.prompt_points or (load.prompt_tokens,)
     service_s = load.prompt_tokens / st.chunk_tokens * st.full_ns * 1e-9
     # a prompt at most half the room is admitted at the end of the step under way with every
@@ -326,9 +336,9 @@ def predict(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: floa
     # one queue, gated: the prompt tokens a step leaves over its room wait whole steps more
     # (``prefill_backlog``: Lindley's recursion over the steps, full steps while it lasts)
     backlog_steps, backlog_p, backlog_step_s = np.zeros(1), np.ones(1), 0.0
-    if under_way and load.prompt_points:
+    if under_way:
         backlog_step_s = _at(lambda k: rep.step_ns(knobs, budget - k, k, ctx), st.joined) * 1e-9
-        backlog_steps, backlog_p = leftover_steps(load.prompt_points, per_queue * backlog_step_s,
+        backlog_steps, backlog_p = leftover_steps(mean_prompts, per_queue * backlog_step_s,
                                                   budget - st.joined)
     backlog_s = backlog_steps * backlog_step_s
     life_s = max(0, load.output_tokens - 1) * st.tpot_s
@@ -355,6 +365,24 @@ def predict(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: floa
             return high
         return q.wait_quantile_s(wait_s, p_wait, quantile)
 
+    # the decodes the own chunk's extra is costed at: the mean joined count rounded to a power
+    # of two (few distinct steps are costed; the extra changes slowly with the decodes)
+    lead_ref = 0 if st.joined < 0.5 else min(1 << round(math.log2(st.joined)), budget - 1)
+    extras: dict[tuple[int, int], int] = {}
+
+    def lead_extra(prompt: int, tokens: int) -> int:
+        """What a step of ``tokens`` takes more when its first chunk is the prompt's own
+        (``Replica.lead_step_ns``: its attention at its own length; in a pipeline the largest
+        micro-batch sets the step) than the mean prompt's, at ``lead_ref`` decodes."""
+        if rep.lead_step_ns is None:
+            return 0
+        chunk = max(0, min(tokens, budget - lead_ref))
+        key = (prompt, chunk)
+        if key not in extras:
+            extras[key] = (rep.lead_step_ns(knobs, prompt, chunk, lead_ref, ctx)
+                           - rep.step_ns(knobs, chunk, lead_ref, ctx))
+        return extras[key]
+
     def own_s(joined: float, prompts: tuple[int, ...]) -> np.ndarray:
         """The own steps of prompts of ``prompts`` tokens and the rest of the step under way
         when one arrives: a prompt at least as long as the mean one's room fills its steps
@@ -368,18 +396,20 @@ def predict(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: floa
         out = []
         others = 0.0 if tokens >= budget else (tokens - load.prompt_tokens) / 2.0  # ahead, and behind
         room = budget - joined
+        cell = budget / _STEP_GRID  # a last step's tokens: linear between multiples of C / _STEP_GRID
+        def plain(tokens):  # a step of ``tokens`` (at most the room) beside the joined decodes
+            return _at(lambda k: rep.step_ns(knobs, max(0, min(tokens, math.floor(budget - k))), k, ctx), joined)
         for prompt in prompts:
             ahead = others + prompt  # what must be done before its first token (token FCFS)
             whole = math.floor(ahead / room) if ahead > room else 0
-            def step_of(k, tokens, prompt=prompt):
-                return lead_step(knobs, prompt, max(0, min(tokens, math.floor(budget - k))), k, ctx)
-            def full(k):
-                return step_of(k, budget)
-            last_tokens = math.ceil(ahead - whole * room + others)  # its last step, those behind included
-            def last(k, tokens=last_tokens):
-                return step_of(k, tokens)
-            out.append((whole * _at(full, joined) + (_at(last, joined) if ahead > whole * room else 0.0)
-                        + rest) * 1e-9)
+            last = math.ceil(ahead - whole * room + others) if ahead > whole * room else 0  # its last step's tokens
+            low = math.floor(last / cell)
+            def at_cell(j, prompt=prompt):
+                tokens = round(j * cell)
+                return plain(tokens) + lead_extra(prompt, tokens)
+            frac = last / cell - low
+            last_ns = 0.0 if last <= 0.0 else at_cell(low) + (frac * (at_cell(low + 1) - at_cell(low)) if frac > 1e-12 else 0.0)
+            out.append((whole * (plain(budget) + lead_extra(prompt, budget)) + last_ns + rest) * 1e-9)
         return np.array(out)
 
     def ttft_at(percentile: int) -> float:

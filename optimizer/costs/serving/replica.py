@@ -193,7 +193,9 @@ def replica(inst: Instance, deg: Degrees, facts: LinkFacts, stages, hot: dict[in
     @cache
     def lead_cached(prompt: int, chunk: int, decodes: int, context: int, m_p: int, m_d: int) -> int:
         lead = min(prompt, chunk)  # a longer prompt's chunk starts at the mean start (s' - C) / 2
-        chunks = [((prompt - lead) // 2, lead, lead == prompt)] + _chunks(chunk - lead, load)
+        rest = chunk - lead  # the first tokens of the prompts behind it
+        behind = _chunks(rest, load) if rest >= load.prompt_tokens else [(0, rest, False)] if rest else []
+        chunks = [((prompt - lead) // 2, lead, lead == prompt)] + behind
         items = len(chunks) + decodes
         m = max(1, min(m_d if decodes else m_p, items))
         first_chunks = chunks[0::m]
