@@ -365,15 +365,18 @@ def predict(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: floa
             return high
         return q.wait_quantile_s(wait_s, p_wait, quantile)
 
-    # the decodes the own chunk's extra is costed at: the mean joined count rounded to a power
-    # of two (few distinct steps are costed; the extra changes slowly with the decodes)
-    lead_ref = 0 if st.joined < 0.5 else min(1 << round(math.log2(st.joined)), budget - 1)
+    # without micro-batches the own chunk adds its attention at its own length, which hardly
+    # depends on the decodes beside it: costed at the mean joined count rounded to a power of
+    # two (few distinct steps are costed); in a pipeline the dealing of the step's items over
+    # the micro-batches depends on the decodes: costed at the decodes of the step
+    pipelined = rep.lead_step_ns is not None and max(knobs.prefill_micro_batches, knobs.decode_micro_batches) > 1
+    lead_ref = 0 if st.joined < 0.5 else min(1 << max(0, round(math.log2(st.joined))), budget - 1)
     extras: dict[tuple[int, int], int] = {}
 
     def lead_extra(prompt: int, tokens: int) -> int:
-        """What a step of ``tokens`` takes more when its first chunk is the prompt's own
-        (``Replica.lead_step_ns``: its attention at its own length; in a pipeline the largest
-        micro-batch sets the step) than the mean prompt's, at ``lead_ref`` decodes."""
+        """What a step of ``tokens`` (no pipeline) takes more when its first chunk is the
+        prompt's own (``Replica.lead_step_ns``: its attention at its own length) than the
+        mean prompt's, at ``lead_ref`` decodes."""
         if rep.lead_step_ns is None:
             return 0
         chunk = max(0, min(tokens, budget - lead_ref))
@@ -384,32 +387,40 @@ def predict(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: floa
         return extras[key]
 
     def own_s(joined: float, prompts: tuple[int, ...]) -> np.ndarray:
-        """The own steps of prompts of ``prompts`` tokens and the rest of the step under way
-        when one arrives: a prompt at least as long as the mean one's room fills its steps
-        (``prompt / (C - n_a)`` of them, at least one); a shorter one's step holds it and
-        the others of the mean prompt's step (x - s tokens), spilling into more full steps
-        when they pass the room. Its step's first micro-batch holds its own chunk
-        (``Replica.lead_step_ns``: in a pipeline the largest micro-batch sets the step)."""
+        """The own steps of prompts of ``prompts`` tokens (and the rest of the step under way
+        when one arrives, unless it is in the wait): the others of its step (x' - s tokens,
+        ``_prompt_step_tokens``; none when prompts fill the room) are half ahead of it and
+        half behind (FCFS); the tokens ahead and its own fill floor(. / (C - n_a)) full
+        steps, and its last step holds the rest and those behind (linear between multiples
+        of C / ``_STEP_GRID`` tokens). A step's first chunk is the prompt's own
+        (``Replica.lead_step_ns``: its attention at its length; in a pipeline the first
+        micro-batch, the largest, sets the step)."""
         joined = min(joined, budget - 1.0)
         tokens = _prompt_step_tokens(rep, knobs, load, per_queue, joined)
         rest = 0.0 if under_way else busy * _at(idle, max(1.0, joined)) / 2.0  # (in the wait if under way)
         out = []
         others = 0.0 if tokens >= budget else (tokens - load.prompt_tokens) / 2.0  # ahead, and behind
         room = budget - joined
-        cell = budget / _STEP_GRID  # a last step's tokens: linear between multiples of C / _STEP_GRID
-        def plain(tokens):  # a step of ``tokens`` (at most the room) beside the joined decodes
-            return _at(lambda k: rep.step_ns(knobs, max(0, min(tokens, math.floor(budget - k))), k, ctx), joined)
+        cell = budget / _STEP_GRID
+        def step(tokens: int, prompt: int) -> float:  # beside the joined decodes, its chunk first
+            def at(k):
+                chunk = max(0, min(tokens, math.floor(budget - k)))
+                if pipelined:
+                    return rep.lead_step_ns(knobs, prompt, chunk, k, ctx)
+                return rep.step_ns(knobs, chunk, k, ctx)
+            return _at(at, joined) + (0 if pipelined else lead_extra(prompt, tokens))
         for prompt in prompts:
             ahead = others + prompt  # what must be done before its first token (token FCFS)
             whole = math.floor(ahead / room) if ahead > room else 0
             last = math.ceil(ahead - whole * room + others) if ahead > whole * room else 0  # its last step's tokens
             low = math.floor(last / cell)
-            def at_cell(j, prompt=prompt):
-                tokens = round(j * cell)
-                return plain(tokens) + lead_extra(prompt, tokens)
             frac = last / cell - low
-            last_ns = 0.0 if last <= 0.0 else at_cell(low) + (frac * (at_cell(low + 1) - at_cell(low)) if frac > 1e-12 else 0.0)
-            out.append((whole * (plain(budget) + lead_extra(prompt, budget)) + last_ns + rest) * 1e-9)
+            last_ns = 0.0
+            if last > 0:
+                last_ns = step(round(low * cell), prompt)
+                if frac > 1e-12:
+                    last_ns += frac * (step(round((low + 1) * cell), prompt) - last_ns)
+            out.append((whole * step(budget, prompt) + last_ns + rest) * 1e-9)
         return np.array(out)
 
     def ttft_at(percentile: int) -> float:

@@ -17,7 +17,7 @@ a = s / R):
   grid of R / ``GRID`` tokens (compound Poisson by FFT).
 Against the recursion iterated to convergence on that grid (exponential, lognormal and
 uniform lengths at 20-93 % of the room; docs/serving-model.md) c is within 0.03 and the mean
-within 20 % (the exponential tail from 0 misses the overshoot: a little low).
+0.70-1.0 of the recursion's (the exponential tail from 0 misses the overshoot: low).
 A new prompt has these L tokens ahead of it beyond the step under way: L / R full steps more.
 """
 
