@@ -41,3 +41,12 @@ def test_exponential_prompt_percentiles_are_clipped():
     assert p50 == pytest.approx(1000 * math.log(2), rel=0.03)
     assert p90 == pytest.approx(1000 * math.log(10), rel=0.03)
     assert p99 == 4000
+
+
+def test_prompt_points_are_equally_likely_quantiles():
+    # uniform on 1000..3000: the point i is the quantile at (i + 1/2) / 32, 1000 + 2000 (i +
+    # 1/2) / 32 (a few tokens of sampling error); a fixed length has none (one point: s)
+    load = _load({"kind": "uniform", "min_tokens": 1000, "max_tokens": 3000})
+    assert len(load.prompt_points) == 32
+    assert load.prompt_points == pytest.approx([1000 + 2000 * (i + 0.5) / 32 for i in range(32)], abs=15)
+    assert _load(2000).prompt_points == ()

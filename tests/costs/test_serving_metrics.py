@@ -62,8 +62,8 @@ def _by_hand(rate, budget=1000, prompt=2000, output=100, parts=False):
 def test_metrics_by_hand():
     # rate 2/s: n, rho, TPOT from iterating _by_hand; then by hand (one queue, so M/D/1):
     # S = 2000 / (1000 - n) * 20 ms; W = rho S / (2 (1 - rho)); rest of the step under way
-    # (1 - e^-n) idle(max(1, n)) / 2; own steps 2000 / (1000 - n') * 20 ms at n' = n (mean),
-    # n + z sqrt(n) at a percentile (z = 1.28155 for p90); p90: 1 - 0.9 >= rho, no wait.
+    # (1 - e^-n) idle(max(1, n)) / 2; own steps (below) at n' = n (mean), n + z sqrt(n) at a
+    # percentile (z = 1.28155 for p90); p90: 1 - 0.9 >= rho, no wait.
     # K = 2000 / 997.93 + (1 - 0.0802) (3 - 2.0041) = 2.9202, 685 tokens a prompt step (6.85 ms
     # over idle); e = 2 (40.08 - 2.9202 x 10.4489) ms = 0.0191, n' = 3.0880, idle 10.0309 ms;
     # f = 2.9202 x 2.0689 / 99 = 0.06103: TPOT = 10.0309 + 0.06103 x 6.85 = 10.4489 ms,
@@ -81,8 +81,14 @@ def test_metrics_by_hand():
     z90 = 1.2815515655446004
     n90 = n + z90 * math.sqrt(n)
     rest90_s = (1 - math.exp(-n)) * (10 + 0.01 * max(1, n90)) / 2 / 1e3
-    assert m.ttft_mean_s == pytest.approx(wait_s + rest_s + service_s, rel=1e-6)
-    assert m.ttft_p90_s == pytest.approx(2000 / (1000 - n90) * 0.020 + rest90_s, rel=1e-6)
+    # own steps, step by step: floor(2000 / (1000 - n)) = 2 full steps (20 ms) and a last step
+    # of the ceil(2000 - 2 (1000 - n)) = ceil(2 n) = 5 tokens left (10 + 0.01 (5 + n) ms); at
+    # p90 ceil(2 n90) = 8 tokens
+    assert math.ceil(2 * n) == 5 and math.ceil(2 * n90) == 8
+    own_s = 2 * 0.020 + (10 + 0.01 * (5 + n)) / 1e3
+    own90_s = 2 * 0.020 + (10 + 0.01 * (8 + n90)) / 1e3
+    assert m.ttft_mean_s == pytest.approx(wait_s + rest_s + own_s, rel=1e-6)
+    assert m.ttft_p90_s == pytest.approx(own90_s + rest90_s, rel=1e-6)
     # TPOT p90 on one queue: the life's decode time T (L = 99 steps, mean 99 TPOT) as shot
     # noise. Prompts in the life: Poisson(f L / K = n), each adding c = Delta K + b L w
     # (w uniform, b = 0.01 ms per decode, Delta = the prompt step's excess over idle); the
@@ -109,8 +115,9 @@ def test_metrics_by_hand():
 def test_ttft_percentiles_take_the_prompt_length_at_the_percentile():
     # Long prompts (s = 2000 >= C - n): the same steady state as test_metrics_by_hand (the
     # percentiles change no mean; the p90 wait is 0 as there: 1 - 0.9 >= rho), and a prompt
-    # of the p-th percentile length s_p fills s_p / (C - n_p) steps of 20 ms: p50 at
-    # s = 2000 and n, p90 at 3000 tokens and n90.
+    # of the p-th percentile length s_p fills floor(s_p / (C - n_p)) steps of 20 ms and a
+    # last one of the rest: p50 at s = 2000 and n, p90 at 3000 tokens and n90: 3 full steps
+    # (3 (1000 - n90) = 2988.3 tokens) and ceil(3000 - 3 (1000 - n90)) = 12 tokens.
     spread = ServiceLoad(2000, 100, 0.1, (2000, 3000, 3500))
     n, rho, tpot_ms = _by_hand(2.0)
     m, mean_only = predict(REP, KNOBS, spread, 2.0), predict(REP, KNOBS, ServiceLoad(2000, 100, 0.1), 2.0)
@@ -118,22 +125,31 @@ def test_ttft_percentiles_take_the_prompt_length_at_the_percentile():
     z90 = 1.2815515655446004
     n90 = n + z90 * math.sqrt(n)
     rest90_s = (1 - math.exp(-n)) * (10 + 0.01 * max(1, n90)) / 2 / 1e3
-    assert m.ttft_p90_s == pytest.approx(3000 / (1000 - n90) * 0.020 + rest90_s, rel=1e-6)
+    assert math.floor(3000 / (1000 - n90)) == 3 and math.ceil(3000 - 3 * (1000 - n90)) == 12
+    assert m.ttft_p90_s == pytest.approx(3 * 0.020 + (10 + 0.01 * (12 + n90)) / 1e3 + rest90_s, rel=1e-6)
     assert m.ttft_p50_s == pytest.approx(mean_only.ttft_p50_s, rel=1e-12)
     assert m.ttft_mean_s == pytest.approx(mean_only.ttft_mean_s, rel=1e-12)
     # Short prompts (s = 200 < C): at 0.01 req/s a prompt step holds the mean prompt and
     # an eighth of another (x = ceil(200 * 9 / 8) = 225: lambda t ~ 1e-4, rounded up to
-    # eighths), so the others are 25 tokens. p90 (500 tokens): one step of 525 tokens,
-    # 10 + 0.01 (525 + n90) ms; p99 (990): 1015 tokens pass the room C - n99, so
-    # 1015 / (1000 - n99) steps of 20 ms. No wait at p90/p99 (P(wait) = rho < 1 %).
+    # eighths), so the others are 25 tokens, half ahead of a prompt and half behind it. p90
+    # (500 tokens): one step of 525 tokens, 10 + 0.01 (525 + n90) ms; p99 (990): the 12.5 + 990
+    # tokens ahead pass the room C - n99, so one full step of 20 ms and a last one of the
+    # ceil(1002.5 - (1000 - n99) + 12.5) = 16 tokens left and behind, 10 + 0.01 (16 + n99) ms.
+    # No wait at p90/p99: one queue with short prompts, the wait is the rest of the step under
+    # way, a prompt step (P = rho) or a decode step (P = (1 - rho)(1 - e^-n)), and at n ~ 0.0099
+    # P(wait > 0) = rho + (1 - rho)(1 - e^-n) < 1 %.
     short = ServiceLoad(200, 100, 0.5, (200, 500, 990))
     m = predict(REP, KNOBS, short, 0.01)
     n = m.running_requests
     z99 = 2.3263478740408408
     n90, n99 = n + z90 * math.sqrt(n), n + z99 * math.sqrt(n)
-    rest_s = [(1 - math.exp(-n)) * (10 + 0.01 * max(1, k)) / 2 / 1e3 for k in (n90, n99)]
-    assert m.ttft_p90_s == pytest.approx((10 + 0.01 * (525 + n90)) / 1e3 + rest_s[0], rel=1e-6)
-    assert m.ttft_p99_s == pytest.approx(1015 / (1000 - n99) * 0.020 + rest_s[1], rel=1e-6)
+    # rho: the decodes' view of a prompt step holds 200 * ceil(32 * (1 + ~1e-4)) / 32 = 206.25
+    # -> 207 tokens (``decode_life``), so rho = 0.01 * 200 / 207 * (10 + 0.01 (207 + n)) ms
+    rho = 0.01 * 200 / 207 * (10 + 0.01 * (207 + n)) / 1e3
+    assert rho + (1 - rho) * (1 - math.exp(-n)) < 0.01
+    assert m.ttft_p90_s == pytest.approx((10 + 0.01 * (525 + n90)) / 1e3, rel=1e-6)
+    assert math.ceil(1002.5 - (1000 - n99) + 12.5) == 16
+    assert m.ttft_p99_s == pytest.approx(0.020 + (10 + 0.01 * (16 + n99)) / 1e3, rel=1e-6)
 
 def test_sustainable_rate_prefill_bound():
     # the rate where the by-hand fixed point reaches rho = 1 (n stays below B = 64 there)

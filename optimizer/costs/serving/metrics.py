@@ -40,19 +40,30 @@ prompts of s tokens, outputs of D tokens, a step budget of C tokens (docs/servin
 with step() at a fractional count linear between the integers around it (``queueing.jsq_*``
 give n_a, n', P(N >= k)); solved by fixed-point iteration from n = 0 (the iterates climb to
 the least fixed point, or pass B (n + rho > B) or rho = 1: then the rate is not sustainable).
-    TTFT = W + W_r + P(N >= k) step(0, n_a) / 2 + max(1, K') step(x', n_a)
+    TTFT = W + W_r + (P(N >= k) step(0, n_a) / 2 unless in W) + own(s)
                                                        (queue waits, rest of the step under way
                                                         if the joined replica decodes, the
                                                         prompt's own steps)
-with x' = min(C - n_a, s (1 + lambda t)) the prompt's own (length-biased) step: those that
-arrived during the step under way, t (``_prompt_step_tokens``); W the wait of the
-deployment's prefill servers as one M/G/k queue (Allen-Cunneen with the prompt lengths'
-squared coefficient of variation cv^2; Pollaczek-Khinchine for k = 1) for prompts longer than
-half the room, and for shorter ones (gated admission) the rest of one prompt step under way
-(one queue: tail rho (1 - t / S)); W_r the wait behind a prompt the joined replica still
-prefills (least-loaded routing counts requests: ``queueing.refill_*``, k > 1 only).
-Percentiles: the waits' tails, plus the own steps of the prompt at that percentile of the
-lengths at n_a's normal quantile. TPOT percentiles: the mean plus the root sum of squares of
+with own(s) step by step: the others of its step, x' - s tokens with x' = min(C - n_a,
+s (1 + lambda t)) (those that arrived during the step under way, t: ``_prompt_step_tokens``),
+half ahead of it and half behind (FCFS); the tokens ahead and its own fill
+floor(. / (C - n_a)) full steps and its last step holds the rest and those behind; a step's
+first chunk is the prompt's own (``Replica.lead_step_ns``: its attention at its length, and
+in a pipeline the largest micro-batch, which sets the step). W: for prompts longer than half
+the room, the wait of the deployment's prefill servers as one M/G/k queue (Allen-Cunneen with
+the prompt lengths' squared coefficient of variation cv^2; Pollaczek-Khinchine for k = 1);
+for shorter ones (gated admission) the rest of the step under way: with k = 1 a prompt step
+(a share rho of the time, length-biased over the steps' prompt tokens min(C - n_a, A), A the
+compound Poisson tokens that came during the step before: ``prefill_backlog``) or a decode
+step (a share (1 - rho) P(N >= 1)), the rest uniform, plus the prompt tokens earlier steps
+left over their room, L / (C - n_a) full steps (Lindley's recursion, Cramer-Lundberg tail:
+``prefill_backlog``); with k > 1 none. W_r the wait behind a prompt the joined replica still
+prefills (least-loaded routing counts requests, not prefills: ``queueing.refill_*``, k > 1
+only).
+Percentiles: P(W + own(s) > t) = 1 - q averaged over the equally likely prompt lengths
+(``ServiceLoad.prompt_points``; else the prompt at that percentile of the lengths), W's tail
+as above (the exponential tail for M/G/k), plus W_r's quantile, at n_a's normal quantile.
+TPOT percentiles: the mean plus the root sum of squares of
 the spread of the count a request sees over its life and of the prompt steps in its life
 (``decode_life``: Poisson over a life of L = D' - 1 steps, L over the output lengths;
 ``_tpot_quantile_s``); on one queue instead the life's decode time as shot noise (prompts
@@ -80,12 +91,16 @@ from optimizer.costs.serving.decode_life import (
     steps_per_prompt,
 )
 from optimizer.costs.serving.knobs import ServingKnobs
+from optimizer.costs.serving.prefill_backlog import leftover_steps, step_tokens_law
 
 StepNs = Callable[[ServingKnobs, int, int, int], int]  # (knobs, chunk, decodes, context) -> ns
+# (knobs, prompt, chunk, decodes, context) -> ns: a step whose first chunk is of a ``prompt``-token prompt
+LeadStepNs = Callable[[ServingKnobs, int, int, int, int], int]
 PERCENTILES = (50, 90, 99)
 _RELATIVE_TOLERANCE = 1e-7  # bisection stops when the bracket is this narrow, relatively
 _FIXED_POINT_STEPS = 500
 DECODE_VIEW_PARTS = 32  # the decodes' view of a prompt step: prompts rounded up to 1/32 of one
+_STEP_GRID = 8  # a prompt's last step is costed linear between multiples of C / 8 tokens
 
 
 @dataclass(frozen=True)
@@ -139,6 +154,7 @@ class Replica:
     step_ns: StepNs
     queues: int  # independent schedulers sharing the arrivals evenly
     gpus: int
+    lead_step_ns: LeadStepNs | None = None  # None: the first chunk is a mean prompt's (step_ns)
 
 
 @dataclass(frozen=True)
@@ -379,6 +395,7 @@ def predict(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: floa
     budget, ctx = knobs.prefill_chunk_tokens, load.decode_context_tokens
     def idle(k):
         return rep.step_ns(knobs, 0, k, ctx)
+    mean_prompts = load.prompt_points or (load.prompt_tokens,)
     service_s = load.prompt_tokens / st.chunk_tokens * st.full_ns * 1e-9
     # a prompt at most half the room is admitted at the end of the step under way with every
     # prompt that came during it (gated: no queue of prompts), so it waits at most the rest of
@@ -389,54 +406,158 @@ def predict(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: floa
         service_s = st.full_ns * 1e-9
     wait_s, p_wait = (0.0, 0.0) if gated else q.mgk_mean_wait_s(rate_rps, service_s, load.prompt_cv2, rep.queues)
     under_way = gated and rep.queues == 1
-    if under_way:
-        wait_s = st.rho * service_s / 2.0
-    # behind a prompt of the joined replica (least-loaded routing counts requests, not prefills)
-    # the joined replica falls back to the least-loaded count as its n_a decodes finish
-    # (rate n_a / life, life = (D - 1) TPOT); the next arrival then joins it (queueing.refill_*)
-    life_s = max(0, load.output_tokens - 1) * st.tpot_s
-    freed = st.joined / life_s if rep.queues > 1 and life_s > 0 else 0.0
-    mean_wait_s = wait_s + q.refill_mean_wait_s(service_s, freed, rate_rps)
-
-    def wait_at(quantile: float) -> float:
-        if under_way:  # P(wait > t) = rho (1 - t / S)
-            return service_s * (1.0 - (1.0 - quantile) / st.rho) if st.rho > 1.0 - quantile else 0.0
-        return q.wait_quantile_s(wait_s, p_wait, quantile)
     # P(the joined replica runs a step): it holds a decode (one queue) or any request (k > 1)
     busy = q.jsq_joined_busy(st.running, 1) if rep.queues == 1 else \
         q.jsq_outstanding(st.running + st.prompts, rep.queues)[1]
+    # one queue, gated: the step under way is a prompt step (a share rho of the time) or a
+    # decode step (a share (1 - rho) P(N >= 1)); the rest of either is uniform
+    idle_s = _at(idle, max(1.0, st.joined)) * 1e-9
+    decode_share = (1.0 - st.rho) * busy if under_way else 0.0
+    step_s, step_p = np.array([service_s]), np.ones(1)  # the prompt steps' law (s, probability)
+    if under_way:  # length-biased: P(rest > t | a prompt step) = E[(T - t)^+] / E[T]
+        room = budget - st.joined
+        under_way_s = st.rho * service_s + (1.0 - st.rho) * idle_s
+        tokens, step_p = step_tokens_law(load.prompt_points or (load.prompt_tokens,), per_queue * under_way_s, room)
+        grid = np.linspace(0.0, room, 9)
+        costs = [_at(lambda k, x=x: rep.step_ns(knobs, math.floor(min(x, budget - k)), k, ctx), st.joined) * 1e-9
+                 for x in grid]
+        step_s = np.interp(tokens, grid, costs)
+        wait_s = st.rho * float(step_s**2 @ step_p) / (2.0 * float(step_s @ step_p)) + decode_share * idle_s / 2.0
+    # behind a prompt of the joined replica (least-loaded routing counts requests, not prefills)
+    # the joined replica falls back to the least-loaded count as its n_a decodes finish
+    # (rate n_a / life, life = (D - 1) TPOT); the next arrival then joins it (queueing.refill_*)
+    # one queue, gated: the prompt tokens a step leaves over its room wait whole steps more
+    # (``prefill_backlog``: Lindley's recursion over the steps, full steps while it lasts)
+    backlog_steps, backlog_p, backlog_step_s = np.zeros(1), np.ones(1), 0.0
+    if under_way:
+        backlog_step_s = _at(lambda k: rep.step_ns(knobs, budget - k, k, ctx), st.joined) * 1e-9
+        backlog_steps, backlog_p = leftover_steps(mean_prompts, per_queue * backlog_step_s,
+                                                  budget - st.joined)
+    backlog_s = backlog_steps * backlog_step_s
+    life_s = max(0, load.output_tokens - 1) * st.tpot_s
+    freed = st.joined / life_s if rep.queues > 1 and life_s > 0 else 0.0
+    mean_wait_s = wait_s + float(backlog_s @ backlog_p) + q.refill_mean_wait_s(service_s, freed, rate_rps)
 
-    def own_s(joined: float, prompt: int) -> float:
-        """The own steps of a prompt of ``prompt`` tokens and the rest of the step under way
-        when it arrives: a prompt at least as long as the mean one's room fills its steps
-        (``prompt / (C - n_a)`` of them, at least one); a shorter one's step holds it and
-        the others of the mean prompt's step (x - s tokens), spilling into more full steps
-        when they pass the room."""
+    def wait_tail(t: np.ndarray) -> np.ndarray:
+        """P(wait > t) for t >= 0 (the tails ``wait_at`` inverts)."""
+        if under_way:  # rho (1 - t / S)^+ + share (1 - t / idle)^+
+            rest = np.clip(step_s[None, :] - np.asarray(t)[..., None], 0.0, None) @ step_p
+            return st.rho * rest / float(step_s @ step_p) + np.clip(decode_share * (1.0 - t / idle_s), 0.0, None)
+        if wait_s <= 0.0 or p_wait <= 0.0:
+            return np.zeros_like(t)
+        return p_wait * np.exp(-p_wait * t / wait_s)
+
+    def wait_at(quantile: float) -> float:
+        if under_way:  # the tail is piecewise linear, decreasing: bisection
+            if float(wait_tail(np.zeros(1))[0]) <= 1.0 - quantile:
+                return 0.0
+            low, high = 0.0, max(float(step_s.max()), idle_s)
+            for _ in range(60):
+                mid = (low + high) / 2.0
+                low, high = (mid, high) if float(wait_tail(np.array([mid]))[0]) > 1.0 - quantile else (low, mid)
+            return high
+        return q.wait_quantile_s(wait_s, p_wait, quantile)
+
+    # without micro-batches the own chunk adds its attention at its own length, which hardly
+    # depends on the decodes beside it: costed at the mean joined count rounded to a power of
+    # two (few distinct steps are costed); in a pipeline the dealing of the step's items over
+    # the micro-batches depends on the decodes: costed at the decodes of the step
+    pipelined = rep.lead_step_ns is not None and max(knobs.prefill_micro_batches, knobs.decode_micro_batches) > 1
+    lead_ref = 0 if st.joined < 0.5 else min(1 << max(0, round(math.log2(st.joined))), budget - 1)
+    extras: dict[tuple[int, int], int] = {}
+
+    def lead_extra(prompt: int, tokens: int) -> int:
+        """What a step of ``tokens`` (no pipeline) takes more when its first chunk is the
+        prompt's own (``Replica.lead_step_ns``: its attention at its own length) than the
+        mean prompt's, at ``lead_ref`` decodes."""
+        if rep.lead_step_ns is None:
+            return 0
+        chunk = max(0, min(tokens, budget - lead_ref))
+        key = (prompt, chunk)
+        if key not in extras:
+            extras[key] = (rep.lead_step_ns(knobs, prompt, chunk, lead_ref, ctx)
+                           - rep.step_ns(knobs, chunk, lead_ref, ctx))
+        return extras[key]
+
+    def own_s(joined: float, prompts: tuple[int, ...]) -> np.ndarray:
+        """The own steps of prompts of ``prompts`` tokens (and the rest of the step under way
+        when one arrives, unless it is in the wait): the others of its step (x' - s tokens,
+        ``_prompt_step_tokens``; none when prompts fill the room) are half ahead of it and
+        half behind (FCFS); the tokens ahead and its own fill floor(. / (C - n_a)) full
+        steps, and its last step holds the rest and those behind (linear between multiples
+        of C / ``_STEP_GRID`` tokens). A step's first chunk is the prompt's own
+        (``Replica.lead_step_ns``: its attention at its length; in a pipeline the first
+        micro-batch, the largest, sets the step)."""
         joined = min(joined, budget - 1.0)
         tokens = _prompt_step_tokens(rep, knobs, load, per_queue, joined)
-        work = prompt if tokens >= budget else tokens - load.prompt_tokens + prompt
-        step_tokens = budget if tokens >= budget else work
-        def full(k):
-            return rep.step_ns(knobs, min(step_tokens, budget - k), k, ctx)
-        rest = busy * _at(idle, max(1.0, joined)) / 2.0
-        chunk = min(float(step_tokens), budget - joined)
-        return (max(1.0, work / chunk) * _at(full, joined) + rest) * 1e-9
+        rest = 0.0 if under_way else busy * _at(idle, max(1.0, joined)) / 2.0  # (in the wait if under way)
+        out = []
+        others = 0.0 if tokens >= budget else (tokens - load.prompt_tokens) / 2.0  # ahead, and behind
+        room = budget - joined
+        cell = budget / _STEP_GRID
+        def step(tokens: int, prompt: int) -> float:  # beside the joined decodes, its chunk first
+            def at(k):
+                chunk = max(0, min(tokens, math.floor(budget - k)))
+                if pipelined:
+                    return rep.lead_step_ns(knobs, prompt, chunk, k, ctx)
+                return rep.step_ns(knobs, chunk, k, ctx)
+            return _at(at, joined) + (0 if pipelined else lead_extra(prompt, tokens))
+        for prompt in prompts:
+            ahead = others + prompt  # what must be done before its first token (token FCFS)
+            whole = math.floor(ahead / room) if ahead > room else 0
+            last = math.ceil(ahead - whole * room + others) if ahead > whole * room else 0  # its last step's tokens
+            low = math.floor(last / cell)
+            frac = last / cell - low
+            last_ns = 0.0
+            if last > 0:
+                last_ns = step(round(low * cell), prompt)
+                if frac > 1e-12:
+                    last_ns += frac * (step(round((low + 1) * cell), prompt) - last_ns)
+            out.append((whole * step(budget, prompt) + last_ns + rest) * 1e-9)
+        return np.array(out)
 
     def joined_at(z: float) -> float:  # n_a at the quantile z of the deployment's count
         if rep.queues == 1:
             return q.jsq_joined_quantile(st.running, 1, z)
         return st.joined if z <= 0.0 else _routed_at(st, rep.queues, z, 1.0)[0]
 
-    ttft = {p: wait_at(p / 100)
-            + q.refill_wait_quantile_s(service_s, freed, rate_rps, p / 100)
-            + own_s(joined_at(_z(p)), load.prompt_at(p)) for p in PERCENTILES}
+    def ttft_at(percentile: int) -> float:
+        """The wait plus the own steps at ``percentile``: over the equally likely prompt
+        lengths when the load has them (P(wait + own(s) > t) = 1 - q, averaged over s),
+        else the prompt at that percentile of the lengths; n_a at its normal quantile."""
+        quantile = percentile / 100
+        joined = joined_at(_z(percentile))
+        refill = q.refill_wait_quantile_s(service_s, freed, rate_rps, quantile)
+        owns = own_s(joined, load.prompt_points or (load.prompt_at(percentile),))
+        both = (owns[:, None] + backlog_s[None, :]).ravel()
+        weights = np.repeat(backlog_p[None, :], len(owns), axis=0).ravel() / len(owns)
+        return refill + _mixture_quantile_s(both, weights, wait_tail, wait_at(quantile), quantile)
+
+    ttft = {p: ttft_at(p) for p in PERCENTILES}
     tpot = {p: _tpot_quantile_s(rep, knobs, load, st, p) * 1e3 for p in PERCENTILES}
     steps = max(0, load.output_tokens - 1)
     return ServiceMetrics(
         rate_rps, True, max(st.rho, st.running / knobs.max_running_requests), st.running,
-        math.ceil(st.full_ns), math.ceil(st.decode_ns), mean_wait_s + own_s(st.joined, load.prompt_tokens), ttft[50], ttft[90],
+        math.ceil(st.full_ns), math.ceil(st.decode_ns), mean_wait_s + float(own_s(st.joined, mean_prompts).mean()),
+        ttft[50], ttft[90],
         ttft[99], st.tpot_s * 1e3, ttft[90] + steps * tpot[90] / 1e3, tokens_per_gpu,
         tpot[50], tpot[90], tpot[99])
+
+
+def _mixture_quantile_s(owns: np.ndarray, weights: np.ndarray, wait_tail, wait_q_s: float, quantile: float) -> float:
+    """The ``quantile`` of wait + own over ``owns`` (s) of probabilities ``weights``: the t
+    with sum_i w_i P(wait > t - own_i) = 1 - q (P = 1 below 0), by bisection between the
+    smallest own and the largest own plus the wait's own quantile ``wait_q_s``."""
+    if len(owns) == 1 or not math.isfinite(wait_q_s) or not np.isfinite(owns).all():
+        return float(owns.max()) + wait_q_s
+    def tail(t):
+        u = t - owns
+        return float(np.where(u < 0.0, 1.0, wait_tail(np.maximum(u, 0.0))) @ weights)
+    low, high = float(owns.min()), float(owns.max()) + wait_q_s
+    while high - low > 1e-6 * high:
+        mid = (low + high) / 2.0
+        low, high = (mid, high) if tail(mid) > 1.0 - quantile else (low, mid)
+    return high
 
 
 def _z(percentile: int) -> float:

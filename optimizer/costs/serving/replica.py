@@ -24,7 +24,7 @@ from optimizer.inputs.service import draw_lengths
 from optimizer.inputs.traces import Trace
 
 _SAMPLE = 100_000  # lengths drawn (seed 0) for the moments of a length distribution
-OUTPUT_POINTS = 32  # equally likely output lengths the TPOT percentiles mix over
+OUTPUT_POINTS = 32  # equally likely output (prompt) lengths the TPOT (TTFT) percentiles mix over
 
 
 def _moments(length) -> tuple[float, float, tuple[int, ...]]:
@@ -50,7 +50,7 @@ def service_load(wl: ServiceWorkload, trace: Trace | None = None) -> ServiceLoad
         prompt_mean, cv2, at = _sample_moments(trace.prompt_tokens)
         output = float(np.mean(trace.output_tokens))
         return ServiceLoad(round(prompt_mean), max(1, round(output)), cv2, at, _points(trace.output_tokens),
-                           _points(trace.prompt_tokens))
+                           _points(trace.prompt_tokens) if cv2 > 0 else ())
     prompt_mean, cv2, at = _moments(wl.prompt_tokens)
     output_mean, _, _ = _moments(wl.output_tokens)
     outputs = () if isinstance(wl.output_tokens, int) else _points(
@@ -141,13 +141,15 @@ def spread_offset_tokens(load: ServiceLoad) -> int:
     return round(load.prompt_cv2 * load.prompt_tokens / 2)
 
 
-def _with_spread(batch, chunks: list[tuple[int, int, bool]], offset: int):
+def _with_spread(batch, chunks: list[tuple[int, int, bool]], offset: int, first_is_own: bool = False):
     """``batch`` with the attended keys of whole-prompt chunks counted from ``offset`` (their
     cached prefix stays 0: a whole prompt reads no cache; a part-way chunk's start already
-    holds the offset, ``_chunks``): n o + n (n + 1) / 2 keys for a prompt of n tokens."""
+    holds the offset, ``_chunks``): n o + n (n + 1) / 2 keys for a prompt of n tokens.
+    ``first_is_own``: the first chunk is a prompt of known length (no offset)."""
     if offset == 0 or not chunks:
         return batch
-    attended = {w: sum(cm.attended_keys(start + (offset if start == 0 else 0), n, w) for start, n, _ in chunks)
+    attended = {w: sum(cm.attended_keys(start + (offset if start == 0 and (i or not first_is_own) else 0), n, w)
+                       for i, (start, n, _) in enumerate(chunks))
                 for w in batch.attended_keys}
     return replace(batch, attended_keys=attended)
 
@@ -168,7 +170,8 @@ def replica(inst: Instance, deg: Degrees, facts: LinkFacts, stages, hot: dict[in
     prompt chunks then its decodes, round-robin over m = min(m_d, items) micro-batches when
     it has decodes (min(m_p, chunks) when not); the step takes ``StepTimer.ns`` of the
     largest (the first). Decode counts are rounded up by ``on_grid``; prompt attention is
-    costed for the spread of prompt lengths (``spread_offset_tokens``)."""
+    costed for the spread of prompt lengths (``spread_offset_tokens``). ``lead_step_ns``: the
+    same step with a prompt of a given length first (its chunk in the first micro-batch)."""
     timer = StepTimer(inst, deg, facts, tuple(tuple(s) for s in stages), hot)
     offset = spread_offset_tokens(load)
 
@@ -187,4 +190,21 @@ def replica(inst: Instance, deg: Degrees, facts: LinkFacts, stages, hot: dict[in
         return cached(chunk, on_grid(decodes), context, knobs.prefill_micro_batches,
                       knobs.decode_micro_batches)
 
-    return Replica(step_ns, queues=deg.dp, gpus=deg.num_gpus)
+    @cache
+    def lead_cached(prompt: int, chunk: int, decodes: int, context: int, m_p: int, m_d: int) -> int:
+        lead = min(prompt, chunk)  # a longer prompt's chunk starts at the mean start (s' - C) / 2
+        rest = chunk - lead  # the first tokens of the prompts behind it
+        behind = _chunks(rest, load) if rest >= load.prompt_tokens else [(0, rest, False)] if rest else []
+        chunks = [((prompt - lead) // 2, lead, lead == prompt)] + behind
+        items = len(chunks) + decodes
+        m = max(1, min(m_d if decodes else m_p, items))
+        first_chunks = chunks[0::m]
+        first_decodes = -(-items // m) - (-(-len(chunks) // m))
+        batch = timer.batch(first_chunks, np.full(first_decodes, context, dtype=np.int64))
+        return timer.ns(_with_spread(batch, first_chunks, offset, first_is_own=True), m)
+
+    def lead_step_ns(knobs: ServingKnobs, prompt: int, chunk: int, decodes: int, context: int) -> int:
+        return lead_cached(prompt, chunk, on_grid(decodes), context, knobs.prefill_micro_batches,
+                           knobs.decode_micro_batches)
+
+    return Replica(step_ns, queues=deg.dp, gpus=deg.num_gpus, lead_step_ns=lead_step_ns)
