@@ -273,3 +273,18 @@ def test_group_goodput_equals_one_by_one():
         assert a.goodput_rps == pytest.approx(b.goodput_rps, rel=1e-8)
         assert a.sustainable_rps == b.sustainable_rps and a.meets_rate == b.meets_rate
     assert len({round(c.goodput_rps, 6) for c in together}) >= 3  # the cap binds for small B
+
+
+@pytest.mark.parametrize("queues", [1, 4])
+def test_predict_without_ttft_keeps_every_other_figure(queues):
+    # the disaggregated prefill pool replaces the TTFT, so it asks predict not to compute it:
+    # every other field must be the full prediction's, the TTFT and E2E fields NaN
+    rep = Replica(REP.step_ns, queues=queues, gpus=8)
+    for rate in (0.5 * queues, 2.0 * queues):
+        full, cheap = predict(rep, KNOBS, LOAD, rate), predict(rep, KNOBS, LOAD, rate, with_ttft=False)
+        assert full.stable and cheap.stable
+        for name in ("rate_rps", "utilization", "running_requests", "step_full_ns", "step_decode_ns", "tpot_ms",
+                     "output_tokens_per_s_per_gpu", "tpot_p50_ms", "tpot_p90_ms", "tpot_p99_ms"):
+            assert getattr(cheap, name) == getattr(full, name), name
+        for name in ("ttft_mean_s", "ttft_p50_s", "ttft_p90_s", "ttft_p99_s", "e2e_p90_s"):
+            assert math.isnan(getattr(cheap, name)) and math.isfinite(getattr(full, name)), name

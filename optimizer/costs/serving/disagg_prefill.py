@@ -247,7 +247,7 @@ def routed_prefill(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rho: fl
 def predict_prefill_only(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: float) -> ServiceMetrics:
     """Metrics of a prefill replica at ``rate_rps`` (``load``: the prefill view, one output
     token): ``metrics.predict`` with its TTFT replaced by the route-on-arrival one."""
-    m = predict(rep, knobs, load, rate_rps)
+    m = predict(rep, knobs, load, rate_rps, with_ttft=rate_rps <= 0.0)  # the TTFT is replaced below
     if not m.stable or rate_rps <= 0.0:
         return m
     law = routed_prefill(rep, knobs, load, m.utilization, rate_rps / rep.queues)
@@ -266,7 +266,7 @@ def meets_prefill_slo(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate
     decreases), one evaluation of the tail instead of three bisections on it."""
     if slo.max_tpot_ms is not None or slo.max_e2e_latency_s is not None:
         return meets(predict_prefill_only(rep, knobs, load, rate_rps), slo, load)
-    m = predict(rep, knobs, load, rate_rps)
+    m = predict(rep, knobs, load, rate_rps, with_ttft=rate_rps <= 0.0)
     if not m.stable:
         return False
     if slo.max_ttft_s is None:

@@ -382,9 +382,12 @@ def _one_queue_tpot_quantile_s(load: ServiceLoad, st: _Steady, idle: Callable[[i
                                      per_decode_s, steps, mean_steps, percentile / 100, st.early)
 
 
-def predict(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: float) -> ServiceMetrics:
+def predict(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: float,
+            with_ttft: bool = True) -> ServiceMetrics:
     """Metrics of the deployment at ``rate_rps`` requests per second (routed to the
-    least-loaded queue); an unsustainable rate gives infinite latencies and ``stable=False``."""
+    least-loaded queue); an unsustainable rate gives infinite latencies and ``stable=False``.
+    ``with_ttft=False`` leaves the TTFT figures (and the E2E) NaN, for a caller that replaces
+    them (the disaggregated prefill pool's law): they cost most of a prediction."""
     per_queue = rate_rps / rep.queues
     st = _steady_state(rep, knobs, load, per_queue)
     tokens_per_gpu = rate_rps * load.output_tokens / rep.gpus
@@ -392,6 +395,13 @@ def predict(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: floa
         inf = math.inf
         return ServiceMetrics(rate_rps, False, 1.0, float(knobs.max_running_requests), 0, 0,
                               inf, inf, inf, inf, inf, inf, tokens_per_gpu)
+    if not with_ttft:
+        nan = math.nan
+        tpot = {p: _tpot_quantile_s(rep, knobs, load, st, p) * 1e3 for p in PERCENTILES}
+        return ServiceMetrics(
+            rate_rps, True, max(st.rho, st.running / knobs.max_running_requests), st.running,
+            math.ceil(st.full_ns), math.ceil(st.decode_ns), nan, nan, nan, nan, st.tpot_s * 1e3, nan,
+            tokens_per_gpu, tpot[50], tpot[90], tpot[99])
     budget, ctx = knobs.prefill_chunk_tokens, load.decode_context_tokens
     def idle(k):
         return rep.step_ns(knobs, 0, k, ctx)
