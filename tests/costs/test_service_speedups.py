@@ -15,7 +15,8 @@ import pytest
 
 from optimizer.costs.profile import Efficiency, load_profile
 from optimizer.costs.serving.knobs import ServingKnobs
-from optimizer.costs.serving.metrics import Replica, ServiceLoad, _start_rps, _steady_state, largest_rate, sustainable_rps
+from optimizer.costs.serving.metrics import Replica, ServiceLoad, _start_rps, largest_rate, sustainable_rps
+from optimizer.costs.serving.steady_state import steady_state
 from optimizer.inputs.schema import GpuSpec
 
 
@@ -74,6 +75,6 @@ def test_memoised_sustainable_rate_equals_a_fresh_bisection():
     rep = Replica(affine, queues=3, gpus=6)
     load = ServiceLoad(3000, 200, 0.3)
     for knobs in (ServingKnobs(16, 1024, 1, 1), ServingKnobs(64, 4096, 1, 1), ServingKnobs(256, 8192, 1, 1)):
-        fresh = largest_rate(lambda r, k=knobs: _steady_state(rep, k, load, r / 3) is not None,
+        fresh = largest_rate(lambda r, k=knobs: steady_state(rep, k, load, r / 3) is not None,
                               _start_rps(rep, knobs, load))
         assert sustainable_rps(rep, knobs, load) == fresh == sustainable_rps(rep, knobs, load)

@@ -12,6 +12,7 @@ from optimizer.costs.serving import metrics as M
 from optimizer.costs.serving import queueing as q
 from optimizer.costs.serving import routing
 from optimizer.costs.serving.knobs import ServingKnobs
+from optimizer.costs.serving.steady_state import steady_state
 
 
 def test_routed_counts_by_hand():
@@ -52,5 +53,5 @@ def test_routed_excess_by_hand():
 def test_one_queue_is_not_routed():
     # one queue keeps n_a = n and no outstanding-prompt bookkeeping (the k > 1 model only)
     rep = M.Replica(lambda knobs, chunk, decodes, ctx: 1_000_000 + 1000 * chunk + 50_000 * decodes, 1, 1)
-    st = M._steady_state(rep, ServingKnobs(64, 1000, 1, 1), M.ServiceLoad(2000, 100), 2.0)
+    st = steady_state(rep, ServingKnobs(64, 1000, 1, 1), M.ServiceLoad(2000, 100), 2.0)
     assert st.joined == pytest.approx(st.running, rel=1e-8) and st.prompts == 0.0  # (last iterate's n)

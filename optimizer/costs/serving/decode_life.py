@@ -63,7 +63,7 @@ def steps_per_prompt(lengths: np.ndarray, room: float, waiting: float) -> np.nda
 def prompts_per_prompt_step(rate: float, decode_step_s: float, busy: float,
                             prompt_step_s: Callable[[float], float]) -> float:
     """m: the mean prompts of a prompt step over the steps (the decodes' view; a prompt's own
-    step is length-biased and holds more, ``metrics._prompt_step_tokens``), prompts shorter
+    step is length-biased and holds more, ``steady_state.prompt_step_tokens``), prompts shorter
     than the room. Gated admission: a step takes the prompts that arrived during the step
     before, so after a prompt step of length p(m) another follows with b = 1 - e^{-lambda p};
     after a step without prompts, with a = busy (1 - e^{-lambda d}) + 1 - busy (a queue
