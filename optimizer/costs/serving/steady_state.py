@@ -25,6 +25,8 @@ DECODE_VIEW_PARTS = 32  # the decodes' view of a prompt step: prompts rounded up
 
 @dataclass(frozen=True)
 class Steady:
+    """One queue's steady state at a rate (counts per queue, step times in ns, TPOT in s)."""
+
     running: float  # n, mean running decodes per queue
     joined: float  # n_a, mean decodes of the replica a new prompt joins
     rho: float  # prefill server utilisation of one queue
