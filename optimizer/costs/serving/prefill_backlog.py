@@ -31,13 +31,18 @@ GRID = 32  # grid cells per room for A's law
 POINTS = 16  # equally likely points the exponential tail is cut into
 
 
+def _compound_poisson(cells: np.ndarray, arrivals: float, size: int) -> np.ndarray:
+    """Law (on ``size`` grid cells, not renormalised) of the sum of Poisson(``arrivals``)
+    items whose sizes are the equally likely ``cells``: exp(arrivals (phi - 1)) of their
+    transform phi, by FFT (``size`` must hold the sum's bulk: the rest wraps around)."""
+    one = np.bincount(np.minimum(cells, size - 1), minlength=size).astype(float) / len(cells)
+    return np.clip(np.fft.irfft(np.exp(arrivals * (np.fft.rfft(one) - 1.0)), size), 0.0, None)
+
+
 def _arrivals_pmf(rooms: np.ndarray, arrivals: float, size: int) -> np.ndarray:
     """Law of A / R on the grid of 1 / GRID rooms: Poisson(``arrivals``) prompts of the
-    equally likely lengths ``rooms`` (in rooms, rounded to the nearest cell), as
-    exp(arrivals (phi - 1)) of the lengths' transform phi (FFT of ``size`` cells)."""
-    cells = np.minimum(np.rint(rooms * GRID).astype(int), size - 1)
-    one = np.bincount(cells, minlength=size).astype(float) / len(rooms)
-    pmf = np.clip(np.fft.irfft(np.exp(arrivals * (np.fft.rfft(one) - 1.0)), size), 0.0, None)
+    equally likely lengths ``rooms`` (in rooms, rounded to the nearest cell)."""
+    pmf = _compound_poisson(np.rint(rooms * GRID).astype(int), arrivals, size)
     return pmf / pmf.sum()
 
 
@@ -93,9 +98,7 @@ def step_tokens_law(prompt_points: tuple[int, ...], arrivals: float, room: float
     cap = math.ceil(room / cell)
     spread = arrivals * lengths.mean() + 10.0 * math.sqrt(arrivals * float((lengths * lengths).mean()))
     size = 1 << math.ceil(math.log2(max(cap, (spread + lengths.max()) / cell) + 2))
-    cells = np.minimum(np.rint(lengths / cell).astype(int), size - 1)
-    one = np.bincount(cells, minlength=size).astype(float) / len(lengths)
-    pmf = np.clip(np.fft.irfft(np.exp(arrivals * (np.fft.rfft(one) - 1.0)), size), 0.0, None)
+    pmf = _compound_poisson(np.rint(lengths / cell).astype(int), arrivals, size)
     pmf[0] = 0.0  # at least one prompt (a prompt rounds to cell 0 only if it is tiny)
     law = np.zeros(cap + 1)
     law[:cap] = pmf[:cap]
