@@ -195,9 +195,6 @@ def predict(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: floa
                  for x in grid]
         step_s = np.interp(tokens, grid, costs)
         wait_s = st.rho * float(step_s**2 @ step_p) / (2.0 * float(step_s @ step_p)) + decode_share * idle_s / 2.0
-    # behind a prompt of the joined replica (least-loaded routing counts requests, not prefills)
-    # the joined replica falls back to the least-loaded count as its n_a decodes finish
-    # (rate n_a / life, life = (D - 1) TPOT); the next arrival then joins it (queueing.refill_*)
     # one queue, gated: the prompt tokens a step leaves over its room wait whole steps more
     # (``prefill_backlog``: Lindley's recursion over the steps, full steps while it lasts)
     backlog_steps, backlog_p, backlog_step_s = np.zeros(1), np.ones(1), 0.0
@@ -206,6 +203,9 @@ def predict(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: floa
         backlog_steps, backlog_p = leftover_steps(mean_prompts, per_queue * backlog_step_s,
                                                   budget - st.joined)
     backlog_s = backlog_steps * backlog_step_s
+    # behind a prompt of the joined replica (least-loaded routing counts requests, not prefills)
+    # the joined replica falls back to the least-loaded count as its n_a decodes finish
+    # (rate n_a / life, life = (D - 1) TPOT); the next arrival then joins it (queueing.refill_*)
     life_s = max(0, load.output_tokens - 1) * st.tpot_s
     freed = st.joined / life_s if rep.queues > 1 and life_s > 0 else 0.0
     mean_wait_s = wait_s + float(backlog_s @ backlog_p) + q.refill_mean_wait_s(service_s, freed, rate_rps)
