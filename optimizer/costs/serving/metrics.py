@@ -189,7 +189,7 @@ def predict(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: floa
     if under_way:  # length-biased: P(rest > t | a prompt step) = E[(T - t)^+] / E[T]
         room = budget - st.joined
         under_way_s = st.rho * service_s + (1.0 - st.rho) * idle_s
-        tokens, step_p = step_tokens_law(load.prompt_points or (load.prompt_tokens,), per_queue * under_way_s, room)
+        tokens, step_p = step_tokens_law(mean_prompts, per_queue * under_way_s, room)
         grid = np.linspace(0.0, room, 9)
         costs = [step_at(lambda k, x=x: rep.step_ns(knobs, math.floor(min(x, budget - k)), k, ctx), st.joined) * 1e-9
                  for x in grid]

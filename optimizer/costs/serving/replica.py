@@ -24,7 +24,7 @@ from optimizer.inputs.service import draw_lengths
 from optimizer.inputs.traces import Trace
 
 _SAMPLE = 100_000  # lengths drawn (seed 0) for the moments of a length distribution
-OUTPUT_POINTS = 32  # equally likely output (prompt) lengths the TPOT (TTFT) percentiles mix over
+LENGTH_POINTS = 32  # equally likely output and prompt lengths the TPOT and TTFT percentiles mix over
 
 
 def _moments(length) -> tuple[float, float, tuple[int, ...]]:
@@ -61,8 +61,8 @@ def service_load(wl: ServiceWorkload, trace: Trace | None = None) -> ServiceLoad
 
 
 def _points(lengths) -> tuple[int, ...]:
-    """``OUTPUT_POINTS`` equally likely lengths (outputs and prompts alike): the quantiles at (i + 1/2) / OUTPUT_POINTS."""
-    levels = (np.arange(OUTPUT_POINTS) + 0.5) / OUTPUT_POINTS * 100
+    """``LENGTH_POINTS`` equally likely lengths (outputs and prompts alike): the quantiles at (i + 1/2) / LENGTH_POINTS."""
+    levels = (np.arange(LENGTH_POINTS) + 0.5) / LENGTH_POINTS * 100
     return tuple(int(v) for v in np.percentile(np.asarray(lengths), levels, method="inverted_cdf"))
 
 
