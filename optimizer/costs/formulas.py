@@ -94,7 +94,7 @@ def head_params(m: ModelSpec) -> int:
 
 
 def is_moe_layer(m: ModelSpec, layer: int) -> bool:
-    return m.moe_layers is None or layer in set(m.moe_layers)
+    return m.moe_layers is None or layer in m.moe_layers
 
 
 def layer_params(m: ModelSpec, layer: int = 0) -> int:

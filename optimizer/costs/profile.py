@@ -36,6 +36,8 @@ from optimizer.inputs.schema import GpuSpec, Instance
 PROFILE_DIR = Path(__file__).resolve().parents[1] / "profiles"
 FORMAT_VERSION = 1
 
+_MISSING = object()  # a memo entry not computed yet (None is a valid answer)
+
 Eta = Annotated[float, Field(gt=0, le=1.5, allow_inf_nan=False)]
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
@@ -206,9 +208,10 @@ class Efficiency:
 
     # ------------------------------------------------------------ lookups (None = no table)
     def _cached(self, key: tuple, compute):
-        if key not in self._memo:
-            self._memo[key] = compute()
-        return self._memo[key]
+        hit = self._memo.get(key, _MISSING)
+        if hit is _MISSING:
+            hit = self._memo[key] = compute()
+        return hit
 
     def gemm_eta(self, dtype: str, m: float, n: float, k: float) -> float | None:
         if self.flat:

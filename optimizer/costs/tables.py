@@ -215,7 +215,18 @@ def dense_layer_ns(inst: Instance, deg: Degrees, layer: int, tokens: int, flops:
     """(attention, router, shared or dense FFN roofline + TP all-reduces, the all-reduces
     alone) of one layer for ``tokens`` tokens, ns. ``flops``: their non-routed FLOPs over
     all heads; ``kv_bytes``: KV cache bytes one TP rank reads or writes; ``decode_tokens``:
-    how many tokens are decode requests (a hardware profile picks its attention table by it)."""
+    how many tokens are decode requests (a hardware profile picks its attention table by it).
+    Memoised in ``efficiency_of(inst)`` (per GPU, model and profile) on everything else it
+    reads: the TP degree and link, and the layer's kind (MoE or not, sliding or not)."""
+    m, eff = inst.model, efficiency_of(inst)
+    bandwidth, latency = cm.link(inst.hardware, facts.tp_inter_node)
+    key = ("dense_layer_ns", deg.tp, facts.tp_inter_node, bandwidth, latency, cm.is_moe_layer(m, layer),
+           m.is_sliding(layer), tokens, flops, kv_bytes, decode_tokens)
+    return eff._cached(key, lambda: _dense_layer_ns(inst, deg, layer, tokens, flops, kv_bytes, facts, decode_tokens))
+
+
+def _dense_layer_ns(inst: Instance, deg: Degrees, layer: int, tokens: int, flops: float,
+                    kv_bytes: float, facts: LinkFacts, decode_tokens: int) -> tuple[int, int]:
     eff = efficiency_of(inst)
     m, gpu, hw = inst.model, inst.hardware.gpu, inst.hardware
     b = DTYPE_BYTES[m.weight_dtype]

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from optimizer.costs.expert_loads import expert_loads
 from optimizer.costs.layout import megatron_layout
 from optimizer.costs.serving.candidates import ServiceCandidate, evaluate_group
-from optimizer.costs.serving.metrics import ServiceLoad, Slo, meets, predict
+from optimizer.costs.serving.metrics import ServiceLoad, Slo, meets_at, predict
 from optimizer.costs.serving.replica import even_stages, service_degrees, service_load
 from optimizer.costs.serving.search import ServiceSearch, prepared_groups, search
 from optimizer.costs.units import rate_target_to_int
@@ -144,11 +144,11 @@ def widest_search(inst: Instance, gpus: int, load: ServiceLoad, slo: Slo, rate: 
             found.unvisited = len(groups) - visited
             break
         widest = max(group, key=lambda k: k.max_running_requests)
-        if floor_rps > 0 and not meets(predict(rep, widest, load, floor_rps), slo, load):
+        if floor_rps > 0 and not meets_at(rep, widest, load, floor_rps, slo):
             found.pruned += 1
             continue  # infeasible: misses the SLOs at the rate it must serve
         if objective == "goodput":
-            promising = best_good <= floor_rps or meets(predict(rep, widest, load, best_good), slo, load)
+            promising = best_good <= floor_rps or meets_at(rep, widest, load, best_good, slo)
         else:
             promising = best_cap == 0.0 or predict(rep, widest, load, best_cap).stable
         if not promising:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from optimizer.costs.serving.candidates import ServiceCandidate, evaluate_group
 from optimizer.costs.serving.disagg_decode import decode_rate_bound
-from optimizer.costs.serving.metrics import ServiceLoad, Slo, meets, predict, sustainable_rps
+from optimizer.costs.serving.metrics import ServiceLoad, Slo, meets_at, sustainable_rps
 from optimizer.costs.serving.replica import service_degrees, service_load
 from optimizer.costs.serving.search import prepared_groups
 from optimizer.cpsat.service_solve import placements
@@ -131,7 +131,7 @@ class AggSizer:
             return True
         if rate_rps >= group.fails_from:
             return False
-        ok = meets(predict(group.rep, group.widest, self.load, rate_rps), self.slo, self.load)
+        ok = meets_at(group.rep, group.widest, self.load, rate_rps, self.slo)
         if ok:
             group.serves_up_to = rate_rps
         else:

@@ -157,13 +157,29 @@ def predict(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: floa
         inf = math.inf
         return ServiceMetrics(rate_rps, False, 1.0, float(knobs.max_running_requests), 0, 0,
                               inf, inf, inf, inf, inf, inf, tokens_per_gpu)
+    tpot = {p: _tpot_quantile_s(rep, knobs, load, st, p) * 1e3 for p in PERCENTILES}
     if not with_ttft:
         nan = math.nan
-        tpot = {p: _tpot_quantile_s(rep, knobs, load, st, p) * 1e3 for p in PERCENTILES}
         return ServiceMetrics(
             rate_rps, True, max(st.rho, st.running / knobs.max_running_requests), st.running,
             math.ceil(st.full_ns), math.ceil(st.decode_ns), nan, nan, nan, nan, st.tpot_s * 1e3, nan,
             tokens_per_gpu, tpot[50], tpot[90], tpot[99])
+    ttft_at, ttft_mean_s = _ttft_model(rep, knobs, load, rate_rps, st)
+    ttft = {p: ttft_at(p) for p in PERCENTILES}
+    steps = max(0, load.output_tokens - 1)
+    return ServiceMetrics(
+        rate_rps, True, max(st.rho, st.running / knobs.max_running_requests), st.running,
+        math.ceil(st.full_ns), math.ceil(st.decode_ns), ttft_mean_s(), ttft[50], ttft[90],
+        ttft[99], st.tpot_s * 1e3, ttft[90] + steps * tpot[90] / 1e3, tokens_per_gpu,
+        tpot[50], tpot[90], tpot[99])
+
+
+def _ttft_model(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: float,
+                st: Steady) -> tuple[Callable[[int], float], Callable[[], float]]:
+    """(TTFT at a percentile, mean TTFT), s, at ``rate_rps`` with the steady state ``st``
+    (``predict``; module doc): the work every percentile shares is done here once, each
+    figure only when asked for."""
+    per_queue = rate_rps / rep.queues
     budget, ctx = knobs.prefill_chunk_tokens, load.decode_context_tokens
     def idle(k):
         return rep.step_ns(knobs, 0, k, ctx)
@@ -305,15 +321,10 @@ def predict(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: floa
         weights = np.repeat(backlog_p[None, :], len(owns), axis=0).ravel() / len(owns)
         return refill + _mixture_quantile_s(both, weights, wait_tail, wait_at(quantile), quantile)
 
-    ttft = {p: ttft_at(p) for p in PERCENTILES}
-    tpot = {p: _tpot_quantile_s(rep, knobs, load, st, p) * 1e3 for p in PERCENTILES}
-    steps = max(0, load.output_tokens - 1)
-    return ServiceMetrics(
-        rate_rps, True, max(st.rho, st.running / knobs.max_running_requests), st.running,
-        math.ceil(st.full_ns), math.ceil(st.decode_ns), mean_wait_s + float(own_s(st.joined, mean_prompts).mean()),
-        ttft[50], ttft[90],
-        ttft[99], st.tpot_s * 1e3, ttft[90] + steps * tpot[90] / 1e3, tokens_per_gpu,
-        tpot[50], tpot[90], tpot[99])
+    def ttft_mean_s() -> float:
+        return mean_wait_s + float(own_s(st.joined, mean_prompts).mean())
+
+    return ttft_at, ttft_mean_s
 
 
 def _mixture_quantile_s(owns: np.ndarray, weights: np.ndarray, wait_tail, wait_q_s: float, quantile: float) -> float:
@@ -340,12 +351,30 @@ def meets(m: ServiceMetrics, slo: Slo, load: ServiceLoad) -> bool:
     """Whether every SLO holds at its percentile."""
     if not m.stable:
         return False
-    ttft = m.ttft_at(slo.percentile)
-    tpot_ms = m.tpot_at(slo.percentile)
-    e2e = ttft + max(0, load.output_tokens - 1) * tpot_ms / 1e3
-    return ((slo.max_ttft_s is None or ttft <= slo.max_ttft_s)
+    return _within(m.ttft_at(slo.percentile), m.tpot_at(slo.percentile), slo, load)
+
+
+def _within(ttft_s: float, tpot_ms: float, slo: Slo, load: ServiceLoad) -> bool:
+    """Whether a TTFT and a TPOT at the SLO percentile, and their E2E, meet the SLOs."""
+    e2e = ttft_s + max(0, load.output_tokens - 1) * tpot_ms / 1e3
+    return ((slo.max_ttft_s is None or ttft_s <= slo.max_ttft_s)
             and (slo.max_tpot_ms is None or tpot_ms <= slo.max_tpot_ms)
             and (slo.max_e2e_latency_s is None or e2e <= slo.max_e2e_latency_s))
+
+
+def meets_at(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: float, slo: Slo) -> bool:
+    """``meets(predict(rep, knobs, load, rate_rps), slo, load)`` (the same figures, so the
+    same answer) computing only what the SLOs ask for: the TPOT at their percentile first,
+    then the TTFT at it unless the TPOT already fails or no SLO needs it."""
+    st = steady_state(rep, knobs, load, rate_rps / rep.queues)
+    if st is None:
+        return False
+    tpot_ms = _tpot_quantile_s(rep, knobs, load, st, slo.percentile) * 1e3
+    if slo.max_tpot_ms is not None and not tpot_ms <= slo.max_tpot_ms:
+        return False
+    if slo.max_ttft_s is None and slo.max_e2e_latency_s is None:
+        return True
+    return _within(_ttft_model(rep, knobs, load, rate_rps, st)[0](slo.percentile), tpot_ms, slo, load)
 
 
 def largest_rate(ok: Callable[[float], bool], start_rps: float) -> float:
@@ -389,5 +418,4 @@ def goodput_rps(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, slo: Slo) 
     """DistServe's goodput: the highest deployment rate at which the SLO percentile of
     requests meets every SLO; by bisection (every predicted latency is non-decreasing in
     the rate, so meeting the SLOs is monotone)."""
-    return largest_rate(lambda r: meets(predict(rep, knobs, load, r), slo, load),
-                         _start_rps(rep, knobs, load))
+    return largest_rate(lambda r: meets_at(rep, knobs, load, r, slo), _start_rps(rep, knobs, load))
