@@ -51,6 +51,12 @@ def step_at(step: Callable[[int], int], count: float) -> float:
     return base if frac <= 1e-12 else base + frac * (step(low + 1) - base)
 
 
+def mean(values: np.ndarray) -> float:
+    """``float(values.mean())`` of a 1-D float array, the same float (numpy's pairwise sum over
+    the count) without ``ndarray.mean``'s Python-level overhead (this runs in every iteration)."""
+    return float(np.add.reduce(values)) / len(values)
+
+
 def eighths(prompt_tokens: int, prompts: float, parts: int = 8) -> int:
     """Tokens of ``prompts`` prompts rounded up to 1 / ``parts`` of one (few distinct steps)."""
     return math.ceil(prompt_tokens * math.ceil(parts * prompts - 1e-9) / parts)
@@ -98,7 +104,7 @@ def steady_state(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate: flo
     def idle(k):
         return rep.step_ns(knobs, 0, k, ctx)
     decode_steps = max(0, load.output_tokens - 1)
-    lives = load.decode_lives()
+    lives, lengths = load.decode_lives(), load.prompt_lengths()
     running, own_prefill_s = 0.0, 0.0
     prompts = waiting = 0.0
     last_prompts = -1.0
@@ -130,7 +136,7 @@ def steady_state(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate: flo
         rho = min(1.0, rate * share * full_p * 1e-9)
         if load.prompt_tokens >= room and rep.queues == 1:  # the decodes' view: whole steps per prompt, each
             # holding s / K tokens on average (``decode_life.steps_per_prompt``)
-            share = float(steps_per_prompt(load.prompt_lengths(), room, rho).mean())
+            share = mean(steps_per_prompt(lengths, room, rho))
             held = max(1, round(load.prompt_tokens / share))
             def full(k, tokens=held):
                 return rep.step_ns(knobs, min(tokens, budget - k), k, ctx)
@@ -144,7 +150,7 @@ def steady_state(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate: flo
         else:
             excess = routing.routed_excess(rate, rep.queues, full_p * 1e-9, joined, running,
                                            share * joined / decode_steps if decode_steps else 0.0, lives)
-        shared = min(1.0, (share * joined + float(excess.mean())) / decode_steps) if decode_steps else 0.0
+        shared = min(1.0, (share * joined + mean(excess)) / decode_steps) if decode_steps else 0.0
         tpot_s = (idle_d + shared * (full_d - idle_d)) * 1e-9
         nxt = q.littles_law_count(rate, decode_steps * tpot_s)
         if rep.queues > 1:  # the prompts the router counts (``routing.routed``)
