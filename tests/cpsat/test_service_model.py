@@ -1,5 +1,6 @@
 """The CP-SAT service model picks what brute force over every candidate picks."""
 
+import functools
 import itertools
 
 import pytest
@@ -23,6 +24,7 @@ def _replica(pp, weight_ms, per_token_us, per_decode_us):
     return Replica(step_ns, queues=8 // pp, gpus=8)
 
 
+@functools.cache  # the same candidates for every test of a rate (none changes them): evaluated once
 def _candidates(rate):
     load, slo = ServiceLoad(2000, 200), Slo(max_ttft_s=1.0, max_tpot_ms=40.0, percentile=90)
     out = []
