@@ -1,0 +1,197 @@
+"""The mean time of a prompt step over the law of the prompts it holds (prompts shorter
+than the room: the gated chain of ``decode_life``), not the step of the mean make-up.
+
+A step's time is not linear in its make-up: it grows faster than linearly in its prompt
+tokens, a layer's attention is the larger of its compute and its KV traffic (the decodes'
+cache reads set a floor that small prompt steps sit on), and the attention efficiency is
+read at the step's mean attended context (many short prompts cost more per key than one
+long one). So the model's prompt step is the mean over its prompts' law:
+- the count N >= 1: a step takes the prompts that came during the step before, given at
+  least one, Poisson: N zero-truncated Poisson with mean m = x / s (x the model's prompt
+  tokens of a prompt step, s the mean prompt), cut where P(N = n) < ``TAIL`` of the mode's;
+- the lengths: N independent draws of the workload's equally likely prompt lengths
+  (``ServiceLoad.prompt_points``; s alone for a fixed length), taken whole in order until
+  the room C - k is full (the last one cut, as the simulator's scheduler takes them);
+- per count n, the quadrature ``compositions(n)``: a rank-1 lattice (Korobov) of J_n equally
+  likely n-tuples of length quantiles, each coordinate a permutation of J_n strata
+  (J_1 = 8, J_2 = J_3 = 5, J_n = 3 for n >= 4: a sum of more prompts spreads less);
+- what the prompts add per prompt token, u(m, k) = E[T(N, lengths; k) - T(0; k)] / E[X]
+  (X the prompt tokens the step holds after the cut), at decode counts k = 0, 1, 2, 4, ...
+  (``_levels_around``), linear in k between them, so that
+      prompt step(x, k) = step(0, k) + x u(m, k)
+  (the decode step plus x prompt tokens at the law's mean cost per token: the prefill
+  utilisation lambda K step = lambda s step / x stays the prompt work per second whatever
+  the cut, ``K = s / x`` of the steady state unchanged).
+Deterministic (no draws) and memoised: per count and level the compositions' step times
+(shared by every mean count), per (m, level) their mix. The step of given whole prompts is
+``Replica.prompts_step_ns`` (``replica``: dealt over micro-batches as any step); without
+it (test doubles) the mean make-up's step is kept.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from dataclasses import replace
+from functools import cache, lru_cache
+
+from optimizer.costs.serving.knobs import ServingKnobs
+from optimizer.costs.serving.service_types import Replica, ServiceLoad
+
+TAIL = 1e-4  # counts less likely than this fraction of the most likely one are left out
+ONE_STRATA = 8  # the compositions of one prompt: strata of its length
+LATTICES = {2: (11, 2, 2), 3: (11, 2, 2), 4: (5, 2, 4)}  # (J, g, h) for 2, 3, >= 4 prompts
+
+
+def count_law(mean: float) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """(counts, probabilities) of a zero-truncated Poisson count with mean ``mean`` (>= 1;
+    one prompt for a mean of 1): P(n) = a^n e^-a / (n! (1 - e^-a)), a / (1 - e^-a) = mean,
+    cut where P(n) < ``TAIL`` of the largest, renormalised."""
+    if mean <= 1.0 + 1e-9:
+        return (1,), (1.0,)
+    a = mean
+    for _ in range(200):  # a = mean (1 - e^-a): the iterates decrease to the root
+        nxt = mean * -math.expm1(-a)
+        if abs(nxt - a) <= 1e-12 * a:
+            break
+        a = nxt
+    top = int(a + 8.0 * math.sqrt(a) + 4.0)
+    logs = [n * math.log(a) - a - math.lgamma(n + 1) for n in range(1, top + 1)]
+    peak = max(logs)
+    kept = [(n, math.exp(v - peak)) for n, v in zip(range(1, top + 1), logs) if v - peak >= math.log(TAIL)]
+    total = sum(p for _, p in kept)
+    return tuple(n for n, _ in kept), tuple(p / total for _, p in kept)
+
+
+@cache
+def compositions(count: int) -> tuple[tuple[int, ...], ...]:
+    """The equally likely ``count``-tuples of strata (0 .. J - 1) of the quadrature: one
+    prompt, each of ``ONE_STRATA`` strata; more, a shifted rank-1 lattice of J nodes
+    (``LATTICES``: J prime, g a primitive root), node j's prompt i in stratum
+    (j g^i + h i) mod J: each prompt's marginal is the J strata once each; the spread of
+    the nodes' stratum sums is 1.2-1.5 times that of independent draws for 2 and 3
+    prompts (J = 11), 0.2-1.8 for more (J = 5: their sum spreads less, its curvature
+    matters less)."""
+    if count == 1:
+        return tuple((j,) for j in range(ONE_STRATA))
+    strata, root, shift = LATTICES[min(count, 4)]
+    return tuple(tuple((j * pow(root, i, strata) + shift * i) % strata for i in range(count))
+                 for j in range(strata))
+
+
+@lru_cache(maxsize=1 << 10)
+def stratum_lengths(points: tuple[int, ...], strata: int) -> tuple[int, ...]:
+    """The mean length of each of ``strata`` equal-probability strata of the equally likely
+    ``points`` (sorted; their quantile function integrated over [j / J, (j + 1) / J]),
+    rounded: the strata keep the mean."""
+    n = len(points)
+    out = []
+    for j in range(strata):
+        lo, hi = j * n / strata, (j + 1) * n / strata
+        total = sum(points[i] * max(0.0, min(hi, i + 1) - max(lo, i)) for i in range(math.floor(lo), math.ceil(hi)))
+        out.append(max(1, round(total / (hi - lo))))
+    return tuple(out)
+
+
+@lru_cache(maxsize=1 << 16)
+def _count_moments(rep: Replica, knobs: ServingKnobs, points: tuple[int, ...], context: int, count: int,
+                   level: int) -> tuple[float, float]:
+    """(E[T - T(0)] ns, E[X] tokens) over the ``count``-prompt compositions beside ``level``
+    decodes, cut at the room C - level."""
+    room = knobs.prefill_chunk_tokens - level
+    idle = rep.step_ns(knobs, 0, level, context)
+    added = tokens = 0.0
+    nodes = compositions(count)
+    by_stratum = stratum_lengths(points, len(nodes) if count > 1 else ONE_STRATA)
+    for strata in nodes:
+        lengths = tuple(by_stratum[j] for j in strata)
+        added += rep.prompts_step_ns(knobs, lengths, level, context) - idle
+        tokens += min(room, sum(lengths))
+    return added / len(nodes), tokens / len(nodes)
+
+
+COSTED_COUNTS = tuple(1 << j for j in range(16))  # 1, 2, 4, 8, ...
+
+
+def costed_counts(count: int) -> tuple[int, int]:
+    """The costed counts around ``count`` (``COSTED_COUNTS``; a count between two is linear
+    between them: the step's mean grows smoothly with its prompts); (count, count) for a
+    costed one."""
+    i = bisect_right(COSTED_COUNTS, count) - 1
+    low = COSTED_COUNTS[i]
+    return (low, low) if low == count else (low, COSTED_COUNTS[i + 1])
+
+
+@lru_cache(maxsize=1 << 16)
+def added_per_token_ns(rep: Replica, knobs: ServingKnobs, points: tuple[int, ...], context: int,
+                       mean_count: float, level: int) -> float:
+    """u(m, k): what the prompts of a prompt step add to it per prompt token, ns, over the
+    law of its prompts (count with mean ``mean_count``), beside ``level`` decodes."""
+    counts, probs = count_law(mean_count)
+    added = tokens = 0.0
+    for count, p in zip(counts, probs):
+        low, high = costed_counts(count)
+        a, x = _count_moments(rep, knobs, points, context, low, level)
+        if high > low:
+            a_high, x_high = _count_moments(rep, knobs, points, context, high, level)
+            w = (count - low) / (high - low)
+            a, x = a + w * (a_high - a), x + w * (x_high - x)
+        added += p * a
+        tokens += p * x
+    return added / tokens
+
+
+FIRST_LEVEL = 16  # the decode counts u is costed at: 16, 32, 64, ...
+
+
+def _levels_around(decodes: float) -> tuple[int, int]:
+    """The levels k0 <= decodes < k1 of ``FIRST_LEVEL``, 2 ``FIRST_LEVEL``, ... (k0 = k1 =
+    ``FIRST_LEVEL`` below it: so few decodes hardly move a prompt step's make-up effect)."""
+    if decodes <= FIRST_LEVEL:
+        return FIRST_LEVEL, FIRST_LEVEL
+    low = FIRST_LEVEL << (int(decodes // FIRST_LEVEL).bit_length() - 1)
+    return low, 2 * low
+
+
+def mixed_prompt_step_ns(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, tokens: int,
+                         decodes: float) -> float:
+    """A prompt step of ``tokens`` prompt tokens (whole prompts: the chain case) beside a
+    fractional count of ``decodes``, ns: step(0, k) + x u(m, k), m = x / s, u linear in k
+    between the levels (module doc). The mean make-up's step when the replica cannot cost
+    given prompts (``Replica.prompts_step_ns`` None)."""
+    budget, ctx = knobs.prefill_chunk_tokens, load.decode_context_tokens
+    decodes = min(decodes, budget - 1.0)
+    low = math.floor(decodes)
+    def idle(k):
+        return rep.step_ns(knobs, 0, k, ctx)
+    base = idle(low) + (decodes - low) * (idle(low + 1) - idle(low)) if decodes > low else idle(low)
+    if rep.prompts_step_ns is None:
+        def mean_make_up(k):
+            return rep.step_ns(knobs, min(tokens, math.floor(budget - k)), k, ctx)
+        high = mean_make_up(low)
+        return high + (decodes - low) * (mean_make_up(low + 1) - high) if decodes > low else high
+    tokens = min(tokens, math.floor(budget - decodes))
+    lo, hi = _levels_around(decodes)
+    lo = min(lo, math.floor(budget - 1))
+    hi = hi if decodes > lo and hi <= budget - 1 else lo
+    u_lo, u_hi = _per_token_at(rep, _shape(knobs), _points(load), ctx, max(1.0, tokens / load.prompt_tokens), lo, hi)
+    return base + tokens * (u_lo + (decodes - lo) / (hi - lo) * (u_hi - u_lo) if hi > lo else u_lo)
+
+
+@lru_cache(maxsize=1 << 10)
+def _shape(knobs: ServingKnobs) -> ServingKnobs:
+    """The knobs with B = 1: B does not change a step (one memo for every B)."""
+    return replace(knobs, max_running_requests=1)
+
+
+@lru_cache(maxsize=1 << 10)
+def _points(load: ServiceLoad) -> tuple[int, ...]:
+    return tuple(sorted(load.prompt_points)) or (load.prompt_tokens,)
+
+
+@lru_cache(maxsize=1 << 16)
+def _per_token_at(rep: Replica, knobs: ServingKnobs, points: tuple[int, ...], context: int, mean_count: float,
+                  low: int, high: int) -> tuple[float, float]:
+    """(u(m, k0), u(m, k1)) (``added_per_token_ns``)."""
+    u_low = added_per_token_ns(rep, knobs, points, context, mean_count, low)
+    return u_low, u_low if high == low else added_per_token_ns(rep, knobs, points, context, mean_count, high)
