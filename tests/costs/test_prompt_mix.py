@@ -1,5 +1,5 @@
 """The mean prompt step over the law of its prompts (``serving.prompt_mix``) against a
-brute-force Monte Carlo of the same law computed here, with a step time that is not linear
+brute-force Monte Carlo of the same law computed here (lengths drawn, not stratified), with a step time that is not linear
 in the step's make-up (a kink where the prompts' compute passes the decodes' memory floor,
 and a cost per attended key that falls with the step's mean attended context)."""
 
@@ -47,25 +47,32 @@ REP = Replica(lambda knobs, chunk, decodes, ctx: step_ns([(0, chunk)] if chunk e
                   chunks_of(lengths, knobs.prefill_chunk_tokens - decodes), decodes))
 
 
-def brute_force_ns(tokens: int, decodes: int, draws: int = 40_000) -> float:
-    """step(0, k) + x E[T - T(0)] / E[X] by Monte Carlo: a zero-truncated Poisson count of
-    mean x / s (its parameter solved here by bisection), lengths drawn from the points."""
-    mean = tokens / LOAD.prompt_tokens
-    low, high = 1e-9, mean
-    for _ in range(100):  # a / (1 - e^-a) = mean, increasing in a
-        mid = (low + high) / 2
-        low, high = (mid, high) if mid / -math.expm1(-mid) < mean else (low, mid)
+def brute_force_ns(tokens: int, decodes: int, draws: int = 20_000) -> float:
+    """The mean step over the law whose mean prompt tokens are ``tokens``, by Monte Carlo:
+    a zero-truncated Poisson count (drawn by its inverse distribution function from fixed
+    uniforms, so that the tokens held grow with its parameter), lengths drawn from the
+    points, the prompts whole until the room is full; the parameter found by bisection so
+    that the mean tokens held are ``tokens``."""
     rng = np.random.default_rng(7)
-    counts = rng.poisson(low, 4 * draws)
-    counts = counts[counts > 0][:draws]
-    idle = step_ns([], decodes)
+    uniforms = rng.random(draws)
+    slots = rng.choice(POINTS, (draws, 200))
     room = KNOBS.prefill_chunk_tokens - decodes
-    added = held = 0.0
-    for n in counts:
-        chunks = chunks_of(rng.choice(POINTS, n), room)
-        added += step_ns(chunks, decodes) - idle
-        held += sum(c for _, c in chunks)
-    return idle + tokens * added / held
+    sums = np.cumsum(slots, axis=1)
+
+    def counts(a: float) -> np.ndarray:
+        n = np.arange(1, 200)
+        pmf = np.exp(n * math.log(a) - a - np.array([math.lgamma(k + 1) for k in n])) / -math.expm1(-a)
+        return np.minimum(np.searchsorted(np.cumsum(pmf), uniforms) + 1, 199)
+
+    def held(a: float) -> float:
+        return float(np.minimum(room, sums[np.arange(draws), counts(a) - 1]).mean())
+
+    low, high = 1e-6, 200.0
+    for _ in range(60):
+        mid = (low + high) / 2
+        low, high = (mid, high) if held(mid) < tokens else (low, mid)
+    steps = [step_ns(chunks_of(slots[i, :n], room), decodes) for i, n in enumerate(counts(low))]
+    return float(np.mean(steps))
 
 
 def test_count_law_mean_and_one_prompt():
@@ -96,9 +103,8 @@ def test_quadrature_is_not_the_mean_make_up():
 
 
 def test_between_levels_linear_in_the_decodes():
-    # u(m, k) is linear in k between the levels 128 and 256; step(0, k) is exact
+    # what the prompts add is linear in k between the levels 128 and 256; step(0, k) exact
     tokens = 7000
-    at = {k: mixed_prompt_step_ns(REP, KNOBS, LOAD, tokens, float(k)) for k in (128, 256)}
-    u = {k: (at[k] - step_ns([], k)) / tokens for k in at}
+    added = {k: mixed_prompt_step_ns(REP, KNOBS, LOAD, tokens, float(k)) - step_ns([], k) for k in (128, 256)}
     mid = mixed_prompt_step_ns(REP, KNOBS, LOAD, tokens, 192.0)
-    assert mid == pytest.approx(step_ns([], 192) + tokens * (u[128] + u[256]) / 2, rel=1e-9)
+    assert mid == pytest.approx(step_ns([], 192) + (added[128] + added[256]) / 2, rel=1e-9)

@@ -43,6 +43,7 @@ ONE_STRATA = 8  # the compositions of one prompt: strata of its length
 LATTICES = {2: (11, 2, 2), 3: (11, 2, 2), 4: (5, 2, 4)}  # (J, g, h) for 2, 3, >= 4 prompts
 
 
+@lru_cache(maxsize=1 << 12)
 def count_law(mean: float) -> tuple[tuple[int, ...], tuple[float, ...]]:
     """(counts, probabilities) of a zero-truncated Poisson count with mean ``mean`` (>= 1;
     one prompt for a mean of 1): P(n) = a^n e^-a / (n! (1 - e^-a)), a / (1 - e^-a) = mean,
@@ -122,35 +123,68 @@ def costed_counts(count: int) -> tuple[int, int]:
     return (low, low) if low == count else (low, COSTED_COUNTS[i + 1])
 
 
-@lru_cache(maxsize=1 << 16)
-def added_per_token_ns(rep: Replica, knobs: ServingKnobs, points: tuple[int, ...], context: int,
-                       mean_count: float, level: int) -> float:
-    """u(m, k): what the prompts of a prompt step add to it per prompt token, ns, over the
-    law of its prompts (count with mean ``mean_count``), beside ``level`` decodes."""
-    counts, probs = count_law(mean_count)
-    added = tokens = 0.0
-    for count, p in zip(counts, probs):
-        low, high = costed_counts(count)
-        a, x = _count_moments(rep, knobs, points, context, low, level)
-        if high > low:
-            a_high, x_high = _count_moments(rep, knobs, points, context, high, level)
-            w = (count - low) / (high - low)
-            a, x = a + w * (a_high - a), x + w * (x_high - x)
-        added += p * a
-        tokens += p * x
-    return added / tokens
+MEAN_STEP = 1.08  # the count means the curve is costed at: 1, 1.08, 1.08^2, ...
 
 
-FIRST_LEVEL = 16  # the decode counts u is costed at: 16, 32, 64, ...
+@lru_cache(maxsize=1 << 14)
+def law_curve(rep: Replica, knobs: ServingKnobs, points: tuple[int, ...], context: int,
+              level: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(E[X] tokens, E[T - T(0)] ns) of a prompt step beside ``level`` decodes over the law
+    of its prompts, at count means m = 1, 1.08, 1.08^2, ... until the step is full (E[X]
+    within 0.5 % of the room C - level, or m past 4 rooms of prompts): both increase with m."""
+    room = knobs.prefill_chunk_tokens - level
+    cap = 4.0 * room / min(points) + 4.0
+    held, added = [], []
+    mean = 1.0
+    while True:
+        counts, probs = count_law(mean)
+        a = x = 0.0
+        for count, p in zip(counts, probs):
+            low, high = costed_counts(count)
+            a_low, x_low = _count_moments(rep, knobs, points, context, low, level)
+            if high > low:
+                a_high, x_high = _count_moments(rep, knobs, points, context, high, level)
+                w = (count - low) / (high - low)
+                a_low, x_low = a_low + w * (a_high - a_low), x_low + w * (x_high - x_low)
+            a += p * a_low
+            x += p * x_low
+        if held and x <= held[-1]:  # the room is full: more prompts hold no more tokens
+            break
+        held.append(x)
+        added.append(a)
+        if x >= 0.995 * room or mean > cap:
+            break
+        mean *= MEAN_STEP
+    return tuple(held), tuple(added)
+
+
+def added_ns(rep: Replica, knobs: ServingKnobs, points: tuple[int, ...], context: int, tokens: float,
+             level: int) -> float:
+    """E[T - T(0)], ns: what its prompts add to a prompt step beside ``level`` decodes over
+    the law whose mean prompt tokens are ``tokens`` (linear between the curve's points; one
+    prompt below the first, a full step past the last)."""
+    held, added = law_curve(rep, knobs, points, context, level)
+    i = bisect_right(held, tokens)
+    if i == 0:
+        return added[0]
+    if i == len(held):
+        return added[-1]
+    return added[i - 1] + (tokens - held[i - 1]) / (held[i] - held[i - 1]) * (added[i] - added[i - 1])
+
+
+FIRST_LEVEL = 16  # the decode counts the law is costed at: 16, 32, 64, ...
+LEVEL_RATIO = 2
 
 
 def _levels_around(decodes: float) -> tuple[int, int]:
-    """The levels k0 <= decodes < k1 of ``FIRST_LEVEL``, 2 ``FIRST_LEVEL``, ... (k0 = k1 =
-    ``FIRST_LEVEL`` below it: so few decodes hardly move a prompt step's make-up effect)."""
+    """The levels k0 <= decodes < k1 of ``FIRST_LEVEL`` times powers of ``LEVEL_RATIO``
+    (k0 = k1 = ``FIRST_LEVEL`` below it: so few decodes hardly move the law's effect)."""
     if decodes <= FIRST_LEVEL:
         return FIRST_LEVEL, FIRST_LEVEL
-    low = FIRST_LEVEL << (int(decodes // FIRST_LEVEL).bit_length() - 1)
-    return low, 2 * low
+    low = FIRST_LEVEL
+    while low * LEVEL_RATIO <= decodes:
+        low *= LEVEL_RATIO
+    return low, low * LEVEL_RATIO
 
 
 def mixed_prompt_step_ns(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, tokens: int,
@@ -174,8 +208,11 @@ def mixed_prompt_step_ns(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, t
     lo, hi = _levels_around(decodes)
     lo = min(lo, math.floor(budget - 1))
     hi = hi if decodes > lo and hi <= budget - 1 else lo
-    u_lo, u_hi = _per_token_at(rep, _shape(knobs), _points(load), ctx, max(1.0, tokens / load.prompt_tokens), lo, hi)
-    return base + tokens * (u_lo + (decodes - lo) / (hi - lo) * (u_hi - u_lo) if hi > lo else u_lo)
+    shape, points = _shape(knobs), _points(load)
+    added = added_ns(rep, shape, points, ctx, tokens, lo)
+    if hi > lo:
+        added += (decodes - lo) / (hi - lo) * (added_ns(rep, shape, points, ctx, tokens, hi) - added)
+    return base + added
 
 
 @lru_cache(maxsize=1 << 10)
@@ -187,11 +224,3 @@ def _shape(knobs: ServingKnobs) -> ServingKnobs:
 @lru_cache(maxsize=1 << 10)
 def _points(load: ServiceLoad) -> tuple[int, ...]:
     return tuple(sorted(load.prompt_points)) or (load.prompt_tokens,)
-
-
-@lru_cache(maxsize=1 << 16)
-def _per_token_at(rep: Replica, knobs: ServingKnobs, points: tuple[int, ...], context: int, mean_count: float,
-                  low: int, high: int) -> tuple[float, float]:
-    """(u(m, k0), u(m, k1)) (``added_per_token_ns``)."""
-    u_low = added_per_token_ns(rep, knobs, points, context, mean_count, low)
-    return u_low, u_low if high == low else added_per_token_ns(rep, knobs, points, context, mean_count, high)
