@@ -172,15 +172,18 @@ def added_ns(rep: Replica, knobs: ServingKnobs, points: tuple[int, ...], context
     return added[i - 1] + (tokens - held[i - 1]) / (held[i] - held[i - 1]) * (added[i] - added[i - 1])
 
 
-FIRST_LEVEL = 16  # the decode counts the law is costed at: 16, 32, 64, ...
+FIRST_LEVEL = 16  # the decode counts the law is costed at: 1, 16, 32, 64, ...
 LEVEL_RATIO = 2
 
 
 def _levels_around(decodes: float) -> tuple[int, int]:
-    """The levels k0 <= decodes < k1 of ``FIRST_LEVEL`` times powers of ``LEVEL_RATIO``
-    (k0 = k1 = ``FIRST_LEVEL`` below it: so few decodes hardly move the law's effect)."""
-    if decodes <= FIRST_LEVEL:
-        return FIRST_LEVEL, FIRST_LEVEL
+    """The levels k0 <= decodes < k1 of 1, ``FIRST_LEVEL`` and ``FIRST_LEVEL`` times the
+    powers of ``LEVEL_RATIO`` (k0 = k1 = 1 below one decode: an empty step costs nothing,
+    one with a decode its fixed part, which the prompts do not add again)."""
+    if decodes <= 1.0:
+        return 1, 1
+    if decodes < FIRST_LEVEL:
+        return 1, FIRST_LEVEL
     low = FIRST_LEVEL
     while low * LEVEL_RATIO <= decodes:
         low *= LEVEL_RATIO
