@@ -5,27 +5,32 @@ A step's time is not linear in its make-up: it grows faster than linearly in its
 tokens, a layer's attention is the larger of its compute and its KV traffic (the decodes'
 cache reads set a floor that small prompt steps sit on), and the attention efficiency is
 read at the step's mean attended context (many short prompts cost more per key than one
-long one). So the model's prompt step is the mean over its prompts' law:
+long one). So the model's prompt step of x prompt tokens beside k decodes is the mean over
+the law of its prompts:
 - the count N >= 1: a step takes the prompts that came during the step before, given at
-  least one, Poisson: N zero-truncated Poisson with mean m = x / s (x the model's prompt
-  tokens of a prompt step, s the mean prompt), cut where P(N = n) < ``TAIL`` of the mode's;
+  least one, Poisson: N zero-truncated Poisson (``count_law``), cut where P(N = n) <
+  ``TAIL`` of the mode's;
 - the lengths: N independent draws of the workload's equally likely prompt lengths
   (``ServiceLoad.prompt_points``; s alone for a fixed length), taken whole in order until
-  the room C - k is full (the last one cut, as the simulator's scheduler takes them);
-- per count n, the quadrature ``compositions(n)``: a rank-1 lattice (Korobov) of J_n equally
-  likely n-tuples of length quantiles, each coordinate a permutation of J_n strata
-  (J_1 = 8, J_2 = J_3 = 5, J_n = 3 for n >= 4: a sum of more prompts spreads less);
-- what the prompts add per prompt token, u(m, k) = E[T(N, lengths; k) - T(0; k)] / E[X]
-  (X the prompt tokens the step holds after the cut), at decode counts k = 0, 1, 2, 4, ...
-  (``_levels_around``), linear in k between them, so that
-      prompt step(x, k) = step(0, k) + x u(m, k)
-  (the decode step plus x prompt tokens at the law's mean cost per token: the prefill
-  utilisation lambda K step = lambda s step / x stays the prompt work per second whatever
-  the cut, ``K = s / x`` of the steady state unchanged).
-Deterministic (no draws) and memoised: per count and level the compositions' step times
-(shared by every mean count), per (m, level) their mix. The step of given whole prompts is
-``Replica.prompts_step_ns`` (``replica``: dealt over micro-batches as any step); without
-it (test doubles) the mean make-up's step is kept.
+  the room C - k is full; the one that does not fit is a chunk of the rest of the room at
+  the mean start of its chunks (``Replica.prompts_step_ns``, as the simulator's scheduler
+  fills a step; its remainder is the next step's);
+- the count's mean m is the one whose steps hold x prompt tokens on average, E[X](m) = x
+  (X after the cut), so ``K = s / x`` and the prefill utilisation of the steady state keep
+  their meaning: m is read off the curve (E[X](m), E[T](m)) costed at m = 1, 1.08, 1.08^2,
+  ... until the step is full (``law_curve``), T linear in x between its points;
+- per count n the quadrature ``compositions(n)``: 8 strata of one prompt's length; for
+  several a shifted rank-1 lattice, J equally likely n-tuples of strata (J = 11 for 2-3
+  prompts, 5 for more), each prompt's marginal the J strata once each, a stratum's length
+  its mean (``stratum_lengths``: the mean length is kept); the counts 1, 2, 4, 8, ... are
+  costed and a count between two is linear between them;
+- the prompts' part E[T(N, lengths; k) - T(0; k)] is costed at the decode counts k = 1, 16,
+  32, 64, ... (``_levels_around``) and is linear in k between them; the decode step T(0; k)
+  is exact:  prompt step(x, k) = step(0, k) + E[T - T(0)](x, k).
+Deterministic (no draws) and memoised per replica, knobs without B (a step does not depend
+on it), count and level; ``tests/costs/test_prompt_mix.py`` checks it against a Monte Carlo
+of the same law (within 2 %). Without ``Replica.prompts_step_ns`` (test doubles) the mean
+make-up's step is kept.
 """
 
 from __future__ import annotations
@@ -69,10 +74,10 @@ def compositions(count: int) -> tuple[tuple[int, ...], ...]:
     """The equally likely ``count``-tuples of strata (0 .. J - 1) of the quadrature: one
     prompt, each of ``ONE_STRATA`` strata; more, a shifted rank-1 lattice of J nodes
     (``LATTICES``: J prime, g a primitive root), node j's prompt i in stratum
-    (j g^i + h i) mod J: each prompt's marginal is the J strata once each; the spread of
-    the nodes' stratum sums is 1.2-1.5 times that of independent draws for 2 and 3
-    prompts (J = 11), 0.2-1.8 for more (J = 5: their sum spreads less, its curvature
-    matters less)."""
+    (j g^i + h i) mod J: each prompt's marginal is the J strata once each; the variance
+    of the nodes' stratum sums is 1.0 and 1.27 times that of independent draws for 2 and
+    3 prompts (J = 11), 0.19-1.75 for 4-16 (J = 5: the sum of more prompts spreads less
+    relative to its mean, so its curvature matters less)."""
     if count == 1:
         return tuple((j,) for j in range(ONE_STRATA))
     strata, root, shift = LATTICES[min(count, 4)]
@@ -193,8 +198,8 @@ def _levels_around(decodes: float) -> tuple[int, int]:
 def mixed_prompt_step_ns(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, tokens: int,
                          decodes: float) -> float:
     """A prompt step of ``tokens`` prompt tokens (whole prompts: the chain case) beside a
-    fractional count of ``decodes``, ns: step(0, k) + x u(m, k), m = x / s, u linear in k
-    between the levels (module doc). The mean make-up's step when the replica cannot cost
+    fractional count of ``decodes``, ns: step(0, k) + E[T - T(0)] over the law whose steps
+    hold ``tokens`` on average, linear in k between the levels (module doc). The mean make-up's step when the replica cannot cost
     given prompts (``Replica.prompts_step_ns`` None)."""
     budget, ctx = knobs.prefill_chunk_tokens, load.decode_context_tokens
     decodes = min(decodes, budget - 1.0)

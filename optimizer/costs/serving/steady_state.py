@@ -3,7 +3,18 @@ formulas): the fixed point of the running decodes n by Little's law, with the de
 prompt's step holds (n_a), those a decoding request sees (n'), the prefill utilisation rho,
 the share f of a decode's steps that carry a prompt chunk and the mean TPOT; None past the
 sustainable rate. One queue (k = 1) and several (least-loaded routing over outstanding
-requests, ``routing``) take separate branches."""
+requests, ``routing``) take separate branches.
+
+A prompt step of prompts shorter than the room (the chain case) costs the mean over the law
+of the prompts it holds, not the step of its mean make-up (``chain_step_ns``,
+``prompt_mix``): step(x, k) = step(0, k) + E[T - T(0)], the expectation over a
+zero-truncated Poisson count of whole prompts of the workload's lengths, cut at the room,
+whose steps hold x prompt tokens on average (so K = s / x still holds); wherever the
+chain costs a prompt step: its length p(m) in the chain (``prompts_per_prompt_step``), the
+prompt's step ``full`` (rho, the excess e(L)) and the decodes' view (TPOT). A prompt step
+is convex in its tokens and its attention is read at its own mean context: on
+``random_0_01`` the mean make-up's step was 110.9 ms where the simulated prompt steps take
+131.7 ms and the law's mean 134.1 ms (sustainable rate 1.17x the simulated -> 1.01x)."""
 
 from __future__ import annotations
 
