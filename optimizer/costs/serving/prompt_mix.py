@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
+from collections import Counter
 from dataclasses import replace
 from functools import cache, lru_cache
 
@@ -106,13 +107,11 @@ def _count_moments(rep: Replica, knobs: ServingKnobs, points: tuple[int, ...], c
     decodes, cut at the room C - level."""
     room = knobs.prefill_chunk_tokens - level
     idle = rep.step_ns(knobs, 0, level, context)
-    added = tokens = 0.0
     nodes = compositions(count)
     by_stratum = stratum_lengths(points, len(nodes) if count > 1 else ONE_STRATA)
-    for strata in nodes:
-        lengths = tuple(by_stratum[j] for j in strata)
-        added += rep.prompts_step_ns(knobs, lengths, level, context) - idle
-        tokens += min(room, sum(lengths))
+    alike = Counter(tuple(by_stratum[j] for j in strata) for strata in nodes)  # (one for a fixed length)
+    added = sum(times * (rep.prompts_step_ns(knobs, lengths, level, context) - idle) for lengths, times in alike.items())
+    tokens = sum(times * min(room, sum(lengths)) for lengths, times in alike.items())
     return added / len(nodes), tokens / len(nodes)
 
 
@@ -140,19 +139,25 @@ def law_curve(rep: Replica, knobs: ServingKnobs, points: tuple[int, ...], contex
     room = knobs.prefill_chunk_tokens - level
     cap = 4.0 * room / min(points) + 4.0
     held, added = [], []
-    mean = 1.0
-    while True:
-        counts, probs = count_law(mean)
-        a = x = 0.0
-        for count, p in zip(counts, probs):
-            low, high = costed_counts(count)
+    per_count: list[tuple[float, float]] = [(0.0, 0.0)]  # (E[T - T(0)], E[X]) of count n at [n]
+
+    def moments(count: int) -> tuple[float, float]:
+        while len(per_count) <= count:
+            low, high = costed_counts(len(per_count))
             a_low, x_low = _count_moments(rep, knobs, points, context, low, level)
             if high > low:
                 a_high, x_high = _count_moments(rep, knobs, points, context, high, level)
-                w = (count - low) / (high - low)
+                w = (len(per_count) - low) / (high - low)
                 a_low, x_low = a_low + w * (a_high - a_low), x_low + w * (x_high - x_low)
-            a += p * a_low
-            x += p * x_low
+            per_count.append((a_low, x_low))
+        return per_count[count]
+
+    mean = 1.0
+    while True:
+        counts, probs = count_law(mean)
+        moments(counts[-1])
+        a = sum(p * per_count[n][0] for n, p in zip(counts, probs))
+        x = sum(p * per_count[n][1] for n, p in zip(counts, probs))
         if held and x <= held[-1]:  # the room is full: more prompts hold no more tokens
             break
         held.append(x)
@@ -216,11 +221,16 @@ def mixed_prompt_step_ns(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, t
     lo, hi = _levels_around(decodes)
     lo = min(lo, math.floor(budget - 1))
     hi = hi if decodes > lo and hi <= budget - 1 else lo
-    shape, points = _shape(knobs), _points(load)
-    added = added_ns(rep, shape, points, ctx, tokens, lo)
-    if hi > lo:
-        added += (decodes - lo) / (hi - lo) * (added_ns(rep, shape, points, ctx, tokens, hi) - added)
-    return base + added
+    added_lo, added_hi = _added_at(rep, _shape(knobs), _points(load), ctx, tokens, lo, hi)
+    return base + (added_lo + (decodes - lo) / (hi - lo) * (added_hi - added_lo) if hi > lo else added_lo)
+
+
+@lru_cache(maxsize=1 << 16)
+def _added_at(rep: Replica, knobs: ServingKnobs, points: tuple[int, ...], context: int, tokens: int,
+              low: int, high: int) -> tuple[float, float]:
+    """``added_ns`` at the levels ``low`` and ``high``."""
+    at_low = added_ns(rep, knobs, points, context, tokens, low)
+    return at_low, at_low if high == low else added_ns(rep, knobs, points, context, tokens, high)
 
 
 @lru_cache(maxsize=1 << 10)
