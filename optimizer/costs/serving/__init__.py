@@ -11,7 +11,8 @@ for one knob tuple and one request rate, the predicted TTFT, TPOT, end-to-end la
 utilisation and throughput, the sustainable rate and the goodput (bisection); ``routing``:
 what least-loaded routing over outstanding requests gives it on several queues;
 ``decode_life``: the prompt steps in one decoding request's life (the TPOT percentiles);
-``prefill_backlog``: the prompt tokens a step leaves over its room (one queue, gated). The step time
+``prefill_backlog``: the prompt tokens a step leaves over its room (one queue, gated);
+``prompt_mix``: a prompt step's mean time over the law of the prompts it holds. The step time
 of one engine step is an input (a callable), so the model is tested with known step times.
 Disaggregated serving: ``disagg_decode`` (the decode pool's queue model and rate bound),
 ``disagg`` (prefill and decode pool candidates per replica, the KV transfer),

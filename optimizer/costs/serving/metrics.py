@@ -21,7 +21,11 @@ prompts of s tokens, outputs of D tokens, a step budget of C tokens (docs/servin
     full = step(x, n_a), K = s / x                     (a prompt step and the steps per prompt;
                                                         in f, on one queue with prompts longer
                                                         than the room, K = whole steps over the
-                                                        prompt lengths: ``steps_per_prompt``)
+                                                        prompt lengths: ``steps_per_prompt``;
+                                                        for shorter prompts step(x, .) is the
+                                                        mean over the law of the step's prompts,
+                                                        ``prompt_mix``, in full, in the chain's
+                                                        p(m) and in TPOT's step(x, n'))
     rho = lambda K full                                (prefill server utilisation)
     f = (K n_a + E[e(L)]) / (D - 1)                    (share of a decode's steps that carry a
                                                         prompt chunk: lambda K n_a pairs per

@@ -171,7 +171,10 @@ def replica(inst: Instance, deg: Degrees, facts: LinkFacts, stages, hot: dict[in
     it has decodes (min(m_p, chunks) when not); the step takes ``StepTimer.ns`` of the
     largest (the first). Decode counts are rounded up by ``on_grid``; prompt attention is
     costed for the spread of prompt lengths (``spread_offset_tokens``). ``lead_step_ns``: the
-    same step with a prompt of a given length first (its chunk in the first micro-batch)."""
+    same step with a prompt of a given length first (its chunk in the first micro-batch);
+    ``prompts_step_ns``: a step of given prompts (their own attention, no spread offset),
+    whole in order until the room C - k is full, the one that does not fit as a chunk of it
+    at the mean start (s' - room) / 2 of its chunks, beside k decodes."""
     timer = StepTimer(inst, deg, facts, tuple(tuple(s) for s in stages), hot)
     offset = spread_offset_tokens(load)
 
@@ -207,4 +210,24 @@ def replica(inst: Instance, deg: Degrees, facts: LinkFacts, stages, hot: dict[in
         return lead_cached(prompt, chunk, on_grid(decodes), context, knobs.prefill_micro_batches,
                            knobs.decode_micro_batches)
 
-    return Replica(step_ns, queues=deg.dp, gpus=deg.num_gpus, lead_step_ns=lead_step_ns)
+    @cache
+    def chunks_cached(chunks: tuple[tuple[int, int, bool], ...], decodes: int, context: int, m: int) -> int:
+        items = len(chunks) + decodes
+        m = max(1, min(m, items))
+        first_chunks = list(chunks[0::m])
+        first_decodes = -(-items // m) - (-(-len(chunks) // m))
+        return timer.ns(timer.batch(first_chunks, np.full(first_decodes, context, dtype=np.int64)), m)
+
+    def prompts_step_ns(knobs: ServingKnobs, lengths: tuple[int, ...], decodes: int, context: int) -> int:
+        decodes = on_grid(decodes)
+        chunks, room = [], knobs.prefill_chunk_tokens - decodes
+        for length in lengths:  # whole prompts in order until the room is full; a prompt
+            if room <= 0:  # longer than what is left: a chunk of it, at the mean start of its chunks
+                break
+            chunks.append((0, length, True) if length <= room else ((length - room) // 2, room, False))
+            room -= length
+        micro = knobs.decode_micro_batches if decodes else knobs.prefill_micro_batches
+        return chunks_cached(tuple(chunks), decodes, context, micro)
+
+    return Replica(step_ns, queues=deg.dp, gpus=deg.num_gpus, lead_step_ns=lead_step_ns,
+                   prompts_step_ns=prompts_step_ns)

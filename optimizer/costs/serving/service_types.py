@@ -14,6 +14,8 @@ from optimizer.costs.serving.knobs import ServingKnobs
 StepNs = Callable[[ServingKnobs, int, int, int], int]  # (knobs, chunk, decodes, context) -> ns
 # (knobs, prompt, chunk, decodes, context) -> ns: a step whose first chunk is of a ``prompt``-token prompt
 LeadStepNs = Callable[[ServingKnobs, int, int, int, int], int]
+# (knobs, prompt lengths, decodes, context) -> ns: a step of those whole prompts (cut at C - decodes)
+PromptsStepNs = Callable[[ServingKnobs, tuple[int, ...], int, int], int]
 PERCENTILES = (50, 90, 99)
 
 
@@ -69,6 +71,7 @@ class Replica:
     queues: int  # independent schedulers sharing the arrivals evenly
     gpus: int
     lead_step_ns: LeadStepNs | None = None  # None: the first chunk is a mean prompt's (step_ns)
+    prompts_step_ns: PromptsStepNs | None = None  # None: a prompt step is the mean make-up's (step_ns)
 
 
 @dataclass(frozen=True)
