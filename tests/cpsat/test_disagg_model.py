@@ -206,10 +206,10 @@ def test_auto_agg_side_equals_the_service_solve(objective):
     from optimizer.cpsat.disagg_auto import solve_agg_for_auto
     from optimizer.cpsat.service_solve import solve_service
     from optimizer.inputs.schema import Instance
-    from tests.cpsat.test_service_solve import TINY
+    from tests.cpsat.test_service_solve import TINY, UNREACHED_LIMIT_S
     inst = Instance.model_validate(TINY)
-    full = solve_service(inst, objective=objective, time_limit_s=60, exhaustive=True)
-    fast = solve_agg_for_auto(inst, None, objective, 60.0, None, None)
+    full = solve_service(inst, objective=objective, time_limit_s=UNREACHED_LIMIT_S, exhaustive=True)
+    fast = solve_agg_for_auto(inst, None, objective, UNREACHED_LIMIT_S, None, None)
     assert full.status == fast.status == "optimal"
     assert [p.value for p in fast.choice.phases] == [p.value for p in full.choice.phases]
     assert len(fast.searched.candidates) < len(full.searched.candidates)

@@ -11,7 +11,7 @@ from optimizer.cpsat.service_solve import solve_service
 from optimizer.inputs.schema import Instance
 from optimizer.search.sweep import with_gpus
 from tests.cpsat.test_disagg_model import tiny_disagg
-from tests.cpsat.test_service_solve import TINY
+from tests.cpsat.test_service_solve import TINY, UNREACHED_LIMIT_S
 
 
 def _variants():
@@ -29,8 +29,8 @@ def _variants():
 def test_fast_search_gives_the_exhaustive_plan(objective):
     for doc, gpus in _variants():
         inst = with_gpus(Instance.model_validate(doc), gpus)
-        full = solve_service(inst, gpus, objective, 120.0, exhaustive=True)
-        fast = solve_service(inst, gpus, objective, 120.0)
+        full = solve_service(inst, gpus, objective, UNREACHED_LIMIT_S, exhaustive=True)
+        fast = solve_service(inst, gpus, objective, UNREACHED_LIMIT_S)
         name = f"{doc['name']} on {gpus}"
         assert full.status == fast.status == "optimal", name
         assert (fast.chosen.deg, fast.chosen.knobs) == (full.chosen.deg, full.chosen.knobs), name
