@@ -5,6 +5,7 @@ full service search reaches the rate."""
 from __future__ import annotations
 
 import time
+from functools import cache
 
 import pytest
 
@@ -14,15 +15,23 @@ from optimizer.search.size import AggSizer
 from tests.cpsat.test_disagg_model import tiny_disagg
 
 
+@cache
+def _every_goodput() -> tuple[AggSizer, dict[int, list[tuple[object, list[float]]]]]:
+    """The tiny instance's sizer on 2 and 4 GPUs and, per count, each knob group with the
+    goodput of every one of its knob tuples (bisection; computed once per process: the two
+    tests below read the same figures)."""
+    sizer = AggSizer(Instance.model_validate(tiny_disagg()), [2, 4])
+    return sizer, {gpus: [(group, [goodput_rps(group.rep, knobs, sizer.load, sizer.slo) for knobs in group.knobs])
+                          for group in sizer._groups(gpus)] for gpus in (2, 4)}
+
+
 @pytest.mark.slow
 def test_group_bound_is_above_every_group_goodput():
-    inst = Instance.model_validate(tiny_disagg())
-    sizer = AggSizer(inst, [2, 4])
+    sizer, goodputs = _every_goodput()
     checked = 0
     for gpus in (2, 4):
-        for group in sizer._groups(gpus):
-            for knobs in group.knobs:
-                good = goodput_rps(group.rep, knobs, sizer.load, sizer.slo)
+        for group, goods in goodputs[gpus]:
+            for knobs, good in zip(group.knobs, goods, strict=True):
                 assert good <= sizer._bound(group) * (1 + 1e-9), (group.deg, knobs)
                 checked += 1
     assert checked > 100
@@ -49,12 +58,11 @@ def test_ranking_leaves_out_only_groups_that_cannot_serve():
     """The scan predicts only the groups it ranks (decode bound >= the rate, highest decode
     bound first): every group left out must have a goodput below the rate (bisection over
     every knob tuple of the group), and the ranked order must follow the decode bound."""
-    inst = Instance.model_validate(tiny_disagg())
-    sizer = AggSizer(inst, [2, 4])
+    sizer, goodputs = _every_goodput()
     left_out = 0
     for gpus in (2, 4):
-        groups = sizer._groups(gpus)
-        best = [max(goodput_rps(g.rep, k, sizer.load, sizer.slo) for k in g.knobs) for g in groups]
+        groups = [group for group, _ in goodputs[gpus]]
+        best = [max(goods) for _, goods in goodputs[gpus]]
         for rate in sorted({*best, *(b * 1.01 for b in best), *(g.decode_bound_rps for g in groups)}):
             ranked = sizer._ranked(gpus, rate)
             bounds = [g.decode_bound_rps for g in ranked]
