@@ -2,6 +2,7 @@
 every (configuration, knob tuple), and the command line writes a plan that ``moeopt check``
 recomputes and rejects when tampered with."""
 
+import functools
 import json
 
 import pytest
@@ -37,15 +38,22 @@ def _scores(c, order):
     return tuple(getattr(c, f"{name}_score") for name in order)
 
 
+@functools.cache
+def _every_candidate() -> list:
+    """Every (configuration, knob tuple) candidate of TINY on 4 GPUs at 20 requests/s, no
+    pruning: the same for both objectives, computed once per process."""
+    inst = Instance.model_validate(TINY)
+    loads, ranks = placements(inst, list({d.ep for d in service_degrees(inst, 4)}))
+    return search(inst, 4, service_load(inst.workload), service_slo(inst), 20.0, loads, ranks,
+                  prune=False).candidates
+
+
 @pytest.mark.parametrize("objective", ["goodput", "throughput"])
 @pytest.mark.slow
 def test_optimum_equals_brute_force(objective):
     inst = Instance.model_validate(TINY)
     result = solve_service(inst, objective=objective, time_limit_s=UNREACHED_LIMIT_S)
-    degrees = service_degrees(inst, 4)
-    loads, ranks = placements(inst, list({d.ep for d in degrees}))
-    every = search(inst, 4, service_load(inst.workload), service_slo(inst), 20.0, loads, ranks,
-                   prune=False).candidates
+    every = _every_candidate()
     order = [objective, "throughput" if objective == "goodput" else "goodput"]
     allowed = [c for c in every if c.meets_rate]
     assert len(every) > 50 and 0 < len(allowed) < len(every)

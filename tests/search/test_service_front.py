@@ -32,17 +32,25 @@ def _every_point(inst, objective):
 
 @functools.cache
 def _points_on(gpus, objective):
+    load, candidates = _candidates_on(gpus)
+    points = []
+    for rep, c in candidates:
+        rate = c.goodput_rps if objective == "goodput" else c.sustainable_rps
+        m = c.at_goodput if objective == "goodput" else predict(rep, c.knobs, load, rate)
+        points.append((rate * load.output_tokens / gpus, 1000.0 / m.tpot_ms, c))
+    return points
+
+
+@functools.cache
+def _candidates_on(gpus):
+    """(the load, every (replica, candidate) of every configuration and knob tuple on
+    ``gpus`` GPUs): the same for both objectives, computed once per process."""
     inst = with_gpus(Instance.model_validate(TINY), gpus)
     load, slo = service_load(inst.workload), service_slo(inst)
     loads, ranks = placements(inst, list({d.ep for d in service_degrees(inst, gpus)}))
     groups, _ = prepared_groups(inst, gpus, load, loads, ranks)
-    points = []
-    for deg, group, rep in groups:
-        for c in evaluate_group(deg, group, rep, load, slo, inst.workload.arrival_rate_rps):
-            rate = c.goodput_rps if objective == "goodput" else c.sustainable_rps
-            m = c.at_goodput if objective == "goodput" else predict(rep, c.knobs, load, rate)
-            points.append((rate * load.output_tokens / gpus, 1000.0 / m.tpot_ms, c))
-    return points
+    return load, [(rep, c) for deg, group, rep in groups
+                  for c in evaluate_group(deg, group, rep, load, slo, inst.workload.arrival_rate_rps)]
 
 
 def _brute_front(points):
