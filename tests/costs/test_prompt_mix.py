@@ -108,3 +108,24 @@ def test_between_levels_linear_in_the_decodes():
     added = {k: mixed_prompt_step_ns(REP, KNOBS, LOAD, tokens, float(k)) - step_ns([], k) for k in (128, 256)}
     mid = mixed_prompt_step_ns(REP, KNOBS, LOAD, tokens, 192.0)
     assert mid == pytest.approx(step_ns([], 192) + (added[128] + added[256]) / 2, rel=1e-9)
+
+
+def test_the_memos_live_and_die_with_the_replica():
+    # the law's curves are kept in the replica (a second call costs no step), and nothing
+    # of this module keeps a replica alive once its search drops it
+    import gc
+    import weakref
+    costed = []
+
+    def prompts_step(knobs, lengths, decodes, ctx):
+        costed.append(lengths)
+        return step_ns(chunks_of(lengths, knobs.prefill_chunk_tokens - decodes), decodes)
+    rep = Replica(REP.step_ns, 1, 1, prompts_step_ns=prompts_step)
+    first = mixed_prompt_step_ns(rep, KNOBS, LOAD, 7000, 64.0)
+    assert costed and rep.memo
+    calls = len(costed)
+    assert mixed_prompt_step_ns(rep, KNOBS, LOAD, 7000, 64.0) == first and len(costed) == calls
+    alive = weakref.ref(rep)
+    del rep
+    gc.collect()
+    assert alive() is None

@@ -27,9 +27,10 @@ the law of its prompts:
 - the prompts' part E[T(N, lengths; k) - T(0; k)] is costed at the decode counts k = 1, 16,
   32, 64, ... (``_levels_around``) and is linear in k between them; the decode step T(0; k)
   is exact:  prompt step(x, k) = step(0, k) + E[T - T(0)](x, k).
-Deterministic (no draws) and memoised per replica, knobs without B (a step does not depend
-on it), count and level; ``tests/costs/test_prompt_mix.py`` checks it against a Monte Carlo
-of the same law (within 2 %). Without ``Replica.prompts_step_ns`` (test doubles) the mean
+Deterministic (no draws) and memoised in the replica (``Replica.memo``: the memos die with
+it) per knobs without B (a step does not depend on it), count and level;
+``tests/costs/test_prompt_mix.py`` checks it against a Monte Carlo of the same law (within
+2 %). Without ``Replica.prompts_step_ns`` (test doubles) the mean
 make-up's step is kept.
 """
 
@@ -38,8 +39,9 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import replace
-from functools import cache, lru_cache
+from functools import cache, lru_cache, wraps
 
 from optimizer.costs.serving.knobs import ServingKnobs
 from optimizer.costs.serving.service_types import Replica, ServiceLoad
@@ -47,6 +49,18 @@ from optimizer.costs.serving.service_types import Replica, ServiceLoad
 TAIL = 1e-4  # counts less likely than this fraction of the most likely one are left out
 ONE_STRATA = 8  # the compositions of one prompt: strata of its length
 LATTICES = {2: (11, 2, 2), 3: (11, 2, 2), 4: (5, 2, 4)}  # (J, g, h) for 2, 3, >= 4 prompts
+
+
+def _per_replica(fn: Callable) -> Callable:
+    """``fn(rep, *args)`` memoised in ``rep.memo`` under (its name, args): a memo that dies
+    with the replica, where a module-level cache would keep every replica of a search alive."""
+    @wraps(fn)
+    def memoised(rep: Replica, *args):
+        key = (fn.__name__, *args)
+        if key not in rep.memo:
+            rep.memo[key] = fn(rep, *args)
+        return rep.memo[key]
+    return memoised
 
 
 @lru_cache(maxsize=1 << 12)
@@ -100,7 +114,7 @@ def stratum_lengths(points: tuple[int, ...], strata: int) -> tuple[int, ...]:
     return tuple(out)
 
 
-@lru_cache(maxsize=1 << 16)
+@_per_replica
 def _count_moments(rep: Replica, knobs: ServingKnobs, points: tuple[int, ...], context: int, count: int,
                    level: int) -> tuple[float, float]:
     """(E[T - T(0)] ns, E[X] tokens) over the ``count``-prompt compositions beside ``level``
@@ -130,7 +144,7 @@ def costed_counts(count: int) -> tuple[int, int]:
 MEAN_STEP = 1.08  # the count means the curve is costed at: 1, 1.08, 1.08^2, ...
 
 
-@lru_cache(maxsize=1 << 14)
+@_per_replica
 def law_curve(rep: Replica, knobs: ServingKnobs, points: tuple[int, ...], context: int,
               level: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """(E[X] tokens, E[T - T(0)] ns) of a prompt step beside ``level`` decodes over the law
@@ -225,7 +239,7 @@ def mixed_prompt_step_ns(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, t
     return base + (added_lo + (decodes - lo) / (hi - lo) * (added_hi - added_lo) if hi > lo else added_lo)
 
 
-@lru_cache(maxsize=1 << 16)
+@_per_replica
 def _added_at(rep: Replica, knobs: ServingKnobs, points: tuple[int, ...], context: int, tokens: int,
               low: int, high: int) -> tuple[float, float]:
     """``added_ns`` at the levels ``low`` and ``high``."""
