@@ -30,8 +30,8 @@ the law of its prompts:
 Deterministic (no draws) and memoised in the replica (``Replica.memo``: the memos die with
 it) per knobs without B (a step does not depend on it), count and level;
 ``tests/costs/test_prompt_mix.py`` checks it against a Monte Carlo of the same law (within
-2 %). Without ``Replica.prompts_step_ns`` (test doubles) the mean
-make-up's step is kept.
+2 %). It needs ``Replica.prompts_step_ns``; without it (test doubles)
+``steady_state.chain_step_ns`` keeps the mean make-up's step.
 """
 
 from __future__ import annotations
@@ -218,19 +218,15 @@ def mixed_prompt_step_ns(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, t
                          decodes: float) -> float:
     """A prompt step of ``tokens`` prompt tokens (whole prompts: the chain case) beside a
     fractional count of ``decodes``, ns: step(0, k) + E[T - T(0)] over the law whose steps
-    hold ``tokens`` on average, linear in k between the levels (module doc). The mean make-up's step when the replica cannot cost
-    given prompts (``Replica.prompts_step_ns`` None)."""
+    hold ``tokens`` on average, linear in k between the levels (module doc). Needs
+    ``Replica.prompts_step_ns`` (``steady_state.chain_step_ns`` keeps the mean make-up's
+    step without it)."""
     budget, ctx = knobs.prefill_chunk_tokens, load.decode_context_tokens
     decodes = min(decodes, budget - 1.0)
     low = math.floor(decodes)
     def idle(k):
         return rep.step_ns(knobs, 0, k, ctx)
     base = idle(low) + (decodes - low) * (idle(low + 1) - idle(low)) if decodes > low else idle(low)
-    if rep.prompts_step_ns is None:
-        def mean_make_up(k):
-            return rep.step_ns(knobs, min(tokens, math.floor(budget - k)), k, ctx)
-        high = mean_make_up(low)
-        return high + (decodes - low) * (mean_make_up(low + 1) - high) if decodes > low else high
     tokens = min(tokens, math.floor(budget - decodes))
     lo, hi = _levels_around(decodes)
     lo = min(lo, math.floor(budget - 1))

@@ -99,9 +99,10 @@ def chain_step_ns(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, tokens: 
     """A prompt step of ``tokens`` prompt tokens in whole prompts shorter than the room
     (the chain case) beside a fractional count of ``decodes``, ns: the mean over the law of
     its prompts (``prompt_mix``) when the load decodes; a prefill-only load (one output
-    token: the disaggregated prefill pool, ``disagg_prefill``) keeps the step of the mean
+    token: the disaggregated prefill pool, ``disagg_prefill``) and a replica that cannot cost
+    given prompts (``Replica.prompts_step_ns`` None: test doubles) keep the step of the mean
     make-up, linear between the integer counts."""
-    if load.output_tokens > 1:
+    if load.output_tokens > 1 and rep.prompts_step_ns is not None:
         return mixed_prompt_step_ns(rep, knobs, load, tokens, decodes)
     budget, ctx = knobs.prefill_chunk_tokens, load.decode_context_tokens
     return step_at(lambda k: rep.step_ns(knobs, min(tokens, math.floor(budget - k)), k, ctx), decodes)
