@@ -159,6 +159,26 @@ def test_sustainable_rate_prefill_bound():
     assert not predict(REP, KNOBS, LOAD, 1000 / 42 * 1.001).stable
 
 
+def test_sustainable_rate_is_kept_in_the_replica_and_dies_with_it():
+    # the second call reads the replica's memo (no step costed); the memo keeps nothing alive
+    import gc
+    import weakref
+    costed = []
+
+    def counted(knobs, c, n, ctx):
+        costed.append((c, n))
+        return per_token(knobs, c, n, ctx)
+    rep = Replica(counted, 1, 1)
+    first = sustainable_rps(rep, KNOBS, LOAD)
+    assert first == pytest.approx(sustainable_rps(REP, KNOBS, LOAD), rel=1e-12) and costed
+    calls = len(costed)
+    assert sustainable_rps(rep, KNOBS, LOAD) == first and len(costed) == calls
+    alive = weakref.ref(rep)
+    del rep
+    gc.collect()
+    assert alive() is None
+
+
 def test_sustainable_rate_decode_slot_bound():
     # B = 8 binds first: the rate where the by-hand n plus the prompt being prefilled (rho)
     # reaches B

@@ -78,7 +78,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from functools import lru_cache
 from statistics import NormalDist
 
 import numpy as np
@@ -408,14 +407,13 @@ def _start_rps(rep: Replica, knobs: ServingKnobs, load: ServiceLoad) -> float:
 def sustainable_rps(rep: Replica, knobs: ServingKnobs, load: ServiceLoad) -> float:
     """Highest deployment rate with a steady state (prefill utilisation < 1, running
     decodes <= B), by bisection (stability is monotone in the rate); memoised (the search
-    asks for the widest tuple of a group twice: to prune, then to evaluate)."""
-    return _sustainable_rps(rep, knobs, load)
-
-
-@lru_cache(maxsize=1 << 12)
-def _sustainable_rps(rep: Replica, knobs: ServingKnobs, load: ServiceLoad) -> float:
-    return largest_rate(lambda r: steady_state(rep, knobs, load, r / rep.queues) is not None,
-                         _start_rps(rep, knobs, load))
+    asks for the widest tuple of a group twice: to prune, then to evaluate) in the replica's
+    ``memo``, so it dies with the replica."""
+    key = ("sustainable_rps", knobs, load)
+    if key not in rep.memo:
+        rep.memo[key] = largest_rate(lambda r: steady_state(rep, knobs, load, r / rep.queues) is not None,
+                                     _start_rps(rep, knobs, load))
+    return rep.memo[key]
 
 
 def goodput_rps(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, slo: Slo) -> float:

@@ -72,8 +72,9 @@ class Replica:
     gpus: int
     lead_step_ns: LeadStepNs | None = None  # None: the first chunk is a mean prompt's (step_ns)
     prompts_step_ns: PromptsStepNs | None = None  # None: a prompt step is the mean make-up's (step_ns)
-    # memos of functions of this replica (``prompt_mix``): they die with it, so a long search
-    # keeps no replica (and its step-time caches) alive through a module-level cache
+    # memos of functions of this replica (``prompt_mix``, ``metrics.sustainable_rps``): they
+    # die with it, so a long search keeps no replica (and its step-time caches) alive through
+    # a module-level cache
     memo: dict = field(default_factory=dict, compare=False, repr=False)
 
 
