@@ -27,7 +27,7 @@ from optimizer.costs.serving.disagg_decode import (
     z_of,
 )
 from optimizer.inputs.schema import Instance
-from tests.cpsat.test_service_solve import TINY
+from tests.oracles.tiny_service import TINY
 
 A_NS, B_NS = 10_000_000, 100_000  # step(n) = 10 ms + 0.1 ms per decode
 

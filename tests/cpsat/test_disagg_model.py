@@ -119,7 +119,7 @@ def tiny_disagg() -> dict:
     """The tiny service instance on 8 GPUs, 4 per node (so both links occur)."""
     import copy
 
-    from tests.cpsat.test_service_solve import TINY
+    from tests.oracles.tiny_service import TINY
     doc = copy.deepcopy(TINY)
     doc["name"] = "tiny_disagg"
     doc["hardware"].update(num_gpus=8, gpus_per_node=4)
@@ -206,7 +206,8 @@ def test_auto_agg_side_equals_the_service_solve(objective):
     from optimizer.cpsat.disagg_auto import solve_agg_for_auto
     from optimizer.cpsat.service_solve import solve_service
     from optimizer.inputs.schema import Instance
-    from tests.cpsat.test_service_solve import TINY, UNREACHED_LIMIT_S
+    from tests.cpsat.test_service_solve import UNREACHED_LIMIT_S
+    from tests.oracles.tiny_service import TINY
     inst = Instance.model_validate(TINY)
     full = solve_service(inst, objective=objective, time_limit_s=UNREACHED_LIMIT_S, exhaustive=True)
     fast = solve_agg_for_auto(inst, None, objective, UNREACHED_LIMIT_S, None, None)
@@ -221,6 +222,7 @@ def test_size_pruning_keeps_the_fewest_gpus():
     never change the answer: the same fewest GPUs as with every candidate evaluated."""
     from optimizer.cpsat.disagg_size import DisaggSizer
     from optimizer.inputs.schema import Instance
+    from tests.cpsat.test_service_solve import UNREACHED_LIMIT_S
     inst = Instance.model_validate(tiny_disagg())
     rates = [50.0, 200.0, 400.0, 700.0]
     allowed = list(range(1, 17))
@@ -228,6 +230,6 @@ def test_size_pruning_keeps_the_fewest_gpus():
     full = DisaggSizer(inst, allowed, 16)
     assert pruned.found.pruned > 0 and full.found.pruned == 0
     for rate in rates:
-        a, b = pruned.size(rate, 30.0), full.size(rate, 30.0)
+        a, b = pruned.size(rate, UNREACHED_LIMIT_S), full.size(rate, UNREACHED_LIMIT_S)
         assert a.status == b.status == "optimal"
         assert a.num_gpus == b.num_gpus

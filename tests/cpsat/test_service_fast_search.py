@@ -11,7 +11,8 @@ from optimizer.cpsat.service_solve import solve_service
 from optimizer.inputs.schema import Instance
 from optimizer.search.sweep import with_gpus
 from tests.cpsat.test_disagg_model import tiny_disagg
-from tests.cpsat.test_service_solve import TINY, UNREACHED_LIMIT_S
+from tests.cpsat.test_service_solve import UNREACHED_LIMIT_S
+from tests.oracles.tiny_service import TINY
 
 
 def _variants():

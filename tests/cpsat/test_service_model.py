@@ -40,6 +40,7 @@ def _candidates(rate):
 
 @pytest.mark.parametrize("primary", ["goodput", "throughput"])
 @pytest.mark.parametrize("rate", [None, 20.0])
+@pytest.mark.xdist_group("service_model_candidates")  # they share ``_candidates``: one process
 def test_lexicographic_optimum_equals_brute_force(primary, rate):
     cands = _candidates(rate)
     other = "throughput" if primary == "goodput" else "goodput"

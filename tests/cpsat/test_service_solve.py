@@ -2,7 +2,6 @@
 every (configuration, knob tuple), and the command line writes a plan that ``moeopt check``
 recomputes and rejects when tampered with."""
 
-import functools
 import json
 
 import pytest
@@ -14,46 +13,24 @@ from optimizer.inputs.schema import Instance
 from optimizer.plan.service import service_slo
 from tests.cli.test_cli import INSTANCE as BATCH_INSTANCE
 from tests.cli.test_cli import expect, invoke
+from tests.oracles.tiny_service import TINY, TINY_SERVICE_GROUP, every_candidate
 
 # a time limit no solve of these tests reaches even on a loaded machine (an "optimal" they
 # assert must not turn "feasible" because the machine is busy; CI allows 90 minutes)
 UNREACHED_LIMIT_S = 3600.0
-
-TINY = {
-    "name": "tiny_service",
-    "model": {"num_layers": 4, "hidden_size": 1024, "num_attention_heads": 8, "num_kv_heads": 8,
-              "head_dim": 128, "num_experts": 8, "top_k": 2, "expert_ffn_size": 1024,
-              "vocab_size": 8000},
-    "hardware": {"num_gpus": 4, "gpus_per_node": 4,
-                 "gpu": {"peak_tflops": 100.0, "memory_gb": 4.0, "hbm_bandwidth_gb_s": 1000.0},
-                 "intra_node_bandwidth_gb_s": 100.0, "inter_node_bandwidth_gb_s": 25.0,
-                 "runtime_reserve_gb": 1.0},
-    "workload": {"kind": "service", "arrival_rate_rps": 20.0, "prompt_tokens": 2000, "output_tokens": 200},
-    "requirements": {"max_ttft_s": 0.5, "max_tpot_ms": 20.0},
-    "expert_load": {"kind": "power_law", "exponent": 0.8, "seed": 3},
-}
 
 
 def _scores(c, order):
     return tuple(getattr(c, f"{name}_score") for name in order)
 
 
-@functools.cache
-def _every_candidate() -> list:
-    """Every (configuration, knob tuple) candidate of TINY on 4 GPUs at 20 requests/s, no
-    pruning: the same for both objectives, computed once per process."""
-    inst = Instance.model_validate(TINY)
-    loads, ranks = placements(inst, list({d.ep for d in service_degrees(inst, 4)}))
-    return search(inst, 4, service_load(inst.workload), service_slo(inst), 20.0, loads, ranks,
-                  prune=False).candidates
-
-
 @pytest.mark.parametrize("objective", ["goodput", "throughput"])
 @pytest.mark.slow
+@pytest.mark.xdist_group(TINY_SERVICE_GROUP)
 def test_optimum_equals_brute_force(objective):
     inst = Instance.model_validate(TINY)
     result = solve_service(inst, objective=objective, time_limit_s=UNREACHED_LIMIT_S)
-    every = _every_candidate()
+    every = [c for _, c in every_candidate(4)[1]]
     order = [objective, "throughput" if objective == "goodput" else "goodput"]
     allowed = [c for c in every if c.meets_rate]
     assert len(every) > 50 and 0 < len(allowed) < len(every)

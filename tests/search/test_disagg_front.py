@@ -29,7 +29,7 @@ from optimizer.costs.serving.replica import even_stages, replica_memory, service
 from optimizer.cpsat.disagg_solve import disagg_inputs
 from optimizer.inputs.schema import Instance
 from optimizer.search.disagg_pareto import disagg_front, level_slo
-from tests.cpsat.test_service_solve import TINY
+from tests.oracles.tiny_service import TINY
 
 
 def tiny_front_doc(num_gpus: int = 4, rate_rps: float | None = 20.0) -> dict:

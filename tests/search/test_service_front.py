@@ -9,19 +9,14 @@ import math
 
 import pytest
 
-from optimizer.costs.serving.candidates import evaluate_group
 from optimizer.costs.serving.metrics import predict
-from optimizer.costs.serving.replica import service_degrees, service_load
-from optimizer.costs.serving.search import prepared_groups
-from optimizer.cpsat.service_solve import placements
 from optimizer.inputs.schema import Instance
-from optimizer.plan.service import service_slo
 from optimizer.search.service_pareto import service_pareto_table
 from optimizer.search.service_sweep import service_sweep
 from optimizer.search.sweep import with_gpus
 from tests.cli.test_cli import INSTANCE as BATCH_INSTANCE
 from tests.cli.test_cli import expect, invoke
-from tests.cpsat.test_service_solve import TINY
+from tests.oracles.tiny_service import TINY, TINY_SERVICE_GROUP, every_candidate
 
 
 def _every_point(inst, objective):
@@ -32,25 +27,13 @@ def _every_point(inst, objective):
 
 @functools.cache
 def _points_on(gpus, objective):
-    load, candidates = _candidates_on(gpus)
+    load, candidates = every_candidate(gpus)
     points = []
     for rep, c in candidates:
         rate = c.goodput_rps if objective == "goodput" else c.sustainable_rps
         m = c.at_goodput if objective == "goodput" else predict(rep, c.knobs, load, rate)
         points.append((rate * load.output_tokens / gpus, 1000.0 / m.tpot_ms, c))
     return points
-
-
-@functools.cache
-def _candidates_on(gpus):
-    """(the load, every (replica, candidate) of every configuration and knob tuple on
-    ``gpus`` GPUs): the same for both objectives, computed once per process."""
-    inst = with_gpus(Instance.model_validate(TINY), gpus)
-    load, slo = service_load(inst.workload), service_slo(inst)
-    loads, ranks = placements(inst, list({d.ep for d in service_degrees(inst, gpus)}))
-    groups, _ = prepared_groups(inst, gpus, load, loads, ranks)
-    return load, [(rep, c) for deg, group, rep in groups
-                  for c in evaluate_group(deg, group, rep, load, slo, inst.workload.arrival_rate_rps)]
 
 
 def _brute_front(points):
@@ -65,6 +48,7 @@ def _brute_front(points):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("objective", ["goodput", "throughput"])
+@pytest.mark.xdist_group(TINY_SERVICE_GROUP)
 def test_front_equals_brute_force(objective):
     inst = with_gpus(Instance.model_validate(TINY), 2)
     want = _brute_front(_every_point(inst, objective))
@@ -76,6 +60,7 @@ def test_front_equals_brute_force(objective):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group(TINY_SERVICE_GROUP)
 def test_throughput_front_is_at_the_sustainable_rate():
     # throughput per GPU of a point = sustainable rate x output tokens / GPUs, at least the
     # goodput front's (goodput <= sustainable rate), and its best point is the best capacity
@@ -87,6 +72,7 @@ def test_throughput_front_is_at_the_sustainable_rate():
     assert capacity["output_tokens_per_s_per_gpu"].max() >= good["output_tokens_per_s_per_gpu"].max()
 
 
+@pytest.mark.xdist_group(TINY_SERVICE_GROUP)
 def test_front_respects_the_time_limit(monkeypatch):
     # the budget's clock jumps past the deadline after it is set: one group is evaluated,
     # the others are counted unsolved, and every row shown is a real candidate's point
@@ -102,6 +88,7 @@ def test_front_respects_the_time_limit(monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("objective", ["goodput", "throughput"])
+@pytest.mark.xdist_group(TINY_SERVICE_GROUP)
 def test_service_sweep_rows_equal_brute_force(objective):
     inst = Instance.model_validate(TINY)
     table = service_sweep(inst, [2, 4], objective, 600)

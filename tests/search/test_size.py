@@ -13,6 +13,10 @@ from optimizer.costs.serving.metrics import goodput_rps
 from optimizer.inputs.schema import Instance
 from optimizer.search.size import AggSizer
 from tests.cpsat.test_disagg_model import tiny_disagg
+from tests.cpsat.test_service_solve import UNREACHED_LIMIT_S
+
+# the tests reading ``_every_goodput`` run in one process (pytest-xdist ``--dist loadgroup``)
+_SIZER_GROUP = "tiny_disagg_sizer_brute_force"
 
 
 @cache
@@ -26,6 +30,7 @@ def _every_goodput() -> tuple[AggSizer, dict[int, list[tuple[object, list[float]
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group(_SIZER_GROUP)
 def test_group_bound_is_above_every_group_goodput():
     sizer, goodputs = _every_goodput()
     checked = 0
@@ -46,7 +51,7 @@ def test_scan_answer_is_the_smallest_count_reaching_the_rate():
     for gpus in counts:  # the full answer: every group's widest knobs, goodput by bisection
         best[gpus] = max(goodput_rps(g.rep, g.widest, sizer.load, sizer.slo) for g in sizer._groups(gpus))
     for rate in (30.0, 120.0, 260.0, 10_000.0):
-        answer = sizer.size(rate, time.monotonic() + 120)
+        answer = sizer.size(rate, time.monotonic() + UNREACHED_LIMIT_S)
         expected = next((n for n in counts if best[n] >= rate), None)
         assert answer.num_gpus == expected
         assert answer.status == ("optimal" if expected else "infeasible")
@@ -54,6 +59,7 @@ def test_scan_answer_is_the_smallest_count_reaching_the_rate():
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group(_SIZER_GROUP)
 def test_ranking_leaves_out_only_groups_that_cannot_serve():
     """The scan predicts only the groups it ranks (decode bound >= the rate, highest decode
     bound first): every group left out must have a goodput below the rate (bisection over
