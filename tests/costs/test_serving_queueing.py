@@ -150,6 +150,18 @@ def test_refill_wait_against_its_mechanism():
     assert q.refill_wait_tail(0.0, service, 0.0, nu) == 0.0
 
 
+def test_prompt_step_join_probability_by_hand():
+    # delta h(S), h(x) = x - (1 - e^{-nu x}) / nu: S = 0.1 s, nu = 10/s, delta = 2/s:
+    # h = 0.1 - (1 - e^-1) / 10 = 0.1 - 0.0632121 = 0.0367879, delta h = 0.0735759
+    assert q.prompt_step_join_probability(0.1, 2.0, 10.0, 0.5) == pytest.approx(0.0735759, rel=1e-6)
+    # at most rho, the prompt steps' share of the time (a router blind to the prefill)
+    assert q.prompt_step_join_probability(0.1, 2.0, 10.0, 0.05) == 0.05
+    # near saturation the refills' first-order count passes 1: the cap holds it at rho
+    # (delta = 40/s: 40 x 0.0367879 = 1.47)
+    assert q.prompt_step_join_probability(0.1, 40.0, 10.0, 0.9) == 0.9
+    assert q.prompt_step_join_probability(0.1, 0.0, 10.0, 0.9) == 0.0
+
+
 def _mean_field_by_integration(load, d, levels=40, dt=2e-3, steps=60_000):
     """x_i of the mean-field least-loaded routing by integrating its ODE from empty queues
     (independent of the shooting in queueing): dx_i/dt = a (x_{i-1}^d - x_i^d) - i (x_i - x_{i+1})."""

@@ -21,7 +21,10 @@
   refilled at u + d and that prompt waits S - u - d, so the prompts that wait longer than t
   per prefill have mean delta h(S - t), h(x) = x - (1 - e^{-nu x}) / nu, and
   P(wait > t) = min(1, delta h(S - t)) (``refill_*``: first order in delta S; the prompts
-  that join behind a refilled one are left out).
+  that join behind a refilled one are left out). For a prompt step (gated prompts) the
+  probability of joining a replica in it is delta h(S) at most rho, the prompt steps' share
+  of the time: the step's prompts count against the replica, so the router can avoid it,
+  never prefer it (``prompt_step_join_probability``).
 """
 
 from __future__ import annotations
@@ -108,6 +111,16 @@ def refill_wait_quantile_s(service_s: float, departures_per_s: float, arrivals_p
         low, high = (mid, high) if refill_wait_tail(mid, service_s, departures_per_s, arrivals_per_s) > 1.0 - quantile \
             else (low, mid)
     return high
+
+
+def prompt_step_join_probability(service_s: float, departures_per_s: float, arrivals_per_s: float,
+                                 rho: float) -> float:
+    """P_join: probability that a prompt joins a replica whose prompt step is under way, on
+    k > 1 replicas routed by outstanding count (module doc): the refills' first-order count
+    delta h(S), at most rho, the prompt steps' share of a replica's time, which a router blind
+    to the prefill would give (the prompt step's own prompts count against the replica, so
+    the router can only avoid it, never prefer it)."""
+    return min(rho, _refilled(service_s, departures_per_s, arrivals_per_s))
 
 
 def erlang_c(servers: int, offered_load: float) -> float:
