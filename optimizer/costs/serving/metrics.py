@@ -66,7 +66,8 @@ P_join = min(rho, delta h(S)), the refills' first-order count capped by the prom
 share of the time (``queueing.prompt_step_join_probability``), its step's prompts arriving at
 lambda P_join / rho, and no left-over tokens. W_r the wait behind a prompt the joined replica
 still prefills (least-loaded routing counts requests, not prefills: ``queueing.refill_*``, k > 1
-and prompts longer than half the room only).
+and prompts longer than half the room only), over the prompt lengths' prefill times s_i / x
+full (a longer prefill collects more refills: ``queueing.refill_law_*``).
 Gated prompts (any k): the wait and the own step by the joined replica's state on arrival,
 a prompt step under way (P_join), a decode step under way or idle, its step holding the prompts
 that came during the step under way (``arrival_state``); the quantile over the states.
@@ -243,7 +244,9 @@ def _ttft_model(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: 
         backlog_steps, backlog_p = leftover_steps(mean_prompts, step_rate * backlog_step_s,
                                                   budget - st.joined)
     backlog_s = backlog_steps * backlog_step_s
-    mean_wait_s = wait_s + float(backlog_s @ backlog_p) + q.refill_mean_wait_s(service_s, freed, rate_rps)
+    # the refills over the prompt lengths' prefill times (length-biased: ``queueing.refill_law_*``)
+    prefills_s = load.prompt_lengths() / st.chunk_tokens * st.full_ns * 1e-9 if not gated else np.array([service_s])
+    mean_wait_s = wait_s + float(backlog_s @ backlog_p) + q.refill_law_mean_wait_s(prefills_s, freed, rate_rps)
 
     def wait_tail(t: np.ndarray) -> np.ndarray:
         """P(wait > t) for t >= 0, prompts longer than half the room (the exponential tail)."""
@@ -347,7 +350,7 @@ def _ttft_model(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: 
         prompts = load.prompt_points or (load.prompt_at(percentile),)
         if under_way:
             return ttft_quantile_s(arrival_states(joined, prompts), quantile)
-        refill = q.refill_wait_quantile_s(service_s, freed, rate_rps, quantile)
+        refill = q.refill_law_wait_quantile_s(prefills_s, freed, rate_rps, quantile)
         owns = own_s(joined, prompts)
         return refill + _mixture_quantile_s(owns, np.full(len(owns), 1.0 / len(owns)), wait_tail,
                                             q.wait_quantile_s(wait_s, p_wait, quantile), quantile)

@@ -75,12 +75,14 @@ def wait_quantile_s(mean_wait_s: float, rho: float, quantile: float) -> float:
     return mean_wait_s / rho * math.log(rho / (1.0 - quantile))
 
 
-def _refilled(x: float, departures_per_s: float, arrivals_per_s: float) -> float:
-    """delta h(x): prompts per prefill that join it with more than S - x of it left."""
-    if x <= 0.0:
-        return 0.0
+def _refilled(x, departures_per_s: float, arrivals_per_s: float):
+    """delta h(x): prompts per prefill that join it with more than S - x of it left; 0 where
+    x <= 0 (``x`` a float or an array of them)."""
     nu = arrivals_per_s
-    return departures_per_s * (x - (-math.expm1(-nu * x)) / nu)
+    if np.ndim(x) == 0:
+        return 0.0 if x <= 0.0 else departures_per_s * (x - (-math.expm1(-nu * x)) / nu)
+    x = np.clip(x, 0.0, None)
+    return departures_per_s * (x + np.expm1(-nu * x) / nu)
 
 
 def refill_wait_tail(wait_s: float, service_s: float, departures_per_s: float, arrivals_per_s: float) -> float:
@@ -110,6 +112,36 @@ def refill_wait_quantile_s(service_s: float, departures_per_s: float, arrivals_p
         mid = (low + high) / 2.0
         low, high = (mid, high) if refill_wait_tail(mid, service_s, departures_per_s, arrivals_per_s) > 1.0 - quantile \
             else (low, mid)
+    return high
+
+
+def refill_law_wait_tail(wait_s: float, services_s: np.ndarray, departures_per_s: float,
+                         arrivals_per_s: float) -> float:
+    """P(wait > t) behind a prefill under way over equally likely prefill times
+    ``services_s``: mean_i min(1, delta h(S_i - t)) (module doc; a replica prefilling a longer
+    prompt collects more refills, each waiting the rest of it: length-biased)."""
+    refilled = _refilled(np.asarray(services_s, dtype=float) - wait_s, departures_per_s, arrivals_per_s)
+    return float(np.minimum(1.0, refilled).mean())
+
+
+def refill_law_mean_wait_s(services_s: np.ndarray, departures_per_s: float, arrivals_per_s: float) -> float:
+    """``refill_mean_wait_s`` averaged over equally likely prefill times ``services_s``."""
+    return float(np.mean([refill_mean_wait_s(float(s), departures_per_s, arrivals_per_s) for s in services_s]))
+
+
+def refill_law_wait_quantile_s(services_s: np.ndarray, departures_per_s: float, arrivals_per_s: float,
+                               quantile: float) -> float:
+    """q-quantile of ``refill_law_wait_tail``: 0 when its tail at 0 is at most 1 - q, else
+    the t in (0, max S_i) with tail = 1 - q (bisection: the tail decreases in t)."""
+    if not 0.0 < quantile < 1.0:
+        raise ValueError(f"quantile={quantile}: must lie strictly between 0 and 1")
+    if refill_law_wait_tail(0.0, services_s, departures_per_s, arrivals_per_s) <= 1.0 - quantile:
+        return 0.0
+    low, high = 0.0, float(np.max(services_s))
+    for _ in range(50):
+        mid = (low + high) / 2.0
+        low, high = (mid, high) if refill_law_wait_tail(mid, services_s, departures_per_s, arrivals_per_s) \
+            > 1.0 - quantile else (low, mid)
     return high
 
 
