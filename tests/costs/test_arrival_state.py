@@ -96,3 +96,17 @@ def test_several_queues_gated_mean_ttft_by_hand():
     assert 0.0 < p_join < rho < 1.0 and mean_t > idle_s
     # (1e-5: the model's Poisson law by FFT on a grid, cut at 1e-9)
     assert predict(rep, knobs, load, rate).ttft_mean_s == pytest.approx(wait + own, rel=1e-5)
+
+
+@pytest.mark.parametrize("queues", [1, 4])
+def test_ttft_at_rate_zero_is_the_prompt_alone(queues):
+    # no arrivals: the replica is idle and the prompt's step holds it alone. 100 tokens: one
+    # step of 10 + 0.01 x 100 = 11 ms; 3,000 tokens over C = 1,000: three full steps of
+    # 10 + 0.01 x 1,000 = 20 ms, 60 ms (the prefill-only load of the disaggregated pool, one
+    # output token, and a decoding one alike)
+    rep = Replica(per_token, queues=queues, gpus=8)
+    knobs = ServingKnobs(64, 1000, 1, 1)
+    for load, ttft_s in ((ServiceLoad(100, 1), 0.011), (ServiceLoad(100, 50), 0.011), (ServiceLoad(3000, 1), 0.060)):
+        m = predict(rep, knobs, load, 0.0)
+        for value in (m.ttft_mean_s, m.ttft_p50_s, m.ttft_p90_s, m.ttft_p99_s):
+            assert value == pytest.approx(ttft_s, rel=1e-9)

@@ -77,8 +77,10 @@ def wait_quantile_s(mean_wait_s: float, rho: float, quantile: float) -> float:
 
 def _refilled(x, departures_per_s: float, arrivals_per_s: float):
     """delta h(x): prompts per prefill that join it with more than S - x of it left; 0 where
-    x <= 0 (``x`` a float or an array of them)."""
+    x <= 0 (``x`` a float or an array of them); 0 without departures or arrivals."""
     nu = arrivals_per_s
+    if departures_per_s <= 0.0 or nu <= 0.0:
+        return 0.0 if np.ndim(x) == 0 else np.zeros(np.shape(x))
     if np.ndim(x) == 0:
         return 0.0 if x <= 0.0 else departures_per_s * (x - (-math.expm1(-nu * x)) / nu)
     x = np.clip(x, 0.0, None)
