@@ -150,6 +150,43 @@ def test_refill_wait_against_its_mechanism():
     assert q.refill_wait_tail(0.0, service, 0.0, nu) == 0.0
 
 
+def test_refill_law_against_its_mechanism():
+    # the refills of prefills of two equally likely lengths (0.05 and 0.25 s): per prefill,
+    # Poisson(delta S) departures at uniform u, each refilled after an Exp(nu) delay d, waiting
+    # S - u - d when positive; a longer prefill collects more refills (length-biased)
+    import numpy as np
+    rng = np.random.default_rng(11)
+    delta, nu, services = 1.5, 30.0, np.array([0.05, 0.25])
+    prefills = 200_000
+    lengths = services[rng.integers(0, 2, size=prefills)]
+    counts = rng.poisson(delta * lengths)
+    each = np.repeat(lengths, counts)
+    waits = each - rng.uniform(0, 1, size=counts.sum()) * each - rng.exponential(1 / nu, size=counts.sum())
+    for t in (0.0, 0.02, 0.1, 0.2):
+        simulated = np.count_nonzero(waits > t) / prefills
+        assert q.refill_law_wait_tail(t, services, delta, nu) == pytest.approx(simulated, rel=0.03)
+    assert q.refill_law_mean_wait_s(services, delta, nu) == pytest.approx(waits[waits > 0].sum() / prefills, rel=0.03)
+    # above the fixed mean length's (0.15 s): E[h(S)] > h(E[S]) for the convex h
+    assert q.refill_law_wait_tail(0.0, services, delta, nu) > q.refill_wait_tail(0.0, 0.15, delta, nu)
+    t90 = q.refill_law_wait_quantile_s(services, delta * 5, nu, 0.9)
+    assert q.refill_law_wait_tail(t90, services, delta * 5, nu) == pytest.approx(0.1, abs=1e-9)
+    # one length: the fixed-length functions
+    assert q.refill_law_wait_tail(0.03, np.array([0.15]), delta, nu) == pytest.approx(
+        q.refill_wait_tail(0.03, 0.15, delta, nu), rel=1e-12)
+
+
+def test_prompt_step_join_probability_by_hand():
+    # delta h(S), h(x) = x - (1 - e^{-nu x}) / nu: S = 0.1 s, nu = 10/s, delta = 2/s:
+    # h = 0.1 - (1 - e^-1) / 10 = 0.1 - 0.0632121 = 0.0367879, delta h = 0.0735759
+    assert q.prompt_step_join_probability(0.1, 2.0, 10.0, 0.5) == pytest.approx(0.0735759, rel=1e-6)
+    # at most rho, the prompt steps' share of the time (a router blind to the prefill)
+    assert q.prompt_step_join_probability(0.1, 2.0, 10.0, 0.05) == 0.05
+    # near saturation the refills' first-order count passes 1: the cap holds it at rho
+    # (delta = 40/s: 40 x 0.0367879 = 1.47)
+    assert q.prompt_step_join_probability(0.1, 40.0, 10.0, 0.9) == 0.9
+    assert q.prompt_step_join_probability(0.1, 0.0, 10.0, 0.9) == 0.0
+
+
 def _mean_field_by_integration(load, d, levels=40, dt=2e-3, steps=60_000):
     """x_i of the mean-field least-loaded routing by integrating its ODE from empty queues
     (independent of the shooting in queueing): dx_i/dt = a (x_{i-1}^d - x_i^d) - i (x_i - x_{i+1})."""

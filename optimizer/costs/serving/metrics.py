@@ -61,10 +61,17 @@ for shorter ones (gated admission) the rest of the step under way: with k = 1 a 
 compound Poisson tokens that came during the step before: ``prefill_backlog``) or a decode
 step (a share (1 - rho) P(N >= 1)), the rest uniform, plus the prompt tokens earlier steps
 left over their room, L / (C - n_a) full steps (Lindley's recursion, Cramer-Lundberg tail:
-``prefill_backlog``); with k > 1 none. W_r the wait behind a prompt the joined replica still
-prefills (least-loaded routing counts requests, not prefills: ``queueing.refill_*``, k > 1
-only).
-Percentiles: P(W + own(s) > t) = 1 - q averaged over the equally likely prompt lengths
+``prefill_backlog``); with k > 1 the same at the replica the router chose, rho replaced by
+P_join = min(rho, delta h(S)), the refills' first-order count capped by the prompt steps'
+share of the time (``queueing.prompt_step_join_probability``), its step's prompts arriving at
+lambda P_join / rho, and no left-over tokens. W_r the wait behind a prompt the joined replica
+still prefills (least-loaded routing counts requests, not prefills: ``queueing.refill_*``, k > 1
+and prompts longer than half the room only), over the prompt lengths' prefill times s_i / x
+full (a longer prefill collects more refills: ``queueing.refill_law_*``).
+Gated prompts (any k): the wait and the own step by the joined replica's state on arrival,
+a prompt step under way (P_join), a decode step under way or idle, its step holding the prompts
+that came during the step under way (``arrival_state``); the quantile over the states.
+Percentiles otherwise: P(W + own(s) > t) = 1 - q averaged over the equally likely prompt lengths
 (``ServiceLoad.prompt_points``; else the prompt at that percentile of the lengths), W's tail
 as above (the exponential tail for M/G/k), plus W_r's quantile, at n_a's normal quantile.
 TPOT percentiles: the mean plus the root sum of squares of
@@ -83,6 +90,7 @@ from statistics import NormalDist
 import numpy as np
 
 from optimizer.costs.serving import queueing as q
+from optimizer.costs.serving.arrival_state import ArrivalState, step_tokens_by_state, ttft_quantile_s
 from optimizer.costs.serving.decode_life import one_queue_tpot_quantile_s, share_quantile, steps_per_prompt
 from optimizer.costs.serving.knobs import ServingKnobs
 from optimizer.costs.serving.prefill_backlog import leftover_steps, step_tokens_law
@@ -196,58 +204,77 @@ def _ttft_model(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: 
     if gated:
         service_s = st.full_ns * 1e-9
     wait_s, p_wait = (0.0, 0.0) if gated else q.mgk_mean_wait_s(rate_rps, service_s, load.prompt_cv2, rep.queues)
-    under_way = gated and rep.queues == 1
+    under_way = gated
     # P(the joined replica runs a step): it holds a decode (one queue) or any request (k > 1)
     busy = q.jsq_joined_busy(st.running, 1) if rep.queues == 1 else \
         q.jsq_outstanding(st.running + st.prompts, rep.queues)[1]
-    # one queue, gated: the step under way is a prompt step (a share rho of the time) or a
-    # decode step (a share (1 - rho) P(N >= 1)); the rest of either is uniform
-    idle_s = step_at(idle, max(1.0, st.joined)) * 1e-9
-    decode_share = (1.0 - st.rho) * busy if under_way else 0.0
-    step_s, step_p = np.array([service_s]), np.ones(1)  # the prompt steps' law (s, probability)
-    if under_way:  # length-biased: P(rest > t | a prompt step) = E[(T - t)^+] / E[T]
-        room = budget - st.joined
-        under_way_s = st.rho * service_s + (1.0 - st.rho) * idle_s
-        tokens, step_p = step_tokens_law(mean_prompts, per_queue * under_way_s, room)
-        grid = np.linspace(0.0, room, 9)
-        costs = [step_at(lambda k, x=x: rep.step_ns(knobs, math.floor(min(x, budget - k)), k, ctx), st.joined) * 1e-9
-                 for x in grid]
-        step_s = np.interp(tokens, grid, costs)
-        wait_s = st.rho * float(step_s**2 @ step_p) / (2.0 * float(step_s @ step_p)) + decode_share * idle_s / 2.0
-    # one queue, gated: the prompt tokens a step leaves over its room wait whole steps more
-    # (``prefill_backlog``: Lindley's recursion over the steps, full steps while it lasts)
-    backlog_steps, backlog_p, backlog_step_s = np.zeros(1), np.ones(1), 0.0
-    if under_way:
-        backlog_step_s = step_at(lambda k: rep.step_ns(knobs, budget - k, k, ctx), st.joined) * 1e-9
-        backlog_steps, backlog_p = leftover_steps(mean_prompts, per_queue * backlog_step_s,
-                                                  budget - st.joined)
-    backlog_s = backlog_steps * backlog_step_s
     # behind a prompt of the joined replica (least-loaded routing counts requests, not prefills)
     # the joined replica falls back to the least-loaded count as its n_a decodes finish
     # (rate n_a / life, life = (D - 1) TPOT); the next arrival then joins it (queueing.refill_*)
     life_s = max(0, load.output_tokens - 1) * st.tpot_s
     freed = st.joined / life_s if rep.queues > 1 and life_s > 0 else 0.0
-    mean_wait_s = wait_s + float(backlog_s @ backlog_p) + q.refill_mean_wait_s(service_s, freed, rate_rps)
+    # gated: the step under way at the joined replica is a prompt step (one queue: a share rho
+    # of the time; k > 1: P_join, ``queueing.prompt_step_join_probability``) or a decode step
+    # (a share (1 - P_join) P(busy)); the rest of either is uniform. On k > 1 queues the
+    # arrivals at a replica during its prompt step come at lambda P_join / rho (the router's
+    # thinning; lambda on one queue), which sets the steps' tokens and the left-over backlog
+    idle_s = step_at(idle, max(1.0, st.joined)) * 1e-9
+    p_join, step_rate = st.rho, per_queue
+    if under_way and rep.queues > 1:
+        p_join = q.prompt_step_join_probability(service_s, freed, rate_rps, st.rho)
+        step_rate = per_queue * p_join / st.rho if st.rho > 0.0 else 0.0
+        freed = 0.0  # the refill is the join into the prompt step under way, in the wait below
+    decode_share = (1.0 - p_join) * busy if under_way else 0.0
+    step_s, step_p = np.array([service_s]), np.ones(1)  # the prompt steps' law (s, probability)
+    if under_way:  # length-biased: P(rest > t | a prompt step) = E[(T - t)^+] / E[T]
+        room = budget - st.joined
+        under_way_s = st.rho * service_s + (1.0 - st.rho) * idle_s
+        tokens, step_p = step_tokens_law(mean_prompts, step_rate * under_way_s, room)
+        grid = np.linspace(0.0, room, 9)
+        costs = [step_at(lambda k, x=x: rep.step_ns(knobs, math.floor(min(x, budget - k)), k, ctx), st.joined) * 1e-9
+                 for x in grid]
+        step_s = np.interp(tokens, grid, costs)
+        wait_s = p_join * float(step_s**2 @ step_p) / (2.0 * float(step_s @ step_p)) + decode_share * idle_s / 2.0
+    # one queue, gated: the prompt tokens a step leaves over its room wait whole steps more
+    # (``prefill_backlog``: Lindley's recursion over the steps, full steps while it lasts)
+    backlog_steps, backlog_p, backlog_step_s = np.zeros(1), np.ones(1), 0.0
+    if under_way and rep.queues == 1:
+        backlog_step_s = step_at(lambda k: rep.step_ns(knobs, budget - k, k, ctx), st.joined) * 1e-9
+        backlog_steps, backlog_p = leftover_steps(mean_prompts, step_rate * backlog_step_s,
+                                                  budget - st.joined)
+    backlog_s = backlog_steps * backlog_step_s
+    # the refills over the prompt lengths' prefill times (length-biased: ``queueing.refill_law_*``)
+    prefills_s = load.prompt_lengths() / st.chunk_tokens * st.full_ns * 1e-9 if not gated else np.array([service_s])
+    mean_wait_s = wait_s + float(backlog_s @ backlog_p) + q.refill_law_mean_wait_s(prefills_s, freed, rate_rps)
 
     def wait_tail(t: np.ndarray) -> np.ndarray:
-        """P(wait > t) for t >= 0 (the tails ``wait_at`` inverts)."""
-        if under_way:  # rho (1 - t / S)^+ + share (1 - t / idle)^+
-            rest = np.clip(step_s[None, :] - np.asarray(t)[..., None], 0.0, None) @ step_p
-            return st.rho * rest / float(step_s @ step_p) + np.clip(decode_share * (1.0 - t / idle_s), 0.0, None)
+        """P(wait > t) for t >= 0, prompts longer than half the room (the exponential tail)."""
         if wait_s <= 0.0 or p_wait <= 0.0:
             return np.zeros_like(t)
         return p_wait * np.exp(-p_wait * t / wait_s)
 
-    def wait_at(quantile: float) -> float:
-        if under_way:  # the tail is piecewise linear, decreasing: bisection
-            if float(wait_tail(np.zeros(1))[0]) <= 1.0 - quantile:
-                return 0.0
-            low, high = 0.0, max(float(step_s.max()), idle_s)
-            for _ in range(60):
-                mid = (low + high) / 2.0
-                low, high = (mid, high) if float(wait_tail(np.array([mid]))[0]) > 1.0 - quantile else (low, mid)
-            return high
-        return q.wait_quantile_s(wait_s, p_wait, quantile)
+    # gated: the joined replica's state on arrival (``arrival_state``): the wait's law and the
+    # tokens of the prompt's own step in each
+    if under_way:
+        mean_step_s = float(step_s @ step_p)
+        by_state = step_tokens_by_state(load.prompt_tokens, max(1, math.floor(budget - st.joined)), per_queue,
+                                        p_join, st.rho, float(step_s**2 @ step_p) / mean_step_s, idle_s)
+
+    def arrival_states(joined: float, prompts: tuple[int, ...]) -> list[ArrivalState]:
+        """The three states of ``arrival_state`` with the own steps of ``prompts`` (and the
+        left-over steps) at ``joined`` decodes."""
+        def prompt_step_tail(u):
+            return np.clip(step_s[None, :] - np.asarray(u)[..., None], 0.0, None) @ step_p / mean_step_s
+        def decode_step_tail(u):
+            return np.clip(1.0 - np.asarray(u) / idle_s, 0.0, None)
+        def no_wait(u):
+            return np.zeros(np.shape(u))
+        weights = np.repeat(backlog_p[None, :], len(prompts), axis=0).ravel() / len(prompts)
+        def owns(tokens):
+            return (own_s(joined, prompts, tokens)[:, None] + backlog_s[None, :]).ravel()
+        return [ArrivalState(p_join, owns(by_state[0]), weights, prompt_step_tail, float(step_s.max())),
+                ArrivalState(decode_share, owns(by_state[1]), weights, decode_step_tail, idle_s),
+                ArrivalState(max(0.0, 1.0 - p_join - decode_share), owns(by_state[2]), weights, no_wait, 0.0)]
 
     # without micro-batches the own chunk adds its attention at its own length, which hardly
     # depends on the decodes beside it: costed at the mean joined count rounded to a power of
@@ -270,17 +297,18 @@ def _ttft_model(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: 
                            - rep.step_ns(knobs, chunk, lead_ref, ctx))
         return extras[key]
 
-    def own_s(joined: float, prompts: tuple[int, ...]) -> np.ndarray:
+    def own_s(joined: float, prompts: tuple[int, ...], step_tokens: int | None = None) -> np.ndarray:
         """The own steps of prompts of ``prompts`` tokens (and the rest of the step under way
         when one arrives, unless it is in the wait): the others of its step (x' - s tokens,
-        ``prompt_step_tokens``; none when prompts fill the room) are half ahead of it and
+        ``step_tokens`` if given, else ``prompt_step_tokens``; none when prompts fill the
+        room) are half ahead of it and
         half behind (FCFS); the tokens ahead and its own fill floor(. / (C - n_a)) full
         steps, and its last step holds the rest and those behind (linear between multiples
         of C / ``_STEP_GRID`` tokens). A step's first chunk is the prompt's own
         (``Replica.lead_step_ns``: its attention at its length; in a pipeline the first
         micro-batch, the largest, sets the step)."""
         joined = min(joined, budget - 1.0)
-        tokens = prompt_step_tokens(rep, knobs, load, per_queue, joined)
+        tokens = prompt_step_tokens(rep, knobs, load, per_queue, joined) if step_tokens is None else step_tokens
         rest = 0.0 if under_way else busy * step_at(idle, max(1.0, joined)) / 2.0  # (in the wait if under way)
         out = []
         others = 0.0 if tokens >= budget else (tokens - load.prompt_tokens) / 2.0  # ahead, and behind
@@ -318,13 +346,18 @@ def _ttft_model(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: 
         else the prompt at that percentile of the lengths; n_a at its normal quantile."""
         quantile = percentile / 100
         joined = joined_at(_z(percentile))
-        refill = q.refill_wait_quantile_s(service_s, freed, rate_rps, quantile)
-        owns = own_s(joined, load.prompt_points or (load.prompt_at(percentile),))
-        both = (owns[:, None] + backlog_s[None, :]).ravel()
-        weights = np.repeat(backlog_p[None, :], len(owns), axis=0).ravel() / len(owns)
-        return refill + _mixture_quantile_s(both, weights, wait_tail, wait_at(quantile), quantile)
+        prompts = load.prompt_points or (load.prompt_at(percentile),)
+        if under_way:
+            return ttft_quantile_s(arrival_states(joined, prompts), quantile)
+        refill = q.refill_law_wait_quantile_s(prefills_s, freed, rate_rps, quantile)
+        owns = own_s(joined, prompts)
+        return refill + _mixture_quantile_s(owns, np.full(len(owns), 1.0 / len(owns)), wait_tail,
+                                            q.wait_quantile_s(wait_s, p_wait, quantile), quantile)
 
     def ttft_mean_s() -> float:
+        if under_way:  # the waits' mean and each state's own steps (the left-over steps are in the wait)
+            own = sum(a.probability * float(a.owns_s @ a.weights) for a in arrival_states(st.joined, mean_prompts))
+            return mean_wait_s + own - float(backlog_s @ backlog_p)
         return mean_wait_s + float(own_s(st.joined, mean_prompts).mean())
 
     return ttft_at, ttft_mean_s

@@ -98,7 +98,11 @@ def step_tokens_law(prompt_points: tuple[int, ...], arrivals: float, room: float
     cap = math.ceil(room / cell)
     spread = arrivals * lengths.mean() + 10.0 * math.sqrt(arrivals * float((lengths * lengths).mean()))
     size = 1 << math.ceil(math.log2(max(cap, (spread + lengths.max()) / cell) + 2))
-    pmf = _compound_poisson(np.rint(lengths / cell).astype(int), arrivals, size)
+    cells = np.rint(lengths / cell).astype(int)
+    if arrivals <= 0.0:  # the limit of the count given at least one: one prompt
+        pmf = np.bincount(np.minimum(cells, size - 1), minlength=size).astype(float)
+    else:
+        pmf = _compound_poisson(cells, arrivals, size)
     pmf[0] = 0.0  # at least one prompt (a prompt rounds to cell 0 only if it is tiny)
     law = np.zeros(cap + 1)
     law[:cap] = pmf[:cap]

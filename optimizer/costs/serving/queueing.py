@@ -21,7 +21,10 @@
   refilled at u + d and that prompt waits S - u - d, so the prompts that wait longer than t
   per prefill have mean delta h(S - t), h(x) = x - (1 - e^{-nu x}) / nu, and
   P(wait > t) = min(1, delta h(S - t)) (``refill_*``: first order in delta S; the prompts
-  that join behind a refilled one are left out).
+  that join behind a refilled one are left out). For a prompt step (gated prompts) the
+  probability of joining a replica in it is delta h(S) at most rho, the prompt steps' share
+  of the time: the step's prompts count against the replica, so the router can avoid it,
+  never prefer it (``prompt_step_join_probability``).
 """
 
 from __future__ import annotations
@@ -72,12 +75,16 @@ def wait_quantile_s(mean_wait_s: float, rho: float, quantile: float) -> float:
     return mean_wait_s / rho * math.log(rho / (1.0 - quantile))
 
 
-def _refilled(x: float, departures_per_s: float, arrivals_per_s: float) -> float:
-    """delta h(x): prompts per prefill that join it with more than S - x of it left."""
-    if x <= 0.0:
-        return 0.0
+def _refilled(x, departures_per_s: float, arrivals_per_s: float):
+    """delta h(x): prompts per prefill that join it with more than S - x of it left; 0 where
+    x <= 0 (``x`` a float or an array of them); 0 without departures or arrivals."""
     nu = arrivals_per_s
-    return departures_per_s * (x - (-math.expm1(-nu * x)) / nu)
+    if departures_per_s <= 0.0 or nu <= 0.0:
+        return 0.0 if np.ndim(x) == 0 else np.zeros(np.shape(x))
+    if np.ndim(x) == 0:
+        return 0.0 if x <= 0.0 else departures_per_s * (x - (-math.expm1(-nu * x)) / nu)
+    x = np.clip(x, 0.0, None)
+    return departures_per_s * (x + np.expm1(-nu * x) / nu)
 
 
 def refill_wait_tail(wait_s: float, service_s: float, departures_per_s: float, arrivals_per_s: float) -> float:
@@ -108,6 +115,46 @@ def refill_wait_quantile_s(service_s: float, departures_per_s: float, arrivals_p
         low, high = (mid, high) if refill_wait_tail(mid, service_s, departures_per_s, arrivals_per_s) > 1.0 - quantile \
             else (low, mid)
     return high
+
+
+def refill_law_wait_tail(wait_s: float, services_s: np.ndarray, departures_per_s: float,
+                         arrivals_per_s: float) -> float:
+    """P(wait > t) behind a prefill under way over equally likely prefill times
+    ``services_s``: mean_i min(1, delta h(S_i - t)) (module doc; a replica prefilling a longer
+    prompt collects more refills, each waiting the rest of it: length-biased)."""
+    refilled = _refilled(np.asarray(services_s, dtype=float) - wait_s, departures_per_s, arrivals_per_s)
+    return float(np.minimum(1.0, refilled).mean())
+
+
+def refill_law_mean_wait_s(services_s: np.ndarray, departures_per_s: float, arrivals_per_s: float) -> float:
+    """``refill_mean_wait_s`` averaged over equally likely prefill times ``services_s``."""
+    return float(np.mean([refill_mean_wait_s(float(s), departures_per_s, arrivals_per_s) for s in services_s]))
+
+
+def refill_law_wait_quantile_s(services_s: np.ndarray, departures_per_s: float, arrivals_per_s: float,
+                               quantile: float) -> float:
+    """q-quantile of ``refill_law_wait_tail``: 0 when its tail at 0 is at most 1 - q, else
+    the t in (0, max S_i) with tail = 1 - q (bisection: the tail decreases in t)."""
+    if not 0.0 < quantile < 1.0:
+        raise ValueError(f"quantile={quantile}: must lie strictly between 0 and 1")
+    if refill_law_wait_tail(0.0, services_s, departures_per_s, arrivals_per_s) <= 1.0 - quantile:
+        return 0.0
+    low, high = 0.0, float(np.max(services_s))
+    for _ in range(50):
+        mid = (low + high) / 2.0
+        low, high = (mid, high) if refill_law_wait_tail(mid, services_s, departures_per_s, arrivals_per_s) \
+            > 1.0 - quantile else (low, mid)
+    return high
+
+
+def prompt_step_join_probability(service_s: float, departures_per_s: float, arrivals_per_s: float,
+                                 rho: float) -> float:
+    """P_join: probability that a prompt joins a replica whose prompt step is under way, on
+    k > 1 replicas routed by outstanding count (module doc): the refills' first-order count
+    delta h(S), at most rho, the prompt steps' share of a replica's time, which a router blind
+    to the prefill would give (the prompt step's own prompts count against the replica, so
+    the router can only avoid it, never prefer it)."""
+    return min(rho, _refilled(service_s, departures_per_s, arrivals_per_s))
 
 
 def erlang_c(servers: int, offered_load: float) -> float:
