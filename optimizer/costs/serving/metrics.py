@@ -31,9 +31,11 @@ prompts of s tokens, outputs of D tokens, a step budget of C tokens (docs/servin
                                                         prompt chunk: lambda K n_a pairs per
                                                         second against lambda (D - 1) decode
                                                         steps, and e(L) more right after its own
-                                                        prompt's step, short prompts: on k > 1
-                                                        queues its chain from the refill,
-                                                        ``routing.routed_excess``)
+                                                        prompt's step: on one queue the rest of
+                                                        the prefill busy period it was born in,
+                                                        ``decode_life.busy_period_excess``; on
+                                                        k > 1 queues, short prompts, its chain
+                                                        from the refill, ``routing.routed_excess``)
     n' = 1 + n + lambda (s / x full - K TPOT) for k = 1 (the arrivals during its prompt's own
                                                         steps start with it, beyond the even
                                                         spread's), else 1 + (c' - 1) n / a
@@ -51,7 +53,9 @@ the least fixed point, or pass B (n + rho > B) or rho = 1: then the rate is not 
 with own(s) step by step: the others of its step, x' - s tokens with x' = min(C - n_a,
 s (1 + lambda t)) (those that arrived during the step under way, t: ``steady_state.prompt_step_tokens``),
 half ahead of it and half behind (FCFS); the tokens ahead and its own fill
-floor(. / (C - n_a)) full steps and its last step holds the rest and those behind; a step's
+floor(. / (C - n_a)) full steps and its last step holds the rest and those behind (on one
+queue also the lambda s T tokens that arrived during each full step T before it, the
+backlog's and its own: they queue behind it); a step's
 first chunk is the prompt's own (``Replica.lead_step_ns``: its attention at its length, and
 in a pipeline the largest micro-batch, which sets the step). W: for prompts longer than half
 the room, the wait of the deployment's prefill servers as one M/G/k queue (Allen-Cunneen with
@@ -218,8 +222,9 @@ def _ttft_model(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: 
     # one queue, gated: the prompt tokens a step leaves over its room wait whole steps more
     # (``prefill_backlog``: Lindley's recursion over the steps, full steps while it lasts)
     backlog_steps, backlog_p, backlog_step_s = np.zeros(1), np.ones(1), 0.0
-    if under_way:
+    if rep.queues == 1:  # a full step (the backlog's; the tokens queued behind a prompt, below)
         backlog_step_s = step_at(lambda k: rep.step_ns(knobs, budget - k, k, ctx), st.joined) * 1e-9
+    if under_way:
         backlog_steps, backlog_p = leftover_steps(mean_prompts, per_queue * backlog_step_s,
                                                   budget - st.joined)
     backlog_s = backlog_steps * backlog_step_s
@@ -271,42 +276,62 @@ def _ttft_model(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: 
                            - rep.step_ns(knobs, chunk, lead_ref, ctx))
         return extras[key]
 
-    def own_s(joined: float, prompts: tuple[int, ...]) -> np.ndarray:
-        """The own steps of prompts of ``prompts`` tokens (and the rest of the step under way
-        when one arrives, unless it is in the wait): the others of its step (x' - s tokens,
-        ``prompt_step_tokens``; none when prompts fill the room) are half ahead of it and
-        half behind (FCFS); the tokens ahead and its own fill floor(. / (C - n_a)) full
-        steps, and its last step holds the rest and those behind (linear between multiples
-        of C / ``_STEP_GRID`` tokens). A step's first chunk is the prompt's own
-        (``Replica.lead_step_ns``: its attention at its length; in a pipeline the first
+    # one queue: the prompt tokens that arrive during a full step queue behind the prompts
+    # already waiting (FCFS), so a prompt's last step also holds those that came during the
+    # full steps before it (the backlog ahead of it and its own whole steps)
+    behind_per_step = per_queue * backlog_step_s * load.prompt_tokens if rep.queues == 1 else 0.0
+    step_costs: dict[tuple[float, int, int], float] = {}  # (n_a, tokens, prompt or -1) -> ns, across calls
+    step_tokens: dict[float, int] = {}  # n_a -> x'
+
+    def own_s(joined: float, prompts: tuple[int, ...], queued_steps: np.ndarray) -> np.ndarray:
+        """The own steps (s) of prompts of ``prompts`` tokens with ``queued_steps`` full steps
+        of backlog ahead of them, (prompts, backlog points) (and the rest of the step under
+        way when one arrives, unless it is in the wait): the others of its step (x' - s
+        tokens, ``prompt_step_tokens``; none when prompts fill the room) are half ahead of it
+        and half behind (FCFS); the tokens ahead and its own fill floor(. / (C - n_a)) full
+        steps, and its last step holds the rest and those behind: the others and, on one
+        queue, the tokens that arrived during the backlog's and its own full steps (linear
+        between multiples of C / ``_STEP_GRID`` tokens). A step's first chunk is the prompt's
+        own (``Replica.lead_step_ns``: its attention at its length; in a pipeline the first
         micro-batch, the largest, sets the step)."""
         joined = min(joined, budget - 1.0)
-        tokens = prompt_step_tokens(rep, knobs, load, per_queue, joined)
+        if joined not in step_tokens:
+            step_tokens[joined] = prompt_step_tokens(rep, knobs, load, per_queue, joined)
+        tokens = step_tokens[joined]
         rest = 0.0 if under_way else busy * step_at(idle, max(1.0, joined)) / 2.0  # (in the wait if under way)
-        out = []
         others = 0.0 if tokens >= budget else (tokens - load.prompt_tokens) / 2.0  # ahead, and behind
         room = budget - joined
         cell = budget / _STEP_GRID
+
         def step(tokens: int, prompt: int) -> float:  # beside the joined decodes, its chunk first
-            def at(k):
-                chunk = max(0, min(tokens, math.floor(budget - k)))
-                if pipelined:
-                    return rep.lead_step_ns(knobs, prompt, chunk, k, ctx)
-                return rep.step_ns(knobs, chunk, k, ctx)
-            return step_at(at, joined) + (0 if pipelined else lead_extra(prompt, tokens))
-        for prompt in prompts:
+            key = (joined, tokens, prompt if pipelined else -1)  # without a pipeline: + lead_extra
+            if key not in step_costs:
+                def at(k):
+                    chunk = max(0, min(tokens, math.floor(budget - k)))
+                    if pipelined:
+                        return rep.lead_step_ns(knobs, prompt, chunk, k, ctx)
+                    return rep.step_ns(knobs, chunk, k, ctx)
+                step_costs[key] = step_at(at, joined)
+            return step_costs[key] + (0 if pipelined else lead_extra(prompt, tokens))
+        queued = np.asarray(queued_steps, dtype=float)
+        out = np.empty((len(prompts), len(queued)))
+        for i, prompt in enumerate(prompts):
             ahead = others + prompt  # what must be done before its first token (token FCFS)
             whole = math.floor(ahead / room) if ahead > room else 0
-            last = math.ceil(ahead - whole * room + others) if ahead > whole * room else 0  # its last step's tokens
-            low = math.floor(last / cell)
+            full_ns = whole * step(budget, prompt)
+            if ahead <= whole * room:
+                out[i] = (full_ns + 0.0 + rest) * 1e-9
+                continue
+            behind = others + behind_per_step * (queued + whole)  # queued behind it by its last step
+            last = np.ceil(np.minimum(room, ahead - whole * room + behind))  # its last step's tokens
+            low = np.floor(last / cell)
             frac = last / cell - low
-            last_ns = 0.0
-            if last > 0:
-                last_ns = step(round(low * cell), prompt)
-                if frac > 1e-12:
-                    last_ns += frac * (step(round((low + 1) * cell), prompt) - last_ns)
-            out.append((whole * step(budget, prompt) + last_ns + rest) * 1e-9)
-        return np.array(out)
+            for j, (lo, fr) in enumerate(zip(low.tolist(), frac.tolist())):
+                last_ns = step(round(lo * cell), prompt)
+                if fr > 1e-12:
+                    last_ns += fr * (step(round((lo + 1) * cell), prompt) - last_ns)
+                out[i, j] = (full_ns + last_ns + rest) * 1e-9
+        return out
 
     def joined_at(z: float) -> float:  # n_a at the quantile z of the deployment's count
         if rep.queues == 1:
@@ -320,13 +345,14 @@ def _ttft_model(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: 
         quantile = percentile / 100
         joined = joined_at(_z(percentile))
         refill = q.refill_wait_quantile_s(service_s, freed, rate_rps, quantile)
-        owns = own_s(joined, load.prompt_points or (load.prompt_at(percentile),))
-        both = (owns[:, None] + backlog_s[None, :]).ravel()
+        points = load.prompt_points or (load.prompt_at(percentile),)
+        owns = own_s(joined, points, backlog_steps)  # (prompts, backlog points)
+        both = (owns + backlog_s[None, :]).ravel()
         weights = np.repeat(backlog_p[None, :], len(owns), axis=0).ravel() / len(owns)
         return refill + _mixture_quantile_s(both, weights, wait_tail, wait_at(quantile), quantile)
 
     def ttft_mean_s() -> float:
-        return mean_wait_s + float(own_s(st.joined, mean_prompts).mean())
+        return mean_wait_s + float(own_s(st.joined, mean_prompts, backlog_steps).mean(axis=0) @ backlog_p)
 
     return ttft_at, ttft_mean_s
 
