@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from optimizer.costs.serving.decode_life import (
-    excess_prompt_steps,
+    busy_period_excess,
+    chain_excess,
     one_queue_tpot_quantile_s,
     share_quantile,
     shot_noise_cumulants,
@@ -22,10 +23,45 @@ def test_excess_after_the_own_prompt_step():
     a, b = -math.expm1(-0.1), -math.expm1(-1.0)
     pi, r = a / (a + 1 - b), b - a
     by_sum = [sum((b - pi) * r ** (i - 1) for i in range(1, L + 1)) for L in (1, 3, 40)]
-    got = excess_prompt_steps(2.0, 0.5, 0.05, np.array([1, 3, 40]))
+    got = chain_excess(a, b, np.array([1, 3, 40]))
     assert got == pytest.approx(by_sum, rel=1e-12)
     assert got[0] == pytest.approx(b - pi, rel=1e-12)
-    assert excess_prompt_steps(0.0, 0.5, 0.05, np.array([5])) == pytest.approx([0.0])
+    # no excess when a prompt step is no likelier after a prompt step (b <= pi)
+    assert chain_excess(0.5, 0.2, np.array([5])) == pytest.approx([0.0])
+
+
+def test_busy_period_excess_by_hand():
+    # rho = 0.5, K = 2 steps a prompt, cv^2 = 1, stationary share pi = 0.1: a mean run of
+    # M = 2 / 0.5 = 4 steps; after a first token R = 4 x 0.5 x (1 + 2 x 0.5 / (2 x 0.5)) = 4
+    # steps (M/G/1: those queued during its wait and prefill, each a sub-busy period);
+    # e = (1 - 0.1) (4 - 0.1 x 4) = 3.24 over a long life; r = 1 - 1 / (0.9 x 4) = 0.72222:
+    # L = 1: 3.24 x (1 - 0.72222) = 0.9 (= (1 - pi) L, the cap: equal here); L = 10:
+    # 3.24 x (1 - 0.72222^10) = 3.24 x (1 - 0.03859) = 3.1150; L = 1000: 3.24
+    r = 1 - 1 / 3.6
+    got = busy_period_excess(0.5, 2.0, 1.0, 0.1, np.array([1, 10, 1000]))
+    assert got == pytest.approx([0.9, 3.24 * (1 - r**10), 3.24], rel=1e-12)
+    assert got[1] == pytest.approx(3.1150, abs=1e-4)
+    # near saturation the run outlasts a short life: rho = 0.95, M = 40, R = 40 x 0.95 x
+    # (1 + 2 x 0.95 / 0.1) = 760, e = 0.9 (760 - 4) = 680.4, over L = 2 steps
+    # 680.4 (1 - (35 / 36)^2) = 37.3 > the cap (1 - pi) L = 1.8
+    assert busy_period_excess(0.95, 2.0, 1.0, 0.1, np.array([2])) == pytest.approx([1.8], rel=1e-12)
+    # every step at rho >= 1; none at rho = 0; none when the stationary share already holds
+    # the run: pi = 0.9, rho = 0.1, K = 1: M = 1.111, R = 0.1111 x (1 + 2 x 0.1 / 1.8) = 0.1235
+    # < pi M = 1.0
+    assert busy_period_excess(1.0, 2.0, 1.0, 0.1, np.array([5, 50])) == pytest.approx([4.5, 45.0])
+    assert busy_period_excess(0.0, 2.0, 1.0, 0.1, np.array([5])) == pytest.approx([0.0])
+    assert busy_period_excess(0.1, 1.0, 1.0, 0.9, np.array([5])) == pytest.approx([0.0])
+
+
+def test_busy_period_excess_is_the_chain_for_a_geometric_run():
+    # with the chain's geometric run, R = b / (1 - b) and M = 1 / (1 - b), the busy-period
+    # form (1 - pi) (R - pi M) equals the chain's (b - pi) / (1 - r), r = b - a: here K = 1,
+    # cv^2 = -1 (an algebraic device: it zeroes the wait term) and rho = b make R = b / (1 - b)
+    # and M = 1 / (1 - b); pi from a
+    a, b = 0.0951626, 0.6321206
+    pi = a / (a + 1 - b)
+    got = busy_period_excess(b, 1.0, -1.0, pi, np.array([10_000]))
+    assert got == pytest.approx(chain_excess(a, b, np.array([10_000])), rel=1e-9)
 
 
 def test_share_quantile_of_one_life():

@@ -29,7 +29,7 @@ def _root(f, low, high):
     return low
 
 
-def _by_hand(rate, budget=1000, prompt=2000, output=100, parts=False):
+def _by_hand(rate, budget=1000, prompt=2000, output=100, parts=False, cv2=0.0):
     """The fixed point of the equations of docs/serving-model.md for one queue and this step
     double: a prompt's step holds all C = 1000 tokens, so full = 20 ms whatever n is; the
     joined replica holds n decodes (one queue), a prompt takes s / (C - n) steps of prefill
@@ -39,8 +39,12 @@ def _by_hand(rate, budget=1000, prompt=2000, output=100, parts=False):
     the decodes a decoding request sees leave); a decoding request sees n' = 1 + n + e
     decodes (itself, a Poisson count of others, and e = rate (s / (C - n) 20 ms - K TPOT) that
     arrived during its prompt's steps beyond the even spread's K TPOT): idle = 10 + 0.01 n'
-    ms, a prompt step 10 + 0.01 (s / K + n') ms; a share f = K n / (D - 1) of its steps
-    carries a prompt; TPOT = idle + f (with prompt - idle); n = rate (D - 1) TPOT."""
+    ms, a prompt step 10 + 0.01 (s / K + n') ms; a share f = (K n + e) / (D - 1) of its steps
+    carries a prompt, e the prompt steps of the busy period its life starts in beyond the
+    stationary share f0 = K n / (D - 1): M = s / (C - n) / (1 - rho) steps a mean run, R =
+    M rho (1 + (1 + cv^2) rho / (2 (1 - rho))) after a first token (M/G/1), e = (1 - f0) (R -
+    f0 M) (1 - r^(D - 1)), r = max(0, 1 - 1 / ((1 - f0) M)); TPOT = idle + f (with prompt - idle);
+    n = rate (D - 1) TPOT."""
     n, tpot_ms = 0.0, 0.0
     for _ in range(500):
         steps = prompt / (budget - n)
@@ -51,11 +55,23 @@ def _by_hand(rate, budget=1000, prompt=2000, output=100, parts=False):
         idle_ms = 10 + 0.01 * seen
         held = min(round(prompt / whole), budget - seen)  # what the budget leaves beside them
         with_prompt_ms = 10 + 0.01 * (held + seen)
-        shared = whole * n / (output - 1)
+        base = min(1.0, whole * n / (output - 1))  # f0
+        if rho >= 1:  # the busy period never ends: every step of the life
+            excess = (1 - base) * (output - 1)
+        else:
+            run = steps / (1 - rho)  # M
+            rest = run * rho * (1 + (1 + cv2) * rho / (2 * (1 - rho)))  # R
+            excess = (1 - base) * (rest - base * run)
+            if excess > 0:
+                relax = max(0.0, 1 - 1 / ((1 - base) * run))  # r, at least 0
+                excess = min(excess * (1 - relax ** (output - 1)), (1 - base) * (output - 1))
+            else:
+                excess = 0.0
+        shared = (whole * n + excess) / (output - 1)
         tpot_ms = idle_ms + shared * (with_prompt_ms - idle_ms)
         n = rate * (output - 1) * tpot_ms / 1e3
     if parts:
-        return n, rho, tpot_ms, whole, with_prompt_ms - idle_ms, early
+        return n, rho, tpot_ms, whole, with_prompt_ms - idle_ms, early, excess
     return n, rho, tpot_ms
 
 
@@ -65,11 +81,14 @@ def test_metrics_by_hand():
     # (1 - e^-n) idle(max(1, n)) / 2; own steps (below) at n' = n (mean), n + z sqrt(n) at a
     # percentile (z = 1.28155 for p90); p90: 1 - 0.9 >= rho, no wait.
     # K = 2000 / 997.93 + (1 - 0.0802) (3 - 2.0041) = 2.9202, 685 tokens a prompt step (6.85 ms
-    # over idle); e = 2 (40.08 - 2.9202 x 10.4489) ms = 0.0191, n' = 3.0880, idle 10.0309 ms;
-    # f = 2.9202 x 2.0689 / 99 = 0.06103: TPOT = 10.0309 + 0.06103 x 6.85 = 10.4489 ms,
-    # n = 2 x 99 x 10.4489 ms = 2.0689
+    # over idle); e = 2 (40.08 - 2.9202 x 10.4522) ms = 0.0191, n' = 3.0886, idle 10.0309 ms;
+    # busy period: M = 2.0041 / 0.9198 = 2.1788 steps, R = 2.1788 x 0.0802 x (1 + 0.0802 /
+    # (2 x 0.9198)) = 0.1823, f0 = 2.9202 x 2.0695 / 99 = 0.06105, excess (1 - 0.06105)
+    # (0.1823 - 0.06105 x 2.1788) = 0.0463 (r = 1 - 1 / (0.939 x 2.1788) = 0.511, r^99 ~ 0);
+    # f = (6.0434 + 0.0463) / 99 = 0.06151: TPOT = 10.0309 + 0.06151 x 6.85 = 10.4522 ms,
+    # n = 2 x 99 x 10.4522 ms = 2.0695
     n, rho, tpot_ms = _by_hand(2.0)
-    assert (n, rho, tpot_ms) == pytest.approx((2.068883, 0.0801659, 10.448902), rel=1e-6)
+    assert (n, rho, tpot_ms) == pytest.approx((2.069544, 0.0801659, 10.452243), rel=1e-6)
     m = predict(REP, KNOBS, LOAD, 2.0)
     assert m.stable and m.step_full_ns == 20 * MS
     assert m.tpot_ms == pytest.approx(tpot_ms, rel=1e-7)
@@ -96,11 +115,14 @@ def test_metrics_by_hand():
     # rest of a life is uniform over it). kappa_2 = n (A^2 + A B + B^2 / 3) + n B^2 / 3,
     # kappa_3 = n (A^3 + 3 A^2 B / 2 + A B^2 + B^3 / 4) + n B^3 / 4 with A = Delta K, B = b L;
     # amplified by 1 / (1 - u), u = rate (A + B / 2) ms; Cornish-Fisher skew term.
-    # The e decodes that start with it add B each: + e B^2 and + e B^3.
-    _, _, _, whole, delta_ms, early = _by_hand(2.0, parts=True)
+    # The e decodes that start with it add B each: + e B^2 and + e B^3. The busy period's
+    # excess prompt steps are e' / K prompts more in the life: Poisson(n + e' / K).
+    _, _, _, whole, delta_ms, early, excess = _by_hand(2.0, parts=True)
     big_a, big_b = delta_ms * whole, 0.01 * 99
-    k2 = n * (big_a**2 + big_a * big_b + big_b**2 / 3) + n * big_b**2 / 3 + early * big_b**2
-    k3 = n * (big_a**3 + 1.5 * big_a**2 * big_b + big_a * big_b**2 + big_b**3 / 4) + n * big_b**3 / 4 + early * big_b**3
+    prompts = n + excess / whole
+    k2 = prompts * (big_a**2 + big_a * big_b + big_b**2 / 3) + n * big_b**2 / 3 + early * big_b**2
+    k3 = (prompts * (big_a**3 + 1.5 * big_a**2 * big_b + big_a * big_b**2 + big_b**3 / 4) + n * big_b**3 / 4
+          + early * big_b**3)
     u = 2.0 * (big_a + big_b / 2) / 1e3
     sd_ms = math.sqrt(k2) / (1 - u)
     gamma = k3 / k2**1.5
@@ -117,9 +139,10 @@ def test_ttft_percentiles_take_the_prompt_length_at_the_percentile():
     # percentiles change no mean; the p90 wait is 0 as there: 1 - 0.9 >= rho), and a prompt
     # of the p-th percentile length s_p fills floor(s_p / (C - n_p)) steps of 20 ms and a
     # last one of the rest: p50 at s = 2000 and n, p90 at 3000 tokens and n90: 3 full steps
-    # (3 (1000 - n90) = 2988.3 tokens) and ceil(3000 - 3 (1000 - n90)) = 12 tokens.
+    # (3 (1000 - n90) = 2988.3 tokens) and ceil(3000 - 3 (1000 - n90)) = 12 tokens
+    # (cv^2 = 0.1 in the busy period of the by-hand TPOT).
     spread = ServiceLoad(2000, 100, 0.1, (2000, 3000, 3500))
-    n, rho, tpot_ms = _by_hand(2.0)
+    n, rho, tpot_ms = _by_hand(2.0, cv2=0.1)
     m, mean_only = predict(REP, KNOBS, spread, 2.0), predict(REP, KNOBS, ServiceLoad(2000, 100, 0.1), 2.0)
     assert m.tpot_ms == pytest.approx(tpot_ms, rel=1e-7) and m.running_requests == pytest.approx(n, rel=1e-7)
     z90 = 1.2815515655446004
@@ -231,8 +254,10 @@ def test_steady_state_is_a_fixed_point():
     # prompts per prompt step (fixed point from m = 1), x(m) = s ceil(32 m) / 32 tokens beside
     # n decodes (one queue: n_a = n); a prompt takes s / x of such steps; a decoding request
     # sees 1 + n decodes and a share f = ((s / x) n + e) / (D - 1) of its steps carries prompt
-    # tokens, e the prompt steps right after its own (one queue, short prompts:
-    # e = (b - pi1)(1 - r^499) / (1 - r), pi1 and r = b - a1 of the chain seen from a decode)
+    # tokens, e the prompt steps of the busy period its life starts in beyond the stationary
+    # share f0 = (s / x) n / (D - 1) (one queue, M/G/1 with cv^2 = 0: M = (s / x) / (1 - rho),
+    # R = M rho (1 + rho / (2 (1 - rho))), e = (1 - f0)(R - f0 M)(1 - r^499),
+    # r = 1 - 1 / ((1 - f0) M))
     import math
     rep = Replica(affine, queues=1, gpus=8)
     load, knobs = ServiceLoad(1000, 500), ServingKnobs(256, 2048, 1, 1)
@@ -264,12 +289,11 @@ def test_steady_state_is_a_fixed_point():
     assert 1000 < x < 2048 - n - 1
     rho = lam * 1000 / x * step(x, n) * 1e-9
     full_d = step(x, seen)
-    # the excess chain: a decode's own queue holds it, so a step without prompts is a decode
-    # step: a1 = 1 - e^{-lambda d}
-    b = -math.expm1(-lam * step(x, n) * 1e-9)
-    a1 = -math.expm1(-lam * idle * 1e-9)
-    pi1, r = a1 / (a1 + 1 - b), b - a1
-    excess = (b - pi1) * (1 - r ** 499) / (1 - r)
+    # the busy period the life starts in
+    base = 1000 / x * n / 499
+    run = 1000 / x / (1 - rho)
+    rest = run * rho * (1 + rho / (2 * (1 - rho)))
+    excess = (1 - base) * (rest - base * run) * (1 - (1 - 1 / ((1 - base) * run)) ** 499)
     assert 0.005 < excess < 0.5
     shared = (1000 / x * n + excess) / 499
     assert m_.utilization == pytest.approx(rho, rel=1e-6)

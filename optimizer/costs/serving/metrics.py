@@ -31,9 +31,11 @@ prompts of s tokens, outputs of D tokens, a step budget of C tokens (docs/servin
                                                         prompt chunk: lambda K n_a pairs per
                                                         second against lambda (D - 1) decode
                                                         steps, and e(L) more right after its own
-                                                        prompt's step, short prompts: on k > 1
-                                                        queues its chain from the refill,
-                                                        ``routing.routed_excess``)
+                                                        prompt's step: on one queue the rest of
+                                                        the prefill busy period it was born in,
+                                                        ``decode_life.busy_period_excess``; on
+                                                        k > 1 queues, short prompts, its chain
+                                                        from the refill, ``routing.routed_excess``)
     n' = 1 + n + lambda (s / x full - K TPOT) for k = 1 (the arrivals during its prompt's own
                                                         steps start with it, beyond the even
                                                         spread's), else 1 + (c' - 1) n / a

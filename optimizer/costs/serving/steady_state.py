@@ -26,7 +26,7 @@ import numpy as np
 
 from optimizer.costs.serving import queueing as q
 from optimizer.costs.serving import routing
-from optimizer.costs.serving.decode_life import excess_prompt_steps, prompts_per_prompt_step, steps_per_prompt
+from optimizer.costs.serving.decode_life import busy_period_excess, prompts_per_prompt_step, steps_per_prompt
 from optimizer.costs.serving.knobs import ServingKnobs
 from optimizer.costs.serving.prompt_mix import mixed_prompt_step_ns
 from optimizer.costs.serving.service_types import Replica, ServiceLoad
@@ -168,12 +168,14 @@ def steady_state(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate: flo
                 return rep.step_ns(knobs, min(tokens, budget - k), k, ctx)
         full_d = (chain_step_ns(rep, knobs, load, tokens, min(seen, budget - 1.0)) if chain
                   else step_at(full, min(seen, budget - 1.0)))
-        # prompt steps right after a decode's own (short prompts: ``decode_life``; k > 1:
-        # ``routing.routed_excess``)
-        if load.prompt_tokens >= budget - joined:
+        # prompt steps right after a decode's own (``decode_life``): one queue, the rest of the
+        # prefill busy period it starts in (K the prefill's steps a prompt, f0 = K' n_a / (D - 1));
+        # k > 1, short prompts, the chain from the refill (``routing.routed_excess``)
+        if rep.queues == 1:
+            excess = busy_period_excess(rho, load.prompt_tokens / chunk, load.prompt_cv2,
+                                        min(1.0, share * joined / decode_steps) if decode_steps else 0.0, lives)
+        elif load.prompt_tokens >= budget - joined:
             excess = np.zeros(len(lives))
-        elif rep.queues == 1:
-            excess = excess_prompt_steps(rate, full_p * 1e-9, idle_d * 1e-9, lives)
         else:
             excess = routing.routed_excess(rate, rep.queues, full_p * 1e-9, joined, running,
                                            share * joined / decode_steps if decode_steps else 0.0, lives)
