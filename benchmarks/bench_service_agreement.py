@@ -231,15 +231,11 @@ def compare_plan(case: Case, plan_doc: dict, seeds: tuple[int, ...] = SEEDS, see
                           else set()))
         sims = {} if sims is None else sims
         sims["runs"] = []
-        for i, rate in enumerate(rates):
+        for rate in rates:
             m = predict(rep, knobs, load, rate)
             lifetime = m.e2e_p90_s if math.isfinite(m.e2e_p90_s) else 60.0
-            wl = inst.workload.model_copy(update={"arrival_rate_rps": rate, "concurrency": None})
-            n = _requests_for(rate, lifetime, measured)
-            runs = [list(steady_p90(simulate(dep, make_requests(wl, n, seed)), lifetime))
-                    for seed in ((seeds[i % len(seeds)],) if seed_per_rate else seeds)]
-            sims["runs"].append({"rate_rps": rate, "load_drawn": rate / sustainable, "lifetime_s": lifetime,
-                                 "requests": n, "p90s": runs})
+            sims["runs"].append({"rate_rps": rate, "load_drawn": rate / sustainable, "lifetime_s": lifetime})
+        simulate_runs(inst, dep, sims["runs"], seeds, seed_per_rate, measured)
         lifetime = predict(rep, knobs, load, 0.85 * sustainable).e2e_p90_s
         capacities = [simulated_capacity_rps(dep, inst.workload, sustainable, lifetime, seed)
                       for seed in (seeds[:1] if seed_per_rate else seeds)]
@@ -268,6 +264,33 @@ def compare_plan(case: Case, plan_doc: dict, seeds: tuple[int, ...] = SEEDS, see
     return rows
 
 
+def simulate_runs(inst: Instance, dep, runs: list[dict], seeds: tuple[int, ...] = SEEDS,
+                  seed_per_rate: bool = False, measured: int = MEASURED_REQUESTS) -> None:
+    """Fill each run of ``runs`` (its ``rate_rps`` and ``lifetime_s``, the steady window's
+    lifetime) with its request count and per-seed (p90 TTFT, p90 TPOT, measured), about
+    ``measured`` requests measured per seed (``seed_per_rate``: one seed per rate, seed i
+    for the i-th)."""
+    for i, run in enumerate(runs):
+        rate, lifetime = run["rate_rps"], run["lifetime_s"]
+        wl = inst.workload.model_copy(update={"arrival_rate_rps": rate, "concurrency": None})
+        n = _requests_for(rate, lifetime, measured)
+        run["requests"] = n
+        run["p90s"] = [list(steady_p90(simulate(dep, make_requests(wl, n, seed)), lifetime))
+                       for seed in ((seeds[i % len(seeds)],) if seed_per_rate else seeds)]
+
+
+def remeasured(case: Case, source: Path, measured: int) -> tuple[dict, dict]:
+    """(plan, simulations) of ``case`` from the store ``source`` with its rate rows simulated
+    again at the same rates and steady windows, about ``measured`` requests measured per seed;
+    the stored capacities are kept (a longer referee for the rows without the long overload
+    runs)."""
+    plan_doc = json.loads((source / f"{case.name}.plan.json").read_text())
+    sims = json.loads((source / f"{case.name}.sims.json").read_text())
+    inst = Instance.model_validate(case.doc)
+    simulate_runs(inst, deployment(inst, plan_doc, {}), sims["runs"], measured=measured)
+    return plan_doc, sims
+
+
 def print_rows(rows: list[dict]) -> None:
     for r in rows:
         if "sustainable_ratio" in r:
@@ -294,17 +317,23 @@ def summary(rows: list[dict]) -> dict[str, tuple[int, int]]:
                 sum(_within(r["sustainable_ratio_second_half"], TOLERANCE["sustainable"]) for r in sus), len(sus))}
 
 
-def _case_rows(case: Case, store: Path | None) -> list[dict]:
+def _case_rows(case: Case, store: Path | None, measured: int = MEASURED_REQUESTS,
+               remeasure_from: Path | None = None) -> list[dict]:
     """``compare``'s rows, with the plan and simulations of ``store`` when it holds them (and
-    written there when it does not)."""
+    written there when it does not; with ``remeasure_from``, taken from that store with the
+    rate rows simulated again, ``remeasured``)."""
     if store is None:
-        return compare_plan(case, planned(case))
+        return compare_plan(case, planned(case), measured=measured)
     store.mkdir(parents=True, exist_ok=True)
     plan_path, sims_path = store / f"{case.name}.plan.json", store / f"{case.name}.sims.json"
+    if remeasure_from is not None and not sims_path.exists():
+        plan_doc, sims = remeasured(case, remeasure_from, measured)
+        plan_path.write_text(json.dumps(plan_doc, indent=1) + "\n")
+        sims_path.write_text(json.dumps(sims, indent=1) + "\n")
     if not plan_path.exists():
         plan_path.write_text(json.dumps(planned(case), indent=1) + "\n")
     sims = json.loads(sims_path.read_text()) if sims_path.exists() else {}
-    rows = compare_plan(case, json.loads(plan_path.read_text()), sims=sims)
+    rows = compare_plan(case, json.loads(plan_path.read_text()), measured=measured, sims=sims)
     if not sims_path.exists():
         sims_path.write_text(json.dumps(sims, indent=1) + "\n")
     return rows
@@ -326,7 +355,14 @@ def main() -> None:
                          "of simulating; missing ones are computed and written")
     ap.add_argument("--stored-only", action="store_true",
                     help="with --store: only the cases whose simulations are stored (no solve, no simulation)")
+    ap.add_argument("--measured", type=int, default=MEASURED_REQUESTS, metavar="N",
+                    help=f"requests measured per seed and rate (default {MEASURED_REQUESTS})")
+    ap.add_argument("--remeasure-from", default=None, metavar="DIR",
+                    help="with --store: a case missing there takes DIR's plan, rates and capacities "
+                         "and its rate rows are simulated again (--measured N); then written to --store")
     args = ap.parse_args()
+    if args.remeasure_from and not args.store:
+        ap.error("--remeasure-from needs --store")
     paths = args.instances if args.instances is not None and (args.instances or not args.random) else []
     if args.instances == [] and not args.random:
         paths = SHIPPED
@@ -345,11 +381,13 @@ def main() -> None:
     print(f"{'instance':32s} {'rate':>9s} {'load':>5s} {'ttft90 pred':>10s} {'sim':>10s} {'ratio':>6s} "
           f"{'tpot90 pred':>10s} {'sim':>10s} {'ratio':>6s} {'meas.':>6s}")
     rows: list[dict] = []
+    source = Path(args.remeasure_from) if args.remeasure_from else None
     if args.stored_only and args.store:
-        cases = [c for c in cases if (Path(args.store) / f"{c.name}.sims.json").exists()]
+        cases = [c for c in cases if (Path(args.store) / f"{c.name}.sims.json").exists()
+                 or (source is not None and (source / f"{c.name}.sims.json").exists())]
     for case in cases:
         try:
-            found = _case_rows(case, Path(args.store) if args.store else None)
+            found = _case_rows(case, Path(args.store) if args.store else None, args.measured, source)
         except Exception as exc:  # noqa: BLE001 - a random instance without a plan is reported
             print(f"{case.name:32s} skipped: {type(exc).__name__}: {str(exc)[:120]}", flush=True)
             continue
