@@ -206,7 +206,6 @@ def _ttft_model(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: 
     if gated:
         service_s = st.full_ns * 1e-9
     wait_s, p_wait = (0.0, 0.0) if gated else q.mgk_mean_wait_s(rate_rps, service_s, load.prompt_cv2, rep.queues)
-    under_way = gated
     # P(the joined replica runs a step): it holds a decode (one queue) or any request (k > 1)
     busy = q.jsq_joined_busy(st.running, 1) if rep.queues == 1 else \
         q.jsq_outstanding(st.running + st.prompts, rep.queues)[1]
@@ -222,13 +221,13 @@ def _ttft_model(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: 
     # thinning; lambda on one queue), which sets the steps' tokens and the left-over backlog
     idle_s = step_at(idle, max(1.0, st.joined)) * 1e-9
     p_join, step_rate = st.rho, per_queue
-    if under_way and rep.queues > 1:
+    if gated and rep.queues > 1:
         p_join = q.prompt_step_join_probability(service_s, freed, rate_rps, st.rho)
         step_rate = per_queue * p_join / st.rho if st.rho > 0.0 else 0.0
         freed = 0.0  # the refill is the join into the prompt step under way, in the wait below
-    decode_share = (1.0 - p_join) * busy if under_way else 0.0
+    decode_share = (1.0 - p_join) * busy if gated else 0.0
     step_s, step_p = np.array([service_s]), np.ones(1)  # the prompt steps' law (s, probability)
-    if under_way:  # length-biased: P(rest > t | a prompt step) = E[(T - t)^+] / E[T]
+    if gated:  # length-biased: P(rest > t | a prompt step) = E[(T - t)^+] / E[T]
         room = budget - st.joined
         under_way_s = st.rho * service_s + (1.0 - st.rho) * idle_s
         tokens, step_p = step_tokens_law(mean_prompts, step_rate * under_way_s, room)
@@ -240,7 +239,7 @@ def _ttft_model(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: 
     # one queue, gated: the prompt tokens a step leaves over its room wait whole steps more
     # (``prefill_backlog``: Lindley's recursion over the steps, full steps while it lasts)
     backlog_steps, backlog_p, backlog_step_s = np.zeros(1), np.ones(1), 0.0
-    if under_way and rep.queues == 1:
+    if gated and rep.queues == 1:
         backlog_step_s = step_at(lambda k: rep.step_ns(knobs, budget - k, k, ctx), st.joined) * 1e-9
         backlog_steps, backlog_p = leftover_steps(mean_prompts, step_rate * backlog_step_s,
                                                   budget - st.joined)
@@ -257,7 +256,7 @@ def _ttft_model(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: 
 
     # gated: the joined replica's state on arrival (``arrival_state``): the wait's law and the
     # tokens of the prompt's own step in each
-    if under_way:
+    if gated:
         mean_step_s = float(step_s @ step_p)
         by_state = step_tokens_by_state(load.prompt_tokens, max(1, math.floor(budget - st.joined)), per_queue,
                                         p_join, st.rho, float(step_s**2 @ step_p) / mean_step_s, idle_s)
@@ -311,7 +310,7 @@ def _ttft_model(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: 
         micro-batch, the largest, sets the step)."""
         joined = min(joined, budget - 1.0)
         tokens = prompt_step_tokens(rep, knobs, load, per_queue, joined) if step_tokens is None else step_tokens
-        rest = 0.0 if under_way else busy * step_at(idle, max(1.0, joined)) / 2.0  # (in the wait if under way)
+        rest = 0.0 if gated else busy * step_at(idle, max(1.0, joined)) / 2.0  # (in the wait if under way)
         out = []
         others = 0.0 if tokens >= budget else (tokens - load.prompt_tokens) / 2.0  # ahead, and behind
         room = budget - joined
@@ -349,7 +348,7 @@ def _ttft_model(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: 
         quantile = percentile / 100
         joined = joined_at(_z(percentile))
         prompts = load.prompt_points or (load.prompt_at(percentile),)
-        if under_way:
+        if gated:
             return ttft_quantile_s(arrival_states(joined, prompts), quantile)
         refill = q.refill_law_wait_quantile_s(prefills_s, freed, rate_rps, quantile)
         owns = own_s(joined, prompts)
@@ -357,7 +356,7 @@ def _ttft_model(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: 
                                             q.wait_quantile_s(wait_s, p_wait, quantile), quantile)
 
     def ttft_mean_s() -> float:
-        if under_way:  # the waits' mean and each state's own steps (the left-over steps are in the wait)
+        if gated:  # the waits' mean and each state's own steps (the left-over steps are in the wait)
             own = sum(a.probability * float(a.owns_s @ a.weights) for a in arrival_states(st.joined, mean_prompts))
             return mean_wait_s + own - float(backlog_s @ backlog_p)
         return mean_wait_s + float(own_s(st.joined, mean_prompts).mean())
