@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from optimizer.costs.serving.metrics import _mixture_quantile_s
 from optimizer.costs.serving.prefill_backlog import adjustment_coefficient, leftover_steps, step_tokens_law
+from optimizer.costs.serving.ttft import mixture_quantile_s
 
 ROOM = 16_000
 CELLS = 32  # grid cells per room of the brute force
@@ -106,7 +106,7 @@ def test_mixture_quantile_by_hand():
     def tail(t):
         return 0.5 * np.exp(-t)
     wait_q = math.log(0.5 / 0.1)  # the wait's own p90
-    t90 = _mixture_quantile_s(owns, weights, tail, wait_q, 0.9)
+    t90 = mixture_quantile_s(owns, weights, tail, wait_q, 0.9)
     assert t90 == pytest.approx(2 + math.log(2.5 * (1 + math.exp(-1))), rel=1e-5)
     # one point: the own time plus the wait's quantile
-    assert _mixture_quantile_s(np.array([1.0]), np.array([1.0]), tail, wait_q, 0.9) == 1.0 + wait_q
+    assert mixture_quantile_s(np.array([1.0]), np.array([1.0]), tail, wait_q, 0.9) == 1.0 + wait_q

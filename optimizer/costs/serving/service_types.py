@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from statistics import NormalDist
 
 import numpy as np
 
@@ -17,6 +18,11 @@ LeadStepNs = Callable[[ServingKnobs, int, int, int, int], int]
 # (knobs, prompt lengths, decodes, context) -> ns: a step of those whole prompts (cut at C - decodes)
 PromptsStepNs = Callable[[ServingKnobs, tuple[int, ...], int, int], int]
 PERCENTILES = (50, 90, 99)
+
+
+def z_at(percentile: int) -> float:
+    """The standard normal quantile at ``percentile`` (e.g. 1.2816 at 90)."""
+    return NormalDist().inv_cdf(percentile / 100)
 
 
 @dataclass(frozen=True)
