@@ -26,10 +26,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from statistics import NormalDist
 
 from optimizer.costs.serving import queueing as q
 from optimizer.costs.serving.metrics import largest_rate
+from optimizer.costs.serving.service_types import z_of
 
 DecodeStep = Callable[[int], int]  # decodes -> ns of a decode-only step
 _FIXED_POINT_STEPS = 500
@@ -61,10 +61,6 @@ class DecodeMetrics:
 
     def tpot_at(self, percentile: int) -> float:
         return {50: self.tpot_p50_ms, 90: self.tpot_p90_ms, 99: self.tpot_p99_ms}[percentile]
-
-
-def z_of(percentile: int) -> float:
-    return NormalDist().inv_cdf(percentile / 100)
 
 
 def _at(step: DecodeStep, count: float) -> float:

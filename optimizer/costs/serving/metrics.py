@@ -100,7 +100,7 @@ from optimizer.costs.serving.service_types import (  # noqa: F401 (re-exported: 
     ServiceMetrics,
     Slo,
     StepNs,
-    z_at,
+    z_of,
 )
 from optimizer.costs.serving.steady_state import Steady, routed_at, steady_state, step_at
 from optimizer.costs.serving.ttft import ttft_model
@@ -116,7 +116,7 @@ def _tpot_quantile_s(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, st: S
     steps holds f0 L + e(L) on average, f0 = K n_a / (D - 1), K = s / (C - n_a) steps per
     prompt), less the mean share, times what a prompt chunk adds to a step (a share below
     the mean lowers it). The median is taken at the mean."""
-    z = z_at(percentile)
+    z = z_of(percentile)
     if load.output_tokens <= 1 or z <= 0.0:
         return st.tpot_s  # the median is taken at the mean
     ctx = load.decode_context_tokens

@@ -103,18 +103,9 @@ def refill_mean_wait_s(service_s: float, departures_per_s: float, arrivals_per_s
 
 def refill_wait_quantile_s(service_s: float, departures_per_s: float, arrivals_per_s: float,
                            quantile: float) -> float:
-    """q-quantile of the wait behind a prefill under way: 0 when P(wait > 0) <= 1 - q, else
-    the t in (0, S) with P(wait > t) = 1 - q (bisection: the tail decreases in t)."""
-    if not 0.0 < quantile < 1.0:
-        raise ValueError(f"quantile={quantile}: must lie strictly between 0 and 1")
-    if refill_wait_tail(0.0, service_s, departures_per_s, arrivals_per_s) <= 1.0 - quantile:
-        return 0.0
-    low, high = 0.0, service_s
-    for _ in range(50):
-        mid = (low + high) / 2.0
-        low, high = (mid, high) if refill_wait_tail(mid, service_s, departures_per_s, arrivals_per_s) > 1.0 - quantile \
-            else (low, mid)
-    return high
+    """q-quantile of the wait behind a prefill under way of ``service_s``: the one-point case
+    of ``refill_law_wait_quantile_s``."""
+    return refill_law_wait_quantile_s(np.array([service_s]), departures_per_s, arrivals_per_s, quantile)
 
 
 def refill_law_wait_tail(wait_s: float, services_s: np.ndarray, departures_per_s: float,

@@ -20,7 +20,7 @@ PromptsStepNs = Callable[[ServingKnobs, tuple[int, ...], int, int], int]
 PERCENTILES = (50, 90, 99)
 
 
-def z_at(percentile: int) -> float:
+def z_of(percentile: int) -> float:
     """The standard normal quantile at ``percentile`` (e.g. 1.2816 at 90)."""
     return NormalDist().inv_cdf(percentile / 100)
 

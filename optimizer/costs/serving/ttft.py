@@ -21,7 +21,7 @@ from optimizer.costs.serving import queueing as q
 from optimizer.costs.serving.arrival_state import ArrivalState, step_tokens_by_state, ttft_quantile_s
 from optimizer.costs.serving.knobs import ServingKnobs
 from optimizer.costs.serving.prefill_backlog import leftover_steps, step_tokens_law
-from optimizer.costs.serving.service_types import Replica, ServiceLoad, z_at
+from optimizer.costs.serving.service_types import Replica, ServiceLoad, z_of
 from optimizer.costs.serving.steady_state import Steady, prompt_step_tokens, routed_at, step_at
 
 _STEP_GRID = 8  # a prompt's last step is costed linear between multiples of C / 8 tokens
@@ -186,7 +186,7 @@ def ttft_model(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: f
         lengths when the load has them (P(wait + own(s) > t) = 1 - q, averaged over s),
         else the prompt at that percentile of the lengths; n_a at its normal quantile."""
         quantile = percentile / 100
-        joined = joined_at(z_at(percentile))
+        joined = joined_at(z_of(percentile))
         prompts = load.prompt_points or (load.prompt_at(percentile),)
         if gated:
             return ttft_quantile_s(arrival_states(joined, prompts), quantile)
