@@ -1,0 +1,100 @@
+"""A prompt's own steps: the time (s) from the start of its first chunk's step to the end
+of its last, beside the decodes its replica holds (plain Python and numpy;
+docs/serving-model.md, "TTFT: the wait behind other prompts, plus the prompt's own steps").
+
+The other prompts of its steps (x' - s tokens) are half ahead of it and half behind (FCFS);
+the tokens ahead and its own fill floor(. / (C - n_a)) full steps, and its last step holds
+the rest and those behind, costed linear between multiples of C / ``STEP_GRID`` tokens. A
+step's first chunk is the prompt's own (``Replica.lead_step_ns``: its attention at its own
+length; in a pipeline the first micro-batch, the largest, sets the step).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from optimizer.costs.serving.knobs import ServingKnobs
+from optimizer.costs.serving.service_types import Replica, ServiceLoad
+from optimizer.costs.serving.steady_state import Steady, prompt_step_tokens, step_at
+
+STEP_GRID = 8  # a prompt's last step is costed linear between multiples of C / 8 tokens
+
+
+class OwnSteps:
+    """``own(joined, prompts, step_tokens)`` -> the own steps (s) of each prompt of
+    ``prompts`` tokens at ``joined`` decodes (module doc). ``rest_share`` is the probability
+    that a step is under way when the prompt is admitted whose rest it waits here (0 when
+    the wait model holds it)."""
+
+    def __init__(self, rep: Replica, knobs: ServingKnobs, load: ServiceLoad, st: Steady,
+                 per_queue_rps: float, rest_share: float):
+        self.rep, self.knobs, self.load = rep, knobs, load
+        self.per_queue_rps, self.rest_share = per_queue_rps, rest_share
+        self.budget, self.ctx = knobs.prefill_chunk_tokens, load.decode_context_tokens
+        # without micro-batches the own chunk adds its attention at its own length, which
+        # hardly depends on the decodes beside it: costed at the mean joined count rounded to
+        # a power of two (few distinct steps are costed); in a pipeline the dealing of the
+        # step's items over the micro-batches depends on the decodes: costed at the decodes
+        # of the step
+        self.pipelined = rep.lead_step_ns is not None and \
+            max(knobs.prefill_micro_batches, knobs.decode_micro_batches) > 1
+        self.lead_ref = 0 if st.joined < 0.5 else min(1 << max(0, round(math.log2(st.joined))), self.budget - 1)
+        self._extras: dict[tuple[int, int], int] = {}
+
+    def idle_ns(self, decodes: int) -> int:
+        """A step of ``decodes`` decode tokens and no prompt chunk (ns)."""
+        return self.rep.step_ns(self.knobs, 0, decodes, self.ctx)
+
+    def __call__(self, joined: float, prompts: tuple[int, ...], step_tokens: int | None = None) -> np.ndarray:
+        """The own steps (s) of each prompt of ``prompts``: the others of its step are
+        ``step_tokens`` - s tokens if given, else ``prompt_step_tokens``' (none when prompts
+        fill the room)."""
+        budget = self.budget
+        joined = min(joined, budget - 1.0)
+        tokens = prompt_step_tokens(self.rep, self.knobs, self.load, self.per_queue_rps, joined) \
+            if step_tokens is None else step_tokens
+        rest = self.rest_share * step_at(self.idle_ns, max(1.0, joined)) / 2.0 if self.rest_share else 0.0
+        others = 0.0 if tokens >= budget else (tokens - self.load.prompt_tokens) / 2.0  # ahead, and behind
+        room = budget - joined
+        cell = budget / STEP_GRID
+        out = []
+        for prompt in prompts:
+            ahead = others + prompt  # what must be done before its first token (token FCFS)
+            whole = math.floor(ahead / room) if ahead > room else 0
+            last = math.ceil(ahead - whole * room + others) if ahead > whole * room else 0  # its last step's tokens
+            low = math.floor(last / cell)
+            frac = last / cell - low
+            last_ns = 0.0
+            if last > 0:
+                last_ns = self._step_ns(joined, round(low * cell), prompt)
+                if frac > 1e-12:
+                    last_ns += frac * (self._step_ns(joined, round((low + 1) * cell), prompt) - last_ns)
+            out.append((whole * self._step_ns(joined, budget, prompt) + last_ns + rest) * 1e-9)
+        return np.array(out)
+
+    def _step_ns(self, joined: float, tokens: int, prompt: int) -> float:
+        """A step of ``tokens`` prompt tokens (at most the room) beside ``joined`` decodes,
+        the prompt's chunk first (ns)."""
+        rep, knobs, budget, ctx = self.rep, self.knobs, self.budget, self.ctx
+
+        def at(k):
+            chunk = max(0, min(tokens, math.floor(budget - k)))
+            if self.pipelined:
+                return rep.lead_step_ns(knobs, prompt, chunk, k, ctx)
+            return rep.step_ns(knobs, chunk, k, ctx)
+        return step_at(at, joined) + (0 if self.pipelined else self._lead_extra(prompt, tokens))
+
+    def _lead_extra(self, prompt: int, tokens: int) -> int:
+        """What a step of ``tokens`` (no pipeline) takes more when its first chunk is the
+        prompt's own (``Replica.lead_step_ns``: its attention at its own length) than the
+        mean prompt's, at ``lead_ref`` decodes (ns)."""
+        rep = self.rep
+        if rep.lead_step_ns is None:
+            return 0
+        chunk = max(0, min(tokens, self.budget - self.lead_ref))
+        key = (prompt, chunk)
+        if key not in self._extras:
+            self._extras[key] = (rep.lead_step_ns(self.knobs, prompt, chunk, self.lead_ref, self.ctx)
+                                 - rep.step_ns(self.knobs, chunk, self.lead_ref, self.ctx))
+        return self._extras[key]
