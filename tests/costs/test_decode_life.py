@@ -9,6 +9,7 @@ from optimizer.costs.serving.decode_life import (
     busy_period_excess,
     chain_excess,
     one_queue_tpot_quantile_s,
+    running_count_dispersion,
     share_quantile,
     shot_noise_cumulants,
     steps_per_prompt,
@@ -116,13 +117,17 @@ def test_steps_per_prompt_by_hand():
     assert steps_per_prompt(np.array([2500.0]), 1000.0, 1.0) == pytest.approx([2.5])
 
 
-def _shot_noise_by_brute_force(life, lives, running, delta_s, b_s, ks, mean_steps, early, draws, rng):
+def _shot_noise_by_brute_force(life, lives, running, delta_s, b_s, ks, mean_steps, early, draws, rng,
+                               dispersion=0.0):
     """A life's primary decode-time deviation drawn directly: Poisson(mean_steps / E[K])
     prompts at uniform shares v of the life, each Delta K + b min(L (1 - v), L') (K drawn from
-    ks, its decode's life L' from lives); Poisson(running) running decodes with the rest R of
-    their lives uniform on (0, mean life), b min(L, R) each; Poisson(early) b L each."""
+    ks, its decode's life L' from lives); running decodes, Poisson(running) or with
+    ``dispersion`` > 0 Poisson(running G) with G gamma of mean 1 and variance dispersion /
+    running (variance (1 + dispersion) running), with the rest R of their lives uniform on
+    (0, mean life), b min(L, R) each; Poisson(early) b L each."""
     events = rng.poisson(mean_steps / np.mean(ks), draws)
-    olds = rng.poisson(running, draws)
+    scale = rng.gamma(running / dispersion, dispersion / running, draws) if dispersion > 0 else 1.0
+    olds = rng.poisson(running * scale, draws)
     news = rng.poisson(early, draws)
     owner = np.repeat(np.arange(draws), events)  # the draw each prompt belongs to
     others = rng.choice(lives, len(owner))
@@ -137,10 +142,13 @@ def test_one_queue_tpot_quantile_against_drawn_cumulants():
     # K 1 or 3 steps (mean 2), 4 prompt steps per life on average (2 prompts). The function's
     # variance and third cumulant (closed forms) are checked against 400,000 direct draws of
     # the primary deviation: its p90 is 10 ms + sd (z + (z^2 - 1) gamma / 6) / L with
-    # sd = sqrt(kappa_2) / (1 - u), u = lambda (Delta E[K] + b L / 2) = 2 (0.1 + 0.05) = 0.3
+    # sd = sqrt(kappa_2) / (1 - u), u = lambda (Delta E[K] + b L / 2) = 2 (0.1 + 0.05) = 0.3;
+    # the running decodes' count over-dispersed by the loop gain G = lambda (Delta E[K] + b L)
+    # = 2 (0.1 + 0.1) = 0.4: variance n / (1 - G), dispersion G / (1 - G) = 2/3
     rng = np.random.default_rng(0)
     ks = np.array([1.0, 3.0])
-    draws = _shot_noise_by_brute_force(100, np.array([100.0]), 2.0, 0.050, 0.001, ks, 4.0, 0.0, 400_000, rng)
+    draws = _shot_noise_by_brute_force(100, np.array([100.0]), 2.0, 0.050, 0.001, ks, 4.0, 0.0, 400_000, rng,
+                                       dispersion=2.0 / 3.0)
     k2, k3 = draws.var(), ((draws - draws.mean()) ** 3).mean()
     z = 1.2815515655446004
     want = 0.010 + math.sqrt(k2) / 0.7 * (z + (z * z - 1) * k3 / k2**1.5 / 6) / 100
@@ -181,3 +189,40 @@ def test_shot_noise_cumulants_of_unequal_lives_against_draws():
         assert k2[i] == pytest.approx(draws.var(), rel=0.02)
         assert k3[i] == pytest.approx(((draws - draws.mean()) ** 3).mean(), rel=0.02)
     assert u[0] == pytest.approx(0.22, rel=1e-12)
+    # the running decodes' count over-dispersed (variance 2.5 times its mean 3, a gamma-mixed
+    # Poisson count): the closed forms against draws of that count
+    k2, k3, _ = shot_noise_cumulants(lives, 2.0, 3.0, 0.050, 0.001, ks, mean_steps, 0.5, 1.5)
+    for i, life in enumerate(lives):
+        draws = _shot_noise_by_brute_force(life, lives, 3.0, 0.050, 0.001, ks, mean_steps[i], 0.5, 400_000, rng,
+                                           dispersion=1.5)
+        assert k2[i] == pytest.approx(draws.var(), rel=0.02)
+        assert k3[i] == pytest.approx(((draws - draws.mean()) ** 3).mean(), rel=0.03)
+
+
+def test_running_count_dispersion_by_hand():
+    # lambda = 2/s, Delta = 50 ms, K 1 or 3 (mean 2), b = 1 ms, lives of 50 and 150 steps (mean
+    # 100): G = 2 (0.05 x 2 + 0.001 x 100) = 0.4, V - 1 = 0.4 / 0.6; a gain past 0.9 is capped
+    got = running_count_dispersion(np.array([50.0, 150.0]), 2.0, 0.050, 0.001, np.array([1.0, 3.0]))
+    assert got == pytest.approx(2.0 / 3.0, rel=1e-12)
+    assert running_count_dispersion(np.array([100.0]), 20.0, 0.050, 0.001, np.array([2.0])) == pytest.approx(9.0)
+
+
+def test_running_count_dispersion_against_the_loop():
+    # the loop alone, simulated step by step: decodes live L = 40 steps, a step takes
+    # t = 1 + b (N - n) time units (N the decodes running), Poisson(lambda t) requests
+    # start in it; n = 30, lambda = n / L, b = 0.5 / n, so G = lambda b L = 0.5 and the count's
+    # variance is n / (1 - G) = 2 n (Poisson's n without the feedback)
+    rng = np.random.default_rng(3)
+    life, n = 40, 30.0
+    rate, b = n / life, 0.5 / n
+    starts = rng.poisson(rate, 60_000).astype(float)
+    counts = np.empty(len(starts))
+    running = starts[:life].sum()
+    for j in range(life, len(starts)):
+        counts[j] = running
+        starts[j] = rng.poisson(rate * max(0.05, 1.0 + b * (running - n)))
+        running += starts[j] - starts[j - life]
+    counts = counts[5_000:]
+    want = 1.0 + running_count_dispersion(np.array([float(life)]), rate, 0.0, b, np.array([1.0]))
+    assert want == pytest.approx(2.0)
+    assert counts.var() / counts.mean() == pytest.approx(want, rel=0.12)

@@ -24,7 +24,12 @@ The count over a life of L steps: prompt-step events Poisson with mean (f L + e(
 (f the stationary share, K' = max(1, K) steps per prompt: a prompt longer than the room
 takes K consecutive steps, shorter ones share a step), each event K' steps. Over the
 requests, L follows the output lengths (equal-probability points); the share's quantile
-is read off the mixture.
+is read off the mixture (k > 1 queues, ``share_quantile``).
+
+On one queue the TPOT percentile is the life's decode time as shot noise
+(``one_queue_tpot_quantile_s``); the decodes already running when a life starts are a count
+over-dispersed by the pace's feedback (``running_count_dispersion``: a request more lengthens
+the steps, longer lives hold more arrivals), variance n / (1 - G) instead of Poisson's n.
 """
 
 from __future__ import annotations
@@ -147,9 +152,12 @@ def one_queue_tpot_quantile_s(lives: np.ndarray, tpot_s: float, rate: float, run
       each ``prompt_step_s`` (Delta) longer than a decode step, and its decode from the
       share v of the life on (v uniform) for its own life L' (one of ``lives``), adding
       ``per_decode_s`` (b) to every step;
-    - each of the Poisson(n) decodes already running at the start adds d = b L min(1, R / L)
-      (R uniform over the mean life: the rest of its life), and each of the Poisson(``early``)
-      that start with it (they arrived during its own prompt's steps) b L;
+    - each of the n decodes already running at the start adds d = b L min(1, R / L) (R
+      uniform over the mean life: the rest of its life), their count over-dispersed, variance
+      V n (``running_count_dispersion``; a gamma-mixed Poisson count, so kappa_2 gains
+      (V - 1) n E[d]^2 and kappa_3 (V - 1) n ((2 V + 1) E[d]^3 + 3 E[d] Var d) over the
+      Poisson count's), and each of the Poisson(``early``) that start with it (they arrived
+      during its own prompt's steps) b L;
     the cumulants of a compound Poisson sum are kappa_r = mean E[mark^r] (closed forms: with
     w = 1 - v uniform, c = A + T w / w' up to w' = min(1, L' / L) and A + T past it,
     T = b min(L, L'): E[c^2] = w' (A^2 + A T + T^2 / 3) + (1 - w') (A + T)^2, E[c^3] =
@@ -161,7 +169,9 @@ def one_queue_tpot_quantile_s(lives: np.ndarray, tpot_s: float, rate: float, run
     quantile of each life is the normal one with the Cornish-Fisher skew term
     z + (z^2 - 1) gamma / 6, gamma = kappa_3 / kappa_2^1.5; over the lives, the mixture's."""
     lives = np.asarray(lives, dtype=float)
-    k2, k3, u = shot_noise_cumulants(lives, rate, running, prompt_step_s, per_decode_s, steps, mean_steps, early)
+    dispersion = running_count_dispersion(lives, rate, prompt_step_s, per_decode_s, steps)
+    k2, k3, u = shot_noise_cumulants(lives, rate, running, prompt_step_s, per_decode_s, steps, mean_steps, early,
+                                     dispersion)
     sd = np.sqrt(k2) / (1.0 - u)
     scale = np.sqrt(np.maximum(k2, 0.0)) ** 3
     gamma = np.divide(k3, scale, out=np.zeros_like(k2), where=scale > 0.0)
@@ -185,12 +195,36 @@ def one_queue_tpot_quantile_s(lives: np.ndarray, tpot_s: float, rate: float, run
     return high
 
 
+def running_count_dispersion(lives: np.ndarray, rate: float, prompt_step_s: float, per_decode_s: float,
+                             steps: np.ndarray) -> float:
+    """V - 1: how far the variance of the decodes running on one queue exceeds their mean n
+    (0 for Poisson, the M/G/inf count at a fixed pace). The pace is not fixed: each decode
+    lengthens every step of its life by b (``per_decode_s``) and each prompt brings K
+    (``steps``) prompt steps Delta (``prompt_step_s``) longer, so one request more adds
+    Delta E[K] + b E[L] of step time (L over ``lives``) to the lives under way, during which
+    G = lambda (Delta E[K] + b E[L]) more requests arrive and stay (the loop gain): a
+    deviation of the count feeds back on itself. In the linear-noise approximation of that birth-death loop (a count of Poisson
+    arrivals over a window of L steps whose length grows with the count) the stationary
+    variance is n / (1 - G), so V - 1 = G / (1 - G) (G capped at 0.9, as u). Checked on the
+    loop alone (arrivals Poisson(lambda t) per step, t = t0 + b (N - n), lives of 20-300
+    steps): var / mean 1.21-1.23 at G = 0.2, 1.94-2.04 at 0.5, 3.3-3.7 at 0.7 against 1.25,
+    2.0 and 3.33. On the simulator, the count at a life's first step (one seed, 4,500
+    requests; measured var / mean - 1 against G / (1 - G)): ``random_0_12`` at 81 % 1.28
+    against 1.59, ``_24`` at 79 % 1.82 / 1.33, ``_05`` at 81 % 2.06 / 1.32, ``_28`` at 20 %
+    1.19 / 1.28, ``_16`` at 21 % 0.88 / 1.08, ``_13`` at 87 % 0.67 / 1.16, ``_03`` at 85 %
+    0.54 / 0.95, ``_08`` at 45 % 0.79 / 1.58, and ``_23`` at 61 % 8.4 / 2.2 (its prompt steps
+    come in heavy-tailed runs, docs/serving-model.md, "Known weaknesses")."""
+    gain = min(0.9, rate * (prompt_step_s * float(np.mean(steps)) + per_decode_s * float(np.mean(lives))))
+    return gain / (1.0 - gain)
+
+
 def shot_noise_cumulants(lives: np.ndarray, rate: float, running: float, prompt_step_s: float,
                          per_decode_s: float, steps: np.ndarray, mean_steps: np.ndarray,
-                         early: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                         early: float = 0.0, dispersion: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(kappa_2, kappa_3, u) per life of ``lives`` (s^2, s^3, 1): the cumulants of the
     primary deviation of a life's decode time and its feedback
-    (``one_queue_tpot_quantile_s``)."""
+    (``one_queue_tpot_quantile_s``); the running decodes' count has variance (1 +
+    ``dispersion``) times its mean ``running`` (gamma-mixed Poisson; 0: Poisson)."""
     lives = np.asarray(lives, dtype=float)
     mean_life = float(lives.mean())
     ks = np.asarray(steps, dtype=float)
@@ -209,10 +243,16 @@ def shot_noise_cumulants(lives: np.ndarray, rate: float, running: float, prompt_
     grow = (ramp * top / 2.0 + flat * top).mean(axis=(0, 2))  # E[b min(L w, L')]
     # the running decodes: d = b R (uniform on (0, b min(L, L_mean))), or b L once R > L
     top = per_decode_s * np.minimum(lives, mean_life)
-    k2 = k2 + running * (np.minimum(1.0, lives / mean_life) * top**2 / 3.0
-                         + np.maximum(0.0, 1.0 - lives / mean_life) * (per_decode_s * lives) ** 2)
-    k3 = k3 + running * (np.minimum(1.0, lives / mean_life) * top**3 / 4.0
-                         + np.maximum(0.0, 1.0 - lives / mean_life) * (per_decode_s * lives) ** 3)
+    ramp, flat, whole = np.minimum(1.0, lives / mean_life), np.maximum(0.0, 1.0 - lives / mean_life), per_decode_s * lives
+    m1 = ramp * top / 2.0 + flat * whole  # E[d], E[d^2], E[d^3] of a running decode's mark
+    m2 = ramp * top**2 / 3.0 + flat * whole**2
+    m3 = ramp * top**3 / 4.0 + flat * whole**3
+    # a count of mean n and variance V n, V = 1 + dispersion (gamma-mixed Poisson: its third
+    # cumulant n V (2 V - 1)): the random sum's kappa_2 = n E[d^2] + (V - 1) n E[d]^2, kappa_3 =
+    # n E[d^3] + (V - 1) n ((2 V + 1) E[d]^3 + 3 E[d] Var d)
+    v = 1.0 + dispersion
+    k2 = k2 + running * (m2 + dispersion * m1**2)
+    k3 = k3 + running * (m3 + dispersion * ((2.0 * v + 1.0) * m1**3 + 3.0 * m1 * (m2 - m1**2)))
     k2 = k2 + early * (per_decode_s * lives) ** 2
     k3 = k3 + early * (per_decode_s * lives) ** 3
     u = np.minimum(0.9, rate * (prompt_step_s * k_mean + grow))
