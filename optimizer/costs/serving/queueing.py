@@ -420,9 +420,9 @@ def _joins_after_join(load: float, replicas: int) -> tuple[np.ndarray, np.ndarra
     """(P(min = i), lambda_{i+1} / lambda) over the counts i (``jsq_joins_during``)."""
     if load <= 0.0:
         return np.ones(1), np.ones(1)
-    bottom, xs = _outstanding_levels(load, replicas)
-    at_least = np.concatenate((np.ones(bottom), np.array(xs), np.zeros(2)))  # x_0 .. x_top, 0, 0
-    least = at_least[:-1] ** replicas - at_least[1:] ** replicas  # P(min = i)
+    _, xs = _outstanding_levels(load, replicas)
+    at_least = np.array((1.0, *xs, 0.0, 0.0))  # x_{b-1} = 1, x_b, ..., x_top, 0, 0 (below b - 1 no one)
+    least = at_least[:-1] ** replicas - at_least[1:] ** replicas  # P(min = i), i >= b - 1
     share = at_least[:-1] - at_least[1:]  # P(c = i)
     flow = least  # x_c^k - x_{c+1}^k at c
     ratio = np.divide(flow[1:], share[1:], out=np.zeros(len(share) - 1), where=share[1:] > 1e-300)

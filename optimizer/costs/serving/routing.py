@@ -72,3 +72,19 @@ def routed_excess(rate: float, replicas: int, prompt_step_s: float, joined: floa
         b = max(b, q.jsq_joins_during(outstanding, replicas, rate, prompt_step_s))
     b = min(b, -math.expm1(-rate * prompt_step_s))
     return chain_excess(share * (1.0 - b) / (1.0 - share), b, lives)
+
+
+def queued_behind_excess(rate: float, replicas: int, prefill_s: float, steps: float, joined: float, running: float,
+                         share: float, lives: np.ndarray, outstanding: float) -> np.ndarray:
+    """e(L) on k > 1 queues, prompts longer than the room: a prompt that joins the queue
+    during a request's own prefill (``prefill_s``, K = ``steps`` prompt steps) waits behind
+    it and is prefilled right after its first token, K prompt steps at the start of its life;
+    it joins with b = the larger of the refill 1 - e^{-delta h(S)} and the tie
+    (``queueing.jsq_joins_during``), at most 1 - e^{-lambda S} (as ``routed_excess``), first
+    order (one such prompt): e = b K (1 - f0), at most (1 - f0) L."""
+    if running <= 0.0 or share <= 0.0 or share >= 1.0:
+        return np.zeros(len(lives))
+    refills = q.refill_wait_tail(0.0, prefill_s, joined * rate / running, rate * replicas)
+    b = max(-math.expm1(-refills), q.jsq_joins_during(outstanding, replicas, rate, prefill_s))
+    b = min(b, -math.expm1(-rate * prefill_s))
+    return np.minimum(b * steps * (1.0 - share), (1.0 - share) * np.asarray(lives, dtype=float))
