@@ -136,11 +136,36 @@ def _tpot_quantile_s(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, st: S
     lives = load.decode_lives()
     steps = load.prompt_tokens / st.chunk_tokens
     mean_steps = steps * st.joined / (load.output_tokens - 1) * lives + np.array(st.excess)
-    marks = np.maximum(1.0, load.prompt_lengths() / (knobs.prefill_chunk_tokens - st.joined))  # its whole steps
-    share = share_quantile(lives, mean_steps, float((marks**2).mean() / marks.mean()), percentile / 100)
+    share = share_quantile(lives, mean_steps, _steps_per_event(rep, knobs, load, st), percentile / 100)
     by_prompts = (share - st.shared) * (st.with_prompt_ns - st.decode_ns)
     by_context = _own_context_spread_ns(rep, knobs, load, st.seen, percentile)
     return st.tpot_s + (math.hypot(by_count, max(0.0, by_prompts), by_context) + min(0.0, by_prompts)) * 1e-9
+
+
+def _steps_per_event(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, st: Steady) -> float:
+    """Prompt steps per event of ``decode_life.share_quantile`` that give the time the
+    prompts add to a life its variance: prompt i adds T_i = K_i delta_i, K_i = max(1, s_i / R)
+    steps (R = C - n_a the room) of delta_i = step(min(s_i, R), n_a) - step(0, n_a) each; over
+    a life the events are Poisson, so its added time has variance rate E[T^2], which a count of
+    events of p steps of the mean delta E[T] / E[K] matches at p = E[T^2] E[K] / E[T]^2 (for
+    one length max(1, K)). Prompts shorter than the room share a step with m - 1 others
+    (m = x / s prompts per prompt step), whose lengths average out: the part of p above
+    E[K^2] / E[K] is divided by m."""
+    lengths = load.prompt_lengths()
+    room = knobs.prefill_chunk_tokens - st.joined
+    steps = np.maximum(1.0, lengths / room)
+    plain = float((steps**2).mean() / steps.mean())
+    if len(lengths) < 2:
+        return plain
+    ctx, decodes = load.decode_context_tokens, max(0, round(st.joined))
+    idle = rep.step_ns(knobs, 0, decodes, ctx)
+    delta = np.array([rep.step_ns(knobs, int(min(x, math.floor(room))), decodes, ctx) - idle for x in lengths], dtype=float)
+    added = steps * delta
+    if added.mean() <= 0.0:
+        return plain
+    timed = float((added**2).mean() * steps.mean() / added.mean() ** 2)
+    together = max(1.0, st.chunk_tokens / load.prompt_tokens) if load.prompt_tokens < room else 1.0
+    return plain + max(0.0, timed - plain) / together
 
 
 def _own_context_spread_ns(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, seen: float,
