@@ -80,7 +80,8 @@ as above (the exponential tail for M/G/k), plus W_r's quantile, at n_a's normal 
 TPOT percentiles: the mean plus the root sum of squares of
 the spread of the count a request sees over its life, of the prompt steps in its life
 (``decode_life``: Poisson over a life of L = D' - 1 steps, L over the output lengths, each
-event the size-biased E[K_i^2] / E[K_i] steps of a prompt, K_i = max(1, s_i / (C - n_a))) and
+event p = E[T^2] E[K] / E[T]^2 steps, T_i = K_i delta_i the time prompt i adds: K_i =
+max(1, s_i / (C - n_a)) steps of delta_i = step(min(s_i, C - n_a), n_a) - step(0, n_a)) and
 of what its own context adds to every step (its prompt s_i against the mean s:
 step(0, n', c + (s_i - s) / n') - step(0, n', c) over the prompt lengths; ``_tpot_quantile_s``);
 on one queue instead the life's decode time as shot noise (prompts
@@ -118,9 +119,9 @@ def _tpot_quantile_s(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, st: S
     (``queueing.jsq_seen`` at the lifetime-averaged count's normal quantile), the prompt
     steps in its life (``decode_life.share_quantile`` over the output lengths: a life of L
     steps holds f0 L + e(L) on average, f0 = K n_a / (D - 1), K = s / (C - n_a) steps per
-    prompt, in events of E[K_i^2] / E[K_i] steps: a prompt of s_i tokens takes
-    K_i = max(1, s_i / (C - n_a)) consecutive steps, so the count is compound Poisson and the
-    size-biased event matches its variance), less the mean share, times what a prompt chunk
+    prompt, in events of ``_steps_per_event``: a prompt of s_i tokens takes
+    K_i = max(1, s_i / (C - n_a)) consecutive steps of its own length, so the time the
+    prompts add is compound Poisson and the event matches its variance), less the mean share, times what a prompt chunk
     adds to a step (a share below the mean lowers it), and its own context
     (``_own_context_spread_ns``). The median is taken at the mean."""
     z = z_of(percentile)
