@@ -35,7 +35,8 @@ prompts of s tokens, outputs of D tokens, a step budget of C tokens (docs/servin
                                                         the prefill busy period it was born in,
                                                         ``decode_life.busy_period_excess``; on
                                                         k > 1 queues, short prompts, its chain
-                                                        from the refill, ``routing.routed_excess``)
+                                                        from the refill or a tie at its count,
+                                                        ``routing.routed_excess``)
     n' = 1 + n + lambda (s / x full - K TPOT) for k = 1 (the arrivals during its prompt's own
                                                         steps start with it, beyond the even
                                                         spread's), else 1 + (c' - 1) n / a
@@ -77,9 +78,13 @@ Percentiles otherwise: P(W + own(s) > t) = 1 - q averaged over the equally likel
 (``ServiceLoad.prompt_points``; else the prompt at that percentile of the lengths), W's tail
 as above (the exponential tail for M/G/k), plus W_r's quantile, at n_a's normal quantile.
 TPOT percentiles: the mean plus the root sum of squares of
-the spread of the count a request sees over its life and of the prompt steps in its life
-(``decode_life``: Poisson over a life of L = D' - 1 steps, L over the output lengths;
-``_tpot_quantile_s``); on one queue instead the life's decode time as shot noise (prompts
+the spread of the count a request sees over its life, of the prompt steps in its life
+(``decode_life``: Poisson over a life of L = D' - 1 steps, L over the output lengths, each
+event p = E[T^2] E[K] / E[T]^2 steps, T_i = K_i delta_i the time prompt i adds: K_i =
+max(1, s_i / (C - n_a)) steps of delta_i = step(min(s_i, C - n_a), n_a) - step(0, n_a)) and
+of what its own context adds to every step (its prompt s_i against the mean s:
+step(0, n', c + (s_i - s) / n') - step(0, n', c) over the prompt lengths; ``_tpot_quantile_s``);
+on one queue instead the life's decode time as shot noise (prompts
 arriving in it bring their steps and a decode; the life's length feeds back:
 ``decode_life.one_queue_tpot_quantile_s``). E2E = TTFT + (D - 1) TPOT, both at the percentile.
 """
@@ -109,13 +114,16 @@ _RELATIVE_TOLERANCE = 1e-7  # bisection stops when the bracket is this narrow, r
 
 
 def _tpot_quantile_s(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, st: Steady, percentile: int) -> float:
-    """TPOT of the request at ``percentile``: the mean plus the root sum of squares of two
+    """TPOT of the request at ``percentile``: the mean plus the root sum of squares of three
     independent spreads, the decodes its replica holds over its life
-    (``queueing.jsq_seen`` at the lifetime-averaged count's normal quantile) and the prompt
+    (``queueing.jsq_seen`` at the lifetime-averaged count's normal quantile), the prompt
     steps in its life (``decode_life.share_quantile`` over the output lengths: a life of L
     steps holds f0 L + e(L) on average, f0 = K n_a / (D - 1), K = s / (C - n_a) steps per
-    prompt), less the mean share, times what a prompt chunk adds to a step (a share below
-    the mean lowers it). The median is taken at the mean."""
+    prompt, in events of ``_steps_per_event``: a prompt of s_i tokens takes
+    K_i = max(1, s_i / (C - n_a)) consecutive steps of its own length, so the time the
+    prompts add is compound Poisson and the event matches its variance), less the mean share, times what a prompt chunk
+    adds to a step (a share below the mean lowers it), and its own context
+    (``_own_context_spread_ns``). The median is taken at the mean."""
     z = z_of(percentile)
     if load.output_tokens <= 1 or z <= 0.0:
         return st.tpot_s  # the median is taken at the mean
@@ -129,9 +137,58 @@ def _tpot_quantile_s(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, st: S
     lives = load.decode_lives()
     steps = load.prompt_tokens / st.chunk_tokens
     mean_steps = steps * st.joined / (load.output_tokens - 1) * lives + np.array(st.excess)
-    share = share_quantile(lives, mean_steps, max(1.0, steps), percentile / 100)
+    share = share_quantile(lives, mean_steps, _steps_per_event(rep, knobs, load, st), percentile / 100)
     by_prompts = (share - st.shared) * (st.with_prompt_ns - st.decode_ns)
-    return st.tpot_s + (math.hypot(by_count, max(0.0, by_prompts)) + min(0.0, by_prompts)) * 1e-9
+    by_context = _own_context_spread_ns(rep, knobs, load, st.seen, percentile)
+    return st.tpot_s + (math.hypot(by_count, max(0.0, by_prompts), by_context) + min(0.0, by_prompts)) * 1e-9
+
+
+def _steps_per_event(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, st: Steady) -> float:
+    """Prompt steps per event of ``decode_life.share_quantile`` that give the time the
+    prompts add to a life its variance: prompt i adds T_i = K_i delta_i, K_i = max(1, s_i / R)
+    steps (R = C - n_a the room) of delta_i = step(min(s_i, R), n_a) - step(0, n_a) each; over
+    a life the events are Poisson, so its added time has variance rate E[T^2], which a count of
+    events of p steps of the mean delta E[T] / E[K] matches at p = E[T^2] E[K] / E[T]^2 (for
+    one length max(1, K)). Prompts shorter than the room share a step with m - 1 others
+    (m = x / s prompts per prompt step), whose lengths average out: the part of p above
+    E[K^2] / E[K] is divided by m."""
+    lengths = load.prompt_lengths()
+    room = knobs.prefill_chunk_tokens - st.joined
+    steps = np.maximum(1.0, lengths / room)
+    plain = float((steps**2).mean() / steps.mean())
+    if len(lengths) < 2:
+        return plain
+    ctx, decodes = load.decode_context_tokens, max(0, round(st.joined))
+    idle = rep.step_ns(knobs, 0, decodes, ctx)
+    delta = np.array([rep.step_ns(knobs, int(min(x, math.floor(room))), decodes, ctx) - idle for x in lengths], dtype=float)
+    added = steps * delta
+    if added.mean() <= 0.0:
+        return plain
+    timed = float((added**2).mean() * steps.mean() / added.mean() ** 2)
+    together = max(1.0, st.chunk_tokens / load.prompt_tokens) if load.prompt_tokens < room else 1.0
+    return plain + max(0.0, timed - plain) / together
+
+
+def _own_context_spread_ns(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, seen: float,
+                           percentile: int) -> float:
+    """What a request's own context adds to each step of its life at ``percentile`` over the
+    prompt lengths, less its mean, ns: every step attends its cache, so a request with a
+    prompt s_i longer than the mean s adds its attention over s_i - s more tokens to each step
+    it is in; with n' decodes at the mean context c, step(0, n', c + (s_i - s) / n') -
+    step(0, n', c) (the step's attention read over the decodes' summed context); the
+    lengths equally likely (``ServiceLoad.prompt_lengths``)."""
+    lengths = load.prompt_lengths()
+    if len(lengths) < 2:
+        return 0.0
+    ctx = load.decode_context_tokens
+    def own(length):
+        def added(k):  # the step's summed context moves by s_i - s: its mean by (s_i - s) / k
+            k = max(1, k)
+            shifted = max(1, ctx + round((length - load.prompt_tokens) / k))
+            return rep.step_ns(knobs, 0, k, shifted) - rep.step_ns(knobs, 0, k, ctx)
+        return step_at(added, seen)
+    adds = np.array([own(x) for x in lengths])
+    return max(0.0, float(np.quantile(adds, percentile / 100)) - float(adds.mean()))
 
 
 def _one_queue_tpot_quantile_s(load: ServiceLoad, st: Steady, idle: Callable[[int], int], budget: int,

@@ -394,3 +394,36 @@ def jsq_outstanding_count_of(outstanding: float, replicas: int) -> tuple[np.ndar
     bottom, xs = _outstanding_levels(outstanding, replicas)
     levels = np.array((1.0, *xs, 0.0))  # x_{b-1} = 1, x_b, ..., 0
     return np.arange(bottom - 1, bottom - 1 + len(levels) - 1), levels[:-1] - levels[1:]
+
+
+def jsq_joins_during(outstanding: float, replicas: int, rate_per_s: float, duration_s: float) -> float:
+    """P(at least one later arrival joins a replica during ``duration_s`` after a prompt joined
+    it), least-loaded routing over ``replicas`` holding ``outstanding`` requests each (the
+    mean-field model above, ties shared evenly): the prompt joined a replica at the least
+    count i (P(min = i) = x_i^k - x_{i+1}^k) and left it at c = i + 1; the model's own flow
+    gives an arrival to a replica at c with probability (x_c^k - x_{c+1}^k), shared by the
+    P(c) = x_c - x_{c+1} replicas there, so such a replica takes arrivals at
+    lambda_c = lambda (x_c^k - x_{c+1}^k) / (x_c - x_{c+1}) (lambda per replica; the rates
+    over the counts average to lambda), Poisson over the duration: sum_i P(min = i)
+    (1 - e^{-lambda_{i+1} t}); linear between the grid points of ``_grid_pair``."""
+    if outstanding <= 0.0 or rate_per_s <= 0.0 or duration_s <= 0.0:
+        return 0.0
+    low, high, weight = _grid_pair(outstanding)
+    def at(load):
+        least, join_rates = _joins_after_join(load, replicas)
+        return float(least @ -np.expm1(-rate_per_s * duration_s * join_rates))
+    return at(low) if weight <= 0.0 else at(low) + weight * (at(high) - at(low))
+
+
+@lru_cache(maxsize=1 << 14)
+def _joins_after_join(load: float, replicas: int) -> tuple[np.ndarray, np.ndarray]:
+    """(P(min = i), lambda_{i+1} / lambda) over the counts i (``jsq_joins_during``)."""
+    if load <= 0.0:
+        return np.ones(1), np.ones(1)
+    _, xs = _outstanding_levels(load, replicas)
+    at_least = np.array((1.0, *xs, 0.0, 0.0))  # x_{b-1} = 1, x_b, ..., x_top, 0, 0 (below b - 1 no one)
+    least = at_least[:-1] ** replicas - at_least[1:] ** replicas  # P(min = i), i >= b - 1
+    share = at_least[:-1] - at_least[1:]  # P(c = i)
+    flow = least  # x_c^k - x_{c+1}^k at c
+    ratio = np.divide(flow[1:], share[1:], out=np.zeros(len(share) - 1), where=share[1:] > 1e-300)
+    return least[:-1], ratio

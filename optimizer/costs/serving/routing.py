@@ -48,7 +48,7 @@ def routed_at(running: float, prefilling: float, waiting: float, replicas: int, 
 
 
 def routed_excess(rate: float, replicas: int, prompt_step_s: float, joined: float, running: float,
-                  share: float, lives: np.ndarray) -> np.ndarray:
+                  share: float, lives: np.ndarray, outstanding: float | None = None) -> np.ndarray:
     """e(L) on k > 1 queues: least-loaded routing sends a prompt to the queue that is
     prefilling one only when that queue falls below the others during the step (one of its
     n_a decodes finishes, rate n_a / life, life = n / lambda by Little's law) and the next
@@ -57,11 +57,34 @@ def routed_excess(rate: float, replicas: int, prompt_step_s: float, joined: floa
     b = P(at least one refill during it) = 1 - e^{-delta h(p)} (Poisson departures; measured
     on ``random_0_02``: 0.168 against the model's 0.16), at most the one-queue chain's
     1 - e^{-lambda p} (with many decodes every queue loses some during the step, and the
-    prefilling one is no likelier to be the least than the others),
+    prefilling one is no likelier to be the least than the others); given ``outstanding``
+    (a = n + p per queue), at least the chance that an arrival joins it by a tie at its count
+    (``queueing.jsq_joins_during``): either way suffices, so b is at least the larger (the
+    tie dominates on few queues at low load: ``random_0_17`` at 25 %, 0.085 measured, tie
+    0.077, refill 0.045; the refill at high load: ``_27`` at 82 %, 0.626, 0.368, 0.611);
     and after a decode step with a, from the stationary share f0 = K n_a / (D - 1):
     a = f0 (1 - b) / (1 - f0) (``decode_life.chain_excess``)."""
     if running <= 0.0 or share <= 0.0 or share >= 1.0:
         return np.zeros(len(lives))
     refills = q.refill_wait_tail(0.0, prompt_step_s, joined * rate / running, rate * replicas)
-    b = min(-math.expm1(-refills), -math.expm1(-rate * prompt_step_s))
+    b = -math.expm1(-refills)
+    if outstanding is not None:
+        b = max(b, q.jsq_joins_during(outstanding, replicas, rate, prompt_step_s))
+    b = min(b, -math.expm1(-rate * prompt_step_s))
     return chain_excess(share * (1.0 - b) / (1.0 - share), b, lives)
+
+
+def queued_behind_excess(rate: float, replicas: int, prefill_s: float, steps: float, joined: float, running: float,
+                         share: float, lives: np.ndarray, outstanding: float) -> np.ndarray:
+    """e(L) on k > 1 queues, prompts longer than the room: a prompt that joins the queue
+    during a request's own prefill (``prefill_s``, K = ``steps`` prompt steps) waits behind
+    it and is prefilled right after its first token, K prompt steps at the start of its life;
+    it joins with b = the larger of the refill 1 - e^{-delta h(S)} and the tie
+    (``queueing.jsq_joins_during``), at most 1 - e^{-lambda S} (as ``routed_excess``), first
+    order (one such prompt): e = b K (1 - f0), at most (1 - f0) L."""
+    if running <= 0.0 or share <= 0.0 or share >= 1.0:
+        return np.zeros(len(lives))
+    refills = q.refill_wait_tail(0.0, prefill_s, joined * rate / running, rate * replicas)
+    b = max(-math.expm1(-refills), q.jsq_joins_during(outstanding, replicas, rate, prefill_s))
+    b = min(b, -math.expm1(-rate * prefill_s))
+    return np.minimum(b * steps * (1.0 - share), (1.0 - share) * np.asarray(lives, dtype=float))

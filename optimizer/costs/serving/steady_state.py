@@ -175,10 +175,13 @@ def steady_state(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate: flo
             excess = busy_period_excess(rho, load.prompt_tokens / chunk, load.prompt_cv2,
                                         min(1.0, share * joined / decode_steps) if decode_steps else 0.0, lives)
         elif load.prompt_tokens >= budget - joined:
-            excess = np.zeros(len(lives))
+            excess = routing.queued_behind_excess(rate, rep.queues, share * full_p * 1e-9, share, joined, running,
+                                                  share * joined / decode_steps if decode_steps else 0.0, lives,
+                                                  running + prompts)
         else:
             excess = routing.routed_excess(rate, rep.queues, full_p * 1e-9, joined, running,
-                                           share * joined / decode_steps if decode_steps else 0.0, lives)
+                                           share * joined / decode_steps if decode_steps else 0.0, lives,
+                                           running + prompts)
         shared = min(1.0, (share * joined + mean(excess)) / decode_steps) if decode_steps else 0.0
         tpot_s = (idle_d + shared * (full_d - idle_d)) * 1e-9
         nxt = q.littles_law_count(rate, decode_steps * tpot_s)
