@@ -254,7 +254,8 @@ def compare_plan(case: Case, plan_doc: dict, seeds: tuple[int, ...] = SEEDS, see
                      "ttft_p90_pred_s": m.ttft_p90_s, "ttft_p90_sim_s": ttft, "ttft_ratio": m.ttft_p90_s / ttft,
                      "tpot_p90_pred_ms": m.tpot_p90_ms, "tpot_p90_sim_ms": tpot,
                      "tpot_ratio": m.tpot_p90_ms / tpot if load.output_tokens > 1 else math.nan,
-                     "measured": min(s[2] for s in runs)})
+                     "measured": min(s[2] for s in runs),
+                     "ttft_seed_spread": _spread([s[0] for s in runs]), "tpot_seed_spread": _spread([s[1] for s in runs])})
     simulated = statistics.median(sims["capacity"]["full_engine_rps"])
     before = statistics.median(sims["capacity"]["second_half_rps"])
     rows.append({"instance": case.name, "config": config, "rate_rps": sims["capacity"]["offered_rps"],
@@ -262,6 +263,24 @@ def compare_plan(case: Case, plan_doc: dict, seeds: tuple[int, ...] = SEEDS, see
                  "sustainable_ratio": sustainable / simulated if simulated > 0 else math.inf,
                  "sustainable_ratio_second_half": sustainable / before if before > 0 else math.inf})
     return rows
+
+
+def _spread(values: list[float]) -> float:
+    """max / min - 1 of the seeds' readings of one figure: the referee's own spread."""
+    low = min(values)
+    return max(values) / low - 1.0 if low > 0 else math.nan
+
+
+def referee_spread(rows: list[dict]) -> dict[str, tuple[float, float]]:
+    """Per figure, the median and the 90th percentile over the rate rows at <= 85 % load of
+    the seeds' spread (``_spread``): how far the referee itself moves from seed to seed."""
+    at = [r for r in rows if "ttft_ratio" in r and r["load_drawn"] <= 0.85 + 1e-9]
+    out = {}
+    for key in ("ttft", "tpot"):
+        values = [r[f"{key}_seed_spread"] for r in at if not math.isnan(r[f"{key}_seed_spread"])]
+        if values:
+            out[key] = (float(np.median(values)), float(np.percentile(values, 90)))
+    return out
 
 
 def simulate_runs(inst: Instance, dep, runs: list[dict], seeds: tuple[int, ...] = SEEDS,
@@ -396,6 +415,12 @@ def main() -> None:
     print("within tolerance at <= 85 % of the sustainable rate:")
     for key, (ok, total) in summary(rows).items():
         print(f"  {key:12s} {ok} of {total} (+-{TOLERANCE[key.split(',')[0]]:.0%})")
+    spread = referee_spread(rows)
+    if spread:
+        print(f"the referee's own spread, max / min - 1 of the {len(SEEDS)} seeds' p90s per row "
+              "(median, 90th percentile over the rows):")
+        for key, (mid, high) in spread.items():
+            print(f"  {key:12s} {mid:.1%}, {high:.1%}")
 
 
 if __name__ == "__main__":
