@@ -65,3 +65,17 @@ def test_the_own_first_chunk_adds_its_attention_at_its_own_length():
     rep = Replica(_linear_step_ns, queues=1, gpus=1, lead_step_ns=_lead_step_ns)
     own = OwnSteps(rep, KNOBS, LOAD, _steady(4.0), 1.0, 0.0)
     assert own(4.0, (300,), 300) == pytest.approx(np.array([306_300e-9]), rel=1e-12)
+
+
+def test_a_pipelined_prompt_step_is_costed_over_its_first_chunks_prompt():
+    # 2 micro-batches (pipelined): each equally likely lead prompt's step, its chunk first,
+    # beside the mean 500 prompt tokens (at least its own), at 4 decodes:
+    # lead 300: chunk 500: 5000 + 500,000 + 400 + 500 x 300 // 100 = 506,900 ns;
+    # lead 900: chunk 900 (its own, more than the mean): 5000 + 900,000 + 400 + 8,100 = 913,500 ns
+    knobs = ServingKnobs(max_running_requests=64, prefill_chunk_tokens=1024, prefill_micro_batches=2,
+                         decode_micro_batches=2)
+    rep = Replica(_linear_step_ns, queues=1, gpus=1, lead_step_ns=_lead_step_ns)
+    own = OwnSteps(rep, knobs, LOAD, _steady(4.0), 1.0, 0.0)
+    steps, probs = own.lead_law(4.0, (300, 900), 500.0, 1020.0)
+    assert steps == pytest.approx(np.array([506_900e-9, 913_500e-9]), rel=1e-12)
+    assert probs.tolist() == [0.5, 0.5]

@@ -62,6 +62,65 @@ def test_leftover_against_the_recursion(points, load):
     assert 0.7 * mean_ref <= float(steps @ probs) <= 1.05 * mean_ref  # the documented accuracy
 
 
+def _brute_force_entry(points, arrivals, entry, rooms=60):
+    """P(an arrival sees L > 0) of the recursion whose steps are full (Poisson(arrivals)
+    prompts) while L > 0 and else one of the entry steps (Poisson(entry[0][j]) with
+    probability entry[1][j]), by direct convolutions; each step weighted by its duration
+    (proportional to its mean arrivals)."""
+    cells = rooms * CELLS
+    def law(mean):
+        one = np.zeros(int(max(points) * CELLS / ROOM) + 2)
+        for p in points:
+            one[round(p * CELLS / ROOM)] += 1 / len(points)
+        a, fold, n = np.zeros(cells), np.array([1.0]), 0
+        while n < 300:
+            weight = math.exp(-mean) * mean**n / math.factorial(n)
+            a[:min(len(fold), cells)] += weight * fold[:cells]
+            if n > mean and weight < 1e-13:
+                break
+            fold, n = np.convolve(fold, one), n + 1
+        return a
+    full = law(arrivals)
+    start = sum(p * law(x) for x, p in zip(*entry))
+    entry_mean = float(np.dot(*entry))
+    state = np.zeros(cells)
+    state[0] = 1.0
+    for _ in range(5000):
+        from_full = np.convolve(state[1:], full)  # L > 0 (cell i + 1 at index i)
+        nxt = np.zeros(cells)
+        nxt[0] = state[0] * start[:CELLS + 1].sum() + from_full[:CELLS].sum()
+        nxt[1:cells - CELLS] += state[0] * start[CELLS + 1:cells]
+        nxt[1:] += from_full[CELLS:CELLS + cells - 1]
+        done = np.abs(nxt - state).sum() < 1e-10
+        state = nxt
+        if done:
+            break
+    over_full = float(np.convolve(state[1:], full)[CELLS:].sum())
+    over_entry = state[0] * float(start[CELLS + 1:].sum())
+    return (arrivals * over_full + entry_mean * over_entry) / (arrivals * (1 - state[0]) + entry_mean * state[0])
+
+
+@pytest.mark.parametrize("points, load, scale", [(EXPONENTIAL, 0.5, 0.6), (EXPONENTIAL, 0.85, 0.7),
+                                                 (LOGNORMAL, 0.7, 0.5), (LOGNORMAL, 0.8, 0.8)])
+def test_leftover_entered_from_shorter_steps_against_the_recursion(points, load, scale):
+    # full steps carry E[A] = load R; the steps a backlog starts from carry 0.5, 1 and 1.5
+    # times scale of that, with probabilities 0.3, 0.4, 0.3
+    arrivals = load * ROOM / np.mean(points)
+    entry = (np.array([0.5, 1.0, 1.5]) * scale * arrivals, np.array([0.3, 0.4, 0.3]))
+    seen = _brute_force_entry(points, arrivals, entry)
+    steps, probs = leftover_steps(points, arrivals, ROOM, entry)
+    assert probs.sum() == pytest.approx(1.0)
+    assert 1 - probs[0] == pytest.approx(seen, abs=0.06)  # the documented accuracy
+    plain_steps, plain_probs = leftover_steps(points, arrivals, ROOM)
+    assert 1 - probs[0] < 1 - plain_probs[0]  # shorter steps start fewer backlogs
+
+
+def test_leftover_entered_from_full_steps_is_the_plain_recursion():
+    entry = (np.array([2.0]), np.array([1.0]))
+    for got, plain in zip(leftover_steps(LOGNORMAL, 2.0, ROOM, entry), leftover_steps(LOGNORMAL, 2.0, ROOM)):
+        assert got == pytest.approx(plain, rel=1e-12)
+
+
 def test_no_leftover_when_no_step_can_overflow():
     # fixed 1,000-token prompts, 0.1 per step: passing 16,000 tokens needs 17 prompts in one
     # step, P = e^-0.1 0.1^17 / 17! ~ 3e-32

@@ -73,6 +73,15 @@ class OwnSteps:
             out.append((whole * self._step_ns(joined, budget, prompt) + last_ns + rest) * 1e-9)
         return np.array(out)
 
+    def lead_law(self, joined: float, prompts: tuple[int, ...], mean_tokens: float,
+                 room: float) -> tuple[np.ndarray, np.ndarray]:
+        """(s, probabilities): a pipelined prompt step's law over its first chunk's prompt,
+        each of the equally likely ``prompts`` (its micro-batch sets the step), beside
+        ``mean_tokens`` prompt tokens (at least its own, at most ``room``)."""
+        steps = np.array([self._step_ns(joined, math.floor(min(room, max(lead, mean_tokens))), lead) * 1e-9
+                          for lead in prompts])
+        return steps, np.full(len(prompts), 1.0 / len(prompts))
+
     def _step_ns(self, joined: float, tokens: int, prompt: int) -> float:
         """A step of ``tokens`` prompt tokens (at most the room) beside ``joined`` decodes,
         the prompt's chunk first (ns)."""

@@ -1,4 +1,4 @@
-"""Prompt tokens a step leaves over for the next (one queue, gated admission).
+"""Prompt tokens a step leaves over for the next (gated admission, per replica queue).
 
 A step takes the waiting prompt tokens up to its room R = C - n_a, oldest first; the prompts
 that arrive during a step are admitted at its end, together. With A_n the prompt tokens that
@@ -19,6 +19,12 @@ Against the recursion iterated to convergence on that grid (exponential, lognorm
 uniform lengths at 20-93 % of the room; docs/serving-model.md) c is within 0.03 and the mean
 0.70-1.0 of the recursion's (the exponential tail from 0 misses the overshoot: low).
 A new prompt has these L tokens ahead of it beyond the step under way: L / R full steps more.
+
+Entry (``entry_arrivals``): a backlog starts from a step without one, a prompt step of the
+step law (T_j with probabilities p_j), not a full step: P(A > R) is the Poisson mix over
+those steps' arrivals, and the one-step fixed point above gives the per-step share c; an
+arriving prompt sees the time share, c T_full / (c T_full + (1 - c) E[T]) (backlog steps are
+full). With every step full (the default) both are the plain recursion's c.
 """
 
 from __future__ import annotations
@@ -65,24 +71,31 @@ def adjustment_coefficient(rooms: np.ndarray, arrivals: float) -> float:
     return theta
 
 
-def leftover_steps(prompt_points: tuple[int, ...], arrivals: float, room: float) -> tuple[np.ndarray, np.ndarray]:
+def leftover_steps(prompt_points: tuple[int, ...], arrivals: float, room: float,
+                   entry_arrivals: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(steps, probabilities): the law of L / R, prompt tokens left waiting beyond the step
     under way, in full steps (an atom at 0 and ``POINTS`` equally likely points of the
-    exponential tail); ``arrivals`` = lambda T prompts per full step, ``room`` = R tokens.
-    (inf, 1) when the arrivals pass the room on average."""
+    exponential tail); ``arrivals`` = lambda T prompts per full step, ``room`` = R tokens,
+    ``entry_arrivals`` = (lambda T_j, p_j) of the steps a backlog starts from (module doc;
+    None: full steps). (inf, 1) when the arrivals pass the room on average."""
     rooms = np.asarray(prompt_points, dtype=float) / room
     if arrivals * rooms.mean() >= 1.0:
         return np.array([math.inf]), np.array([1.0])
-    spread = arrivals * rooms.mean() + 10.0 * math.sqrt(arrivals * float((rooms * rooms).mean())) + 2.0
+    most = arrivals if entry_arrivals is None else max(arrivals, float(np.max(entry_arrivals[0])))
+    spread = most * rooms.mean() + 10.0 * math.sqrt(most * float((rooms * rooms).mean())) + 2.0
     size = 1 << math.ceil(math.log2(GRID * max(spread, rooms.max() + 2.0)))
     a = _arrivals_pmf(rooms, arrivals, size)
     x = np.arange(size) / GRID
     over = float(a[GRID + 1:].sum())  # A > R
+    if entry_arrivals is not None:  # from a step of the step law
+        over = sum(p * float(_arrivals_pmf(rooms, n, size)[GRID + 1:].sum()) for n, p in zip(*entry_arrivals))
     if over <= 1e-9:
         return np.zeros(1), np.ones(1)
     theta = adjustment_coefficient(rooms, arrivals)
     below = float(a @ np.exp(-theta * np.clip(1.0 - x, 0.0, None)))
     c = min(1.0, over / (1.0 - below + over))
+    if entry_arrivals is not None:  # the share of the time: a backlog's steps are full
+        c = c * arrivals / (c * arrivals + (1.0 - c) * float(np.dot(*entry_arrivals)))
     levels = (np.arange(POINTS) + 0.5) / POINTS
     steps = np.concatenate(([0.0], -np.log1p(-levels) / theta))
     return steps, np.concatenate(([1.0 - c], np.full(POINTS, c / POINTS)))
