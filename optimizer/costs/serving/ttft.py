@@ -135,10 +135,11 @@ def _gated_model(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps:
     # are ahead of the prompt (token FCFS): its own steps count them (``OwnSteps``' left_over),
     # so in a pipeline they cost whole steps. On k > 1 queues too: least-loaded routing
     # balances the requests, not their prompt tokens, so a replica whose prompts overflow
-    # keeps its share of arrivals
+    # keeps its share of the arrivals, about every k-th of them (a round robin's count, far
+    # less spread than Poisson's: ``prefill_backlog``)
     full_step_s = step_at(lambda k: rep.step_ns(knobs, budget - k, k, ctx), st.joined) * 1e-9
     backlog_steps, backlog_p = leftover_steps(mean_prompts, step_rate * full_step_s, room,
-                                              (step_rate * step_s, step_p))
+                                              (step_rate * step_s, step_p), rep.queues)
     left_over = backlog_steps * room
     by_state = step_tokens_by_state(load.prompt_tokens, max(1, math.floor(room)), per_queue,
                                     p_join, st.rho, float(step_s**2 @ step_p) / mean_step_s, idle_s)
