@@ -65,3 +65,29 @@ def test_the_own_first_chunk_adds_its_attention_at_its_own_length():
     rep = Replica(_linear_step_ns, queues=1, gpus=1, lead_step_ns=_lead_step_ns)
     own = OwnSteps(rep, KNOBS, LOAD, _steady(4.0), 1.0, 0.0)
     assert own(4.0, (300,), 300) == pytest.approx(np.array([306_300e-9]), rel=1e-12)
+
+
+def test_a_pipelined_prompt_step_is_costed_over_its_first_chunks_prompt():
+    # 2 micro-batches (pipelined): each equally likely lead prompt's step, its chunk first,
+    # beside the mean 500 prompt tokens (at least its own), at 4 decodes:
+    # lead 300: chunk 500: 5000 + 500,000 + 400 + 500 x 300 // 100 = 506,900 ns;
+    # lead 900: chunk 900 (its own, more than the mean): 5000 + 900,000 + 400 + 8,100 = 913,500 ns
+    knobs = ServingKnobs(max_running_requests=64, prefill_chunk_tokens=1024, prefill_micro_batches=2,
+                         decode_micro_batches=2)
+    rep = Replica(_linear_step_ns, queues=1, gpus=1, lead_step_ns=_lead_step_ns)
+    own = OwnSteps(rep, knobs, LOAD, _steady(4.0), 1.0, 0.0)
+    steps, probs = own.lead_law(4.0, (300, 900), 500.0, 1020.0)
+    assert steps == pytest.approx(np.array([506_900e-9, 913_500e-9]), rel=1e-12)
+    assert probs.tolist() == [0.5, 0.5]
+
+
+def test_left_over_tokens_are_ahead_of_the_prompt():
+    # 4 decodes (room 1020), a 300-token prompt alone in its step, 0 or 800 left-over tokens
+    # ahead of it. None: the 305,400 ns of the first test. 800: ahead = 800 + 300 = 1100 >
+    # 1020 -> one whole step (step(1020 tokens) = 5000 + 1,020,000 + 400 = 1,025,400 ns) and a
+    # last step of 1100 - 1020 = 80 tokens: 80 / 128 = 0.625 cells between step(0) = 5,400
+    # and step(128) = 133,400: 5,400 + 0.625 x 128,000 = 85,400 ns; total 1,110,800 ns
+    own = OwnSteps(Replica(_linear_step_ns, queues=1, gpus=1), KNOBS, LOAD, _steady(4.0), 1.0, 0.0)
+    got = own(4.0, (300,), 300, np.array([0.0, 800.0]))
+    assert got.shape == (1, 2)
+    assert got[0] == pytest.approx(np.array([305_400e-9, 1_110_800e-9]), rel=1e-12)

@@ -7,7 +7,12 @@ import math
 import numpy as np
 import pytest
 
-from optimizer.costs.serving.prefill_backlog import adjustment_coefficient, leftover_steps, step_tokens_law
+from optimizer.costs.serving.prefill_backlog import (
+    adjustment_coefficient,
+    leftover_steps,
+    round_robin_counts,
+    step_tokens_law,
+)
 from optimizer.costs.serving.ttft import mixture_quantile_s
 
 ROOM = 16_000
@@ -22,16 +27,27 @@ EXPONENTIAL = _points(lambda u: -6600 * math.log(1 - u))
 LOGNORMAL = _points(lambda u: 3000 * math.exp(__import__("statistics").NormalDist().inv_cdf(u)))
 
 
-def _brute_force(points, arrivals, rooms=60):
+def _round_robin(arrivals, queues, n):
+    """P(a replica takes n of the deployment's Poisson(queues arrivals) prompts when it takes
+    every queues-th, random phase), by enumeration of the deployment's count j and phase u."""
+    total = queues * arrivals
+    return sum(math.exp(-total) * total**j / math.factorial(j) / queues
+               for j in range(max(0, n * queues - queues), n * queues + queues + 1)
+               for u in range(queues) if (j + u) // queues == n)
+
+
+def _brute_force(points, arrivals, rooms=60, queues=1):
     """(P(L > 0), E[L] in rooms) of L' = max(L + A - R, 0) iterated from L = 0, A the tokens
-    of Poisson(arrivals) prompts of the equally likely points: A's law as the Poisson mix of
-    n-fold convolutions of one length's law (np.convolve), L's by direct convolution."""
+    of Poisson(arrivals) prompts of the equally likely points (the round robin's count on
+    ``queues`` > 1): A's law as the count's mix of n-fold convolutions of one length's law
+    (np.convolve), L's by direct convolution."""
     one = np.zeros(int(max(points) * CELLS / ROOM) + 2)
     for p in points:
         one[round(p * CELLS / ROOM)] += 1 / len(points)
     a, fold, n = np.zeros(rooms * CELLS), np.array([1.0]), 0
     while n < 200:
-        weight = math.exp(-arrivals) * arrivals**n / math.factorial(n)
+        weight = math.exp(-arrivals) * arrivals**n / math.factorial(n) if queues == 1 else \
+            _round_robin(arrivals, queues, n)
         a[:min(len(fold), len(a))] += weight * fold[:len(a)]
         if n > arrivals and weight < 1e-13:
             break
@@ -60,6 +76,92 @@ def test_leftover_against_the_recursion(points, load):
     assert probs.sum() == pytest.approx(1.0)
     assert 1 - probs[0] == pytest.approx(busy_ref, abs=0.03)
     assert 0.7 * mean_ref <= float(steps @ probs) <= 1.05 * mean_ref  # the documented accuracy
+
+
+def _brute_force_entry(points, arrivals, entry, rooms=60):
+    """P(an arrival sees L > 0) of the recursion whose steps are full (Poisson(arrivals)
+    prompts) while L > 0 and else one of the entry steps (Poisson(entry[0][j]) with
+    probability entry[1][j]), by direct convolutions; each step weighted by its duration
+    (proportional to its mean arrivals)."""
+    cells = rooms * CELLS
+    def law(mean):
+        one = np.zeros(int(max(points) * CELLS / ROOM) + 2)
+        for p in points:
+            one[round(p * CELLS / ROOM)] += 1 / len(points)
+        a, fold, n = np.zeros(cells), np.array([1.0]), 0
+        while n < 300:
+            weight = math.exp(-mean) * mean**n / math.factorial(n)
+            a[:min(len(fold), cells)] += weight * fold[:cells]
+            if n > mean and weight < 1e-13:
+                break
+            fold, n = np.convolve(fold, one), n + 1
+        return a
+    full = law(arrivals)
+    start = sum(p * law(x) for x, p in zip(*entry))
+    entry_mean = float(np.dot(*entry))
+    state = np.zeros(cells)
+    state[0] = 1.0
+    for _ in range(5000):
+        from_full = np.convolve(state[1:], full)  # L > 0 (cell i + 1 at index i)
+        nxt = np.zeros(cells)
+        nxt[0] = state[0] * start[:CELLS + 1].sum() + from_full[:CELLS].sum()
+        nxt[1:cells - CELLS] += state[0] * start[CELLS + 1:cells]
+        nxt[1:] += from_full[CELLS:CELLS + cells - 1]
+        done = np.abs(nxt - state).sum() < 1e-10
+        state = nxt
+        if done:
+            break
+    over_full = float(np.convolve(state[1:], full)[CELLS:].sum())
+    over_entry = state[0] * float(start[CELLS + 1:].sum())
+    return (arrivals * over_full + entry_mean * over_entry) / (arrivals * (1 - state[0]) + entry_mean * state[0])
+
+
+@pytest.mark.parametrize("points, load, queues", [(EXPONENTIAL, 0.7, 2), (EXPONENTIAL, 0.85, 8), (LOGNORMAL, 0.8, 4)])
+def test_leftover_of_a_round_robin_against_the_recursion(points, load, queues):
+    # a replica of `queues` taking every queues-th prompt: fewer steps overflow than with
+    # Poisson counts at the same mean
+    arrivals = load * ROOM / np.mean(points)
+    busy_ref, mean_ref = _brute_force(points, arrivals, queues=queues)
+    steps, probs = leftover_steps(points, arrivals, ROOM, queues=queues)
+    assert probs.sum() == pytest.approx(1.0)
+    assert 1 - probs[0] == pytest.approx(busy_ref, abs=0.03)
+    assert 0.7 * mean_ref <= float(steps @ probs) <= 1.05 * mean_ref  # the documented accuracy
+    assert 1 - probs[0] < 1 - leftover_steps(points, arrivals, ROOM)[1][0]
+
+
+def test_round_robin_counts_by_hand():
+    # a replica of 2 at 0.5 prompts per step: the deployment's J ~ Poisson(1), P(J = j) =
+    # e^-1 / j! = 0.367879 (j = 0, 1), 0.183940 (2), 0.061313 (3); n = floor((J + U) / 2),
+    # U = 0 or 1: P(n = 0) = P(0) + P(1) / 2 = 0.551819, P(n = 1) = P(1) / 2 + P(2) + P(3) / 2
+    # = 0.398536; the mean is 0.5 (sum over u of floor((j + u) / 2) = j)
+    counts = round_robin_counts(0.5, 2)
+    assert counts[0] == pytest.approx(0.551819, abs=1e-6)
+    assert counts[1] == pytest.approx(0.398536, abs=1e-6)
+    assert counts.sum() == pytest.approx(1.0, abs=1e-12)
+    assert counts @ np.arange(len(counts)) == pytest.approx(0.5, abs=1e-12)
+    poisson = round_robin_counts(0.5, 1)  # one queue: Poisson(0.5)
+    assert poisson[:3] == pytest.approx([math.exp(-0.5), 0.5 * math.exp(-0.5), 0.125 * math.exp(-0.5)], rel=1e-12)
+
+
+@pytest.mark.parametrize("points, load, scale", [(EXPONENTIAL, 0.5, 0.6), (EXPONENTIAL, 0.85, 0.7),
+                                                 (LOGNORMAL, 0.7, 0.5), (LOGNORMAL, 0.8, 0.8)])
+def test_leftover_entered_from_shorter_steps_against_the_recursion(points, load, scale):
+    # full steps carry E[A] = load R; the steps a backlog starts from carry 0.5, 1 and 1.5
+    # times scale of that, with probabilities 0.3, 0.4, 0.3
+    arrivals = load * ROOM / np.mean(points)
+    entry = (np.array([0.5, 1.0, 1.5]) * scale * arrivals, np.array([0.3, 0.4, 0.3]))
+    seen = _brute_force_entry(points, arrivals, entry)
+    steps, probs = leftover_steps(points, arrivals, ROOM, entry)
+    assert probs.sum() == pytest.approx(1.0)
+    assert 1 - probs[0] == pytest.approx(seen, abs=0.06)  # the documented accuracy
+    plain_steps, plain_probs = leftover_steps(points, arrivals, ROOM)
+    assert 1 - probs[0] < 1 - plain_probs[0]  # shorter steps start fewer backlogs
+
+
+def test_leftover_entered_from_full_steps_is_the_plain_recursion():
+    entry = (np.array([2.0]), np.array([1.0]))
+    for got, plain in zip(leftover_steps(LOGNORMAL, 2.0, ROOM, entry), leftover_steps(LOGNORMAL, 2.0, ROOM)):
+        assert got == pytest.approx(plain, rel=1e-12)
 
 
 def test_no_leftover_when_no_step_can_overflow():

@@ -14,7 +14,7 @@ what least-loaded routing over outstanding requests gives it on several queues;
 ``own_steps``: a prompt's own steps beside the decodes of its replica;
 ``arrival_state``: what the replica a gated prompt joins is doing when it arrives;
 ``decode_life``: the prompt steps in one decoding request's life (the TPOT percentiles);
-``prefill_backlog``: the prompt tokens a step leaves over its room (one queue, gated);
+``prefill_backlog``: the prompt tokens a step leaves over its room (gated prompts);
 ``prompt_mix``: a prompt step's mean time over the law of the prompts it holds. The step time
 of one engine step is an input (a callable), so the model is tested with known step times.
 Disaggregated serving: ``disagg_decode`` (the decode pool's queue model and rate bound),

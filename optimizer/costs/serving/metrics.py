@@ -56,18 +56,21 @@ s (1 + lambda t)) (those that arrived during the step under way, t: ``steady_sta
 half ahead of it and half behind (FCFS); the tokens ahead and its own fill
 floor(. / (C - n_a)) full steps and its last step holds the rest and those behind; a step's
 first chunk is the prompt's own (``Replica.lead_step_ns``: its attention at its length, and
-in a pipeline the largest micro-batch, which sets the step). W: for prompts longer than half
+in a pipeline the largest micro-batch, which sets the step); gated prompts also have the
+prompt tokens earlier steps left over ahead of them (below). W: for prompts longer than half
 the room, the wait of the deployment's prefill servers as one M/G/k queue (Allen-Cunneen with
 the prompt lengths' squared coefficient of variation cv^2; Pollaczek-Khinchine for k = 1);
 for shorter ones (gated admission) the rest of the step under way: with k = 1 a prompt step
 (a share rho of the time, length-biased over the steps' prompt tokens min(C - n_a, A), A the
-compound Poisson tokens that came during the step before: ``prefill_backlog``) or a decode
-step (a share (1 - rho) P(N >= 1)), the rest uniform, plus the prompt tokens earlier steps
-left over their room, L / (C - n_a) full steps (Lindley's recursion, Cramer-Lundberg tail:
-``prefill_backlog``); with k > 1 the same at the replica the router chose, rho replaced by
-P_join = min(rho, delta h(S)), the refills' first-order count capped by the prompt steps'
-share of the time (``queueing.prompt_step_join_probability``), its step's prompts arriving at
-lambda P_join / rho, and no left-over tokens. W_r the wait behind a prompt the joined replica
+compound Poisson tokens that came during the step before: ``prefill_backlog``; in a pipeline
+over the step's first chunk's prompt, whose micro-batch sets the step) or a decode step (a
+share (1 - rho) P(N >= 1)), the rest uniform; the prompt tokens earlier steps left over their
+room, L, are ahead of the prompt in its own steps (Lindley's recursion, Cramer-Lundberg tail,
+entered from the step law: ``prefill_backlog``); with k > 1 the same at the replica the
+router chose, rho replaced by P_join = min(rho, delta h(S)), the refills' first-order count
+capped by the prompt steps' share of the time (``queueing.prompt_step_join_probability``),
+its step's prompts arriving at lambda P_join / rho, the left-over tokens' prompts a round
+robin's count (the replica takes about every k-th arrival). W_r the wait behind a prompt the joined replica
 still prefills (least-loaded routing counts requests, not prefills: ``queueing.refill_*``, k > 1
 and prompts longer than half the room only), over the prompt lengths' prefill times s_i / x
 full (a longer prefill collects more refills: ``queueing.refill_law_*``).
