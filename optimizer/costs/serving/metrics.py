@@ -97,6 +97,7 @@ import numpy as np
 
 from optimizer.costs.serving.decode_life import one_queue_tpot_quantile_s, share_quantile, steps_per_prompt
 from optimizer.costs.serving.knobs import ServingKnobs
+from optimizer.costs.serving.routing import life_variance_share, total_count_gain
 from optimizer.costs.serving.service_types import (  # noqa: F401 (re-exported: the model's types)
     PERCENTILES,
     LeadStepNs,
@@ -132,9 +133,13 @@ def _tpot_quantile_s(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, st: S
         return rep.step_ns(knobs, 0, k, ctx)
     if rep.queues == 1:
         return _one_queue_tpot_quantile_s(load, st, idle, knobs.prefill_chunk_tokens, percentile)
-    seen_q = routed_at(st, rep.queues, z, 2.0 / 3.0)[1]
-    by_count = (step_at(idle, seen_q) - st.decode_ns) * (1.0 - st.shared)
     lives = load.decode_lives()
+    # the deployment's total is over-dispersed by the pace's feedback (``routing.total_count_gain``)
+    gain = total_count_gain((load.output_tokens - 1) * st.tpot_s, (st.with_prompt_ns - st.decode_ns) * 1e-9,
+                            st.prompt_steps, st.joined, _per_decode_s(idle, st.seen), st.seen - 1.0,
+                            float(np.mean(lives)))
+    seen_q = routed_at(st, rep.queues, z, life_variance_share(gain))[1]
+    by_count = (step_at(idle, seen_q) - st.decode_ns) * (1.0 - st.shared)
     steps = load.prompt_tokens / st.chunk_tokens
     mean_steps = steps * st.joined / (load.output_tokens - 1) * lives + np.array(st.excess)
     share = share_quantile(lives, mean_steps, _steps_per_event(rep, knobs, load, st), percentile / 100)
@@ -191,6 +196,14 @@ def _own_context_spread_ns(rep: Replica, knobs: ServingKnobs, load: ServiceLoad,
     return max(0.0, float(np.quantile(adds, percentile / 100)) - float(adds.mean()))
 
 
+def _per_decode_s(idle: Callable[[int], int], seen: float) -> float:
+    """b, s: what one decode more adds to a decode step of a queue holding ``seen``, the
+    secant of step(0, .) over seen +- sqrt(seen) (the count's Poisson sd; at least 1 apart)."""
+    spread = max(1.0, math.sqrt(seen))
+    low = max(1.0, seen - spread)
+    return (step_at(idle, seen + spread) - step_at(idle, low)) / (seen + spread - low) * 1e-9
+
+
 def _one_queue_tpot_quantile_s(load: ServiceLoad, st: Steady, idle: Callable[[int], int], budget: int,
                                percentile: int) -> float:
     """TPOT at ``percentile`` on one queue: ``decode_life.one_queue_tpot_quantile_s`` with the
@@ -199,9 +212,7 @@ def _one_queue_tpot_quantile_s(load: ServiceLoad, st: Steady, idle: Callable[[in
     longer than the room, else a prompt's share of the step it shares)."""
     lives = load.decode_lives()
     rate = st.running / ((load.output_tokens - 1) * st.tpot_s)
-    spread = max(1.0, math.sqrt(st.seen))  # b as a secant over the count's Poisson sd
-    low = max(1.0, st.seen - spread)
-    per_decode_s = (step_at(idle, st.seen + spread) - step_at(idle, low)) / (st.seen + spread - low) * 1e-9
+    per_decode_s = _per_decode_s(idle, st.seen)
     if load.prompt_tokens >= budget - st.joined:
         steps = steps_per_prompt(load.prompt_lengths(), budget - st.joined, st.rho)
     else:  # a prompt's share of a step it shares with 1 / K - 1 others
