@@ -83,7 +83,10 @@ the spread of the count a request sees over its life, of the prompt steps in its
 event p = E[T^2] E[K] / E[T]^2 steps, T_i = K_i delta_i the time prompt i adds: K_i =
 max(1, s_i / (C - n_a)) steps of delta_i = step(min(s_i, C - n_a), n_a) - step(0, n_a)) and
 of what its own context adds to every step (its prompt s_i against the mean s:
-step(0, n', c + (s_i - s) / n') - step(0, n', c) over the prompt lengths; ``_tpot_quantile_s``);
+step(0, n', c + (s_i - s) / n') - step(0, n', c) over the prompt lengths; ``_tpot_quantile_s``;
+the count at the quantile of the deployment's outstanding total, variance k a v, v =
+``routing.life_variance_share`` of the loop gain G = (n_a Delta K + (n' - 1) b E[L]) /
+((D - 1) TPOT), ``routing.total_count_gain``);
 on one queue instead the life's decode time as shot noise (prompts
 arriving in it bring their steps and a decode; the life's length feeds back:
 ``decode_life.one_queue_tpot_quantile_s``). E2E = TTFT + (D - 1) TPOT, both at the percentile.
@@ -117,7 +120,9 @@ _RELATIVE_TOLERANCE = 1e-7  # bisection stops when the bracket is this narrow, r
 def _tpot_quantile_s(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, st: Steady, percentile: int) -> float:
     """TPOT of the request at ``percentile``: the mean plus the root sum of squares of three
     independent spreads, the decodes its replica holds over its life
-    (``queueing.jsq_seen`` at the lifetime-averaged count's normal quantile), the prompt
+    (``queueing.jsq_seen`` at the lifetime-averaged count's normal quantile: the deployment's
+    outstanding total over-dispersed by the pace's feedback, ``routing.total_count_gain``
+    and ``routing.life_variance_share``), the prompt
     steps in its life (``decode_life.share_quantile`` over the output lengths: a life of L
     steps holds f0 L + e(L) on average, f0 = K n_a / (D - 1), K = s / (C - n_a) steps per
     prompt, in events of ``_steps_per_event``: a prompt of s_i tokens takes

@@ -4,7 +4,9 @@ requests (decodes and prompts not yet at their first token), so the decodes a ne
 steps hold (n_a), those a decoding request sees (n') and the share of queues holding a decode
 come from the outstanding count per queue a = n + p (``queueing.jsq_outstanding``, mean-field
 least-loaded routing), and the prompt steps right after a decode's own from the refill of the
-queue that is prefilling (``queueing.refill_wait_tail``, ``decode_life.chain_excess``). One
+queue that is prefilling (``queueing.refill_wait_tail``, ``decode_life.chain_excess``), and
+the spread of the deployment's outstanding total, over-dispersed by the pace's feedback
+(``total_count_gain``, ``life_variance_share``). One
 queue (k = 1) does not route and does not use this module.
 """
 
@@ -41,7 +43,8 @@ def routed_at(running: float, prefilling: float, waiting: float, replicas: int, 
               variance_share: float) -> tuple[float, float, float]:
     """``routed`` with the deployment's outstanding count at the standard-normal quantile z
     of its spread: k a + z sqrt(v k a) (Poisson, M/G/inf: v = 1 at an instant, 2/3 averaged
-    over a life of fixed length, M/D/inf), each kind scaled alike; never below the mean."""
+    over a life of fixed length, M/D/inf; more when the pace feeds back,
+    ``life_variance_share``), each kind scaled alike; never below the mean."""
     load = running + prefilling + waiting
     scale = 1.0 + max(0.0, z) * math.sqrt(variance_share / (replicas * load)) if load > 0.0 else 1.0
     return routed(scale * running, scale * prefilling, scale * waiting, replicas)
