@@ -55,3 +55,38 @@ def test_one_queue_is_not_routed():
     rep = M.Replica(lambda knobs, chunk, decodes, ctx: 1_000_000 + 1000 * chunk + 50_000 * decodes, 1, 1)
     st = steady_state(rep, ServingKnobs(64, 1000, 1, 1), M.ServiceLoad(2000, 100), 2.0)
     assert st.joined == pytest.approx(st.running, rel=1e-8) and st.prompts == 0.0  # (last iterate's n)
+
+
+def test_total_count_gain_by_hand():
+    # lives of E[L] = 50 steps in (D - 1) TPOT = 1.0 s; a prompt of K = 0.5 steps, each
+    # Delta = 0.04 s longer, held up n_a = 2 decodes: 2 x 0.04 x 0.5 = 0.04 s of decode time;
+    # its decode adds b = 0.002 s to each of 50 steps of n' - 1 = 3 others: 3 x 0.002 x 50
+    # = 0.3 s; G = (0.04 + 0.3) / 1.0 = 0.34
+    assert routing.total_count_gain(1.0, 0.04, 0.5, 2.0, 0.002, 3.0, 50.0) == pytest.approx(0.34, rel=1e-12)
+    # a request alone on its queue holds up nobody (10b_moe_service at 30 %: n' = 1.00)
+    assert routing.total_count_gain(1.0, 0.04, 0.5, 0.0, 0.002, 0.0, 50.0) == 0.0
+    # capped at 0.9 (the loop would run away), never below 0 (a pipeline's step may fall with its count)
+    assert routing.total_count_gain(1.0, 0.4, 5.0, 2.0, 0.002, 3.0, 50.0) == 0.9
+    assert routing.total_count_gain(1.0, 0.0, 0.5, 2.0, -0.002, 3.0, 50.0) == 0.0
+
+
+def test_total_count_gain_is_the_one_queue_gain_on_one_queue():
+    # on one queue n_a = n' - 1 = n and n / ((D - 1) TPOT) = lambda: the gain of
+    # decode_life.running_count_dispersion (there returned as G / (1 - G))
+    from optimizer.costs.serving.decode_life import running_count_dispersion
+    n, life_s, delta_s, b_s, ks, lives = 6.0, 1.5, 0.03, 0.001, np.array([0.8]), np.array([40.0])
+    gain = routing.total_count_gain(life_s, delta_s, 0.8, n, b_s, n, 40.0)
+    assert gain / (1.0 - gain) == pytest.approx(running_count_dispersion(lives, n / life_s, delta_s, b_s, ks), rel=1e-12)
+
+
+def test_life_variance_share_by_brute_force():
+    # Poisson part 2/3; the loop's part G / (1 - G) times the mean of e^{-x |u - v|} over
+    # u, v uniform on (0, 1), x = 1 - G, here by a midpoint grid
+    grid = (np.arange(2000) + 0.5) / 2000
+    for gain in (0.2, 0.5, 0.8):
+        x = 1.0 - gain
+        kept = np.exp(-x * np.abs(grid[:, None] - grid[None, :])).mean()
+        assert routing.life_variance_share(gain) == pytest.approx(2 / 3 + gain / x * kept, rel=1e-5)
+    # G = 0.5: x = 0.5, 2 (0.5 - 1 + e^-0.5) / 0.25 = 0.85225, so 2/3 + 1 x 0.85225 = 1.51892
+    assert routing.life_variance_share(0.5) == pytest.approx(1.51892, abs=1e-5)
+    assert routing.life_variance_share(0.0) == pytest.approx(2 / 3)

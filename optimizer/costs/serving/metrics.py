@@ -86,7 +86,10 @@ the spread of the count a request sees over its life, of the prompt steps in its
 event p = E[T^2] E[K] / E[T]^2 steps, T_i = K_i delta_i the time prompt i adds: K_i =
 max(1, s_i / (C - n_a)) steps of delta_i = step(min(s_i, C - n_a), n_a) - step(0, n_a)) and
 of what its own context adds to every step (its prompt s_i against the mean s:
-step(0, n', c + (s_i - s) / n') - step(0, n', c) over the prompt lengths; ``_tpot_quantile_s``);
+step(0, n', c + (s_i - s) / n') - step(0, n', c) over the prompt lengths; ``_tpot_quantile_s``;
+the count at the quantile of the deployment's outstanding total, variance k a v, v =
+``routing.life_variance_share`` of the loop gain G = (n_a Delta K + (n' - 1) b E[L]) /
+((D - 1) TPOT), ``routing.total_count_gain``);
 on one queue instead the life's decode time as shot noise (prompts
 arriving in it bring their steps and a decode; the life's length feeds back:
 ``decode_life.one_queue_tpot_quantile_s``). E2E = TTFT + (D - 1) TPOT, both at the percentile.
@@ -100,6 +103,7 @@ import numpy as np
 
 from optimizer.costs.serving.decode_life import one_queue_tpot_quantile_s, share_quantile, steps_per_prompt
 from optimizer.costs.serving.knobs import ServingKnobs
+from optimizer.costs.serving.routing import life_variance_share, total_count_gain
 from optimizer.costs.serving.service_types import (  # noqa: F401 (re-exported: the model's types)
     PERCENTILES,
     LeadStepNs,
@@ -119,7 +123,9 @@ _RELATIVE_TOLERANCE = 1e-7  # bisection stops when the bracket is this narrow, r
 def _tpot_quantile_s(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, st: Steady, percentile: int) -> float:
     """TPOT of the request at ``percentile``: the mean plus the root sum of squares of three
     independent spreads, the decodes its replica holds over its life
-    (``queueing.jsq_seen`` at the lifetime-averaged count's normal quantile), the prompt
+    (``queueing.jsq_seen`` at the lifetime-averaged count's normal quantile: the deployment's
+    outstanding total over-dispersed by the pace's feedback, ``routing.total_count_gain``
+    and ``routing.life_variance_share``), the prompt
     steps in its life (``decode_life.share_quantile`` over the output lengths: a life of L
     steps holds f0 L + e(L) on average, f0 = K n_a / (D - 1), K = s / (C - n_a) steps per
     prompt, in events of ``_steps_per_event``: a prompt of s_i tokens takes
@@ -135,9 +141,13 @@ def _tpot_quantile_s(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, st: S
         return rep.step_ns(knobs, 0, k, ctx)
     if rep.queues == 1:
         return _one_queue_tpot_quantile_s(load, st, idle, knobs.prefill_chunk_tokens, percentile)
-    seen_q = routed_at(st, rep.queues, z, 2.0 / 3.0)[1]
-    by_count = (step_at(idle, seen_q) - st.decode_ns) * (1.0 - st.shared)
     lives = load.decode_lives()
+    # the deployment's total is over-dispersed by the pace's feedback (``routing.total_count_gain``)
+    gain = total_count_gain((load.output_tokens - 1) * st.tpot_s, (st.with_prompt_ns - st.decode_ns) * 1e-9,
+                            st.prompt_steps, st.joined, _per_decode_s(idle, st.seen), st.seen - 1.0,
+                            float(np.mean(lives)))
+    seen_q = routed_at(st, rep.queues, z, life_variance_share(gain))[1]
+    by_count = (step_at(idle, seen_q) - st.decode_ns) * (1.0 - st.shared)
     steps = load.prompt_tokens / st.chunk_tokens
     mean_steps = steps * st.joined / (load.output_tokens - 1) * lives + np.array(st.excess)
     share = share_quantile(lives, mean_steps, _steps_per_event(rep, knobs, load, st), percentile / 100)
@@ -194,6 +204,14 @@ def _own_context_spread_ns(rep: Replica, knobs: ServingKnobs, load: ServiceLoad,
     return max(0.0, float(np.quantile(adds, percentile / 100)) - float(adds.mean()))
 
 
+def _per_decode_s(idle: Callable[[int], int], seen: float) -> float:
+    """b, s: what one decode more adds to a decode step of a queue holding ``seen``, the
+    secant of step(0, .) over seen +- sqrt(seen) (the count's Poisson sd; at least 1 apart)."""
+    spread = max(1.0, math.sqrt(seen))
+    low = max(1.0, seen - spread)
+    return (step_at(idle, seen + spread) - step_at(idle, low)) / (seen + spread - low) * 1e-9
+
+
 def _one_queue_tpot_quantile_s(load: ServiceLoad, st: Steady, idle: Callable[[int], int], budget: int,
                                percentile: int) -> float:
     """TPOT at ``percentile`` on one queue: ``decode_life.one_queue_tpot_quantile_s`` with the
@@ -202,9 +220,7 @@ def _one_queue_tpot_quantile_s(load: ServiceLoad, st: Steady, idle: Callable[[in
     longer than the room, else a prompt's share of the step it shares)."""
     lives = load.decode_lives()
     rate = st.running / ((load.output_tokens - 1) * st.tpot_s)
-    spread = max(1.0, math.sqrt(st.seen))  # b as a secant over the count's Poisson sd
-    low = max(1.0, st.seen - spread)
-    per_decode_s = (step_at(idle, st.seen + spread) - step_at(idle, low)) / (st.seen + spread - low) * 1e-9
+    per_decode_s = _per_decode_s(idle, st.seen)
     if load.prompt_tokens >= budget - st.joined:
         steps = steps_per_prompt(load.prompt_lengths(), budget - st.joined, st.rho)
     else:  # a prompt's share of a step it shares with 1 / K - 1 others

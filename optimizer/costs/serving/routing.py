@@ -4,7 +4,9 @@ requests (decodes and prompts not yet at their first token), so the decodes a ne
 steps hold (n_a), those a decoding request sees (n') and the share of queues holding a decode
 come from the outstanding count per queue a = n + p (``queueing.jsq_outstanding``, mean-field
 least-loaded routing), and the prompt steps right after a decode's own from the refill of the
-queue that is prefilling (``queueing.refill_wait_tail``, ``decode_life.chain_excess``). One
+queue that is prefilling (``queueing.refill_wait_tail``, ``decode_life.chain_excess``), and
+the spread of the deployment's outstanding total, over-dispersed by the pace's feedback
+(``total_count_gain``, ``life_variance_share``). One
 queue (k = 1) does not route and does not use this module.
 """
 
@@ -41,7 +43,8 @@ def routed_at(running: float, prefilling: float, waiting: float, replicas: int, 
               variance_share: float) -> tuple[float, float, float]:
     """``routed`` with the deployment's outstanding count at the standard-normal quantile z
     of its spread: k a + z sqrt(v k a) (Poisson, M/G/inf: v = 1 at an instant, 2/3 averaged
-    over a life of fixed length, M/D/inf), each kind scaled alike; never below the mean."""
+    over a life of fixed length, M/D/inf; more when the pace feeds back,
+    ``life_variance_share``), each kind scaled alike; never below the mean."""
     load = running + prefilling + waiting
     scale = 1.0 + max(0.0, z) * math.sqrt(variance_share / (replicas * load)) if load > 0.0 else 1.0
     return routed(scale * running, scale * prefilling, scale * waiting, replicas)
@@ -88,3 +91,40 @@ def queued_behind_excess(rate: float, replicas: int, prefill_s: float, steps: fl
     b = max(-math.expm1(-refills), q.jsq_joins_during(outstanding, replicas, rate, prefill_s))
     b = min(b, -math.expm1(-rate * prefill_s))
     return np.minimum(b * steps * (1.0 - share), (1.0 - share) * np.asarray(lives, dtype=float))
+
+
+
+def total_count_gain(life_s: float, prompt_step_s: float, steps: float, joined: float, per_decode_s: float,
+                     others: float, life_steps: float) -> float:
+    """G, the loop gain of the deployment's outstanding total on k > 1 queues: a decode
+    lives ``life_steps`` (E[L]) steps in ``life_s`` ((D - 1) TPOT) on average, so the
+    decodes of a queue leave at rate (their count) / ``life_s``. One request more
+    stretches the steps of the ONE queue the router sends it to: its prompt's K (``steps``)
+    steps, each ``prompt_step_s`` (Delta) longer than a decode step, hold up the n_a
+    (``joined``) decodes of that queue, and its decode adds b (``per_decode_s``) to each
+    of its E[L] steps, holding up the n' - 1 (``others``) others of that queue (a
+    decoding request's view: least-loaded routing sends it where the fewest are, so not
+    the mean n). Held up that long, they leave later and the total stays higher by
+    G = (n_a Delta K + (n' - 1) b E[L]) / ((D - 1) TPOT) requests per request more:
+    the linear-noise variance of the total is k a / (1 - G) (``life_variance_share``).
+    On one queue (n_a = n' - 1 = n, n / ((D - 1) TPOT) = lambda) it is the gain of
+    ``decode_life.running_count_dispersion``. Capped to [0, 0.9] (as there)."""
+    if life_s <= 0.0:
+        return 0.0
+    gain = (joined * prompt_step_s * steps + others * per_decode_s * life_steps) / life_s
+    return min(0.9, max(0.0, gain))
+
+
+def life_variance_share(gain: float) -> float:
+    """Variance of the deployment's outstanding total averaged over one life, per unit of
+    its mean k a (``routed_at``'s ``variance_share``): its Poisson part (M/D/inf: the
+    triangular autocovariance of fixed lives averages to 2/3 over a life) plus the part
+    the loop adds, G / (1 - G) (``total_count_gain``), which relaxes at the loop's rate
+    (1 - G) / T (linear noise: a deviation lowers the departures by only 1 - G of what
+    it would at a fixed pace; T the life), an exponential autocovariance whose average
+    over a life keeps 2 (x - 1 + e^{-x}) / x^2 of it, x = 1 - G (the mean of
+    e^{-x |u - v|} over u, v uniform on (0, 1)): 2/3 + G / (1 - G) 2 (x - 1 + e^{-x}) / x^2."""
+    if gain <= 0.0:
+        return 2.0 / 3.0
+    x = 1.0 - gain
+    return 2.0 / 3.0 + gain / x * 2.0 * (x - 1.0 + math.exp(-x)) / (x * x)
