@@ -90,3 +90,41 @@ def test_life_variance_share_by_brute_force():
     # G = 0.5: x = 0.5, 2 (0.5 - 1 + e^-0.5) / 0.25 = 0.85225, so 2/3 + 1 x 0.85225 = 1.51892
     assert routing.life_variance_share(0.5) == pytest.approx(1.51892, abs=1e-5)
     assert routing.life_variance_share(0.0) == pytest.approx(2 / 3)
+
+
+def test_total_seen_excess_is_the_total_variance_by_enumeration():
+    # A request's queue holds E[c^2] / E[c] (size bias). Two exchangeable queues whose total T
+    # is over-dispersed (negative binomial, mean 6, variance v * 6 with v = 2.5) and split
+    # between them at random (c | T ~ Binomial(T, 1/2): a deviation d = c - T / 2 of variance
+    # E[T] / 4, uncorrelated with T). Enumerated exactly, E[c^2] / E[c] is the deviation's
+    # size bias a + Var(d) / a plus v / k, k = 2, the part ``total_seen_excess`` adds.
+    mean, v, k = 6.0, 2.5, 2
+    r = mean / (v - 1.0)  # negative binomial: variance mean (1 + mean / r) = v mean
+    success = r / (r + mean)
+    def p_total(t):
+        return math.exp(math.lgamma(t + r) - math.lgamma(r) - math.lgamma(t + 1)
+                        + r * math.log(success) + t * math.log(1.0 - success))
+    totals = range(300)
+    assert sum(p_total(t) for t in totals) == pytest.approx(1.0, abs=1e-12)
+    first, second = 0.0, 0.0
+    for t in totals:
+        c = np.arange(t + 1)
+        pc = np.array([math.comb(t, i) for i in range(t + 1)], dtype=float) * 0.5**t
+        first += p_total(t) * float(pc @ c)
+        second += p_total(t) * float(pc @ c**2)
+    a = mean / k
+    deviation_variance = mean / 4.0  # E[Var(c | T)] = E[T] / 4
+    assert first == pytest.approx(a, rel=1e-9)
+    assert second / first == pytest.approx(a + deviation_variance / a + routing.total_seen_excess(v, k), rel=1e-9)
+
+
+def test_routed_with_total_dispersion_by_hand():
+    # 4 queues, n = 2.0 decodes, 0.3 prefilling, 0.2 waiting: a = 2.5; a total of variance
+    # 1.8 k a raises the request's queue by v / k = 0.45 outstanding, of which n / a = 0.8
+    # decode: n' rises by 0.36; n_a and busy do not move
+    plain = routing.routed(2.0, 0.3, 0.2, 4)
+    spread = routing.routed(2.0, 0.3, 0.2, 4, total_dispersion=1.8)
+    assert spread[1] - plain[1] == pytest.approx(0.45 * 0.8, rel=1e-12)
+    assert spread[0] == plain[0] and spread[2] == plain[2]
+    # routed_at passes it on: at z = 0 the mean's
+    assert routing.routed_at(2.0, 0.3, 0.2, 4, 0.0, 2 / 3, 1.8) == spread

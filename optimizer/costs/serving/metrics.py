@@ -39,10 +39,13 @@ prompts of s tokens, outputs of D tokens, a step budget of C tokens (docs/servin
                                                         ``routing.routed_excess``)
     n' = 1 + n + lambda (s / x full - K TPOT) for k = 1 (the arrivals during its prompt's own
                                                         steps start with it, beyond the even
-                                                        spread's), else 1 + (c' - 1) n / a
+                                                        spread's), else 1 + (c' + 1 / k - 1) n / a
                                                         (what a decoding request sees, itself
                                                         included: c' its queue's outstanding
-                                                        count, E[c^2] / E[c] = 1 + E[min])
+                                                        count, E[c^2] / E[c] = 1 + E[min] in
+                                                        the mean field, plus 1 / k for the
+                                                        deployment's Poisson total moving
+                                                        every queue: ``routing.total_seen_excess``)
     TPOT = step(0, n') + f (step(x, n') - step(0, n'))
 with step() at a fractional count linear between the integers around it (``queueing.jsq_*``
 give n_a, n', P(N >= k)); solved by fixed-point iteration from n = 0 (the iterates climb to

@@ -117,9 +117,13 @@ def prompts_waiting(rep: Replica, load: ServiceLoad, rate: float, prefill_s: flo
     return q.littles_law_count(rate, q.mgk_mean_wait_s(rate * rep.queues, prefill_s, load.prompt_cv2, rep.queues)[0])
 
 
+POISSON_TOTAL = 1.0  # the outstanding total's variance / mean at a fixed pace (M/G/inf)
+
+
 def routed_at(st: Steady, replicas: int, z: float, variance_share: float) -> tuple[float, float, float]:
-    """``routing.routed_at`` of a steady state (its waiting prompts: p - rho)."""
-    return routing.routed_at(st.running, st.rho, st.prompts - st.rho, replicas, z, variance_share)
+    """``routing.routed_at`` of a steady state (its waiting prompts: p - rho; a request sees
+    the deployment's total size-biased, ``routing.total_seen_excess``)."""
+    return routing.routed_at(st.running, st.rho, st.prompts - st.rho, replicas, z, variance_share, POISSON_TOTAL)
 
 
 def steady_state(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate: float) -> Steady | None:
@@ -141,7 +145,7 @@ def steady_state(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate: flo
             if decode_steps:  # those arriving during a prompt's own steps decode its whole life
                 seen += rate * own_prefill_s
         else:  # the router counts the prompts too (``routing.routed``)
-            joined, seen, busy_k = routing.routed(running, prompts - waiting, waiting, rep.queues)
+            joined, seen, busy_k = routing.routed(running, prompts - waiting, waiting, rep.queues, POISSON_TOTAL)
         idle_d = step_at(idle, seen)
         room = budget - joined
         if load.prompt_tokens >= room:
