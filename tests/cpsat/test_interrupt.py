@@ -84,6 +84,15 @@ def _sigint_raises_keyboard_interrupt():
         signal.signal(signal.SIGINT, previous)
 
 
+def _sigint_to_main_thread() -> None:
+    """Ctrl-C to this process, delivered to its main thread (where Python runs the handler).
+    ``os.kill(os.getpid(), SIGINT)`` lets the kernel pick any thread: on a busy machine a
+    descheduled one (a CP-SAT or pytest-xdist I/O thread) may take it so late that the
+    handler runs after the test, and a KeyboardInterrupt there ends the xdist worker (the
+    run then hangs). The subprocess tests above send real, process-wide signals."""
+    signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+
 class Run:
     """A ``moeopt`` subprocess whose stderr is read line by line as it comes."""
 
@@ -240,18 +249,18 @@ def test_stop_on_sigint_restores_the_previous_handler():
     budget = Budget(10)
     with stop_on_sigint(budget):
         assert signal.getsignal(signal.SIGINT) is not before
-        os.kill(os.getpid(), signal.SIGINT)  # first: marks the budget, raises nothing
+        _sigint_to_main_thread()  # first: marks the budget, raises nothing
         time.sleep(0.05)
         assert budget.interrupted and budget.left() == 0
         with pytest.raises(KeyboardInterrupt):  # second: aborts as usual
-            os.kill(os.getpid(), signal.SIGINT)
+            _sigint_to_main_thread()
             time.sleep(1)
     assert signal.getsignal(signal.SIGINT) is before
 
 
 def test_a_real_sigint_stops_the_search_at_once():
     budget = Budget(60)
-    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    timer = threading.Timer(0.5, _sigint_to_main_thread)
     start = time.monotonic()
     with stop_on_sigint(budget):
         timer.start()
@@ -264,7 +273,7 @@ def test_a_real_sigint_stops_the_search_at_once():
 def test_keyboard_interrupt_ends_the_search_before_it_propagates():
     """Without stop_on_sigint, Ctrl-C is a KeyboardInterrupt as usual; the search thread
     is stopped and finished before it propagates."""
-    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    timer = threading.Timer(0.5, _sigint_to_main_thread)
     timer.start()
     start = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
@@ -340,7 +349,7 @@ def test_sigint_in_a_model_build_raises_out_of_time():
     budget = Budget(60)
     with stop_on_sigint(budget), pytest.raises(OutOfTime):
         with building(budget):
-            os.kill(os.getpid(), signal.SIGINT)
+            _sigint_to_main_thread()
             time.sleep(2)
     assert budget.interrupted
 
