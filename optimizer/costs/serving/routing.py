@@ -115,7 +115,6 @@ def queued_behind_excess(rate: float, replicas: int, prefill_s: float, steps: fl
     return np.minimum(b * steps * (1.0 - share), (1.0 - share) * np.asarray(lives, dtype=float))
 
 
-
 def total_count_gain(life_s: float, prompt_step_s: float, steps: float, joined: float, per_decode_s: float,
                      others: float, life_steps: float) -> float:
     """G, the loop gain of the deployment's outstanding total on k > 1 queues: a decode
