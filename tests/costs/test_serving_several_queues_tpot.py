@@ -1,7 +1,7 @@
 """The TPOT percentile's pieces on k > 1 queues: the joins by a tie at the count
 (``queueing.jsq_joins_during``), the prompt queued behind a request's own long prefill
 (``routing.queued_behind_excess``), the prompt-step events sized by the time the prompts add
-(``metrics._steps_per_event``) and the request's own context (``metrics._own_context_spread_ns``),
+(``tpot._steps_per_event``) and the request's own context (``tpot._own_context_spread_ns``),
 checked by hand or from the mean-field count law they are defined on."""
 
 import math
@@ -9,9 +9,9 @@ import math
 import numpy as np
 import pytest
 
-from optimizer.costs.serving import metrics as M
 from optimizer.costs.serving import queueing as q
 from optimizer.costs.serving import routing
+from optimizer.costs.serving import tpot as T
 from optimizer.costs.serving.knobs import ServingKnobs
 from optimizer.costs.serving.service_types import Replica, ServiceLoad
 from optimizer.costs.serving.steady_state import Steady
@@ -73,11 +73,11 @@ def test_steps_per_event_short_prompts():
     # delta = 10 us x s: T = 10 and 30 ms, E[T^2] E[K] / E[T]^2 = (100 + 900) / 2 / 20^2 = 1.25
     rep, knobs = Replica(_linear, queues=4, gpus=4), ServingKnobs(64, 16384, 1, 1)
     load = ServiceLoad(2000, 50, 0.25, prompt_points=(1000, 3000))
-    assert M._steps_per_event(rep, knobs, load, _steady(2.0, 2000.0)) == pytest.approx(1.25, rel=1e-12)
+    assert T._steps_per_event(rep, knobs, load, _steady(2.0, 2000.0)) == pytest.approx(1.25, rel=1e-12)
     # a step holding m = 4,000 / 2,000 = 2 prompts: the part above 1 halves
-    assert M._steps_per_event(rep, knobs, load, _steady(2.0, 4000.0)) == pytest.approx(1.125, rel=1e-12)
+    assert T._steps_per_event(rep, knobs, load, _steady(2.0, 4000.0)) == pytest.approx(1.125, rel=1e-12)
     # one length: one step per event, as before
-    assert M._steps_per_event(rep, knobs, ServiceLoad(2000, 50), _steady(2.0, 2000.0)) == 1.0
+    assert T._steps_per_event(rep, knobs, ServiceLoad(2000, 50), _steady(2.0, 2000.0)) == 1.0
 
 
 def test_steps_per_event_long_prompts():
@@ -85,7 +85,7 @@ def test_steps_per_event_long_prompts():
     # same delta, so p = E[K^2] / E[K] = (4 + 36) / 2 / 4 = 5
     rep, knobs = Replica(_linear, queues=4, gpus=4), ServingKnobs(64, 1024, 1, 1)
     load = ServiceLoad(4096, 50, 0.25, prompt_points=(2048, 6144))
-    assert M._steps_per_event(rep, knobs, load, _steady(0.0, 1024.0)) == pytest.approx(5.0, rel=1e-12)
+    assert T._steps_per_event(rep, knobs, load, _steady(0.0, 1024.0)) == pytest.approx(5.0, rel=1e-12)
 
 
 def test_own_context_spread_by_hand():
@@ -95,5 +95,5 @@ def test_own_context_spread_by_hand():
     # two points) -1 + 0.9 x 2 = 0.8 us above their mean 0
     rep, knobs = Replica(_linear, queues=4, gpus=4), ServingKnobs(64, 16384, 1, 1)
     load = ServiceLoad(2000, 50, 0.25, prompt_points=(1000, 3000))
-    assert M._own_context_spread_ns(rep, knobs, load, 2.0, 90) == pytest.approx(800.0, rel=1e-12)
-    assert M._own_context_spread_ns(rep, knobs, ServiceLoad(2000, 50), 2.0, 90) == 0.0
+    assert T._own_context_spread_ns(rep, knobs, load, 2.0, 90) == pytest.approx(800.0, rel=1e-12)
+    assert T._own_context_spread_ns(rep, knobs, ServiceLoad(2000, 50), 2.0, 90) == 0.0

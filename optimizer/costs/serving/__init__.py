@@ -11,6 +11,7 @@ for one knob tuple and one request rate, the predicted TTFT, TPOT, end-to-end la
 utilisation and throughput, the sustainable rate and the goodput (bisection); ``routing``:
 what least-loaded routing over outstanding requests gives it on several queues;
 ``ttft``: the TTFT figures of a steady state (the wait and a prompt's own steps by case);
+``tpot``: the TPOT percentiles of a steady state (the spreads over a decode's life);
 ``own_steps``: a prompt's own steps beside the decodes of its replica;
 ``arrival_state``: what the replica a gated prompt joins is doing when it arrives;
 ``decode_life``: the prompt steps in one decoding request's life (the TPOT percentiles);

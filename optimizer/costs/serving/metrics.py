@@ -89,7 +89,7 @@ the spread of the count a request sees over its life, of the prompt steps in its
 event p = E[T^2] E[K] / E[T]^2 steps, T_i = K_i delta_i the time prompt i adds: K_i =
 max(1, s_i / (C - n_a)) steps of delta_i = step(min(s_i, C - n_a), n_a) - step(0, n_a)) and
 of what its own context adds to every step (its prompt s_i against the mean s:
-step(0, n', c + (s_i - s) / n') - step(0, n', c) over the prompt lengths; ``_tpot_quantile_s``;
+step(0, n', c + (s_i - s) / n') - step(0, n', c) over the prompt lengths; ``tpot.tpot_quantile_s``;
 the count at the quantile of the deployment's outstanding total, variance k a v, v =
 ``routing.life_variance_share`` of the loop gain G = (n_a Delta K + (n' - 1) b E[L]) /
 ((D - 1) TPOT), ``routing.total_count_gain``);
@@ -102,11 +102,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-import numpy as np
-
-from optimizer.costs.serving.decode_life import one_queue_tpot_quantile_s, share_quantile, steps_per_prompt
 from optimizer.costs.serving.knobs import ServingKnobs
-from optimizer.costs.serving.routing import life_variance_share, total_count_gain
 from optimizer.costs.serving.service_types import (  # noqa: F401 (re-exported: the model's types)
     PERCENTILES,
     LeadStepNs,
@@ -117,120 +113,11 @@ from optimizer.costs.serving.service_types import (  # noqa: F401 (re-exported: 
     StepNs,
     z_of,
 )
-from optimizer.costs.serving.steady_state import Steady, routed_at, steady_state, step_at
+from optimizer.costs.serving.steady_state import steady_state
+from optimizer.costs.serving.tpot import tpot_quantile_s
 from optimizer.costs.serving.ttft import ttft_model
 
 _RELATIVE_TOLERANCE = 1e-7  # bisection stops when the bracket is this narrow, relatively
-
-
-def _tpot_quantile_s(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, st: Steady, percentile: int) -> float:
-    """TPOT of the request at ``percentile``: the mean plus the root sum of squares of three
-    independent spreads, the decodes its replica holds over its life
-    (``queueing.jsq_seen`` at the lifetime-averaged count's normal quantile: the deployment's
-    outstanding total over-dispersed by the pace's feedback, ``routing.total_count_gain``
-    and ``routing.life_variance_share``), the prompt
-    steps in its life (``decode_life.share_quantile`` over the output lengths: a life of L
-    steps holds f0 L + e(L) on average, f0 = K n_a / (D - 1), K = s / (C - n_a) steps per
-    prompt, in events of ``_steps_per_event``: a prompt of s_i tokens takes
-    K_i = max(1, s_i / (C - n_a)) consecutive steps of its own length, so the time the
-    prompts add is compound Poisson and the event matches its variance), less the mean share, times what a prompt chunk
-    adds to a step (a share below the mean lowers it), and its own context
-    (``_own_context_spread_ns``). The median is taken at the mean."""
-    z = z_of(percentile)
-    if load.output_tokens <= 1 or z <= 0.0:
-        return st.tpot_s  # the median is taken at the mean
-    ctx = load.decode_context_tokens
-    def idle(k):
-        return rep.step_ns(knobs, 0, k, ctx)
-    if rep.queues == 1:
-        return _one_queue_tpot_quantile_s(load, st, idle, knobs.prefill_chunk_tokens, percentile)
-    lives = load.decode_lives()
-    # the deployment's total is over-dispersed by the pace's feedback (``routing.total_count_gain``)
-    gain = total_count_gain((load.output_tokens - 1) * st.tpot_s, (st.with_prompt_ns - st.decode_ns) * 1e-9,
-                            st.prompt_steps, st.joined, _per_decode_s(idle, st.seen), st.seen - 1.0,
-                            float(np.mean(lives)))
-    seen_q = routed_at(st, rep.queues, z, life_variance_share(gain))[1]
-    by_count = (step_at(idle, seen_q) - st.decode_ns) * (1.0 - st.shared)
-    steps = load.prompt_tokens / st.chunk_tokens
-    mean_steps = steps * st.joined / (load.output_tokens - 1) * lives + np.array(st.excess)
-    share = share_quantile(lives, mean_steps, _steps_per_event(rep, knobs, load, st), percentile / 100)
-    by_prompts = (share - st.shared) * (st.with_prompt_ns - st.decode_ns)
-    by_context = _own_context_spread_ns(rep, knobs, load, st.seen, percentile)
-    return st.tpot_s + (math.hypot(by_count, max(0.0, by_prompts), by_context) + min(0.0, by_prompts)) * 1e-9
-
-
-def _steps_per_event(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, st: Steady) -> float:
-    """Prompt steps per event of ``decode_life.share_quantile`` that give the time the
-    prompts add to a life its variance: prompt i adds T_i = K_i delta_i, K_i = max(1, s_i / R)
-    steps (R = C - n_a the room) of delta_i = step(min(s_i, R), n_a) - step(0, n_a) each; over
-    a life the events are Poisson, so its added time has variance rate E[T^2], which a count of
-    events of p steps of the mean delta E[T] / E[K] matches at p = E[T^2] E[K] / E[T]^2 (for
-    one length max(1, K)). Prompts shorter than the room share a step with m - 1 others
-    (m = x / s prompts per prompt step), whose lengths average out: the part of p above
-    E[K^2] / E[K] is divided by m."""
-    lengths = load.prompt_lengths()
-    room = knobs.prefill_chunk_tokens - st.joined
-    steps = np.maximum(1.0, lengths / room)
-    plain = float((steps**2).mean() / steps.mean())
-    if len(lengths) < 2:
-        return plain
-    ctx, decodes = load.decode_context_tokens, max(0, round(st.joined))
-    idle = rep.step_ns(knobs, 0, decodes, ctx)
-    delta = np.array([rep.step_ns(knobs, int(min(x, math.floor(room))), decodes, ctx) - idle for x in lengths], dtype=float)
-    added = steps * delta
-    if added.mean() <= 0.0:
-        return plain
-    timed = float((added**2).mean() * steps.mean() / added.mean() ** 2)
-    together = max(1.0, st.chunk_tokens / load.prompt_tokens) if load.prompt_tokens < room else 1.0
-    return plain + max(0.0, timed - plain) / together
-
-
-def _own_context_spread_ns(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, seen: float,
-                           percentile: int) -> float:
-    """What a request's own context adds to each step of its life at ``percentile`` over the
-    prompt lengths, less its mean, ns: every step attends its cache, so a request with a
-    prompt s_i longer than the mean s adds its attention over s_i - s more tokens to each step
-    it is in; with n' decodes at the mean context c, step(0, n', c + (s_i - s) / n') -
-    step(0, n', c) (the step's attention read over the decodes' summed context); the
-    lengths equally likely (``ServiceLoad.prompt_lengths``)."""
-    lengths = load.prompt_lengths()
-    if len(lengths) < 2:
-        return 0.0
-    ctx = load.decode_context_tokens
-    def own(length):
-        def added(k):  # the step's summed context moves by s_i - s: its mean by (s_i - s) / k
-            k = max(1, k)
-            shifted = max(1, ctx + round((length - load.prompt_tokens) / k))
-            return rep.step_ns(knobs, 0, k, shifted) - rep.step_ns(knobs, 0, k, ctx)
-        return step_at(added, seen)
-    adds = np.array([own(x) for x in lengths])
-    return max(0.0, float(np.quantile(adds, percentile / 100)) - float(adds.mean()))
-
-
-def _per_decode_s(idle: Callable[[int], int], seen: float) -> float:
-    """b, s: what one decode more adds to a decode step of a queue holding ``seen``, the
-    secant of step(0, .) over seen +- sqrt(seen) (the count's Poisson sd; at least 1 apart)."""
-    spread = max(1.0, math.sqrt(seen))
-    low = max(1.0, seen - spread)
-    return (step_at(idle, seen + spread) - step_at(idle, low)) / (seen + spread - low) * 1e-9
-
-
-def _one_queue_tpot_quantile_s(load: ServiceLoad, st: Steady, idle: Callable[[int], int], budget: int,
-                               percentile: int) -> float:
-    """TPOT at ``percentile`` on one queue: ``decode_life.one_queue_tpot_quantile_s`` with the
-    steady state's figures (lambda = n / ((D - 1) TPOT), b = the slope of step(0, .) over n' +- sqrt(n'),
-    Delta = what a prompt step adds to a decode step; K over the prompt lengths for prompts
-    longer than the room, else a prompt's share of the step it shares)."""
-    lives = load.decode_lives()
-    rate = st.running / ((load.output_tokens - 1) * st.tpot_s)
-    per_decode_s = _per_decode_s(idle, st.seen)
-    if load.prompt_tokens >= budget - st.joined:
-        steps = steps_per_prompt(load.prompt_lengths(), budget - st.joined, st.rho)
-    else:  # a prompt's share of a step it shares with 1 / K - 1 others
-        steps = np.array([st.prompt_steps])
-    mean_steps = st.prompt_steps * st.joined / (load.output_tokens - 1) * lives + np.array(st.excess)
-    return one_queue_tpot_quantile_s(lives, st.tpot_s, rate, st.running, (st.with_prompt_ns - st.decode_ns) * 1e-9,
-                                     per_decode_s, steps, mean_steps, percentile / 100, st.early)
 
 
 def predict(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: float,
@@ -246,7 +133,7 @@ def predict(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: floa
         inf = math.inf
         return ServiceMetrics(rate_rps, False, 1.0, float(knobs.max_running_requests), 0, 0,
                               inf, inf, inf, inf, inf, inf, tokens_per_gpu)
-    tpot = {p: _tpot_quantile_s(rep, knobs, load, st, p) * 1e3 for p in PERCENTILES}
+    tpot = {p: tpot_quantile_s(rep, knobs, load, st, p) * 1e3 for p in PERCENTILES}
     if not with_ttft:
         nan = math.nan
         return ServiceMetrics(
@@ -285,7 +172,7 @@ def meets_at(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: flo
     st = steady_state(rep, knobs, load, rate_rps / rep.queues)
     if st is None:
         return False
-    tpot_ms = _tpot_quantile_s(rep, knobs, load, st, slo.percentile) * 1e3
+    tpot_ms = tpot_quantile_s(rep, knobs, load, st, slo.percentile) * 1e3
     if slo.max_tpot_ms is not None and not tpot_ms <= slo.max_tpot_ms:
         return False
     if slo.max_ttft_s is None and slo.max_e2e_latency_s is None:
