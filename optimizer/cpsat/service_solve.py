@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from optimizer.costs.expert_loads import expert_loads
 from optimizer.costs.layout import megatron_layout
 from optimizer.costs.serving.candidates import ServiceCandidate, evaluate_group
-from optimizer.costs.serving.metrics import ServiceLoad, Slo, meets_at, predict
+from optimizer.costs.serving.metrics import ServiceLoad, Slo, goodput_rps, meets_at, predict
 from optimizer.costs.serving.replica import even_stages, service_degrees, service_load
 from optimizer.costs.serving.search import ServiceSearch, prepared_groups, search
 from optimizer.costs.units import rate_target_to_int
@@ -108,7 +108,8 @@ def solve_service(inst: Instance, num_gpus: int | None = None, objective: str | 
     if choice is None and found.unvisited:
         raise _out_of_time(found, limit)
     if choice is None:
-        raise _infeasible(inst, found, rate, target)
+        examined = _add_best_missed(found, load, slo, rate, lambda: budget.left() <= 0.0)
+        raise _infeasible(inst, found, rate, target, examined)
     chosen = found.candidates[choice.index]
     deg = chosen.deg
     moe_ids = inst.model.moe_layer_ids
@@ -146,6 +147,7 @@ def widest_search(inst: Instance, gpus: int, load: ServiceLoad, slo: Slo, rate: 
         widest = max(group, key=lambda k: k.max_running_requests)
         if floor_rps > 0 and not meets_at(rep, widest, load, floor_rps, slo):
             found.pruned += 1
+            found.missed.append((deg, widest, rep))
             continue  # infeasible: misses the SLOs at the rate it must serve
         if objective == "goodput":
             promising = best_good <= floor_rps or meets_at(rep, widest, load, best_good, slo)
@@ -161,6 +163,27 @@ def widest_search(inst: Instance, gpus: int, load: ServiceLoad, slo: Slo, rate: 
             best_good, best_cap = max(best_good, cand.goodput_rps), max(best_cap, cand.sustainable_rps)
     found.configurations = len(seen)
     return found
+
+
+def _add_best_missed(found: ServiceSearch, load: ServiceLoad, slo: Slo, rate: float | None,
+                     out_of_time) -> tuple[int, int]:
+    """When ``found`` has no candidate, add the best of the groups the fast search skipped for
+    missing the SLOs at the rate to serve (their goodput, each group's widest tuple:
+    ``evaluate_group``'s rule), so an infeasibility names the best goodput a configuration
+    reaches, not a memory limit. Groups in the search's order (the most prefill capacity
+    first) until ``out_of_time()`` (after the first); (examined, skipped) groups."""
+    if found.candidates or not found.missed:
+        return 0, 0
+    best, best_good, examined = None, -1.0, 0
+    for deg, widest, rep in found.missed:
+        if examined and out_of_time():
+            break
+        examined += 1
+        good = goodput_rps(rep, widest, load, slo)
+        if good > best_good:
+            best, best_good = (deg, widest, rep), good
+    found.candidates.append(evaluate_group(best[0], [best[1]], best[2], load, slo, rate)[0])
+    return examined, len(found.missed)
 
 
 def _out_of_time(found: ServiceSearch, limit_s: float) -> NoSolutionError:
@@ -192,8 +215,11 @@ def notable_alternatives(cands: list[ServiceCandidate], chosen: ServiceCandidate
     return lines
 
 
-def _infeasible(inst: Instance, found: ServiceSearch, rate: float | None, target: float | None) -> InfeasibleError:
-    """Why no candidate qualifies: the best goodput any has, against the rate and target."""
+def _infeasible(inst: Instance, found: ServiceSearch, rate: float | None, target: float | None,
+                examined: tuple[int, int] = (0, 0)) -> InfeasibleError:
+    """Why no candidate qualifies: the best goodput any has, against the rate and target
+    (``examined``: of the groups that missed the SLOs at the rate, how many had their goodput
+    searched, of how many, when the time ran out before all)."""
     best = max(found.candidates, key=lambda c: c.goodput_rps, default=None)
     req = inst.requirements
     slos = ", ".join(s for s in (f"TTFT <= {req.max_ttft_s:g} s" if req.max_ttft_s else "",
@@ -207,6 +233,9 @@ def _infeasible(inst: Instance, found: ServiceSearch, rate: float | None, target
         message = (f"infeasible: {' and '.join(wants)} exceed(s) the best goodput of "
                    f"{best.goodput_rps:.4g} requests/s at p{req.percentile} {slos} "
                    f"({_degrees_text(best)})")
+        if examined[0] < examined[1]:
+            message += (f"; the best of {examined[0]} of the {examined[1]} knob groups that miss the SLOs "
+                        "at that rate, examined within the time limit")
     payload = {"status": "infeasible", "explanation": message, "conflicts": ["goodput"],
                "bounds": {"best_goodput_rps": best.goodput_rps if best else 0.0}}
     return InfeasibleError(message, payload)

@@ -34,6 +34,9 @@ class ServiceSearch:
     pruned: int = 0  # groups skipped by the bound
     without_knobs: int = 0  # no knob tuple fits the memory
     unvisited: int = 0  # groups left when the time ran out (the search is then incomplete)
+    # (degrees, widest knobs, replica) of the groups skipped because they miss the SLOs at the
+    # rate to serve: what an infeasibility report evaluates (``service_solve``)
+    missed: list = field(default_factory=list)
 
 
 def _prefill_estimate_rps(rep, knobs: ServingKnobs, load: ServiceLoad) -> float:
