@@ -91,12 +91,22 @@ def routed_excess(rate: float, replicas: int, prompt_step_s: float, joined: floa
     a = f0 (1 - b) / (1 - f0) (``decode_life.chain_excess``)."""
     if running <= 0.0 or share <= 0.0 or share >= 1.0:
         return np.zeros(len(lives))
-    refills = q.refill_wait_tail(0.0, prompt_step_s, joined * rate / running, rate * replicas)
+    b = _joins_during(rate, replicas, prompt_step_s, joined, running, outstanding)
+    return chain_excess(share * (1.0 - b) / (1.0 - share), b, lives)
+
+
+def _joins_during(rate: float, replicas: int, span_s: float, joined: float, running: float,
+                  outstanding: float | None) -> float:
+    """b: P(a prompt joins the queue that took one, during ``span_s`` after): the refill
+    1 - e^{-delta h(S)} (one of its n_a decodes finishes, delta = n_a lambda / n, and the next
+    arrival joins it) or, given ``outstanding`` (a per queue), a tie at its count
+    (``queueing.jsq_joins_during``), whichever is larger; at most 1 - e^{-lambda S}, the
+    one-queue chance (``routed_excess``, ``queued_behind_excess``)."""
+    refills = q.refill_wait_tail(0.0, span_s, joined * rate / running, rate * replicas)
     b = -math.expm1(-refills)
     if outstanding is not None:
-        b = max(b, q.jsq_joins_during(outstanding, replicas, rate, prompt_step_s))
-    b = min(b, -math.expm1(-rate * prompt_step_s))
-    return chain_excess(share * (1.0 - b) / (1.0 - share), b, lives)
+        b = max(b, q.jsq_joins_during(outstanding, replicas, rate, span_s))
+    return min(b, -math.expm1(-rate * span_s))
 
 
 def queued_behind_excess(rate: float, replicas: int, prefill_s: float, steps: float, joined: float, running: float,
@@ -109,9 +119,7 @@ def queued_behind_excess(rate: float, replicas: int, prefill_s: float, steps: fl
     order (one such prompt): e = b K (1 - f0), at most (1 - f0) L."""
     if running <= 0.0 or share <= 0.0 or share >= 1.0:
         return np.zeros(len(lives))
-    refills = q.refill_wait_tail(0.0, prefill_s, joined * rate / running, rate * replicas)
-    b = max(-math.expm1(-refills), q.jsq_joins_during(outstanding, replicas, rate, prefill_s))
-    b = min(b, -math.expm1(-rate * prefill_s))
+    b = _joins_during(rate, replicas, prefill_s, joined, running, outstanding)
     return np.minimum(b * steps * (1.0 - share), (1.0 - share) * np.asarray(lives, dtype=float))
 
 
