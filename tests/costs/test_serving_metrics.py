@@ -7,6 +7,8 @@ import pytest
 
 from optimizer.costs.serving.knobs import ServingKnobs
 from optimizer.costs.serving.metrics import Replica, ServiceLoad, Slo, goodput_rps, meets, predict, sustainable_rps
+from optimizer.costs.serving.steady_state import steady_state
+from optimizer.costs.serving.ttft import partial_step_excess_s
 
 MS = 1_000_000  # ns
 
@@ -94,8 +96,23 @@ def test_metrics_by_hand():
     assert m.tpot_ms == pytest.approx(tpot_ms, rel=1e-7)
     assert m.running_requests == pytest.approx(n, rel=1e-7)
     assert m.utilization == pytest.approx(rho, rel=1e-7)
+    # the prefill server's time per prompt is step-discrete (queueing.step_discrete_service_s):
+    # S_d = (S + w) / (1 + rate w), w the excess of a partial step of r tokens over r / (C - n)
+    # of the full one, trapezoid over r = g (C - n) / 8, g = 0..8: step(r) = 10 + 0.01 (floor(r)
+    # + n) ms (floor(r) <= 997 = floor(C - n) needs no cap), the full one at r = C - n 10 +
+    # 0.01 (997 + n) = 19.9907 ms; w_g = step(r_g) - g / 8 x 19.9907 = 10.0207, 8.7619, 7.5130,
+    # 6.2642, 5.0053, 3.7565, 2.5077, 1.2588, 0 ms: w = 5.0097 ms (the affine part alone
+    # (10 + 0.01 n) / 2 = 5.0103); S = 40.083 ms -> S_d = 45.083 / 1.01002 = 44.645 ms, rho_d
+    # = 0.0893 (still < 0.1: no wait at p90)
     service_s = 2000 / (1000 - n) * 0.020
-    wait_s = rho * service_s / (2 * (1 - rho))
+    cells = [10 + 0.01 * (math.floor(g * (1000 - n) / 8) + n) - g / 8 * (10 + 0.01 * (997 + n)) for g in range(9)]
+    excess_s = (sum(cells) - cells[0] / 2 - cells[8] / 2) / 8 / 1e3
+    assert excess_s == pytest.approx(5.00972e-3, rel=1e-5)
+    assert partial_step_excess_s(REP, KNOBS, LOAD, steady_state(REP, KNOBS, LOAD, 2.0)) == pytest.approx(excess_s, rel=1e-9)
+    service_s = (service_s + excess_s) / (1 + 2.0 * excess_s)
+    assert service_s == pytest.approx(44.645e-3, rel=1e-4)
+    rho_d = 2.0 * service_s
+    wait_s = rho_d * service_s / (2 * (1 - rho_d))
     rest_s = (1 - math.exp(-n)) * (10 + 0.01 * max(1, n)) / 2 / 1e3
     z90 = 1.2815515655446004
     n90 = n + z90 * math.sqrt(n)

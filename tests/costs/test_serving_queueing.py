@@ -255,3 +255,16 @@ def test_jsq_outstanding_against_simulation():
         t += 1
     simulated = float(np.mean(seen_min))
     assert 0.88 * simulated <= q.jsq_outstanding(load, k)[0] <= simulated
+
+
+def test_step_discrete_service_by_hand():
+    # S_d = (S + w) / (1 + lambda w): S = 0.1 s, w = 0.02 s, lambda = 5/s -> 0.12 / 1.1 =
+    # 0.109091 s; it solves S_d = S + (1 - lambda S_d) w (one partial step per busy period,
+    # 1 - rho_d busy periods per prompt): 0.1 + (1 - 0.545455) 0.02 = 0.109091
+    s_d = q.step_discrete_service_s(0.1, 0.02, 5.0)
+    assert s_d == pytest.approx(0.12 / 1.1, rel=1e-12)
+    assert s_d == pytest.approx(0.1 + (1 - 5.0 * s_d) * 0.02, rel=1e-12)
+    # at the fluid capacity (lambda S = 1) the busy period never ends: S_d = S (0.12 / 1.2)
+    assert q.step_discrete_service_s(0.1, 0.02, 10.0) == pytest.approx(0.1, rel=1e-12)
+    # no excess (a step's time proportional to its tokens): the fluid service
+    assert q.step_discrete_service_s(0.1, 0.0, 5.0) == 0.1

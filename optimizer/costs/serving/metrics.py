@@ -62,7 +62,9 @@ first chunk is the prompt's own (``Replica.lead_step_ns``: its attention at its 
 in a pipeline the largest micro-batch, which sets the step); gated prompts also have the
 prompt tokens earlier steps left over ahead of them (below). W: for prompts longer than half
 the room, the wait of the deployment's prefill servers as one M/G/k queue (Allen-Cunneen with
-the prompt lengths' squared coefficient of variation cv^2; Pollaczek-Khinchine for k = 1);
+the prompt lengths' squared coefficient of variation cv^2; Pollaczek-Khinchine for k = 1,
+at the step-discrete service S_d = (S + w) / (1 + lambda w), w the excess of a busy period's
+last, partial step: ``queueing.step_discrete_service_s``);
 for shorter ones (gated admission) the rest of the step under way: with k = 1 a prompt step
 (a share rho of the time, length-biased over the steps' prompt tokens min(C - n_a, A), A the
 compound Poisson tokens that came during the step before: ``prefill_backlog``; in a pipeline

@@ -25,6 +25,12 @@
   probability of joining a replica in it is delta h(S) at most rho, the prompt steps' share
   of the time: the step's prompts count against the replica, so the router can avoid it,
   never prefer it (``prompt_step_join_probability``).
+- One queue's prefill server works in whole steps (``step_discrete_service_s``): while
+  prompt tokens wait at every step start the steps are full and a prompt takes its tokens'
+  share of a full step's time (the fluid service S); a busy period ends with a step that
+  holds fewer tokens than the room and costs w more than their share (the step's fixed part).
+  An M/G/1 serves 1 / (1 - rho) prompts per busy period, so per prompt the server is busy
+  S_d = S + (1 - lambda S_d) w = (S + w) / (1 + lambda w); M/G/1 at rho_d = lambda S_d.
 """
 
 from __future__ import annotations
@@ -157,6 +163,14 @@ def erlang_c(servers: int, offered_load: float) -> float:
     for i in range(1, servers + 1):
         b = offered_load * b / (i + offered_load * b)
     return servers * b / (servers - offered_load * (1.0 - b))
+
+
+def step_discrete_service_s(fluid_service_s: float, partial_step_excess_s: float, rate_per_s: float) -> float:
+    """S_d = (S + w) / (1 + lambda w), s: the prefill server's time per prompt on one queue
+    (module doc) from the fluid service S (a prompt's tokens at a full step's rate), the
+    excess w of a busy period's last, partial step over its tokens' share of a full step,
+    and the arrival rate lambda; S_d -> S as rho_d -> 1 (the capacity does not move)."""
+    return (fluid_service_s + partial_step_excess_s) / (1.0 + rate_per_s * partial_step_excess_s)
 
 
 def mgk_mean_wait_s(rate_per_s: float, mean_service_s: float, cv2: float, servers: int) -> tuple[float, float]:

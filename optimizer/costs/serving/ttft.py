@@ -7,7 +7,9 @@ prompt's first chunk and its own steps, by case:
   chunk's prompt, ``OwnSteps.lead_law``) and the prompt tokens earlier steps left over their
   room (``prefill_backlog``, on every queue count);
 - longer prompts: the deployment's prefill servers as one M/G/k queue plus, on k > 1 queues,
-  the wait behind a prefill the joined replica still runs (``queueing.refill_law_*``);
+  the wait behind a prefill the joined replica still runs (``queueing.refill_law_*``); on one
+  queue the server's time per prompt is step-discrete (``queueing.step_discrete_service_s``:
+  each busy period ends with a partial step that costs more than its tokens' share);
 and a prompt's own steps step by step (``own_steps``).
 """
 from __future__ import annotations
@@ -47,7 +49,7 @@ def ttft_model(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: f
         return st.joined if z <= 0.0 else routed_at(st, rep.queues, z, 1.0)[0]
     if gated:
         return _gated_model(rep, knobs, load, rate_rps, st, busy, own, joined_at)
-    return _queued_model(rep, load, rate_rps, st, own, joined_at)
+    return _queued_model(rep, knobs, load, rate_rps, st, own, joined_at)
 
 
 def _refills_per_s(rep: Replica, load: ServiceLoad, st: Steady) -> float:
@@ -59,13 +61,30 @@ def _refills_per_s(rep: Replica, load: ServiceLoad, st: Steady) -> float:
     return st.joined / life_s if rep.queues > 1 and life_s > 0 else 0.0
 
 
-def _queued_model(rep: Replica, load: ServiceLoad, rate_rps: float, st: Steady, own: OwnSteps,
+def partial_step_excess_s(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, st: Steady) -> float:
+    """w (s): what a prompt step of r < C - n_a prompt tokens beside n_a decodes takes more
+    than r / (C - n_a) of a full one, step(r) - r / (C - n_a) step(C - n_a), averaged over r
+    uniform on [0, C - n_a] (trapezoid over ``STEP_GRID`` cells): the last step of a prefill
+    busy period on one queue (``queueing.step_discrete_service_s``)."""
+    budget, ctx = knobs.prefill_chunk_tokens, load.decode_context_tokens
+    room = budget - st.joined
+    tokens = np.linspace(0.0, room, STEP_GRID + 1)
+    steps_s = np.array([step_at(lambda k, r=r: rep.step_ns(knobs, max(0, min(math.floor(r), math.floor(budget - k))), k, ctx),
+                                st.joined) * 1e-9 for r in tokens])
+    excess = steps_s - tokens / room * steps_s[-1]
+    return float((excess[:-1] + excess[1:]).sum()) / (2 * STEP_GRID)
+
+
+def _queued_model(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps: float, st: Steady, own: OwnSteps,
                   joined_at: Callable[[int], float]) -> TtftModel:
     """Prompts longer than half the room: the wait at the deployment's prefill servers as one
-    M/G/k queue (exponential tail), plus on k > 1 queues the wait behind a prefill the joined
-    replica still runs, over the prompt lengths' prefill times (length-biased:
+    M/G/k queue (exponential tail; on one queue at the step-discrete service time,
+    ``queueing.step_discrete_service_s``), plus on k > 1 queues the wait behind a prefill the
+    joined replica still runs, over the prompt lengths' prefill times (length-biased:
     ``queueing.refill_law_*``), plus the own steps (the rest of a step under way in them)."""
     service_s = load.prompt_tokens / st.chunk_tokens * st.full_ns * 1e-9
+    if rep.queues == 1:  # k > 1: not measured, left fluid
+        service_s = q.step_discrete_service_s(service_s, partial_step_excess_s(rep, knobs, load, st), rate_rps)
     wait_s, p_wait = q.mgk_mean_wait_s(rate_rps, service_s, load.prompt_cv2, rep.queues)
     freed = _refills_per_s(rep, load, st)
     prefills_s = load.prompt_lengths() / st.chunk_tokens * st.full_ns * 1e-9
