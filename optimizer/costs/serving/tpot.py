@@ -88,7 +88,8 @@ def _own_context_spread_ns(rep: Replica, knobs: ServingKnobs, load: ServiceLoad,
     prompt s_i longer than the mean s adds its attention over s_i - s more tokens to each step
     it is in; with n' decodes at the mean context c, step(0, n', c + (s_i - s) / n') -
     step(0, n', c) (the step's attention read over the decodes' summed context); the
-    lengths equally likely (``ServiceLoad.prompt_lengths``)."""
+    lengths equally likely (``ServiceLoad.prompt_lengths``), read between their points
+    (``service_types.between_points``)."""
     lengths = load.prompt_lengths()
     if len(lengths) < 2:
         return 0.0
