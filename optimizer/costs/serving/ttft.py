@@ -147,13 +147,21 @@ def _gated_model(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps:
     by_state = step_tokens_by_state(load.prompt_tokens, max(1, math.floor(room)), per_queue,
                                     p_join, st.rho, float(step_s**2 @ step_p) / mean_step_s, idle_s)
 
+    # the prompt steps' law sorted, with its suffix sums sum_{i >= j} p_i and p_i T_i (0 past
+    # the end): the rest's tail at many u by a binary search each (``prompt_step_tail``)
+    order = np.argsort(step_s, kind="stable")
+    sorted_s = step_s[order]
+    above_p = np.append(np.cumsum(step_p[order][::-1])[::-1], 0.0)
+    above_tp = np.append(np.cumsum((step_p * step_s)[order][::-1])[::-1], 0.0)
+
     def arrival_states(joined: float, prompts: tuple[int, ...], between: bool = False) -> list[ArrivalState]:
         """The three states of ``arrival_state`` with the own steps of ``prompts`` behind each
         left-over amount at ``joined`` decodes; ``between``: read between the equally likely
         prompts' levels (``service_types.between_points``: for a quantile)."""
         rows = len(prompts) * (POINT_PARTS if between and len(prompts) > 1 else 1)
-        def prompt_step_tail(u):
-            return np.clip(step_s[None, :] - np.asarray(u)[..., None], 0.0, None) @ step_p / mean_step_s
+        def prompt_step_tail(u):  # E[(T - u)^+] / E[T] = sum over T_j > u of p_j (T_j - u), / E[T]
+            above = np.searchsorted(sorted_s, u, side="right")
+            return (above_tp[above] - np.asarray(u) * above_p[above]) / mean_step_s
         def decode_step_tail(u):
             return np.clip(1.0 - np.asarray(u) / idle_s, 0.0, None)
         def no_wait(u):
