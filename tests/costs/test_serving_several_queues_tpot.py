@@ -91,9 +91,19 @@ def test_steps_per_event_long_prompts():
 def test_own_context_spread_by_hand():
     # 1 ns per decode and context token: with n' = 2 decodes a prompt 1,000 tokens longer
     # than the mean s = 2,000 moves the mean context by 500 and the step by 2 x 500 ns = 1 us;
-    # the lengths 1,000 and 3,000 add -1 and +1 us, their 90th percentile (linear between the
-    # two points) -1 + 0.9 x 2 = 0.8 us above their mean 0
+    # the lengths 1,000 and 3,000 add -1 and +1 us. They are the law's quantiles at levels 1/4
+    # and 3/4, read at 8 levels (j + 1/2) / 8 linear in the level (``service_types.between_points``,
+    # the segment carried on beyond the end levels): positions (j + 1/2) / 4 - 1/2 = -3/8, -1/8,
+    # ..., 11/8 on the points' index, adds -1 + 2 x position: -1.75, -1.25, ..., 1.25, 1.75 us,
+    # mean 0; the 90th percentile is the 8th of 8 (8 >= 0.9 x 8 = 7.2): 1.75 us above the mean
     rep, knobs = Replica(_linear, queues=4, gpus=4), ServingKnobs(64, 16384, 1, 1)
     load = ServiceLoad(2000, 50, 0.25, prompt_points=(1000, 3000))
-    assert T._own_context_spread_ns(rep, knobs, load, 2.0, 90) == pytest.approx(800.0, rel=1e-12)
+    assert T._own_context_spread_ns(rep, knobs, load, 2.0, 90) == pytest.approx(1750.0, rel=1e-12)
+    # four lengths 500, 1,500, 2,500, 3,500 (mean 2,000) add -1.5 + position us at 16 levels,
+    # positions (j + 1/2) / 4 - 1/2, mean 0; the 90th percentile is the 15th of 16 (15 >= 14.4),
+    # position 14.5 / 4 - 1/2 = 3.125: 1.625 us; the 70th the 12th (12 >= 11.2), position
+    # 2.375: 0.875 us (the 4 points as atoms give 1.5 and 0.5 us)
+    load4 = ServiceLoad(2000, 50, 0.25, prompt_points=(500, 1500, 2500, 3500))
+    assert T._own_context_spread_ns(rep, knobs, load4, 2.0, 90) == pytest.approx(1625.0, rel=1e-12)
+    assert T._own_context_spread_ns(rep, knobs, load4, 2.0, 70) == pytest.approx(875.0, rel=1e-12)
     assert T._own_context_spread_ns(rep, knobs, ServiceLoad(2000, 50), 2.0, 90) == 0.0

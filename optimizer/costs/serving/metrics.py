@@ -83,7 +83,8 @@ Gated prompts (any k): the wait and the own step by the joined replica's state o
 a prompt step under way (P_join), a decode step under way or idle, its step holding the prompts
 that came during the step under way (``arrival_state``); the quantile over the states.
 Percentiles otherwise: P(W + own(s) > t) = 1 - q averaged over the equally likely prompt lengths
-(``ServiceLoad.prompt_points``; else the prompt at that percentile of the lengths), W's tail
+(``ServiceLoad.prompt_points``, read between the points: ``service_types.between_points``; else
+the prompt at that percentile of the lengths), W's tail
 as above (the exponential tail for M/G/k), plus W_r's quantile, at n_a's normal quantile.
 TPOT percentiles: the mean plus the root sum of squares of
 the spread of the count a request sees over its life, of the prompt steps in its life

@@ -18,6 +18,27 @@ LeadStepNs = Callable[[ServingKnobs, int, int, int, int], int]
 # (knobs, prompt lengths, decodes, context) -> ns: a step of those whole prompts (cut at C - decodes)
 PromptsStepNs = Callable[[ServingKnobs, tuple[int, ...], int, int], int]
 PERCENTILES = (50, 90, 99)
+POINT_PARTS = 4  # equally likely levels per point where a quantile over the points is read
+
+
+def between_points(values: np.ndarray, parts: int = POINT_PARTS) -> np.ndarray:
+    """``values`` of n equally likely points (axis 0, in the order of their levels: the law's
+    quantiles at (i + 1/2) / n, as ``ServiceLoad.prompt_points``) read at n ``parts`` equally
+    likely levels (j + 1/2) / (n parts), linear in the level between the points' levels (the
+    Hazen plotting position; beyond the first and last levels along the end segments, so a
+    linear law keeps its mean), shape (n parts, ...). The points stand for a continuous law:
+    its q-quantile lies between the two points whose levels bracket q, where the points as n
+    atoms put it on the one below or above (the p90 of 32 points is the 29th, at level 0.891:
+    on lognormal 7,437-token prompts 16,829 tokens where the law has 17,600). Held at the end
+    points instead, the top point's mass is lost from the tail. One point is returned as it is."""
+    values = np.asarray(values, dtype=float)
+    count = values.shape[0]
+    if count < 2:
+        return values
+    position = (np.arange(count * parts) + 0.5) / parts - 0.5
+    low = np.clip(np.floor(position).astype(int), 0, count - 2)
+    frac = (position - low).reshape((-1,) + (1,) * (values.ndim - 1))
+    return values[low] * (1.0 - frac) + values[low + 1] * frac
 
 
 def z_of(percentile: int) -> float:

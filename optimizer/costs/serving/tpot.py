@@ -15,7 +15,7 @@ import numpy as np
 from optimizer.costs.serving.decode_life import one_queue_tpot_quantile_s, share_quantile, steps_per_prompt
 from optimizer.costs.serving.knobs import ServingKnobs
 from optimizer.costs.serving.routing import life_variance_share, total_count_gain
-from optimizer.costs.serving.service_types import Replica, ServiceLoad, z_of
+from optimizer.costs.serving.service_types import Replica, ServiceLoad, between_points, z_of
 from optimizer.costs.serving.steady_state import Steady, routed_at, step_at
 
 
@@ -88,7 +88,8 @@ def _own_context_spread_ns(rep: Replica, knobs: ServingKnobs, load: ServiceLoad,
     prompt s_i longer than the mean s adds its attention over s_i - s more tokens to each step
     it is in; with n' decodes at the mean context c, step(0, n', c + (s_i - s) / n') -
     step(0, n', c) (the step's attention read over the decodes' summed context); the
-    lengths equally likely (``ServiceLoad.prompt_lengths``)."""
+    lengths equally likely (``ServiceLoad.prompt_lengths``), read between their points
+    (``service_types.between_points``)."""
     lengths = load.prompt_lengths()
     if len(lengths) < 2:
         return 0.0
@@ -99,8 +100,8 @@ def _own_context_spread_ns(rep: Replica, knobs: ServingKnobs, load: ServiceLoad,
             shifted = max(1, ctx + round((length - load.prompt_tokens) / k))
             return rep.step_ns(knobs, 0, k, shifted) - rep.step_ns(knobs, 0, k, ctx)
         return step_at(added, seen)
-    adds = np.array([own(x) for x in lengths])
-    return max(0.0, float(np.quantile(adds, percentile / 100)) - float(adds.mean()))
+    adds = between_points(np.array([own(x) for x in lengths]))  # the lengths' law between its points
+    return max(0.0, float(np.quantile(adds, percentile / 100, method="inverted_cdf")) - float(adds.mean()))
 
 
 def _per_decode_s(idle: Callable[[int], int], seen: float) -> float:

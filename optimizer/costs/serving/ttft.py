@@ -10,7 +10,10 @@ prompt's first chunk and its own steps, by case:
   the wait behind a prefill the joined replica still runs (``queueing.refill_law_*``); on one
   queue the server's time per prompt is step-discrete (``queueing.step_discrete_service_s``:
   each busy period ends with a partial step that costs more than its tokens' share);
-and a prompt's own steps step by step (``own_steps``).
+and a prompt's own steps step by step (``own_steps``). A quantile over the prompt lengths reads
+their 32 equally likely points as the continuous law they stand for, linear in the level
+between the points' levels (``service_types.between_points``): as atoms the p90 sat on the
+29th point (level 0.891).
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ from optimizer.costs.serving.arrival_state import ArrivalState, step_tokens_by_s
 from optimizer.costs.serving.knobs import ServingKnobs
 from optimizer.costs.serving.own_steps import STEP_GRID, OwnSteps
 from optimizer.costs.serving.prefill_backlog import leftover_steps, step_tokens_law
-from optimizer.costs.serving.service_types import Replica, ServiceLoad, z_of
+from optimizer.costs.serving.service_types import POINT_PARTS, Replica, ServiceLoad, between_points, z_of
 from optimizer.costs.serving.steady_state import Steady, routed_at, step_at
 
 TtftModel = tuple[Callable[[int], float], Callable[[], float]]  # (TTFT at a percentile, mean TTFT), s
@@ -103,7 +106,7 @@ def _queued_model(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps
         quantile = percentile / 100
         prompts = load.prompt_points or (load.prompt_at(percentile),)
         refill = q.refill_law_wait_quantile_s(prefills_s, freed, rate_rps, quantile)
-        owns = own(joined_at(percentile), prompts)
+        owns = between_points(own(joined_at(percentile), prompts))  # the lengths' law between its points
         return refill + mixture_quantile_s(owns, np.full(len(owns), 1.0 / len(owns)), wait_tail,
                                             q.wait_quantile_s(wait_s, p_wait, quantile), quantile)
 
@@ -163,18 +166,29 @@ def _gated_model(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps:
     by_state = step_tokens_by_state(load.prompt_tokens, max(1, math.floor(room)), per_queue,
                                     p_join, st.rho, float(step_s**2 @ step_p) / mean_step_s, idle_s)
 
-    def arrival_states(joined: float, prompts: tuple[int, ...]) -> list[ArrivalState]:
+    # the prompt steps' law sorted, with its suffix sums sum_{i >= j} p_i and p_i T_i (0 past
+    # the end): the rest's tail at many u by a binary search each (``prompt_step_tail``)
+    order = np.argsort(step_s, kind="stable")
+    sorted_s = step_s[order]
+    above_p = np.append(np.cumsum(step_p[order][::-1])[::-1], 0.0)
+    above_tp = np.append(np.cumsum((step_p * step_s)[order][::-1])[::-1], 0.0)
+
+    def arrival_states(joined: float, prompts: tuple[int, ...], between: bool = False) -> list[ArrivalState]:
         """The three states of ``arrival_state`` with the own steps of ``prompts`` behind each
-        left-over amount at ``joined`` decodes."""
-        def prompt_step_tail(u):
-            return np.clip(step_s[None, :] - np.asarray(u)[..., None], 0.0, None) @ step_p / mean_step_s
+        left-over amount at ``joined`` decodes; ``between``: read between the equally likely
+        prompts' levels (``service_types.between_points``: for a quantile)."""
+        rows = len(prompts) * (POINT_PARTS if between and len(prompts) > 1 else 1)
+        def prompt_step_tail(u):  # E[(T - u)^+] / E[T] = sum over T_j > u of p_j (T_j - u), / E[T]
+            above = np.searchsorted(sorted_s, u, side="right")
+            return (above_tp[above] - np.asarray(u) * above_p[above]) / mean_step_s
         def decode_step_tail(u):
             return np.clip(1.0 - np.asarray(u) / idle_s, 0.0, None)
         def no_wait(u):
             return np.zeros(np.shape(u))
-        weights = np.repeat(backlog_p[None, :], len(prompts), axis=0).ravel() / len(prompts)
+        weights = np.repeat(backlog_p[None, :], rows, axis=0).ravel() / rows
         def owns(tokens):
-            return own(joined, prompts, tokens, left_over).ravel()
+            owned = own(joined, prompts, tokens, left_over)
+            return (between_points(owned) if between else owned).ravel()
         return [ArrivalState(p_join, owns(by_state[0]), weights, prompt_step_tail, float(step_s.max())),
                 ArrivalState(decode_share, owns(by_state[1]), weights, decode_step_tail, idle_s),
                 ArrivalState(max(0.0, 1.0 - p_join - decode_share), owns(by_state[2]), weights, no_wait, 0.0)]
@@ -184,7 +198,7 @@ def _gated_model(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps:
         equally likely prompt lengths when the load has them, else the prompt at that
         percentile of the lengths; n_a at its normal quantile."""
         prompts = load.prompt_points or (load.prompt_at(percentile),)
-        return ttft_quantile_s(arrival_states(joined_at(percentile), prompts), percentile / 100)
+        return ttft_quantile_s(arrival_states(joined_at(percentile), prompts, True), percentile / 100)
 
     def ttft_mean_s() -> float:  # the wait's mean and each state's own steps (the left-over tokens are in them)
         own_mean = sum(a.probability * float(a.owns_s @ a.weights) for a in arrival_states(st.joined, mean_prompts))
