@@ -4,10 +4,7 @@ Input: ``step_ns(knobs, chunk_tokens, decodes, context_tokens)``, the time of on
 step of one queue (an attention-DP rank with its own scheduler) that prefills ``chunk_tokens``
 prompt tokens and advances ``decodes`` running requests at ``context_tokens`` each, pipelined
 as the knobs' micro-batch counts say (integer ns: ``optimizer.costs.step_time`` through
-``serving.replica``, or a test double), the number of queues and the GPUs. The decodes of a
-step are costed at their mean context s + (D (1 + cv_D^2) + 1) / 2 (a request of D' tokens is
-in D' - 1 decode steps, so the running ones are length-biased in their outputs:
-``ServiceLoad.running_context_tokens``).
+``serving.replica``, or a test double), the number of queues and the GPUs.
 
 Steady state at a rate lambda per queue (k queues, requests routed to the least-loaded one),
 prompts of s tokens, outputs of D tokens, a step budget of C tokens (docs/serving-model.md):

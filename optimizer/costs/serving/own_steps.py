@@ -35,7 +35,7 @@ class OwnSteps:
                  per_queue_rps: float, rest_share: float):
         self.rep, self.knobs, self.load = rep, knobs, load
         self.per_queue_rps, self.rest_share = per_queue_rps, rest_share
-        self.budget, self.ctx = knobs.prefill_chunk_tokens, load.running_context_tokens
+        self.budget, self.ctx = knobs.prefill_chunk_tokens, load.decode_context_tokens
         # without micro-batches the own chunk adds its attention at its own length, which
         # hardly depends on the decodes beside it: costed at the mean joined count rounded to
         # a power of two (few distinct steps are costed); in a pipeline the dealing of the

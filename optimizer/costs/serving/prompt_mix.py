@@ -221,7 +221,7 @@ def mixed_prompt_step_ns(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, t
     hold ``tokens`` on average, linear in k between the levels (module doc). Needs
     ``Replica.prompts_step_ns`` (``steady_state.chain_step_ns`` keeps the mean make-up's
     step without it)."""
-    budget, ctx = knobs.prefill_chunk_tokens, load.running_context_tokens
+    budget, ctx = knobs.prefill_chunk_tokens, load.decode_context_tokens
     decodes = min(decodes, budget - 1.0)
     low = math.floor(decodes)
     def idle(k):

@@ -58,23 +58,6 @@ class ServiceLoad:
         """Mean context of a decode step: s + (D + 1) / 2, rounded down."""
         return self.prompt_tokens + (self.output_tokens + 1) // 2
 
-    @property
-    def running_context_tokens(self) -> int:
-        """Mean context of the decodes a step holds, the aggregated model's decode context:
-        s + (D (1 + cv^2) + 1) / 2, rounded down, with cv^2 the squared coefficient of
-        variation of the output lengths (``output_points``). A request of D' tokens holds
-        D' - 1 decode steps, so the decodes running in a step are length-biased in their
-        outputs: over every decode step a running request's generated tokens average
-        E[D'^2] / (2 E[D']) = D (1 + cv^2) / 2, not D / 2 (the prompt, independent of the
-        output, is not biased). Equal to ``decode_context_tokens`` for one output length.
-        (docs/serving-model.md, "The step time".)"""
-        points = self.output_points
-        if not points or self.output_tokens <= 1:
-            return self.decode_context_tokens
-        mean = sum(points) / len(points)
-        cv2 = sum(d * d for d in points) / len(points) / (mean * mean) - 1.0
-        return self.prompt_tokens + math.floor((self.output_tokens * (1.0 + cv2) + 1.0) / 2.0)
-
 
 @dataclass(frozen=True)
 class Slo:

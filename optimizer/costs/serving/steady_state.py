@@ -81,7 +81,7 @@ def prompt_step_tokens(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rat
     (length-biased: lambda t of them, t the step under way, the prompt step itself in a run
     of them with probability rho), rounded up to eighths of a prompt:
     x = min(C - n_a, s ceil(8 (1 + lambda t)) / 8); one refinement from t = step(0, n_a)."""
-    budget, ctx, s = knobs.prefill_chunk_tokens, load.running_context_tokens, load.prompt_tokens
+    budget, ctx, s = knobs.prefill_chunk_tokens, load.decode_context_tokens, load.prompt_tokens
     room = max(1, math.floor(budget - joined))
     if s >= room:
         return budget  # the step holds C - k prompt tokens beside k decodes
@@ -104,7 +104,7 @@ def chain_step_ns(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, tokens: 
     make-up, linear between the integer counts."""
     if load.output_tokens > 1 and rep.prompts_step_ns is not None:
         return mixed_prompt_step_ns(rep, knobs, load, tokens, decodes)
-    budget, ctx = knobs.prefill_chunk_tokens, load.running_context_tokens
+    budget, ctx = knobs.prefill_chunk_tokens, load.decode_context_tokens
     return step_at(lambda k: rep.step_ns(knobs, min(tokens, math.floor(budget - k)), k, ctx), decodes)
 
 
@@ -129,7 +129,7 @@ def routed_at(st: Steady, replicas: int, z: float, variance_share: float) -> tup
 def steady_state(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate: float) -> Steady | None:
     """Fixed point of the steady state at ``rate`` per queue (module doc); None if not
     sustainable."""
-    cap, budget, ctx = knobs.max_running_requests, knobs.prefill_chunk_tokens, load.running_context_tokens
+    cap, budget, ctx = knobs.max_running_requests, knobs.prefill_chunk_tokens, load.decode_context_tokens
     def idle(k):
         return rep.step_ns(knobs, 0, k, ctx)
     decode_steps = max(0, load.output_tokens - 1)

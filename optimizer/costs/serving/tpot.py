@@ -35,7 +35,7 @@ def tpot_quantile_s(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, st: St
     z = z_of(percentile)
     if load.output_tokens <= 1 or z <= 0.0:
         return st.tpot_s  # the median is taken at the mean
-    ctx = load.running_context_tokens
+    ctx = load.decode_context_tokens
     def idle(k):
         return rep.step_ns(knobs, 0, k, ctx)
     if rep.queues == 1:
@@ -70,7 +70,7 @@ def _steps_per_event(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, st: S
     plain = float((steps**2).mean() / steps.mean())
     if len(lengths) < 2:
         return plain
-    ctx, decodes = load.running_context_tokens, max(0, round(st.joined))
+    ctx, decodes = load.decode_context_tokens, max(0, round(st.joined))
     idle = rep.step_ns(knobs, 0, decodes, ctx)
     delta = np.array([rep.step_ns(knobs, int(min(x, math.floor(room))), decodes, ctx) - idle for x in lengths], dtype=float)
     added = steps * delta
@@ -92,7 +92,7 @@ def _own_context_spread_ns(rep: Replica, knobs: ServingKnobs, load: ServiceLoad,
     lengths = load.prompt_lengths()
     if len(lengths) < 2:
         return 0.0
-    ctx = load.running_context_tokens
+    ctx = load.decode_context_tokens
     def own(length):
         def added(k):  # the step's summed context moves by s_i - s: its mean by (s_i - s) / k
             k = max(1, k)

@@ -100,7 +100,7 @@ def _gated_model(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps:
     the prompt's own step; and the prompt tokens earlier steps left over their room
     (``prefill_backlog``)."""
     per_queue = rate_rps / rep.queues
-    budget, ctx = knobs.prefill_chunk_tokens, load.running_context_tokens
+    budget, ctx = knobs.prefill_chunk_tokens, load.decode_context_tokens
     mean_prompts = load.prompt_points or (load.prompt_tokens,)
     service_s = st.full_ns * 1e-9
     # the step under way at the joined replica is a prompt step (one queue: a share rho of
