@@ -25,18 +25,21 @@ def _variants():
     return [(TINY, 2), (TINY, 4), (tiny_disagg(), 8), (tight, 4), (target, 8)]
 
 
+# one test per (variant, objective), so that pytest-xdist spreads them over its workers: the
+# exhaustive search of the tight variant alone evaluates about 2,200 tuples (2-3 min of CPU)
 @pytest.mark.slow
 @pytest.mark.parametrize("objective", ["goodput", "throughput"])
-def test_fast_search_gives_the_exhaustive_plan(objective):
-    for doc, gpus in _variants():
-        inst = with_gpus(Instance.model_validate(doc), gpus)
-        full = solve_service(inst, gpus, objective, UNREACHED_LIMIT_S, exhaustive=True)
-        fast = solve_service(inst, gpus, objective, UNREACHED_LIMIT_S)
-        name = f"{doc['name']} on {gpus}"
-        assert full.status == fast.status == "optimal", name
-        assert (fast.chosen.deg, fast.chosen.knobs) == (full.chosen.deg, full.chosen.knobs), name
-        assert [p.value for p in fast.choice.phases] == [p.value for p in full.choice.phases], name
-        assert fast.chosen.goodput_rps == full.chosen.goodput_rps, name
-        assert fast.plan == full.plan, name
-        # one tuple per group evaluated, never more candidates than the full search
-        assert len(fast.searched.candidates) <= len(full.searched.candidates), name
+@pytest.mark.parametrize("variant", range(len(_variants())))
+def test_fast_search_gives_the_exhaustive_plan(variant, objective):
+    doc, gpus = _variants()[variant]
+    inst = with_gpus(Instance.model_validate(doc), gpus)
+    full = solve_service(inst, gpus, objective, UNREACHED_LIMIT_S, exhaustive=True)
+    fast = solve_service(inst, gpus, objective, UNREACHED_LIMIT_S)
+    name = f"{doc['name']} on {gpus}"
+    assert full.status == fast.status == "optimal", name
+    assert (fast.chosen.deg, fast.chosen.knobs) == (full.chosen.deg, full.chosen.knobs), name
+    assert [p.value for p in fast.choice.phases] == [p.value for p in full.choice.phases], name
+    assert fast.chosen.goodput_rps == full.chosen.goodput_rps, name
+    assert fast.plan == full.plan, name
+    # one tuple per group evaluated, never more candidates than the full search
+    assert len(fast.searched.candidates) <= len(full.searched.candidates), name
