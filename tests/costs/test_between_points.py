@@ -40,7 +40,7 @@ def test_lognormal_quantile_between_points():
     atoms = float(np.quantile(points, 0.9, method="inverted_cdf"))
     fine = float(np.quantile(between_points(points), 0.9, method="inverted_cdf"))
     assert atoms == points[28] < exact
-    # the 116th of 128 levels (116 >= 0.9 x 128 = 115.2): 115.5 / 128 = 0.9023, i.e. 1/4 of the
+    # the 116th of 128 levels (116 >= 0.9 x 128 = 115.2): 115.5 / 128 = 0.9023, i.e. 3/8 of the
     # way from the 29th point (level 0.8906) to the 30th (0.9219) ... position 115.5 / 4 - 1/2 = 28.375
     assert fine == pytest.approx(points[28] + 0.375 * (points[29] - points[28]), rel=1e-12)
     assert abs(fine / exact - 1.0) < abs(atoms / exact - 1.0) / 2
