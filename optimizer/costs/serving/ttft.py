@@ -64,17 +64,24 @@ def _refills_per_s(rep: Replica, load: ServiceLoad, st: Steady) -> float:
     return st.joined / life_s if rep.queues > 1 and life_s > 0 else 0.0
 
 
+def steps_over_room_s(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, st: Steady) -> tuple[np.ndarray, np.ndarray]:
+    """(r, step(r)): prompt tokens r on ``STEP_GRID`` equal cells over the room [0, C - n_a]
+    (shape STEP_GRID + 1) and the step of r prompt tokens (floored, cut at C - k) beside the
+    steady state's n_a decodes, s."""
+    budget, ctx = knobs.prefill_chunk_tokens, load.decode_context_tokens
+    tokens = np.linspace(0.0, budget - st.joined, STEP_GRID + 1)
+    steps_s = np.array([step_at(lambda k, r=r: rep.step_ns(knobs, max(0, min(math.floor(r), math.floor(budget - k))), k, ctx),
+                                st.joined) * 1e-9 for r in tokens])
+    return tokens, steps_s
+
+
 def partial_step_excess_s(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, st: Steady) -> float:
     """w (s): what a prompt step of r < C - n_a prompt tokens beside n_a decodes takes more
     than r / (C - n_a) of a full one, step(r) - r / (C - n_a) step(C - n_a), averaged over r
     uniform on [0, C - n_a] (trapezoid over ``STEP_GRID`` cells): the last step of a prefill
     busy period on one queue (``queueing.step_discrete_service_s``)."""
-    budget, ctx = knobs.prefill_chunk_tokens, load.decode_context_tokens
-    room = budget - st.joined
-    tokens = np.linspace(0.0, room, STEP_GRID + 1)
-    steps_s = np.array([step_at(lambda k, r=r: rep.step_ns(knobs, max(0, min(math.floor(r), math.floor(budget - k))), k, ctx),
-                                st.joined) * 1e-9 for r in tokens])
-    excess = steps_s - tokens / room * steps_s[-1]
+    tokens, steps_s = steps_over_room_s(rep, knobs, load, st)
+    excess = steps_s - tokens / tokens[-1] * steps_s[-1]
     return float((excess[:-1] + excess[1:]).sum()) / (2 * STEP_GRID)
 
 
@@ -141,9 +148,7 @@ def _gated_model(rep: Replica, knobs: ServingKnobs, load: ServiceLoad, rate_rps:
     room = budget - st.joined
     under_way_s = st.rho * service_s + (1.0 - st.rho) * idle_s
     tokens, step_p = step_tokens_law(mean_prompts, step_rate * under_way_s, room)
-    grid = np.linspace(0.0, room, STEP_GRID + 1)
-    costs = [step_at(lambda k, x=x: rep.step_ns(knobs, math.floor(min(x, budget - k)), k, ctx), st.joined) * 1e-9
-             for x in grid]
+    grid, costs = steps_over_room_s(rep, knobs, load, st)
     step_s = np.interp(tokens, grid, costs)
     # in a pipeline the step is its first micro-batch's, which holds the step's first chunk
     # whole: its length is a prompt of the workload's law, not the mean one (measured on
